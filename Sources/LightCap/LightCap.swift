@@ -1,0 +1,1 @@
+// LightCap: placeholder until the first component lands.

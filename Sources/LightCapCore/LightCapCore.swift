@@ -1,0 +1,1 @@
+// LightCapCore: placeholder until the first component lands.

@@ -1,0 +1,1 @@
+// LightCapEval: placeholder until the first component lands.

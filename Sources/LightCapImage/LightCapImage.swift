@@ -1,0 +1,1 @@
+// LightCapImage: placeholder until the first component lands.

@@ -1,0 +1,1 @@
+// LightCapModel: placeholder until the first component lands.

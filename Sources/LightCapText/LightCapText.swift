@@ -1,0 +1,1 @@
+// LightCapText: placeholder until the first component lands.

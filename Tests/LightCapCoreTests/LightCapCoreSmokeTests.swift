@@ -1,0 +1,6 @@
+import XCTest
+@testable import LightCapCore
+
+final class LightCapCoreSmokeTests: XCTestCase {
+    func testModuleLoads() { XCTAssertTrue(true) }
+}

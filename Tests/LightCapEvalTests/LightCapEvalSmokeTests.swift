@@ -1,0 +1,6 @@
+import XCTest
+@testable import LightCapEval
+
+final class LightCapEvalSmokeTests: XCTestCase {
+    func testModuleLoads() { XCTAssertTrue(true) }
+}

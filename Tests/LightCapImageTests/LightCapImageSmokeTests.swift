@@ -1,0 +1,6 @@
+import XCTest
+@testable import LightCapImage
+
+final class LightCapImageSmokeTests: XCTestCase {
+    func testModuleLoads() { XCTAssertTrue(true) }
+}

@@ -1,0 +1,6 @@
+import XCTest
+@testable import LightCapModel
+
+final class LightCapModelSmokeTests: XCTestCase {
+    func testModuleLoads() { XCTAssertTrue(true) }
+}

@@ -1,0 +1,6 @@
+import XCTest
+@testable import LightCapText
+
+final class LightCapTextSmokeTests: XCTestCase {
+    func testModuleLoads() { XCTAssertTrue(true) }
+}
