@@ -113,4 +113,85 @@ public enum Reference {
         }
         return Tensor(shape: [tq, width], scalars: out)
     }
+
+    /// 2-D convolution of x [C, H, W] with weight [O, C, k, k] (+ bias) -> [O, H', W'].
+    public static func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padding: Int) -> Tensor {
+        let (c, h, w) = (x.shape[0], x.shape[1], x.shape[2])
+        let (o, k) = (weight.shape[0], weight.shape[2])
+        let ho = (h + 2 * padding - k) / stride + 1, wo = (w + 2 * padding - k) / stride + 1
+        let xs = x.scalars, ws = weight.scalars, bs = bias?.scalars
+        var out = [Float](repeating: 0, count: o * ho * wo)
+        for oc in 0..<o {
+            for oy in 0..<ho {
+                for ox in 0..<wo {
+                    var acc = Double(bs?[oc] ?? 0)
+                    for ic in 0..<c {
+                        for ky in 0..<k {
+                            let iy = oy * stride - padding + ky
+                            if iy < 0 || iy >= h { continue }
+                            for kx in 0..<k {
+                                let ix = ox * stride - padding + kx
+                                if ix < 0 || ix >= w { continue }
+                                acc += Double(xs[(ic * h + iy) * w + ix]) * Double(ws[((oc * c + ic) * k + ky) * k + kx])
+                            }
+                        }
+                    }
+                    out[(oc * ho + oy) * wo + ox] = Float(acc)
+                }
+            }
+        }
+        return Tensor(shape: [o, ho, wo], scalars: out)
+    }
+
+    /// Average pool with window = stride = k (PyTorch `AvgPool2d(k)`, floor) on [C, H, W].
+    public static func avgPool2d(_ x: Tensor, kernel k: Int) -> Tensor {
+        let (c, h, w) = (x.shape[0], x.shape[1], x.shape[2])
+        let (ho, wo) = (h / k, w / k)
+        let xs = x.scalars
+        var out = [Float](repeating: 0, count: c * ho * wo)
+        for ch in 0..<c {
+            for oy in 0..<ho {
+                for ox in 0..<wo {
+                    var acc = 0.0
+                    for dy in 0..<k { for dx in 0..<k { acc += Double(xs[(ch * h + oy * k + dy) * w + ox * k + dx]) } }
+                    out[(ch * ho + oy) * wo + ox] = Float(acc / Double(k * k))
+                }
+            }
+        }
+        return Tensor(shape: [c, ho, wo], scalars: out)
+    }
+
+    /// Inference BatchNorm on [C, H, W]: (x - mean) / sqrt(var + eps) * gamma + beta.
+    public static func batchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, mean: Tensor, variance: Tensor, eps: Double = 1e-5) -> Tensor {
+        let c = x.shape[0], plane = x.count / c
+        var xs = x.scalars
+        let g = gamma.scalars, b = beta.scalars, m = mean.scalars, v = variance.scalars
+        for ch in 0..<c {
+            let inv = 1 / (Double(v[ch]) + eps).squareRoot()
+            for i in 0..<plane {
+                xs[ch * plane + i] = Float((Double(xs[ch * plane + i]) - Double(m[ch])) * inv * Double(g[ch]) + Double(b[ch]))
+            }
+        }
+        return Tensor(shape: x.shape, scalars: xs)
+    }
+
+    /// Element-wise ReLU.
+    public static func relu(_ x: Tensor) -> Tensor {
+        Tensor(shape: x.shape, scalars: x.scalars.map { max($0, 0) })
+    }
+
+    /// Element-wise sum.
+    public static func add(_ a: Tensor, _ b: Tensor) -> Tensor {
+        precondition(a.shape == b.shape, "Reference.add: \(a.shape) vs \(b.shape)")
+        return Tensor(shape: a.shape, scalars: zip(a.scalars, b.scalars).map { $0 + $1 })
+    }
+
+    /// [C, H, W] -> tokens [H * W, C] (row-major over y, x).
+    public static func tokens(_ x: Tensor) -> Tensor {
+        let (c, h, w) = (x.shape[0], x.shape[1], x.shape[2])
+        let xs = x.scalars
+        var out = [Float](repeating: 0, count: x.count)
+        for ch in 0..<c { for p in 0..<(h * w) { out[p * c + ch] = xs[ch * h * w + p] } }
+        return Tensor(shape: [h * w, c], scalars: out)
+    }
 }
