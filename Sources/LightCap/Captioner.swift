@@ -184,6 +184,8 @@ public final class Captioner: Sendable {
             ? try CachedSession(fusion: fusion, heads: heads, special: special, context: context, captionSegmentLength: a)
             : UncachedSession(fusion: fusion, heads: heads, special: special, context: context, captionSegmentLength: a)
         if options.beamSize == 1 {
+            // Greedy needs the exact argmax only: the INT8 vocabulary product with exact rescoring.
+            (session as? CachedSession)?.argmaxOnly = true
             return try Decoder.greedy(session, sep: special.sep, maxLength: options.maxLength)
         }
         return try Decoder.beamSearch(session, sep: special.sep, beam: options.beamSize, maxLength: options.maxLength)

@@ -78,6 +78,8 @@ final class CachedSession: LogitSession {
     let image: ImageCache
     /// Caption caches of the prefixes of the last step, keyed by the prefix.
     var caches: [[Int]: CaptionCache] = [:]
+    /// Use the INT8 decoder (exact argmax, approximate elsewhere): greedy decoding only.
+    var argmaxOnly = false
 
     init(fusion: FusionModel, heads: PredictionHeads, special: SpecialTokenIDs, context: ImageContext, captionSegmentLength: Int) throws {
         self.fusion = fusion
@@ -113,7 +115,7 @@ final class CachedSession: LogitSession {
         }
         let (hidden, grown) = try fusion.step(caches: parents, tokens: tokens, maskID: special.mask, image: image)
         caches = Dictionary(zip(prefixes, grown), uniquingKeysWith: { a, _ in a })
-        return splitRows(heads.logits(hidden))
+        return argmaxOnly ? heads.argmaxExactLogits(hidden) : splitRows(heads.logits(hidden))
     }
 }
 

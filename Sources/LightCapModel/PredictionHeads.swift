@@ -25,6 +25,8 @@ public struct PredictionHeads: Sendable {
     let biases: [Tensor]
     /// The decoder [V, D] with the averaged bias, packed once (owned F32).
     let decoder: Linear
+    /// The same decoder packed as INT8 with exact rescoring of the argmax candidates.
+    public let quantizedDecoder: QuantizedDecoder
 
     /// Loads `count` heads from the `heads` scope; `wordEmbeddings` [V, D] is the tied decoder.
     public init(_ store: WeightStore, configuration: Configuration, wordEmbeddings: Tensor) throws {
@@ -44,6 +46,7 @@ public struct PredictionHeads: Sendable {
         self.transforms = transforms
         self.biases = biases
         decoder = try Linear(weight: wordEmbeddings, bias: Tensor(shape: [v], scalars: mean))
+        quantizedDecoder = QuantizedDecoder(weight: decoder.weight, bias: mean)
     }
 
     /// Number of heads.
@@ -63,6 +66,12 @@ public struct PredictionHeads: Sendable {
     /// Ensemble logits x [M, D] -> [M, V]: one decoder product on the averaged states + averaged bias.
     public func logits(_ x: Tensor) -> Tensor {
         decoder(transformed(x))
+    }
+
+    /// Ensemble logits through the INT8 decoder: exact for every token that could be a row's
+    /// argmax, within a bound elsewhere (see QuantizedDecoder). x [M, D] -> M rows of V.
+    public func argmaxExactLogits(_ x: Tensor) -> [[Float]] {
+        quantizedDecoder.logits(transformed(x))
     }
 
     /// Every head's logits [H, M, V] (the reference twin: one decoder product per head).
