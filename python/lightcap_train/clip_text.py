@@ -45,15 +45,12 @@ def default_bpe_path() -> Path:
 @lru_cache()
 def byte_to_unicode() -> dict[int, str]:
     """GPT-2's reversible map of the 256 bytes to printable characters: printable Latin-1
-    bytes map to themselves, the others to code points 256, 257, ..."""
+    bytes map to themselves, the others to code points 256, 257, ... The dict's order (the
+    printable bytes first, then the others) is the order of the first 256 vocabulary entries."""
     printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    table, extra = {}, 0
-    for b in range(256):
-        if b in printable:
-            table[b] = chr(b)
-        else:
-            table[b] = chr(256 + extra)
-            extra += 1
+    table = {b: chr(b) for b in printable}
+    others = [b for b in range(256) if b not in table]
+    table.update({b: chr(256 + i) for i, b in enumerate(others)})
     return table
 
 
