@@ -38,10 +38,9 @@ public final class CLIPResNet: Sendable {
         let width = visual.width
 
         // Stem: conv1 (stride 2), conv2, conv3, each + BN + ReLU; AvgPool 2.
-        var x = try b.convolution(b.input, loader.conv("conv1", bn: "bn1", in: 3, out: width / 2, kernel: 3, stride: 2, padding: 1),
-                                  relu: true, label: "conv1")
-        x = try b.convolution(x, loader.conv("conv2", bn: "bn2", in: width / 2, out: width / 2, kernel: 3, padding: 1), relu: true, label: "conv2")
-        x = try b.convolution(x, loader.conv("conv3", bn: "bn3", in: width / 2, out: width, kernel: 3, padding: 1), relu: true, label: "conv3")
+        var x = try loader.add(b, b.input, "conv1", bn: "bn1", in: 3, out: width / 2, kernel: 3, stride: 2, padding: 1)
+        x = try loader.add(b, x, "conv2", bn: "bn2", in: width / 2, out: width / 2, kernel: 3, padding: 1)
+        x = try loader.add(b, x, "conv3", bn: "bn3", in: width / 2, out: width, kernel: 3, padding: 1)
         x = try b.averagePool(x, kernel: 2, label: "avgpool")
 
         // layer1..4: planes width * (1, 2, 4, 8), strides (1, 2, 2, 2).
@@ -55,8 +54,6 @@ public final class CLIPResNet: Sendable {
             }
         }
         network = try b.build(output: x)
-        // The convolution weights now live packed in the network: let the file's pages go.
-        for key in store.scoped("visual").keys where !key.hasPrefix("visual.attnpool.") { store.releasePages(of: key) }
         attentionPool = visual.attentionPool
             ? try AttentionPool(store.scoped("visual").scoped("attnpool"), tokens: gridSide * gridSide, channels: channels,
                                 heads: visual.heads, outputDim: visual.outputDim)
@@ -67,20 +64,16 @@ public final class CLIPResNet: Sendable {
     /// identity = downsample (AvgPool(stride), 1x1 conv, BN) when stride > 1 or channels change.
     private static func bottleneck(_ b: ConvolutionNetwork.Builder, _ x: ConvolutionNetwork.Value, _ loader: ConvLoader,
                                    name: String, inplanes: Int, planes: Int, stride: Int) throws -> ConvolutionNetwork.Value {
-        var h = try b.convolution(x, loader.conv("\(name).conv1", bn: "\(name).bn1", in: inplanes, out: planes, kernel: 1),
-                                  relu: true, label: "\(name).conv1")
-        h = try b.convolution(h, loader.conv("\(name).conv2", bn: "\(name).bn2", in: planes, out: planes, kernel: 3, padding: 1),
-                              relu: true, label: "\(name).conv2")
+        var h = try loader.add(b, x, "\(name).conv1", bn: "\(name).bn1", in: inplanes, out: planes, kernel: 1)
+        h = try loader.add(b, h, "\(name).conv2", bn: "\(name).bn2", in: planes, out: planes, kernel: 3, padding: 1)
         h = try b.averagePool(h, kernel: stride, label: "\(name).avgpool")
         var identity = x
         if stride > 1 || inplanes != planes * 4 {
             let pooled = try b.averagePool(x, kernel: stride, label: "\(name).downsample.-1")
-            identity = try b.convolution(pooled, loader.conv("\(name).downsample.0", bn: "\(name).downsample.1",
-                                                             in: inplanes, out: planes * 4, kernel: 1),
-                                         relu: false, label: "\(name).downsample.0")
+            identity = try loader.add(b, pooled, "\(name).downsample.0", bn: "\(name).downsample.1",
+                                      in: inplanes, out: planes * 4, kernel: 1, relu: false)
         }
-        return try b.convolution(h, loader.conv("\(name).conv3", bn: "\(name).bn3", in: planes, out: planes * 4, kernel: 1),
-                                 relu: true, residual: identity, label: "\(name).conv3")
+        return try loader.add(b, h, "\(name).conv3", bn: "\(name).bn3", in: planes, out: planes * 4, kernel: 1, residual: identity)
     }
 
     /// A new workspace for `grid`.
@@ -120,6 +113,17 @@ public final class CLIPResNet: Sendable {
 struct ConvLoader {
     let store: WeightStore
     let folded: Bool
+
+    /// Loads convolution `name` (+ BN `bn`), adds it to `builder` (packing its weights), then
+    /// lets the file's pages of it go: the packed copy is the only resident one.
+    func add(_ builder: ConvolutionNetwork.Builder, _ x: ConvolutionNetwork.Value, _ name: String, bn: String,
+             in inChannels: Int, out outChannels: Int, kernel: Int, stride: Int = 1, padding: Int = 0,
+             relu: Bool = true, residual: ConvolutionNetwork.Value? = nil) throws -> ConvolutionNetwork.Value {
+        let conv = try self.conv(name, bn: bn, in: inChannels, out: outChannels, kernel: kernel, stride: stride, padding: padding)
+        let y = try builder.convolution(x, conv, relu: relu, residual: residual, label: name)
+        store.releasePages(of: "\(name).weight")
+        return y
+    }
 
     func conv(_ name: String, bn: String, in inChannels: Int, out outChannels: Int, kernel: Int,
               stride: Int = 1, padding: Int = 0) throws -> Conv2d {
