@@ -22,7 +22,9 @@ let package = Package(
         .systemLibrary(name: "CWebP", path: "Sources/CWebP", pkgConfig: "libwebp", providers: [.apt(["libwebp-dev"])]),
 
         // Tensor, safetensors, weight store, configuration, kernels (oneDNN + plain reference twins).
-        .target(name: "LightCapCore", dependencies: ["CDNNL"]),
+        .target(name: "LightCapCore", dependencies: ["CDNNL", "CPeakFLOPS"]),
+        // An FMA loop measuring the FP32 peak (benchmarks report the fraction of it they reach).
+        .target(name: "CPeakFLOPS"),
         // WordPiece tokenizer / detokenizer.
         .target(name: "LightCapText"),
         // The network: CLIPResNet, ConceptExtractor, Modulator, FusionModel, Heads.
@@ -38,6 +40,9 @@ let package = Package(
             "LightCap", "LightCapEval",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
+
+        // Visual encoder benchmark: `swift run -c release lightcap-bench-visual --help`.
+        .executableTarget(name: "lightcap-bench-visual", dependencies: ["LightCapModel", "LightCapCore"]),
 
         .testTarget(name: "LightCapCoreTests", dependencies: ["LightCapCore"]),
         .testTarget(name: "LightCapTextTests", dependencies: ["LightCapText"]),

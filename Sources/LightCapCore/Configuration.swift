@@ -50,6 +50,8 @@ public struct Configuration: Codable, Sendable, Equatable {
 
     /// The visual concept extractor.
     public struct Concepts: Codable, Sendable, Equatable {
+        /// false: the "no concepts" ablation (no extractor weights, no concept segment).
+        public var enabled: Bool = true
         public var embedDim: Int = 128
         public var hiddenDim: Int = 128
         public var topK: Int = 8
@@ -57,7 +59,7 @@ public struct Configuration: Codable, Sendable, Equatable {
         public var prompt: String = "a photo of a {}"
 
         enum CodingKeys: String, CodingKey {
-            case windows, prompt
+            case enabled, windows, prompt
             case embedDim = "embed_dim"
             case hiddenDim = "hidden_dim"
             case topK = "top_k"
@@ -65,6 +67,7 @@ public struct Configuration: Codable, Sendable, Equatable {
         public init() {}
         public init(from decoder: Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
+            enabled = try c.decodeIfPresent(Bool.self, forKey: .enabled) ?? enabled
             embedDim = try c.decodeIfPresent(Int.self, forKey: .embedDim) ?? embedDim
             hiddenDim = try c.decodeIfPresent(Int.self, forKey: .hiddenDim) ?? hiddenDim
             topK = try c.decodeIfPresent(Int.self, forKey: .topK) ?? topK
@@ -272,7 +275,7 @@ public struct Configuration: Codable, Sendable, Equatable {
         guard visual.layers.count == 4, visual.layers.allSatisfy({ $0 >= 1 }) else {
             throw fail("visual.layers must be 4 positive block counts, got \(visual.layers)")
         }
-        guard visual.width > 0 else { throw fail("visual.width must be positive") }
+        guard visual.width > 0, visual.width % 2 == 0 else { throw fail("visual.width must be positive and even, got \(visual.width)") }
         if visual.attentionPool {
             guard visual.heads > 0, gridChannels % visual.heads == 0 else {
                 throw fail("visual.heads \(visual.heads) must divide the grid channels \(gridChannels)")
@@ -282,8 +285,11 @@ public struct Configuration: Codable, Sendable, Equatable {
         guard concepts.embedDim > 0, concepts.hiddenDim > 0, concepts.topK > 0 else {
             throw fail("concepts.embed_dim, hidden_dim and top_k must be positive")
         }
-        guard !concepts.windows.isEmpty, concepts.windows.allSatisfy({ $0 >= 1 && $0 <= gridSide }) else {
-            throw fail("concepts.windows \(concepts.windows) must lie in 1...\(gridSide)")
+        guard !concepts.windows.isEmpty, concepts.windows.allSatisfy({ $0 >= 1 }) else {
+            throw fail("concepts.windows \(concepts.windows) must be positive")
+        }
+        guard concepts.enabled || !modulator.enabled else {
+            throw fail("modulator.enabled requires concepts.enabled (set modulator.enabled false too)")
         }
         guard modulator.hiddenDim > 0 else { throw fail("modulator.hidden_dim must be positive") }
         guard fusion.vocabSize > 0, fusion.hiddenSize > 0, fusion.numHiddenLayers > 0, fusion.intermediateSize > 0 else {
@@ -293,7 +299,9 @@ public struct Configuration: Codable, Sendable, Equatable {
             throw fail("fusion.num_attention_heads \(fusion.numAttentionHeads) must divide hidden_size \(fusion.hiddenSize)")
         }
         guard fusion.typeVocabSize >= 2 else { throw fail("fusion.type_vocab_size must be at least 2") }
-        guard fusion.hiddenAct == "gelu" else { throw fail("fusion.hidden_act '\(fusion.hiddenAct)' is not supported (gelu)") }
+        guard ["gelu", "relu", "gelu_new"].contains(fusion.hiddenAct) else {
+            throw fail("fusion.hidden_act '\(fusion.hiddenAct)' is not supported (gelu, relu, gelu_new)")
+        }
         guard fusion.layerNormEps > 0 else { throw fail("fusion.layer_norm_eps must be positive") }
         guard heads.count >= 1 else { throw fail("heads.count must be at least 1") }
         guard decoding.maxLength >= 1, decoding.beamSize >= 1 else { throw fail("decoding.max_length and beam_size must be positive") }

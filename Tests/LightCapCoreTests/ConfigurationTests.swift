@@ -16,7 +16,7 @@ final class ConfigurationTests: XCTestCase {
           "visual": {"layers": [1, 1, 1, 1], "width": 16,
                      "attention_pool": false, "heads": 8, "output_dim": 128,
                      "batchnorm_folded": true},
-          "concepts": {"embed_dim": 128, "hidden_dim": 128, "top_k": 8, "windows": [1, 2, 3],
+          "concepts": {"enabled": true, "embed_dim": 128, "hidden_dim": 128, "top_k": 8, "windows": [1, 2, 3],
                        "prompt": "a photo of a {}"},
           "modulator": {"enabled": true, "hidden_dim": 16},
           "fusion": {"vocab_size": 64, "hidden_size": 128, "num_hidden_layers": 2,
@@ -66,6 +66,10 @@ final class ConfigurationTests: XCTestCase {
         XCTAssertThrowsError(try Configuration.decode(Data(#"{"format_version": 1, "visual": {"width": "wide"}}"#.utf8))) {
             XCTAssertTrue("\($0)".contains("visual.width"), "\($0)")
         }
+        XCTAssertThrowsError(try Configuration.decode(Data(#"{"format_version": 1, "concepts": {"enabled": false}}"#.utf8))) {
+            XCTAssertTrue("\($0)".contains("modulator.enabled"), "\($0)")
+        }
+        XCTAssertNoThrow(try Configuration.decode(Data(#"{"format_version": 1, "concepts": {"enabled": false}, "modulator": {"enabled": false}}"#.utf8)))
         XCTAssertThrowsError(try Configuration.decode(Data("{not json".utf8))) {
             XCTAssertTrue("\($0)".contains("not valid JSON"), "\($0)")
         }
