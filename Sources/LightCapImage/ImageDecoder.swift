@@ -26,7 +26,8 @@ public enum ImageDecoder {
             let orientation = data.withUnsafeBytes { EXIFOrientation.fromJPEG($0.bindMemory(to: UInt8.self)) }
             return (orientation ?? .up).apply(to: raw.compositedOnWhite())
         case .png:
-            let (raw, orientation) = try PNGDecoder.decode(data, limits: limits)
+            let (raw, orientation) = try PNGFastPath.decode(data, limits: limits)
+                ?? PNGDecoder.decode(data, limits: limits)
             return (orientation ?? .up).apply(to: raw.compositedOnWhite())
         case .webp:
             let (raw, orientation) = try WebPDecoder.decode(data, limits: limits)

@@ -95,3 +95,23 @@ final class HostileImageTests: XCTestCase {
         XCTAssertNil(EXIFOrientation.parse(tiff: Array(le.prefix(19))))
     }
 }
+
+final class PNGFastPathTests: XCTestCase {
+    /// The libdeflate fast path against libspng (its twin) on every fixture PNG it accepts, and on
+    /// each hostile PNG (where it must decline or agree).
+    func testFastPathEqualsLibspng() throws {
+        let (dir, m) = try ImageFixtures.manifest()
+        var accepted = 0
+        let files = m.cases.map(\.file).filter { $0.hasSuffix(".png") } + m.hostile.map(\.file).filter { $0.hasSuffix(".png") }
+        for f in files {
+            let data = try Data(contentsOf: dir.appendingPathComponent(f))
+            guard !data.isEmpty, let fast = try? PNGFastPath.decode(data, limits: .init()) else { continue }
+            accepted += 1
+            let (twin, orientation) = try PNGDecoder.decode(data, limits: .init())
+            XCTAssertEqual(fast.0.bytes, twin.bytes, f)
+            XCTAssertEqual(fast.0.channels, twin.channels, f)
+            XCTAssertEqual(fast.1, orientation, f)
+        }
+        XCTAssertGreaterThanOrEqual(accepted, 10, "the fast path should take the 8-bit RGB/RGBA fixtures")
+    }
+}

@@ -50,6 +50,32 @@ def png_from_array(arr: np.ndarray, color_type: int) -> bytes:
     return png_bytes(w, h, depth, color_type, rows)
 
 
+def png_filtered(arr: np.ndarray, filters: list[int]) -> bytes:
+    """8-bit RGB (3 channels) or RGBA (4) PNG whose row y uses filter type filters[y % len(filters)]."""
+    h, w, c = arr.shape
+    a = arr.reshape(h, w * c).astype(np.int32)
+    rows = []
+    for y in range(h):
+        cur = a[y]
+        up = a[y - 1] if y > 0 else np.zeros_like(cur)
+        left = np.concatenate([np.zeros(c, np.int32), cur[:-c]])
+        upleft = np.concatenate([np.zeros(c, np.int32), up[:-c]])
+        f = filters[y % len(filters)]
+        if f == 0:
+            pred = np.zeros_like(cur)
+        elif f == 1:
+            pred = left
+        elif f == 2:
+            pred = up
+        elif f == 3:
+            pred = (left + up) >> 1
+        else:
+            pa, pb, pc = np.abs(up - upleft), np.abs(left - upleft), np.abs(left + up - 2 * upleft)
+            pred = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, up, upleft))
+        rows.append(bytes([f]) + ((cur - pred) & 0xFF).astype(np.uint8).tobytes())
+    return png_bytes(w, h, 8, 6 if c == 4 else 2, b"".join(rows))
+
+
 def encode(img: Image.Image, fmt: str, **kw) -> bytes:
     buf = io.BytesIO()
     img.save(buf, fmt, **kw)
@@ -121,6 +147,11 @@ def cases() -> list[tuple[str, str, bytes, dict]]:
     out.append(("png_rgb16", "png", png_from_array(rgb16, 2), {"lossless": True}))
     rgba16 = np.dstack([rgb16[:200, :300], (np.mgrid[0:200, 0:300][1] * 218).astype(np.uint16)])
     out.append(("png_rgba16", "png", png_from_array(rgba16, 6), {"lossless": True}))
+    for f in range(5):
+        out.append((f"png_filter_{f}", "png", png_filtered(gradient(67, 45, f), [f]), {"lossless": True}))
+    out.append(("png_filter_mixed_rgba", "png",
+                png_filtered(np.dstack([gradient(53, 41, 9), gradient(53, 41, 10)[..., :1]]), [4, 3, 2, 1, 0]),
+                {"lossless": True}))
     pal = astronaut.quantize(64)
     out.append(("png_palette", "png", encode(pal, "PNG"), {"lossless": True}))
     pal16 = coffee.resize((151, 99)).quantize(16)
