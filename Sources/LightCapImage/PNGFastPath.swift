@@ -113,17 +113,55 @@ enum PNGFastPath {
                     d[i] = s[i] &+ UInt8(truncatingIfNeeded: (Int(d[i - bpp]) + Int(up[i])) >> 1)
                 }
             case 4:
-                for i in 0..<bpp { d[i] = s[i] &+ up[i] }   // a = c = 0: Paeth picks b
-                for i in bpp..<rowBytes {
-                    let a = Int(d[i - bpp]), bb = Int(up[i]), c = Int(up[i - bpp])
-                    let pa = abs(bb - c), pb = abs(a - c), pc = abs(a + bb - 2 * c)
-                    let pred = (pa <= pb && pa <= pc) ? a : (pb <= pc ? bb : c)
-                    d[i] = s[i] &+ UInt8(truncatingIfNeeded: pred)
-                }
+                if bpp == 3 { paethRow3(s, d, up, rowBytes) } else { paethRow4(s, d, up, rowBytes) }
             default:
                 return false
             }
         }
         return true
+    }
+
+    /// A Paeth row of 3-byte pixels: one SIMD lane per channel, the left and up-left pixels in registers.
+    static func paethRow3(_ s: UnsafePointer<UInt8>, _ d: UnsafeMutablePointer<UInt8>, _ up: UnsafePointer<UInt8>, _ n: Int) {
+        var a = SIMD4<Int32>(), c = SIMD4<Int32>()
+        var i = 0
+        while i < n {
+            let b = SIMD4<Int32>(Int32(up[i]), Int32(up[i + 1]), Int32(up[i + 2]), 0)
+            let x = SIMD4<Int32>(Int32(s[i]), Int32(s[i + 1]), Int32(s[i + 2]), 0)
+            a = (x &+ paeth(a, b, c)) & 0xFF
+            d[i] = UInt8(truncatingIfNeeded: a[0])
+            d[i + 1] = UInt8(truncatingIfNeeded: a[1])
+            d[i + 2] = UInt8(truncatingIfNeeded: a[2])
+            c = b
+            i += 3
+        }
+    }
+
+    /// A Paeth row of 4-byte pixels.
+    static func paethRow4(_ s: UnsafePointer<UInt8>, _ d: UnsafeMutablePointer<UInt8>, _ up: UnsafePointer<UInt8>, _ n: Int) {
+        var a = SIMD4<Int32>(), c = SIMD4<Int32>()
+        var i = 0
+        while i < n {
+            let b = SIMD4<Int32>(Int32(up[i]), Int32(up[i + 1]), Int32(up[i + 2]), Int32(up[i + 3]))
+            let x = SIMD4<Int32>(Int32(s[i]), Int32(s[i + 1]), Int32(s[i + 2]), Int32(s[i + 3]))
+            a = (x &+ paeth(a, b, c)) & 0xFF
+            d[i] = UInt8(truncatingIfNeeded: a[0])
+            d[i + 1] = UInt8(truncatingIfNeeded: a[1])
+            d[i + 2] = UInt8(truncatingIfNeeded: a[2])
+            d[i + 3] = UInt8(truncatingIfNeeded: a[3])
+            c = b
+            i += 4
+        }
+    }
+
+    /// The Paeth predictor on every lane.
+    @inline(__always)
+    static func paeth(_ a: SIMD4<Int32>, _ b: SIMD4<Int32>, _ c: SIMD4<Int32>) -> SIMD4<Int32> {
+        let p = b &- c, q = a &- c, r = p &+ q
+        let pa = p.replacing(with: 0 &- p, where: p .< 0)
+        let pb = q.replacing(with: 0 &- q, where: q .< 0)
+        let pc = r.replacing(with: 0 &- r, where: r .< 0)
+        let bc = c.replacing(with: b, where: pb .<= pc)
+        return bc.replacing(with: a, where: (pa .<= pb) .& (pa .<= pc))
     }
 }
