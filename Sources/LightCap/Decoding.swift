@@ -115,7 +115,28 @@ final class CachedSession: LogitSession {
         }
         let (hidden, grown) = try fusion.step(caches: parents, tokens: tokens, maskID: special.mask, image: image)
         caches = Dictionary(zip(prefixes, grown), uniquingKeysWith: { a, _ in a })
-        return argmaxOnly ? heads.argmaxExactLogits(hidden) : splitRows(heads.logits(hidden))
+        let states = heads.transformed(hidden)
+        guard argmaxOnly else { return splitRows(heads.decode(transformed: states)) }
+        transformedStates.append(states)
+        return heads.argmaxExactLogits(transformed: states)
+    }
+
+    /// The averaged head states of every step run with `argmaxOnly` (one row per step in greedy).
+    var transformedStates: [Tensor] = []
+
+    /// Exact log-probabilities of `tokens` (one per recorded step, in order): one F32 decoder
+    /// product over all the steps' states at once, replacing the approximate normalisers.
+    func exactLogProbabilities(of tokens: [Int]) -> [Float] {
+        precondition(tokens.count == transformedStates.count, "one token per recorded step")
+        guard !tokens.isEmpty else { return [] }
+        let d = transformedStates[0].shape[1]
+        let states = Tensor(zeros: [tokens.count, d])
+        for (i, s) in transformedStates.enumerated() {
+            s.withUnsafeBufferPointer { (states.storage.base + i * d).update(from: $0.baseAddress!, count: d) }
+        }
+        return splitRows(heads.decode(transformed: states)).enumerated().map { i, row in
+            row[tokens[i]] - Float(row.withUnsafeBufferPointer { LogSoftmax.logSumExp($0) })
+        }
     }
 }
 
@@ -134,14 +155,22 @@ enum Decoder {
     /// Rule 11: argmax (lowest id on ties) at each step, stop at [SEP]; score = mean log-prob of
     /// the chosen tokens, the [SEP] included when emitted.
     static func greedy(_ session: LogitSession, sep: Int, maxLength: Int) throws -> Hypothesis {
-        var tokens: [Int] = [], logps: [Float] = []
+        var tokens: [Int] = [], logps: [Float] = [], chosen: [Int] = []
+        let deferred = (session as? CachedSession)?.argmaxOnly == true
         for _ in 0..<maxLength {
             let logits = try session.logits(prefixes: [tokens])[0]
             var best = 0
             for v in logits.indices where logits[v] > logits[best] { best = v }
-            logps.append(logits.withUnsafeBufferPointer { logSoftmax($0, at: best) })
+            chosen.append(best)
+            if !deferred {
+                logps.append(logits[best] - Float(logits.withUnsafeBufferPointer { LogSoftmax.logSumExp($0) }))
+            }
             if best == sep { break }
             tokens.append(best)
+        }
+        if deferred, let cached = session as? CachedSession {
+            // The INT8 logits are exact only near the argmax: score with one exact product.
+            logps = cached.exactLogProbabilities(of: chosen)
         }
         let mean = logps.isEmpty ? 0 : logps.reduce(0.0) { $0 + Double($1) } / Double(logps.count)
         return Hypothesis(tokens: tokens, score: mean)
@@ -159,9 +188,9 @@ enum Decoder {
             var cand: [(score: Float, flat: Int)] = []
             cand.reserveCapacity(2 * beam * live.count)
             for (b, row) in logits.enumerated() {
-                let lp = row.withUnsafeBufferPointer { Activations.logSoftmax($0) }
+                let lse = Float(row.withUnsafeBufferPointer { LogSoftmax.logSumExp($0) })
                 let base = live[b].score
-                for v in 0..<vocab { cand.append((base + lp[v], b * vocab + v)) }
+                for v in 0..<vocab { cand.append((base + (row[v] - lse), b * vocab + v)) }
             }
             let top = topCandidates(cand, count: 2 * beam)
             var next: [(tokens: [Int], score: Float)] = []
@@ -205,14 +234,45 @@ enum Decoder {
         }
         return top
     }
+}
 
-    /// log_softmax(x)[index], the log-sum-exp in Double.
-    static func logSoftmax(_ x: UnsafeBufferPointer<Float>, at index: Int) -> Float {
+/// log-sum-exp of a logit row, the normaliser of log_softmax.
+enum LogSoftmax {
+    /// log(sum(exp(x))) with a polynomial exp (about 1 ulp) and a Double sum.
+    static func logSumExp(_ x: UnsafeBufferPointer<Float>) -> Double {
+        var m = -Float.infinity
+        for v in x { m = max(m, v) }
+        if m == -.infinity { return -.infinity }
+        var sum = 0.0
+        for v in x { sum += Double(expNonPositive(v - m)) }
+        return Double(m) + _log(sum)
+    }
+
+    /// The reference twin: libm's exp in Double.
+    static func logSumExpReference(_ x: UnsafeBufferPointer<Float>) -> Double {
         var m = -Float.infinity
         for v in x { m = max(m, v) }
         var sum = 0.0
         for v in x { sum += _exp(Double(v - m)) }
-        return Float(Double(x[index]) - (Double(m) + _log(sum)))
+        return Double(m) + _log(sum)
+    }
+
+    /// e^x for x <= 0 (0 below -87): x = n ln2 + r, |r| <= ln2/2, e^r by a degree-7 Taylor
+    /// polynomial (truncation < 6e-9 relative), times 2^n built from the exponent bits.
+    @inline(__always)
+    static func expNonPositive(_ x: Float) -> Float {
+        guard x > -87 else { return 0 }
+        let n = (x * 1.442695040888963).rounded(.toNearestOrEven)
+        let r = (x - n * 0.693145751953125) - n * 1.4286068203094172e-06
+        var p: Float = 1.0 / 5040
+        p = p * r + 1.0 / 720
+        p = p * r + 1.0 / 120
+        p = p * r + 1.0 / 24
+        p = p * r + 1.0 / 6
+        p = p * r + 0.5
+        p = p * r + 1
+        p = p * r + 1
+        return p * Float(bitPattern: UInt32(Int32(n) + 127) << 23)
     }
 }
 

@@ -137,6 +137,11 @@ struct BertLayer: Sendable {
 
     /// The whole layer on x [L, D] with an additive mask [L, L] (or none).
     func forward(_ x: Tensor, mask: Tensor?) -> Tensor {
+        forwardKeepingProjections(x, mask: mask).output
+    }
+
+    /// The layer and its query/key/value projections [L, 3D].
+    func forwardKeepingProjections(_ x: Tensor, mask: Tensor?) -> (output: Tensor, qkv: Tensor) {
         let d = hiddenSize, rows = x.shape[0]
         let qkvOut = qkv(x)  // [L, 3D]
         var context = Tensor(zeros: [rows, d])
@@ -155,7 +160,7 @@ struct BertLayer: Sendable {
                 }
             }
         }
-        return finish(context: context, residual: x)
+        return (finish(context: context, residual: x), qkvOut)
     }
 }
 
@@ -304,10 +309,10 @@ public struct FusionModel: Sendable {
         let d = hiddenSize
         var keys: [Tensor] = [], values: [Tensor] = []
         for layer in layers {
-            let qkvOut = layer.qkv(h)
+            let (out, qkvOut) = layer.forwardKeepingProjections(h, mask: nil)
             keys.append(columns(qkvOut, from: d, width: d))
             values.append(columns(qkvOut, from: 2 * d, width: d))
-            h = layer.forward(h, mask: nil)
+            h = out
         }
         return ImageCache(keys: keys, values: values, hidden: h)
     }
