@@ -238,13 +238,13 @@ enum Decoder {
 
 /// log-sum-exp of a logit row, the normaliser of log_softmax.
 enum LogSoftmax {
-    /// log(sum(exp(x))) with a polynomial exp (about 1 ulp) and a Double sum.
+    /// log(sum(exp(x))) with `FastMath.expNonPositive` (about 1e-7 relative) and a Double sum.
     static func logSumExp(_ x: UnsafeBufferPointer<Float>) -> Double {
         var m = -Float.infinity
         for v in x { m = max(m, v) }
         if m == -.infinity { return -.infinity }
         var sum = 0.0
-        for v in x { sum += Double(expNonPositive(v - m)) }
+        for v in x { sum += Double(FastMath.expNonPositive(v - m)) }
         return Double(m) + _log(sum)
     }
 
@@ -255,24 +255,6 @@ enum LogSoftmax {
         var sum = 0.0
         for v in x { sum += _exp(Double(v - m)) }
         return Double(m) + _log(sum)
-    }
-
-    /// e^x for x <= 0 (0 below -87): x = n ln2 + r, |r| <= ln2/2, e^r by a degree-7 Taylor
-    /// polynomial (truncation < 6e-9 relative), times 2^n built from the exponent bits.
-    @inline(__always)
-    static func expNonPositive(_ x: Float) -> Float {
-        guard x > -87 else { return 0 }
-        let n = (x * 1.442695040888963).rounded(.toNearestOrEven)
-        let r = (x - n * 0.693145751953125) - n * 1.4286068203094172e-06
-        var p: Float = 1.0 / 5040
-        p = p * r + 1.0 / 720
-        p = p * r + 1.0 / 120
-        p = p * r + 1.0 / 24
-        p = p * r + 1.0 / 6
-        p = p * r + 0.5
-        p = p * r + 1
-        p = p * r + 1
-        return p * Float(bitPattern: UInt32(Int32(n) + 127) << 23)
     }
 }
 

@@ -129,7 +129,7 @@ struct BertLayer: Sendable {
         add(&attended, x)
         attended = attentionNorm(attended)
         var h = intermediate(attended)
-        h.withUnsafeMutableBufferPointer { Activations.gelu(inPlace: $0) }
+        h.withUnsafeMutableBufferPointer { FastMath.gelu(inPlace: $0) }
         var out = output(h)
         add(&out, attended)
         return outputNorm(out)

@@ -15,7 +15,7 @@ public struct PredictionHeads: Sendable {
 
         func callAsFunction(_ x: Tensor) -> Tensor {
             var h = dense(x)
-            h.withUnsafeMutableBufferPointer { Activations.gelu(inPlace: $0) }
+            h.withUnsafeMutableBufferPointer { FastMath.gelu(inPlace: $0) }
             return norm(h)
         }
     }
