@@ -109,11 +109,11 @@ final class CachedSession: LogitSession {
                 parents.append(parent)
                 tokens.append(last)
             } else {
-                parents.append(CaptionCache(layers: fusion.layerCount))  // first step: [CLS] at 0
+                parents.append(CaptionCache(image: image))  // first step: [CLS] at 0
                 tokens.append(special.cls)
             }
         }
-        let (hidden, grown) = try fusion.step(caches: parents, tokens: tokens, maskID: special.mask, image: image)
+        let (hidden, grown) = try fusion.step(caches: parents, tokens: tokens, maskID: special.mask)
         caches = Dictionary(zip(prefixes, grown), uniquingKeysWith: { a, _ in a })
         let states = heads.transformed(hidden)
         guard argmaxOnly else { return splitRows(heads.decode(transformed: states)) }

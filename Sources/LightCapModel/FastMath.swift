@@ -9,7 +9,7 @@
 /// Fast elementwise math (about 1e-7 relative / absolute error, see the file header).
 public enum FastMath {
     /// e^x for x <= 0 (x below -87 is treated as -87).
-    @inline(__always)
+    @inlinable @inline(__always)
     public static func expNonPositive(_ x: Float) -> Float {
         let x = max(x, -87)
         let k = x * 1.442695040888963 + 12582912  // 1.5 * 2^23: rounds to an integer in the low bits
@@ -28,7 +28,7 @@ public enum FastMath {
     }
 
     /// erf(x) (A&S 7.1.26, |error| < 6e-7 in Float).
-    @inline(__always)
+    @inlinable @inline(__always)
     public static func erf(_ x: Float) -> Float {
         let a = abs(x)
         let t = 1 / (1 + 0.3275911 * a)
@@ -42,6 +42,7 @@ public enum FastMath {
     }
 
     /// GELU with erf, x/2 (1 + erf(x / sqrt 2)), in place.
+    @inlinable
     public static func gelu(inPlace x: UnsafeMutableBufferPointer<Float>) {
         for i in x.indices {
             let v = x[i]

@@ -54,11 +54,10 @@ final class DecodeBenchmark: XCTestCase {
             session = try CachedSession(fusion: captioner.fusion, heads: captioner.heads, special: captioner.special,
                                         context: context, captionSegmentLength: a)
         }
-        let layers = captioner.fusion.layerCount
         var hidden = Tensor(zeros: [1, captioner.fusion.hiddenSize])
         timings["  stage: one step, 2 rows through the layers"] = try median(repeats) {
-            (hidden, _) = try captioner.fusion.step(caches: [CaptionCache(layers: layers)], tokens: [captioner.special.cls],
-                                                   maskID: captioner.special.mask, image: session!.image)
+            (hidden, _) = try captioner.fusion.step(caches: [CaptionCache(image: session!.image)], tokens: [captioner.special.cls],
+                                                   maskID: captioner.special.mask)
         }
         let states = captioner.heads.transformed(hidden)
         timings["  stage: one step, head transforms"] = median(repeats) { _ = captioner.heads.transformed(hidden) }
