@@ -224,7 +224,9 @@ public final class Captioner: Sendable {
     }
 
     /// Decodes the caption tokens of prepared image features (greedy when beamSize is 1).
-    func decode(features: ImageFeatures, options: DecodingOptions) throws -> Hypothesis {
+    /// `f32Vocabulary` makes cached greedy decoding use the F32 vocabulary product every step
+    /// (benchmarks compare it with the INT8 product).
+    func decode(features: ImageFeatures, options: DecodingOptions, f32Vocabulary: Bool = false) throws -> Hypothesis {
         let a = configuration.decoding.captionSegmentLength
         guard options.beamSize >= 1 else {
             throw LightCapError.invalidArgument(reason: "beamSize must be at least 1, got \(options.beamSize)")
@@ -238,7 +240,7 @@ public final class Captioner: Sendable {
             : UncachedSession(fusion: fusion, heads: heads, special: special, context: context, captionSegmentLength: a)
         if options.beamSize == 1 {
             // Greedy needs the exact argmax only: the INT8 vocabulary product with exact rescoring.
-            (session as? CachedSession)?.argmaxOnly = true
+            (session as? CachedSession)?.argmaxOnly = !f32Vocabulary
             return try Decoder.greedy(session, sep: special.sep, maxLength: options.maxLength)
         }
         return try Decoder.beamSearch(session, sep: special.sep, beam: options.beamSize, maxLength: options.maxLength)

@@ -180,8 +180,6 @@ public struct ImageCache: Sendable {
     var keys: [Tensor], values: [Tensor]
     /// P.
     public var count: Int { keys.first?.shape[0] ?? 0 }
-    /// Final hidden states of the concept + visual rows [P, D].
-    public var hidden: Tensor
 }
 
 /// Keys and values one hypothesis attends to at every layer: the image rows (concept + visual,
@@ -316,13 +314,20 @@ public struct FusionModel: Sendable {
         var h = concatenateRows(text, visualTokens)
         let d = hiddenSize
         var keys: [Tensor] = [], values: [Tensor] = []
-        for layer in layers {
+        for (l, layer) in layers.enumerated() {
+            if l == layers.count - 1 {
+                // Nobody reads these rows' last outputs: the last layer only needs their keys/values.
+                let qkvOut = layer.qkv(h)
+                keys.append(columns(qkvOut, from: d, width: d))
+                values.append(columns(qkvOut, from: 2 * d, width: d))
+                break
+            }
             let (out, qkvOut) = layer.forwardKeepingProjections(h, mask: nil)
             keys.append(columns(qkvOut, from: d, width: d))
             values.append(columns(qkvOut, from: 2 * d, width: d))
             h = out
         }
-        return ImageCache(keys: keys, values: values, hidden: h)
+        return ImageCache(keys: keys, values: values)
     }
 
     /// One decoding step for several hypotheses. Hypothesis i holds `caches[i]` (caption positions

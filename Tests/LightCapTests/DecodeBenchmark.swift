@@ -36,6 +36,9 @@ final class DecodeBenchmark: XCTestCase {
         timings["greedy 20, Swift cached"] = try median(repeats) {
             _ = try captioner.decode(features: features, options: .init(beamSize: 1, maxLength: 20, useCache: true))
         }
+        timings["greedy 20, Swift cached, F32 vocabulary"] = try median(repeats) {
+            _ = try captioner.decode(features: features, options: .init(beamSize: 1, maxLength: 20, useCache: true), f32Vocabulary: true)
+        }
         timings["greedy 20, Swift uncached"] = try median(max(repeats / 2, 1)) {
             _ = try captioner.decode(features: features, options: .init(beamSize: 1, maxLength: 20, useCache: false))
         }

@@ -160,7 +160,7 @@ final class FusionParityTests: XCTestCase {
         }
     }
 
-    /// The polynomial log-sum-exp against libm's exp in Double.
+    /// The log-sum-exp (Float expf, Double sum) against libm's exp in Double.
     func testLogSumExpMatchesReference() {
         var generator = SplitMix64(seed: 3)
         for scale in [0.01, 1.0, 10.0, 100.0] {
