@@ -185,14 +185,13 @@ enum Decoder {
             let logits = try session.logits(prefixes: live.map(\.tokens))
             let vocab = logits[0].count
             // Every candidate score_b + log_softmax; keep the 2B best (ties: lower b*V + v).
-            var cand: [(score: Float, flat: Int)] = []
-            cand.reserveCapacity(2 * beam * live.count)
+            var selection = TopCandidates(count: 2 * beam)
             for (b, row) in logits.enumerated() {
                 let lse = Float(row.withUnsafeBufferPointer { LogSoftmax.logSumExp($0) })
                 let base = live[b].score
-                for v in 0..<vocab { cand.append((base + (row[v] - lse), b * vocab + v)) }
+                for v in 0..<vocab { selection.offer((base + (row[v] - lse), b * vocab + v)) }
             }
-            let top = topCandidates(cand, count: 2 * beam)
+            let top = selection.items
             var next: [(tokens: [Int], score: Float)] = []
             for (rank, c) in top.enumerated() {
                 let (b, v) = (c.flat / vocab, c.flat % vocab)
@@ -217,22 +216,29 @@ enum Decoder {
         for j in finished.indices where finished[j].score > finished[best].score { best = j }
         return Hypothesis(tokens: finished[best].tokens, score: Double(finished[best].score))
     }
+}
 
-    /// The `count` largest by score, ties by lower flat index, in that order.
-    static func topCandidates(_ cand: [(score: Float, flat: Int)], count: Int) -> [(score: Float, flat: Int)] {
-        func better(_ a: (score: Float, flat: Int), _ b: (score: Float, flat: Int)) -> Bool {
-            a.score != b.score ? a.score > b.score : a.flat < b.flat
-        }
-        var top: [(score: Float, flat: Int)] = []
-        top.reserveCapacity(count + 1)
-        for c in cand {
-            if top.count == count, let last = top.last, !better(c, last) { continue }
-            var i = top.count
-            while i > 0 && better(c, top[i - 1]) { i -= 1 }
-            top.insert(c, at: i)
-            if top.count > count { top.removeLast() }
-        }
-        return top
+/// The `count` best (score, flat index) pairs seen, best first: higher score, then lower index.
+struct TopCandidates {
+    let count: Int
+    private(set) var items: [(score: Float, flat: Int)] = []
+
+    init(count: Int) {
+        self.count = count
+        items.reserveCapacity(count + 1)
+    }
+
+    @inline(__always)
+    static func better(_ a: (score: Float, flat: Int), _ b: (score: Float, flat: Int)) -> Bool {
+        a.score != b.score ? a.score > b.score : a.flat < b.flat
+    }
+
+    mutating func offer(_ c: (score: Float, flat: Int)) {
+        if items.count == count, let last = items.last, !Self.better(c, last) { return }
+        var i = items.count
+        while i > 0 && Self.better(c, items[i - 1]) { i -= 1 }
+        items.insert(c, at: i)
+        if items.count > count { items.removeLast() }
     }
 }
 
