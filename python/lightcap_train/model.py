@@ -663,3 +663,7 @@ class LightCap(nn.Module):
                 margins.append(norm[0] - norm[1])  # final choice
             results.append(Caption(list(finished[best][1]), float(finished[best][0])))
         return results
+
+
+# CLIP's text tower lives in clip_text.py; re-exported here so that `model` holds every part.
+from .clip_text import CLIPTextTransformer, ClipTextConfig, ClipTokenizer  # noqa: E402,F401
