@@ -592,8 +592,10 @@ class LightCap(nn.Module):
         return self.head_logits(at_mask[:, None])[:, :, 0].mean(dim=1)  # [P, V]
 
     @torch.no_grad()
-    def greedy(self, images: torch.Tensor, max_length: int | None = None) -> list[Caption]:
-        """docs/FORMAT.md rule 11, one image at a time, no cache."""
+    def greedy(self, images: torch.Tensor, max_length: int | None = None,
+               margins: list[float] | None = None) -> list[Caption]:
+        """docs/FORMAT.md rule 11, one image at a time, no cache. `margins`, if given,
+        collects the top-1 minus top-2 logit gap of every step (fixtures check ties)."""
         max_length = max_length or self.config.decoding.max_length
         ctx = self.prepare_images(images)
         results = []
@@ -602,6 +604,9 @@ class LightCap(nn.Module):
             for _ in range(max_length):
                 logits = self._next_logits(ctx, i, [tokens])[0]  # [V]
                 token = int(torch.argmax(logits))  # first maximum = lowest id on ties
+                if margins is not None:
+                    top2 = torch.topk(logits, 2).values
+                    margins.append(float(top2[0] - top2[1]))
                 logps.append(torch.log_softmax(logits, dim=-1)[token])
                 if token == self.sep_id:
                     break
@@ -611,8 +616,10 @@ class LightCap(nn.Module):
 
     @torch.no_grad()
     def beam_search(self, images: torch.Tensor, beam: int | None = None,
-                    max_length: int | None = None) -> list[Caption]:
-        """docs/FORMAT.md rule 12, one image at a time, no cache."""
+                    max_length: int | None = None, margins: list[float] | None = None) -> list[Caption]:
+        """docs/FORMAT.md rule 12, one image at a time, no cache. `margins`, if given,
+        collects the score gaps that decide the result (selection cut-offs, [SEP] rank B-1/B,
+        the final choice), so fixtures can reject near-ties."""
         beam = beam or self.config.decoding.beam_size
         max_length = max_length or self.config.decoding.max_length
         ctx = self.prepare_images(images)
@@ -636,11 +643,21 @@ class LightCap(nn.Module):
                         next_live.append((tokens_b + [v], cand[flat]))
                     if len(next_live) == beam:
                         break
+                if margins is not None:
+                    ranked = cand[order]  # [2B] descending
+                    if rank + 1 < len(ranked):
+                        margins.append(float(ranked[rank] - ranked[rank + 1]))  # walk cut-off
+                    seps = [r for r, f in enumerate(order.tolist()) if f % vocab == self.sep_id]
+                    if any(r in (beam - 1, beam) for r in seps) and len(ranked) > beam:
+                        margins.append(float(ranked[beam - 1] - ranked[beam]))  # [SEP] admission
                 live = next_live
                 if len(finished) >= beam:
                     break
             else:
                 finished += [(score / len(tokens), tokens) for tokens, score in live]
             best = max(range(len(finished)), key=lambda j: (float(finished[j][0]), -j))
+            if margins is not None and len(finished) > 1:
+                norm = sorted((float(f[0]) for f in finished), reverse=True)
+                margins.append(norm[0] - norm[1])  # final choice
             results.append(Caption(list(finished[best][1]), float(finished[best][0])))
         return results
