@@ -342,12 +342,15 @@ class BertModel(nn.Module):
         self.embeddings = BertEmbeddings(cfg)
         self.encoder = BertEncoder(cfg)
 
-    def forward(self, token_ids, type_ids, position_ids, mask=None, extra_tokens=None):
+    def forward(self, token_ids, type_ids, position_ids, mask=None, extra_tokens=None, return_scores=False):
+        """Returns (hidden, probs): (layers+1) x [B, L, D] and layers x [B, h, L, L] softmax
+        probabilities; with `return_scores` also the pre-softmax scores (mask added)."""
         x = self.embeddings(token_ids, type_ids, position_ids)  # [B, T, D]
         if extra_tokens is not None:
             x = torch.cat([x, extra_tokens], dim=1)  # [B, L = T + N, D]
-        # hidden: (layers+1) x [B, L, D]; maps: layers x (probs, scores before softmax incl. mask) [B, h, L, L]
-        return self.encoder(x, mask)
+        hidden, maps = self.encoder(x, mask)
+        probs = [p for p, _ in maps]
+        return (hidden, probs, [s for _, s in maps]) if return_scores else (hidden, probs)
 
 
 class ImageProjection(nn.Module):
@@ -569,13 +572,13 @@ class LightCap(nn.Module):
     def fusion(self, token_ids, type_ids, position_ids, visual_tokens, mask,
                output_hidden_states: bool = False, output_attentions: bool = False) -> FusionOutput:
         """BERT over [text; visual] and the heads on the caption-segment rows."""
-        hidden, maps = self.bert(token_ids, type_ids, position_ids, mask, visual_tokens)
+        hidden, probs, scores = self.bert(token_ids, type_ids, position_ids, mask, visual_tokens, return_scores=True)
         a = self.config.decoding.caption_segment_length
         head_logits = self.head_logits(hidden[-1][:, :a])  # [B, H, A, V]
         return FusionOutput(head_logits, head_logits.mean(dim=1),
                             hidden if output_hidden_states else None,
-                            [p for p, _ in maps] if output_attentions else None,
-                            [s for _, s in maps] if output_attentions else None)
+                            probs if output_attentions else None,
+                            scores if output_attentions else None)
 
     def forward(self, images: torch.Tensor, captions: list[list[int]], end: str = "sep",
                 output_hidden_states: bool = False, output_attentions: bool = False) -> FusionOutput:
