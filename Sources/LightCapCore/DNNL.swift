@@ -116,10 +116,9 @@ extension DNNL {
         let bytes: Int
         init(bytes: Int) {
             self.bytes = bytes
-            pointer = UnsafeMutableRawPointer.allocate(byteCount: max(bytes, 64), alignment: 64)
-            pointer.initializeMemory(as: UInt8.self, repeating: 0, count: max(bytes, 64))
+            pointer = AlignedMemory.allocateZeroed(bytes: max(bytes, 64))
         }
-        deinit { pointer.deallocate() }
+        deinit { AlignedMemory.free(pointer) }
     }
 
     /// A oneDNN memory object over caller-owned memory.
