@@ -80,9 +80,12 @@ do {
         print(String(format: "load: first %.1f ms; median of 3: %@", report.firstLoadMs,
                      report.loadMs.sorted { $0.key < $1.key }.map { String(format: "%@ %.1f ms", $0.key, $0.value) }.joined(separator: ", ")))
         print(String(format: "resident memory: %.1f MB before load, peak %.1f MB", report.rssBeforeMB, report.peakRSSMB))
-        print("algorithm  threads  median ms  GFLOPS  % peak  rel. error vs direct")
+        print("wall clock: median of the runs, peak by wall clock; CPU: process CPU time per run, peak by CPU time")
+        print("algorithm  threads  median ms  GFLOPS  % peak  |  CPU ms  GFLOPS  % peak  |  rel. error vs direct")
         for r in report.rows {
-            print(String(format: "%-9@  %7d  %9.2f  %6.1f  %5.1f%%  %.2e", r.algorithm, r.threads, r.medianMs, r.gflops, 100 * r.fractionOfPeak, r.relativeErrorVsDirect))
+            print(String(format: "%-9@  %7d  %9.2f  %6.1f  %5.1f%%  |  %6.2f  %6.1f  %5.1f%%  |  %.2e", r.algorithm, r.threads,
+                         r.medianMs, r.gflops, 100 * r.fractionOfPeak, r.cpuMs, r.cpuGflops, 100 * r.cpuGflops / max(r.cpuPeakGflops, 1e-9),
+                         r.relativeErrorVsDirect))
         }
     }
 } catch {
