@@ -527,6 +527,8 @@ class LightCap(nn.Module):
         if self.concepts is not None:
             if concept_ids is None:
                 raise ValueError("this model needs concept ids")
+            if concept_ids.shape[0] != b:
+                raise ValueError(f"{concept_ids.shape[0]} concept rows for {b} captions")
             for row in concept_ids.tolist():
                 seg = [p for c in row for p in self.concept_pieces[c].tolist() if p >= 0]
                 segments.append(seg + [self.sep_id])
