@@ -94,10 +94,11 @@ extension DNNL {
 
     /// Plain layouts (and `any`: the primitive chooses).
     enum Layout {
-        case any, nchw, nhwc, oihw, x
+        case any, nchw, nhwc, nChw16c, oihw, x
         var tag: dnnl_format_tag_t {
             switch self {
             case .any: return dnnl_format_tag_any
+            case .nChw16c: return dnnl_nChw16c
             case .nchw: return dnnl_nchw
             case .nhwc: return dnnl_nhwc
             case .oihw: return dnnl_oihw
@@ -275,11 +276,11 @@ extension DNNL {
     /// A forward-inference convolution for input `src` ([1, C, H, W], any layout or fixed).
     static func convolution(src: MemoryDesc, outChannels: Int, inChannels: Int, kernel: Int, outHeight: Int, outWidth: Int,
                             stride: Int, padding: Int, bias: Bool, sum: Bool, relu: Bool,
-                            algorithm: ConvolutionKind) throws -> Primitive {
+                            algorithm: ConvolutionKind, dstLayout: Layout = .any) throws -> Primitive {
         var s = src
         var w = try desc([outChannels, inChannels, kernel, kernel], dnnl_format_tag_any)
         var b = try desc([outChannels], dnnl_x)
-        var d = try desc([1, outChannels, outHeight, outWidth], dnnl_format_tag_any)
+        var d = try desc([1, outChannels, outHeight, outWidth], dstLayout)
         var op = dnnl_convolution_desc_t()
         let strides: [dnnl_dim_t] = [dnnl_dim_t(stride), dnnl_dim_t(stride)]
         let pads: [dnnl_dim_t] = [dnnl_dim_t(padding), dnnl_dim_t(padding)]
