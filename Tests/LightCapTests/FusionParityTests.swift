@@ -217,6 +217,11 @@ final class FusionParityTests: XCTestCase {
         XCTAssertThrowsError(try cap.caption(grid: grid, options: .init(beamSize: 0)))
         XCTAssertThrowsError(try cap.caption(grid: grid, options: .init(maxLength: 0)))
         XCTAssertThrowsError(try cap.caption(grid: grid, options: .init(maxLength: cap.configuration.decoding.captionSegmentLength)))
+        XCTAssertThrowsError(try cap.caption(pixels: [0, 1, 2])) { error in
+            XCTAssertTrue("\(error)".contains("pixels"), "\(error)")
+        }
+        XCTAssertThrowsError(try cap.caption(imageData: Data("not an image".utf8)))
+        XCTAssertThrowsError(try cap.caption(imageAt: URL(fileURLWithPath: "/nonexistent/image.jpg")))
         XCTAssertThrowsError(try Captioner(modelDirectory: URL(fileURLWithPath: "/nonexistent/model")))
         XCTAssertThrowsError(try Captioner(modelDirectory: fx.folder.appendingPathComponent("model"), threads: 0))
     }
