@@ -176,12 +176,32 @@ extension String {
         return String(out)
     }
 
+    /// Java decides within the word around the sigma (its word-break iterator: letters, digits,
+    /// marks, connectors and the in-word marks - ' . ’): final when a cased letter precedes it
+    /// in the word and none follows it.
     private static func isFinalSigma(_ s: [Unicode.Scalar], _ i: Int) -> Bool {
+        func inWord(_ c: Unicode.Scalar) -> Bool {
+            if "-'.\u{2019}".unicodeScalars.contains(c) { return true }
+            switch c.properties.generalCategory {
+            case .uppercaseLetter, .lowercaseLetter, .titlecaseLetter, .modifierLetter, .otherLetter,
+                 .decimalNumber, .nonspacingMark, .spacingMark, .enclosingMark, .connectorPunctuation:
+                return true
+            default:
+                return false
+            }
+        }
         var j = i - 1
-        while j >= 0 && s[j].properties.isCaseIgnorable { j -= 1 }
-        guard j >= 0, s[j].properties.isCased else { return false }
+        var casedBefore = false
+        while j >= 0 && inWord(s[j]) {
+            if s[j].properties.isCased { casedBefore = true; break }
+            j -= 1
+        }
+        guard casedBefore else { return false }
         var k = i + 1
-        while k < s.count && s[k].properties.isCaseIgnorable { k += 1 }
-        return !(k < s.count && s[k].properties.isCased)
+        while k < s.count && inWord(s[k]) {
+            if s[k].properties.isCased { return false }
+            k += 1
+        }
+        return true
     }
 }

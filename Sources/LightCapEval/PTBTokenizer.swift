@@ -34,7 +34,13 @@ public struct PTBTokenizer: Sendable {
         let lines = rawLines(document)
         return (0..<captions.count).map { i in
             guard i < lines.count else { return "" }
-            return lines[i].filter { !Self.punctuation.contains($0) }.joined(separator: " ")
+            // pycocoevalcap: ' '.join(w for w in line.rstrip().split(' ') if w not in PUNCTUATIONS)
+            var line = Substring(lines[i].joined(separator: " "))
+            while let last = line.unicodeScalars.last, String.isPythonSpace(last) {
+                line = Substring(line.unicodeScalars.dropLast())
+            }
+            return line.split(separator: " ", omittingEmptySubsequences: false)
+                .filter { !Self.punctuation.contains(String($0)) }.joined(separator: " ")
         }
     }
 
