@@ -20,15 +20,20 @@ let package = Package(
                        providers: [.apt(["libturbojpeg0-dev"])]),
         .systemLibrary(name: "CSPNG", path: "Sources/CSPNG", pkgConfig: "spng", providers: [.apt(["libspng-dev"])]),
         .systemLibrary(name: "CWebP", path: "Sources/CWebP", pkgConfig: "libwebp", providers: [.apt(["libwebp-dev"])]),
+        // Whole-buffer inflate for the fast PNG path (8-bit RGB/RGBA); libspng does everything else.
+        .systemLibrary(name: "CDeflate", path: "Sources/CDeflate", pkgConfig: "libdeflate",
+                       providers: [.apt(["libdeflate-dev"])]),
 
         // Tensor, safetensors, weight store, configuration, kernels (oneDNN + plain reference twins).
-        .target(name: "LightCapCore", dependencies: ["CDNNL"]),
+        .target(name: "LightCapCore", dependencies: ["CDNNL", "CPeakFLOPS"]),
+        // An FMA loop measuring the FP32 peak (benchmarks report the fraction of it they reach).
+        .target(name: "CPeakFLOPS"),
         // WordPiece tokenizer / detokenizer.
         .target(name: "LightCapText"),
         // The network: CLIPResNet, ConceptExtractor, Modulator, FusionModel, Heads.
         .target(name: "LightCapModel", dependencies: ["LightCapCore", "LightCapText"]),
         // Image decoding, EXIF orientation, resize, CLIP preprocessing.
-        .target(name: "LightCapImage", dependencies: ["CTurboJPEG", "CSPNG", "CWebP"]),
+        .target(name: "LightCapImage", dependencies: ["CTurboJPEG", "CSPNG", "CWebP", "CDeflate"]),
         // Captioner (shared, read-only) + per-request state and decoding.
         .target(name: "LightCap", dependencies: ["LightCapCore", "LightCapModel", "LightCapText", "LightCapImage"]),
         // Caption metrics: PTB tokenizer, BLEU, ROUGE-L, CIDEr-D.
@@ -38,6 +43,11 @@ let package = Package(
             "LightCap", "LightCapEval",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
+        // Decode + preprocess timings (scripts/bench_image.py compares them with Pillow).
+        .executableTarget(name: "lightcap-image-bench", dependencies: ["LightCapImage"]),
+
+        // Visual encoder benchmark: `swift run -c release lightcap-bench-visual --help`.
+        .executableTarget(name: "lightcap-bench-visual", dependencies: ["LightCapModel", "LightCapCore"]),
 
         .testTarget(name: "LightCapCoreTests", dependencies: ["LightCapCore"]),
         .testTarget(name: "LightCapTextTests", dependencies: ["LightCapText"]),

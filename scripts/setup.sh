@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(pkg-config libdnnl-dev libturbojpeg0-dev libspng-dev libwebp-dev default-jre-headless)
+APT_PACKAGES=(pkg-config libdnnl-dev libturbojpeg0-dev libspng-dev libwebp-dev libdeflate-dev default-jre-headless)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -8,6 +8,8 @@ export PYTHONPATH="$PWD/python${PYTHONPATH:+:$PYTHONPATH}"
 
 echo "== fixtures (python -m lightcap_train.fixtures)"
 .venv/bin/python -m lightcap_train.fixtures --out .fixtures
+.venv/bin/python -m lightcap_train.tokenizer_cases --out .fixtures/tokenizer
+.venv/bin/python -m lightcap_train.image_fixtures --out .fixtures/images
 
 echo "== pytest"
 .venv/bin/python -m pytest -q python/tests

@@ -1,0 +1,242 @@
+// VisualBenchmark: times the CLIPResNet trunk (stem to layer4) at the base size on random or
+// given weights: load (mmap + packing), warm-up then median of N forwards per thread count
+// and convolution algorithm, GFLOPS and the fraction of the FMA-measured FP32 peak, peak RSS.
+// A benchmark, not a test: the numbers depend on the machine and its load.
+
+import Foundation
+import LightCapCore
+
+/// The visual encoder benchmark (used by `lightcap-bench-visual` and `lightcap bench`).
+public enum VisualBenchmark {
+    /// What to run.
+    public struct Options: Sendable {
+        /// A safetensors file with folded `visual.` weights for `configuration`; nil: random
+        /// weights written to a temporary file first.
+        public var weights: URL?
+        /// The model configuration (default: `base` at 224, no attention pool).
+        public var configuration: Configuration = VisualBenchmark.baseConfiguration()
+        public var threads: [Int] = [1, 2]
+        public var algorithms: [ConvolutionAlgorithm] = [.direct, .winograd]
+        public var warmup: Int = 3
+        public var iterations: Int = 20
+        public var seed: UInt64 = 0
+        public init() {}
+    }
+
+    /// One (algorithm, threads) measurement.
+    public struct Row: Codable, Sendable {
+        public let algorithm: String
+        public let threads: Int
+        public let medianMs: Double
+        public let minMs: Double
+        public let gflops: Double
+        public let peakGflops: Double
+        /// gflops / peakGflops.
+        public let fractionOfPeak: Double
+        /// max |grid - direct grid| / max |direct grid| on the same input (0 for direct).
+        public let relativeErrorVsDirect: Double
+    }
+
+    /// The whole run.
+    public struct Report: Codable, Sendable {
+        public let configurationName: String
+        public let imageSize: Int
+        public let convolutionGflop: Double
+        public let fmaISA: String
+        /// Median load time (mmap + validation + packing) of 3 loads, ms, per algorithm.
+        public let loadMs: [String: Double]
+        /// The very first load of the process (cold oneDNN JIT), ms.
+        public let firstLoadMs: Double
+        public let packedWeightMB: Double
+        /// Resident memory before loading and the peak while loading and running (MB; Linux).
+        public let rssBeforeMB: Double
+        public let peakRSSMB: Double
+        public let rows: [Row]
+        /// oneDNN implementation per convolution of the direct network (label, name).
+        public let implementations: [String: String]
+    }
+
+    /// `base` (CLIP RN50 trunk) at 224 without the attention pool.
+    public static func baseConfiguration() -> Configuration {
+        var c = Configuration()
+        c.name = "base"
+        c.image.size = 224
+        c.visual.layers = [3, 4, 6, 3]
+        c.visual.width = 64
+        c.visual.heads = 32
+        c.visual.outputDim = 1024
+        c.visual.attentionPool = false
+        c.visual.batchnormFolded = true
+        return c
+    }
+
+    /// Writes random folded `visual.` weights for `configuration` (uniform, variance 1/fan_in;
+    /// biases small) to `url`, one tensor at a time.
+    public static func writeRandomWeights(_ configuration: Configuration, to url: URL, seed: UInt64 = 0) throws {
+        var shapes: [(String, [Int])] = []
+        let w = configuration.visual.width
+        func conv(_ name: String, _ i: Int, _ o: Int, _ k: Int) {
+            shapes.append(("visual.\(name).weight", [o, i, k, k]))
+            shapes.append(("visual.\(name).bias", [o]))
+        }
+        conv("conv1", 3, w / 2, 3)
+        conv("conv2", w / 2, w / 2, 3)
+        conv("conv3", w / 2, w, 3)
+        var inplanes = w
+        for (l, count) in configuration.visual.layers.enumerated() {
+            let planes = w << l
+            for i in 0..<count {
+                let n = "layer\(l + 1).\(i)"
+                conv("\(n).conv1", inplanes, planes, 1)
+                conv("\(n).conv2", planes, planes, 3)
+                conv("\(n).conv3", planes, planes * 4, 1)
+                if (i == 0 && l > 0) || inplanes != planes * 4 { conv("\(n).downsample.0", inplanes, planes * 4, 1) }
+                inplanes = planes * 4
+            }
+        }
+        shapes.sort { $0.0 < $1.0 }
+        var header: [String] = []
+        var offset = 0
+        for (name, shape) in shapes {
+            let bytes = shape.reduce(1, *) * 4
+            header.append("\"\(name)\":{\"dtype\":\"F32\",\"shape\":[\(shape.map(String.init).joined(separator: ","))],\"data_offsets\":[\(offset),\(offset + bytes)]}")
+            offset += bytes
+        }
+        var json = "{" + header.joined(separator: ",") + "}"
+        while (8 + json.utf8.count) % 8 != 0 { json += " " }
+        guard FileManager.default.createFile(atPath: url.path, contents: nil) else {
+            throw LightCapError.io(path: url.path, reason: "cannot create the file")
+        }
+        let handle = try FileHandle(forWritingTo: url)
+        defer { try? handle.close() }
+        var head = Data()
+        withUnsafeBytes(of: UInt64(json.utf8.count).littleEndian) { head.append(contentsOf: $0) }
+        head.append(contentsOf: Array(json.utf8))
+        try handle.write(contentsOf: head)
+        var state = seed &+ 0x1234_5678
+        for (name, shape) in shapes {
+            let count = shape.reduce(1, *)
+            let fanIn = shape.count == 4 ? shape[1] * shape[2] * shape[3] : 0
+            let scale: Float = fanIn > 0 ? (3 / Float(fanIn)).squareRoot() : 0.01
+            var values = [Float](repeating: 0, count: count)
+            for i in 0..<count {
+                state = state &* 6364136223846793005 &+ 1442695040888963407
+                values[i] = (Float(Int64(bitPattern: state) >> 40) / Float(1 << 23)) * scale
+            }
+            _ = name
+            try handle.write(contentsOf: values.withUnsafeBytes { Data($0) })
+        }
+    }
+
+    /// Runs the benchmark; `log` receives progress lines.
+    public static func run(_ options: Options, log: (String) -> Void = { _ in }) throws -> Report {
+        let config = options.configuration
+        var weightsURL = options.weights
+        var temporary: URL?
+        if weightsURL == nil {
+            let url = FileManager.default.temporaryDirectory.appendingPathComponent("lightcap-bench-\(ProcessInfo.processInfo.processIdentifier).safetensors")
+            log("writing random \(config.name) weights to \(url.path)")
+            try writeRandomWeights(config, to: url, seed: options.seed)
+            weightsURL = url
+            temporary = url
+        }
+        defer { if let temporary { try? FileManager.default.removeItem(at: temporary) } }
+
+        func load(_ algorithm: ConvolutionAlgorithm) throws -> (CLIPResNet, Double) {
+            let start = DispatchTime.now().uptimeNanoseconds
+            let store = WeightStore(file: try SafetensorsFile(url: weightsURL!))
+            let model = try CLIPResNet(store, configuration: config, algorithm: algorithm)
+            try store.finish()
+            return (model, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6)
+        }
+
+        let pixels = (0..<(3 * config.image.size * config.image.size)).map { Float(($0 * 7919) % 4001) / 1000 - 2 }
+        Threads.set(1)
+        let rssBefore = Memory.residentMB()
+        Memory.resetPeak()
+        let (_, firstLoad) = try load(.direct)
+        var loadMs: [String: Double] = [:]
+        var rows: [Row] = []
+        var directGrid: Tensor?
+        var implementations: [String: String] = [:]
+        var packedMB = 0.0
+        var flops = 0
+        var peaks: [Int: Double] = [:]
+        for t in options.threads { peaks[t] = PeakFLOPS.measure(threads: t) }
+        for algorithm in options.algorithms {
+            var times: [Double] = []
+            var model: CLIPResNet?
+            for _ in 0..<3 {
+                let (m, ms) = try load(algorithm)
+                times.append(ms)
+                model = m
+            }
+            loadMs[algorithm.rawValue] = median(times)
+            let net = model!.network
+            flops = net.convolutionFlops
+            if algorithm == .direct {
+                packedMB = Double(net.packedWeightBytes) / 1e6
+                for (label, impl) in net.implementations where label.contains("conv") || label.contains("downsample.0") {
+                    implementations[label] = impl
+                }
+            }
+            let workspace = try model!.makeWorkspace()
+            let grid = try model!.grid(pixels: pixels, workspace: workspace)
+            if algorithm == .direct { directGrid = grid }
+            let error = directGrid.map { Double(grid.maxAbsDifference($0) / max($0.maxAbs, 1e-30)) } ?? .nan
+            for t in options.threads {
+                Threads.set(t)
+                var out = Tensor(zeros: grid.shape)
+                var samples: [Double] = []
+                try pixels.withUnsafeBufferPointer { x in
+                    try out.withUnsafeMutableBufferPointer { y in
+                        for i in 0..<(options.warmup + options.iterations) {
+                            let start = DispatchTime.now().uptimeNanoseconds
+                            try model!.grid(pixels: x.baseAddress!, into: y.baseAddress!, workspace: workspace)
+                            let ms = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6
+                            if i >= options.warmup { samples.append(ms) }
+                        }
+                    }
+                }
+                let med = median(samples)
+                let gflops = Double(flops) / (med / 1e3) / 1e9
+                let peak = peaks[t] ?? 0
+                rows.append(Row(algorithm: algorithm.rawValue, threads: t, medianMs: med, minMs: samples.min() ?? med,
+                                gflops: gflops, peakGflops: peak, fractionOfPeak: peak > 0 ? gflops / peak : 0,
+                                relativeErrorVsDirect: algorithm == .direct ? 0 : error))
+                log(String(format: "%@ threads=%d median %.2f ms (min %.2f) %.1f GFLOPS = %.0f%% of peak %.1f",
+                           algorithm.rawValue, t, med, samples.min() ?? med, gflops, 100 * gflops / max(peak, 1e-9), peak))
+            }
+            Threads.set(1)
+        }
+        return Report(configurationName: config.name, imageSize: config.image.size, convolutionGflop: Double(flops) / 1e9,
+                      fmaISA: PeakFLOPS.isa, loadMs: loadMs, firstLoadMs: firstLoad, packedWeightMB: packedMB,
+                      rssBeforeMB: rssBefore, peakRSSMB: Memory.peakMB(), rows: rows, implementations: implementations)
+    }
+
+    static func median(_ xs: [Double]) -> Double {
+        guard !xs.isEmpty else { return .nan }
+        let s = xs.sorted()
+        return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+    }
+
+    /// Process memory from /proc (Linux; 0 elsewhere).
+    public enum Memory {
+        static func status(_ key: String) -> Double {
+            guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
+            for line in text.split(separator: "\n") where line.hasPrefix(key + ":") {
+                let kb = line.split(separator: " ").compactMap { Double($0) }.first ?? 0
+                return kb / 1024
+            }
+            return 0
+        }
+        /// Current resident set, MB.
+        public static func residentMB() -> Double { status("VmRSS") }
+        /// Peak resident set since start or the last `resetPeak`, MB.
+        public static func peakMB() -> Double { status("VmHWM") }
+        /// Resets the peak resident set to the current one (writes 5 to /proc/self/clear_refs).
+        public static func resetPeak() {
+            try? "5".write(toFile: "/proc/self/clear_refs", atomically: false, encoding: .utf8)
+        }
+    }
+}

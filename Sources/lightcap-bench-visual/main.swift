@@ -1,0 +1,88 @@
+// lightcap-bench-visual: times the CLIP ResNet trunk (base, 224) on random or given weights.
+//   swift run -c release lightcap-bench-visual [--weights FILE] [--threads 1,2]
+//       [--algorithms direct,winograd] [--iterations 20] [--warmup 3] [--json]
+//   --memory: only load and run twice on 1 thread, then print the peak resident memory (MB)
+//             of this process (the backbone alone).
+
+import Foundation
+import LightCapCore
+import LightCapModel
+
+var options = VisualBenchmark.Options()
+var json = false
+var memoryOnly = false
+var args = Array(CommandLine.arguments.dropFirst())
+
+func fail(_ message: String) -> Never {
+    FileHandle.standardError.write(Data("lightcap-bench-visual: \(message)\n".utf8))
+    exit(2)
+}
+
+func int(_ s: Substring, _ flag: String) -> Int {
+    guard let v = Int(s) else { fail("bad \(flag) value '\(s)'") }
+    return v
+}
+
+func algorithm(_ s: Substring) -> ConvolutionAlgorithm {
+    guard let a = ConvolutionAlgorithm(rawValue: String(s)) else { fail("unknown algorithm '\(s)' (direct, winograd, auto)") }
+    return a
+}
+
+while !args.isEmpty {
+    let flag = args.removeFirst()
+    func value() -> String {
+        guard !args.isEmpty else { fail("\(flag) needs a value") }
+        return args.removeFirst()
+    }
+    switch flag {
+    case "--weights": options.weights = URL(fileURLWithPath: value())
+    case "--threads": options.threads = value().split(separator: ",").map { int($0, flag) }
+    case "--algorithms":
+        options.algorithms = value().split(separator: ",").map(algorithm)
+    case "--iterations": options.iterations = int(Substring(value()), flag)
+    case "--warmup": options.warmup = int(Substring(value()), flag)
+    case "--json": json = true
+    case "--memory": memoryOnly = true
+    case "--help", "-h":
+        print("usage: lightcap-bench-visual [--weights FILE] [--threads 1,2] [--algorithms direct,winograd,auto] [--iterations N] [--warmup N] [--json] [--memory]")
+        exit(0)
+    default: fail("unknown option \(flag)")
+    }
+}
+
+do {
+    if memoryOnly {
+        guard let weights = options.weights else { fail("--memory needs --weights (write them with a normal run or scripts/bench_visual.py)") }
+        Threads.set(1)
+        let before = VisualBenchmark.Memory.residentMB()
+        let start = Date()
+        let store = WeightStore(file: try SafetensorsFile(url: weights))
+        let model = try CLIPResNet(store, configuration: options.configuration, algorithm: options.algorithms.first ?? .direct)
+        try store.finish()
+        let loadMs = Date().timeIntervalSince(start) * 1000
+        let pixels = [Float](repeating: 0.5, count: 3 * model.imageSize * model.imageSize)
+        let workspace = try model.makeWorkspace()
+        for _ in 0..<2 { _ = try model.grid(pixels: pixels, workspace: workspace) }
+        let line = String(format: "{\"rss_before_mb\": %.1f, \"peak_rss_mb\": %.1f, \"rss_after_mb\": %.1f, \"load_ms\": %.1f}",
+                          before, VisualBenchmark.Memory.peakMB(), VisualBenchmark.Memory.residentMB(), loadMs)
+        print(line)
+        exit(0)
+    }
+    let report = try VisualBenchmark.run(options) { if !json { print($0) } }
+    if json {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        print(String(decoding: try encoder.encode(report), as: UTF8.self))
+    } else {
+        print(String(format: "convolutions: %.2f GFLOP; packed weights %.1f MB; FMA peak probe: %@", report.convolutionGflop, report.packedWeightMB, report.fmaISA))
+        print(String(format: "load: first %.1f ms; median of 3: %@", report.firstLoadMs,
+                     report.loadMs.sorted { $0.key < $1.key }.map { String(format: "%@ %.1f ms", $0.key, $0.value) }.joined(separator: ", ")))
+        print(String(format: "resident memory: %.1f MB before load, peak %.1f MB", report.rssBeforeMB, report.peakRSSMB))
+        print("algorithm  threads  median ms  GFLOPS  % peak  rel. error vs direct")
+        for r in report.rows {
+            print(String(format: "%-9@  %7d  %9.2f  %6.1f  %5.1f%%  %.2e", r.algorithm, r.threads, r.medianMs, r.gflops, 100 * r.fractionOfPeak, r.relativeErrorVsDirect))
+        }
+    }
+} catch {
+    fail("\(error)")
+}
