@@ -91,7 +91,8 @@ struct BenchCommand: ParsableCommand {
         print("caption    \(caption)")
         print("stage          median ms     p90 ms")
         for s in stages {
-            print(String(format: "%-12@ %10.2f %10.2f", s, Self.percentile(samples[s]!, 0.5), Self.percentile(samples[s]!, 0.9)))
+            print(s.padding(toLength: 12, withPad: " ", startingAt: 0)
+                  + String(format: " %10.2f %10.2f", Self.percentile(samples[s]!, 0.5), Self.percentile(samples[s]!, 0.9)))
         }
     }
 

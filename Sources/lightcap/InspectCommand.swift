@@ -73,9 +73,10 @@ struct InspectCommand: ParsableCommand {
         print("decoding    beam \(c.decoding.beamSize), max \(c.decoding.maxLength) tokens")
         print("parameters")
         for (name, n) in parts.sorted(by: { $0.key < $1.key }) {
-            print(String(format: "  %-22@ %12d  %5.1f%%", name, n, 100 * Double(n) / Double(max(total, 1))))
+            print("  " + name.padding(toLength: 20, withPad: " ", startingAt: 0)
+                  + String(format: " %12d  %5.1f%%", n, 100 * Double(n) / Double(max(total, 1))))
         }
-        print(String(format: "  %-22@ %12d", "total", total))
+        print("  " + "total".padding(toLength: 20, withPad: " ", startingAt: 0) + String(format: " %12d", total))
         print("dtypes      " + dtypes.sorted { $0.key < $1.key }.map { "\($0.key) x\($0.value)" }.joined(separator: ", ") + " (\(file.entries.count) tensors)")
         print("files       " + files.map { "\($0.0) \(BenchCommand.megabytes($0.1))" }.joined(separator: ", "))
         print("load        \(loadCheck)")

@@ -41,7 +41,8 @@ struct ModelOptions: ParsableArguments {
 
     private func checked(_ url: URL) throws -> URL {
         var isDir: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDir), isDir.boolValue else {
+        guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDir), isDir.boolValue,
+              FileManager.default.fileExists(atPath: url.appendingPathComponent("config.json").path) else {
             throw CLIError.modelNotFound(url.path)
         }
         return url
