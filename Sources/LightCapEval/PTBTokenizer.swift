@@ -54,6 +54,11 @@ public struct PTBTokenizer: Sendable {
         var pos = 0
         while pos < text.count {
             let u = text[pos]
+            if let end = Self.plainWordEnd(text, pos) {
+                lines[lines.count - 1].append(String(decoding: text[pos..<end], as: UTF16.self).lowercased())
+                pos = end
+                continue
+            }
             let ruleIndices: [Int]
             if let c = candidates[u] {
                 ruleIndices = c
@@ -86,6 +91,33 @@ public struct PTBTokenizer: Sendable {
             }
         }
         return lines
+    }
+}
+
+extension PTBTokenizer {
+    /// The fast path for the most common token: ASCII letters followed by a space, a tab, a
+    /// line feed or the end. Every rule gives such a word as it is (a longer match, such as a
+    /// one-letter acronym with its trailing space, still yields the same token), except the
+    /// assimilations that are split (cannot, gonna, ...). Returns the word's end, or nil.
+    @inline(__always)
+    static func plainWordEnd(_ text: [UInt16], _ pos: Int) -> Int? {
+        var end = pos
+        while end < text.count {
+            let c = text[end] | 0x20
+            guard c >= 97 && c <= 122 else { break }
+            end += 1
+        }
+        guard end > pos else { return nil }
+        if end < text.count {
+            let next = text[end]
+            guard next == 32 || next == 9 || next == 10 else { return nil }
+        }
+        let n = end - pos
+        if n == 5 || n == 6 {
+            let w = String(decoding: text[pos..<end], as: UTF16.self).lowercased()
+            if ["cannot", "gonna", "gotta", "lemme", "gimme", "wanna"].contains(w) { return nil }
+        }
+        return end
     }
 }
 
