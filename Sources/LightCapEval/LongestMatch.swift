@@ -92,11 +92,11 @@ indirect enum Pattern: Sendable {
             }
             return cur
         case .alternatives(let options):
-            var all = Set<Int>()
-            for p in options { all.formUnion(p.ends(text, from: starts)) }
-            return all.sorted()
+            var all: [Int] = []
+            for p in options { all += p.ends(text, from: starts) }
+            return Pattern.sortedUnique(all)
         case .repeated(let p, let lo, let hi):
-            var reached = Set<Int>(lo == 0 ? starts : [])
+            var reached: [Int] = lo == 0 ? starts : []
             var cur = starts
             var count = 0
             while !cur.isEmpty && count < hi {
@@ -105,16 +105,25 @@ indirect enum Pattern: Sendable {
                 if count >= lo {
                     // A position reached again with a higher count can do no more than before.
                     cur = cur.filter { !reached.contains($0) }
-                    reached.formUnion(cur)
+                    reached += cur
                 }
             }
-            return reached.sorted()
+            return Pattern.sortedUnique(reached)
         }
     }
 
     /// The longest match starting at `start`, as its end position, or nil.
     func longest(_ text: [UInt16], at start: Int) -> Int? {
         ends(text, from: [start]).last
+    }
+
+    /// Position sets are small: sorting beats hashing.
+    private static func sortedUnique(_ x: [Int]) -> [Int] {
+        if x.count < 2 { return x }
+        let s = x.sorted()
+        var out = [s[0]]
+        for v in s.dropFirst() where v != out[out.count - 1] { out.append(v) }
+        return out
     }
 
     private static func foldASCII(_ u: UInt16) -> UInt16 {
