@@ -161,14 +161,14 @@ def main() -> None:
         swift = json.loads(found.group(1))
         assert swift["greedy_ids"] == greedy.ids, f"Swift greedy {swift['greedy_ids']} != PyTorch {greedy.ids}"
         assert swift["beam_ids"] == beam_ids, f"Swift beam {swift['beam_ids']} != PyTorch {beam_ids}"
-        for name, ms in swift["timings"].items():
+        for name, ms in sorted(swift["timings"].items(), key=lambda kv: (kv[0].startswith("  "), kv[0])):
             rows[name] = ms
 
     ref = rows["greedy 20, ONNX Runtime uncached"]
     print(f"\nbase fusion decode, random weights, 1 thread, {len(greedy.ids)} greedy tokens, beam {beam} (median thread CPU time)")
-    print(f"{'workload':44s} {'ms':>9s} {'x ORT greedy':>13s}")
+    print(f"{'workload':58s} {'ms':>9s} {'x ORT greedy':>13s}")
     for name, ms in rows.items():
-        print(f"{name:44s} {ms:9.2f} {ms / ref:13.3f}")
+        print(f"{name:58s} {ms:9.2f} {ms / ref:13.3f}")
 
 
 if __name__ == "__main__":

@@ -76,23 +76,26 @@ def main() -> None:
     subprocess.run(["swift", "build", "-c", "release", "--product", "lightcap-image-bench"], cwd=ROOT,
                    check=True, stdout=subprocess.DEVNULL)
     exe = ROOT / ".build" / "release" / "lightcap-image-bench"
-    print(f"{'workload':<16} {'source':>10} {'decoded':>10} {'swift dec':>9} {'swift pre':>9} "
+    print(f"{'workload':<21} {'source':>10} {'decoded':>10} {'swift dec':>9} {'swift pre':>9} "
           f"{'swift ms':>8} {'pillow ms':>9} {'ratio':>6}   {'wall: swift':>11} {'pillow':>7} {'ratio':>6}")
-    for f in files:
+    runs = [(files[0], []), (files[0], ["--no-dct-scaling"]), (files[1], [])]
+    for f, extra in runs:
         # Alternate the two sides for a few rounds and keep each side's best median, so that load
         # from other processes on the machine hits both alike.
         swift, pil, pil_wall = None, float("inf"), float("inf")
         for _ in range(args.rounds):
             c, w = bench_pillow(f, args.size, args.iterations)
             pil, pil_wall = min(pil, c), min(pil_wall, w)
-            res = subprocess.run([str(exe), str(f), "--size", str(args.size), "--iterations", str(args.iterations)],
+            res = subprocess.run([str(exe), str(f), "--size", str(args.size), "--iterations", str(args.iterations)]
+                                 + extra,
                                  check=True, capture_output=True, text=True)
             r = json.loads(res.stdout.strip().splitlines()[-1])
             if swift is None or r["totalMs"] < swift["totalMs"]:
                 swift = r
         r = swift
         wall = r["wallTotalMs"]
-        print(f"{f.name:<16} {r['sourceWidth']:>5}x{r['sourceHeight']:<4} {r['decodedWidth']:>5}x{r['decodedHeight']:<4} "
+        name = f.name + (" (full)" if extra else "")
+        print(f"{name:<21} {r['sourceWidth']:>5}x{r['sourceHeight']:<4} {r['decodedWidth']:>5}x{r['decodedHeight']:<4} "
               f"{r['decodeMs']:>9.2f} {r['preprocessMs']:>9.2f} {r['totalMs']:>8.2f} {pil:>9.2f} "
               f"{pil / r['totalMs']:>5.1f}x   {wall:>11.2f} {pil_wall:>7.2f} {pil_wall / wall:>5.1f}x")
 

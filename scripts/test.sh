@@ -13,7 +13,7 @@ echo "== fixtures (python -m lightcap_train.fixtures)"
 .venv/bin/python -m lightcap_train.metric_cases --out .fixtures/metrics
 
 echo "== pytest"
-.venv/bin/python -m pytest -q python/tests
+LIGHTCAP_FIXTURES="$PWD/.fixtures" .venv/bin/python -m pytest -q python/tests
 
 echo "== swift test"
 export LIGHTCAP_FIXTURES="$PWD/.fixtures"

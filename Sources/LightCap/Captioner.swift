@@ -4,6 +4,7 @@
 
 import Foundation
 import LightCapCore
+import LightCapImage
 import LightCapModel
 import LightCapText
 
@@ -57,6 +58,8 @@ public final class Captioner: Sendable {
     public let special: SpecialTokenIDs
     /// oneDNN threads used by each call.
     public let threads: Int
+    let visual: CLIPResNet
+    let preprocessor: CLIPPreprocessor
     let conceptExtractor: ConceptExtractor
     /// WordPiece ids of every concept (row i = concepts.txt line i).
     let conceptPieces: [[Int]]
@@ -95,8 +98,8 @@ public final class Captioner: Sendable {
         }
 
         let store = try directory.weightStore()
-        // The visual tower's tensors belong to CLIPResNet (LightCapModel, swift-visual).
-        for key in store.scoped("visual").keys { try store.skip(key) }
+        visual = try CLIPResNet(store, configuration: config)
+        preprocessor = CLIPPreprocessor(size: config.image.size, mean: config.image.mean, std: config.image.std)
         conceptExtractor = try ConceptExtractor(store.scoped("concepts"), configuration: config, names: names)
         modulator = config.modulator.enabled ? try Modulator(store.scoped("modulator"), configuration: config) : nil
         fusion = try FusionModel(store.scoped("bert"), configuration: config)
@@ -148,17 +151,67 @@ public final class Captioner: Sendable {
         return (hidden, heads.headLogits(rows), heads.logits(rows))
     }
 
+    /// The default model directory: `$LIGHTCAP_MODEL` if set, else the first `models/default`
+    /// found in the current directory or a folder above the executable (nil when none exists).
+    public static var defaultModelDirectory: URL? {
+        let fm = FileManager.default
+        if let env = ProcessInfo.processInfo.environment["LIGHTCAP_MODEL"], !env.isEmpty {
+            return URL(fileURLWithPath: env)
+        }
+        var candidates = [URL(fileURLWithPath: fm.currentDirectoryPath)]
+        var dir = URL(fileURLWithPath: CommandLine.arguments.first ?? ".").resolvingSymlinksInPath().deletingLastPathComponent()
+        for _ in 0..<8 {
+            candidates.append(dir)
+            dir = dir.deletingLastPathComponent()
+        }
+        for base in candidates {
+            let model = base.appendingPathComponent("models/default")
+            if fm.fileExists(atPath: model.appendingPathComponent("config.json").path) { return model }
+        }
+        return nil
+    }
+
+    /// Captions an encoded image file (JPEG, PNG, WebP; EXIF orientation applied).
+    public func caption(imageAt url: URL, options: DecodingOptions = .init()) throws -> Caption {
+        let data: Data
+        do { data = try Data(contentsOf: url) } catch {
+            throw LightCapError.io(path: url.path, reason: error.localizedDescription)
+        }
+        return try caption(imageData: data, options: options)
+    }
+
+    /// Captions encoded image bytes (JPEG, PNG, WebP).
+    public func caption(imageData data: Data, options: DecodingOptions = .init()) throws -> Caption {
+        var stopwatch = Stopwatch()
+        let image = try ImageDecoder.decode(data, minimumSide: configuration.image.size)
+        stopwatch.lap("decode")
+        let pixels = preprocessor(image)
+        stopwatch.lap("preprocess")
+        return try caption(pixels: pixels, options: options, stopwatch: stopwatch)
+    }
+
+    /// Captions normalised pixels [3, S, S] (channel-major, `CLIPPreprocessor`'s output).
+    public func caption(pixels: [Float], options: DecodingOptions = .init()) throws -> Caption {
+        try caption(pixels: pixels, options: options, stopwatch: Stopwatch())
+    }
+
+    func caption(pixels: [Float], options: DecodingOptions, stopwatch: Stopwatch) throws -> Caption {
+        var stopwatch = stopwatch
+        Threads.set(threads)
+        let grid = try visual.grid(pixels: pixels)
+        stopwatch.lap("backbone")
+        return try caption(grid: grid, options: options, stopwatch: stopwatch)
+    }
+
     /// Captions a grid [N, C] (the backbone's output).
     public func caption(grid: Tensor, options: DecodingOptions = .init()) throws -> Caption {
+        try caption(grid: grid, options: options, stopwatch: Stopwatch())
+    }
+
+    func caption(grid: Tensor, options: DecodingOptions, stopwatch: Stopwatch) throws -> Caption {
         Threads.set(threads)
-        var timings: [String: Double] = [:]
-        var clock = ContinuousClock.now
-        func lap(_ stage: String) {
-            let now = ContinuousClock.now
-            let d = now - clock
-            timings[stage, default: 0] += Double(d.components.seconds) * 1e3 + Double(d.components.attoseconds) * 1e-15
-            clock = now
-        }
+        var stopwatch = stopwatch
+        func lap(_ stage: String) { stopwatch.lap(stage) }
         let features = try imageFeatures(grid: grid)
         lap("concepts")
         let hypothesis = try decode(features: features, options: options)
@@ -167,11 +220,13 @@ public final class Captioner: Sendable {
             ConceptScore(name: conceptNames[$0], score: $1)
         }
         return Caption(text: tokenizer.decode(hypothesis.tokens), tokens: tokenizer.tokenize(ids: hypothesis.tokens),
-                       tokenIds: hypothesis.tokens, score: hypothesis.score, concepts: concepts, timings: timings)
+                       tokenIds: hypothesis.tokens, score: hypothesis.score, concepts: concepts, timings: stopwatch.timings)
     }
 
     /// Decodes the caption tokens of prepared image features (greedy when beamSize is 1).
-    func decode(features: ImageFeatures, options: DecodingOptions) throws -> Hypothesis {
+    /// `f32Vocabulary` makes cached greedy decoding use the F32 vocabulary product every step
+    /// (benchmarks compare it with the INT8 product).
+    func decode(features: ImageFeatures, options: DecodingOptions, f32Vocabulary: Bool = false) throws -> Hypothesis {
         let a = configuration.decoding.captionSegmentLength
         guard options.beamSize >= 1 else {
             throw LightCapError.invalidArgument(reason: "beamSize must be at least 1, got \(options.beamSize)")
@@ -185,7 +240,7 @@ public final class Captioner: Sendable {
             : UncachedSession(fusion: fusion, heads: heads, special: special, context: context, captionSegmentLength: a)
         if options.beamSize == 1 {
             // Greedy needs the exact argmax only: the INT8 vocabulary product with exact rescoring.
-            (session as? CachedSession)?.argmaxOnly = true
+            (session as? CachedSession)?.argmaxOnly = !f32Vocabulary
             return try Decoder.greedy(session, sep: special.sep, maxLength: options.maxLength)
         }
         return try Decoder.beamSearch(session, sep: special.sep, beam: options.beamSize, maxLength: options.maxLength)
@@ -200,4 +255,17 @@ public final class Captioner: Sendable {
 extension WordPieceTokenizer {
     /// Token strings of ids (out-of-range ids skipped).
     func tokenize(ids: [Int]) -> [String] { ids.compactMap { token(of: $0) } }
+}
+
+/// Milliseconds per stage.
+struct Stopwatch {
+    var timings: [String: Double] = [:]
+    var last = ContinuousClock.now
+
+    mutating func lap(_ stage: String) {
+        let now = ContinuousClock.now
+        let d = now - last
+        timings[stage, default: 0] += Double(d.components.seconds) * 1e3 + Double(d.components.attoseconds) * 1e-15
+        last = now
+    }
 }

@@ -109,13 +109,34 @@ final class CachedSession: LogitSession {
                 parents.append(parent)
                 tokens.append(last)
             } else {
-                parents.append(CaptionCache(layers: fusion.layerCount))  // first step: [CLS] at 0
+                parents.append(CaptionCache(image: image))  // first step: [CLS] at 0
                 tokens.append(special.cls)
             }
         }
-        let (hidden, grown) = try fusion.step(caches: parents, tokens: tokens, maskID: special.mask, image: image)
+        let (hidden, grown) = try fusion.step(caches: parents, tokens: tokens, maskID: special.mask)
         caches = Dictionary(zip(prefixes, grown), uniquingKeysWith: { a, _ in a })
-        return argmaxOnly ? heads.argmaxExactLogits(hidden) : splitRows(heads.logits(hidden))
+        let states = heads.transformed(hidden)
+        guard argmaxOnly else { return splitRows(heads.decode(transformed: states)) }
+        transformedStates.append(states)
+        return heads.argmaxExactLogits(transformed: states)
+    }
+
+    /// The averaged head states of every step run with `argmaxOnly` (one row per step in greedy).
+    var transformedStates: [Tensor] = []
+
+    /// Exact log-probabilities of `tokens` (one per recorded step, in order): one F32 decoder
+    /// product over all the steps' states at once, replacing the approximate normalisers.
+    func exactLogProbabilities(of tokens: [Int]) -> [Float] {
+        precondition(tokens.count == transformedStates.count, "one token per recorded step")
+        guard !tokens.isEmpty else { return [] }
+        let d = transformedStates[0].shape[1]
+        let states = Tensor(zeros: [tokens.count, d])
+        for (i, s) in transformedStates.enumerated() {
+            s.withUnsafeBufferPointer { (states.storage.base + i * d).update(from: $0.baseAddress!, count: d) }
+        }
+        return splitRows(heads.decode(transformed: states)).enumerated().map { i, row in
+            row[tokens[i]] - Float(row.withUnsafeBufferPointer { LogSoftmax.logSumExp($0) })
+        }
     }
 }
 
@@ -134,14 +155,22 @@ enum Decoder {
     /// Rule 11: argmax (lowest id on ties) at each step, stop at [SEP]; score = mean log-prob of
     /// the chosen tokens, the [SEP] included when emitted.
     static func greedy(_ session: LogitSession, sep: Int, maxLength: Int) throws -> Hypothesis {
-        var tokens: [Int] = [], logps: [Float] = []
+        var tokens: [Int] = [], logps: [Float] = [], chosen: [Int] = []
+        let deferred = (session as? CachedSession)?.argmaxOnly == true
         for _ in 0..<maxLength {
             let logits = try session.logits(prefixes: [tokens])[0]
             var best = 0
             for v in logits.indices where logits[v] > logits[best] { best = v }
-            logps.append(logits.withUnsafeBufferPointer { logSoftmax($0, at: best) })
+            chosen.append(best)
+            if !deferred {
+                logps.append(logits[best] - Float(logits.withUnsafeBufferPointer { LogSoftmax.logSumExp($0) }))
+            }
             if best == sep { break }
             tokens.append(best)
+        }
+        if deferred, let cached = session as? CachedSession {
+            // The INT8 logits are exact only near the argmax: score with one exact product.
+            logps = cached.exactLogProbabilities(of: chosen)
         }
         let mean = logps.isEmpty ? 0 : logps.reduce(0.0) { $0 + Double($1) } / Double(logps.count)
         return Hypothesis(tokens: tokens, score: mean)
@@ -156,14 +185,13 @@ enum Decoder {
             let logits = try session.logits(prefixes: live.map(\.tokens))
             let vocab = logits[0].count
             // Every candidate score_b + log_softmax; keep the 2B best (ties: lower b*V + v).
-            var cand: [(score: Float, flat: Int)] = []
-            cand.reserveCapacity(2 * beam * live.count)
+            var selection = TopCandidates(count: 2 * beam)
             for (b, row) in logits.enumerated() {
-                let lp = row.withUnsafeBufferPointer { Activations.logSoftmax($0) }
+                let lse = Float(row.withUnsafeBufferPointer { LogSoftmax.logSumExp($0) })
                 let base = live[b].score
-                for v in 0..<vocab { cand.append((base + lp[v], b * vocab + v)) }
+                for v in 0..<vocab { selection.offer((base + (row[v] - lse), b * vocab + v)) }
             }
-            let top = topCandidates(cand, count: 2 * beam)
+            let top = selection.items
             var next: [(tokens: [Int], score: Float)] = []
             for (rank, c) in top.enumerated() {
                 let (b, v) = (c.flat / vocab, c.flat % vocab)
@@ -188,40 +216,63 @@ enum Decoder {
         for j in finished.indices where finished[j].score > finished[best].score { best = j }
         return Hypothesis(tokens: finished[best].tokens, score: Double(finished[best].score))
     }
+}
 
-    /// The `count` largest by score, ties by lower flat index, in that order.
-    static func topCandidates(_ cand: [(score: Float, flat: Int)], count: Int) -> [(score: Float, flat: Int)] {
-        func better(_ a: (score: Float, flat: Int), _ b: (score: Float, flat: Int)) -> Bool {
-            a.score != b.score ? a.score > b.score : a.flat < b.flat
-        }
-        var top: [(score: Float, flat: Int)] = []
-        top.reserveCapacity(count + 1)
-        for c in cand {
-            if top.count == count, let last = top.last, !better(c, last) { continue }
-            var i = top.count
-            while i > 0 && better(c, top[i - 1]) { i -= 1 }
-            top.insert(c, at: i)
-            if top.count > count { top.removeLast() }
-        }
-        return top
+/// The `count` best (score, flat index) pairs seen, best first: higher score, then lower index.
+struct TopCandidates {
+    let count: Int
+    private(set) var items: [(score: Float, flat: Int)] = []
+
+    init(count: Int) {
+        self.count = count
+        items.reserveCapacity(count + 1)
     }
 
-    /// log_softmax(x)[index], the log-sum-exp in Double.
-    static func logSoftmax(_ x: UnsafeBufferPointer<Float>, at index: Int) -> Float {
+    @inline(__always)
+    static func better(_ a: (score: Float, flat: Int), _ b: (score: Float, flat: Int)) -> Bool {
+        a.score != b.score ? a.score > b.score : a.flat < b.flat
+    }
+
+    mutating func offer(_ c: (score: Float, flat: Int)) {
+        if items.count == count, let last = items.last, !Self.better(c, last) { return }
+        var i = items.count
+        while i > 0 && Self.better(c, items[i - 1]) { i -= 1 }
+        items.insert(c, at: i)
+        if items.count > count { items.removeLast() }
+    }
+}
+
+/// log-sum-exp of a logit row, the normaliser of log_softmax.
+enum LogSoftmax {
+    /// log(sum(exp(x))) with libm's expf (measured faster here than the polynomial for this
+    /// Double-accumulated loop) and a Double sum.
+    static func logSumExp(_ x: UnsafeBufferPointer<Float>) -> Double {
+        var m = -Float.infinity
+        for v in x { m = max(m, v) }
+        if m == -.infinity { return -.infinity }
+        var sum = 0.0
+        for v in x { sum += Double(_expf(v - m)) }
+        return Double(m) + _log(sum)
+    }
+
+    /// The reference twin: libm's exp in Double.
+    static func logSumExpReference(_ x: UnsafeBufferPointer<Float>) -> Double {
         var m = -Float.infinity
         for v in x { m = max(m, v) }
         var sum = 0.0
         for v in x { sum += _exp(Double(v - m)) }
-        return Float(Double(x[index]) - (Double(m) + _log(sum)))
+        return Double(m) + _log(sum)
     }
 }
 
 #if canImport(Glibc)
 import Glibc
 @inline(__always) func _exp(_ x: Double) -> Double { Glibc.exp(x) }
+@inline(__always) func _expf(_ x: Float) -> Float { Glibc.expf(x) }
 @inline(__always) func _log(_ x: Double) -> Double { Glibc.log(x) }
 #elseif canImport(Darwin)
 import Darwin
 @inline(__always) func _exp(_ x: Double) -> Double { Darwin.exp(x) }
+@inline(__always) func _expf(_ x: Float) -> Float { Darwin.expf(x) }
 @inline(__always) func _log(_ x: Double) -> Double { Darwin.log(x) }
 #endif

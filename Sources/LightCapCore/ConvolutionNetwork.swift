@@ -1,9 +1,7 @@
 // ConvolutionNetwork: a fixed-shape chain of oneDNN convolutions (fused bias, ReLU and
 // residual add) and average pools. Weights are packed into each primitive's preferred layout
 // once, when the network is built; activations stay in oneDNN's blocked layout between ops
-// and live in a few reused buffers of a per-call Workspace.
-
-import CDNNL
+// and live in a few reused buffers of a per-call Workspace. (oneDNN itself: DNNL.swift.)
 
 /// A 2-D convolution's weights and geometry (PyTorch `nn.Conv2d`, square kernel, OIHW).
 public struct Conv2d: Sendable {
@@ -43,7 +41,8 @@ public struct Conv2d: Sendable {
 public enum ConvolutionAlgorithm: String, Sendable, CaseIterable {
     /// Direct convolution (exact up to summation order).
     case direct
-    /// Winograd for 3x3 stride-1 convolutions (faster, slightly less exact); others direct.
+    /// Winograd for the 3x3 stride-1 convolutions where it is faster (output side >= 14, >= 64
+    /// output channels); others direct. Slightly less exact, slower to load.
     case winograd
     /// oneDNN chooses per convolution.
     case auto
@@ -159,7 +158,7 @@ public final class ConvolutionNetwork: @unchecked Sendable {
         self.values = values
         self.slots = slots
         self.slotBytes = slotBytes
-        outputDesc = try DNNL.desc([1, outputShape.channels, outputShape.height, outputShape.width], dnnl_nhwc)
+        outputDesc = try DNNL.desc([1, outputShape.channels, outputShape.height, outputShape.width], .nhwc)
         outputReorder = try DNNL.Primitive(reorderFrom: values[output.index].desc, to: outputDesc)
         ops.append(Op(kind: .reorder, primitive: outputReorder, input: output, output: output, label: "output"))
         self.ops = ops
@@ -179,7 +178,7 @@ public final class ConvolutionNetwork: @unchecked Sendable {
         let inputMemory: DNNL.Memory
         let outputMemory: DNNL.Memory
         var keep: [DNNL.Memory] = []
-        var calls: [(DNNL.Primitive, [dnnl_exec_arg_t])] = []
+        var calls: [(DNNL.Primitive, DNNL.Arguments)] = []
 
         init(_ network: ConvolutionNetwork) throws {
             self.network = network
@@ -195,27 +194,27 @@ public final class ConvolutionNetwork: @unchecked Sendable {
             }
             self.memories = memories
             let scratchMemories = try network.ops.map {
-                try DNNL.Memory($0.primitive.desc(dnnl_query_scratchpad_md), scratchpad.pointer)
+                try DNNL.Memory($0.primitive.scratchpadDesc, scratchpad.pointer)
             }
             keep.append(contentsOf: scratchMemories)
             for (i, op) in network.ops.enumerated() {
-                var args = [dnnl_exec_arg_t(arg: DNNL.argScratchpad, memory: scratchMemories[i].handle)]
+                var args = DNNL.Arguments()
+                args.append(.scratchpad, scratchMemories[i])
                 switch op.kind {
                 case .convolution(let w, let b, _, _):
-                    args.append(dnnl_exec_arg_t(arg: DNNL.argSrc, memory: memories[op.input.index]!.handle))
-                    args.append(dnnl_exec_arg_t(arg: DNNL.argDst, memory: memories[op.output.index]!.handle))
-                    let wm = try DNNL.Memory(op.primitive.desc(dnnl_query_weights_md, 0), w.pointer)
+                    args.append(.src, memories[op.input.index]!)
+                    args.append(.dst, memories[op.output.index]!)
+                    let wm = try DNNL.Memory(op.primitive.weightsDesc, w.pointer)
                     keep.append(wm)
-                    args.append(dnnl_exec_arg_t(arg: DNNL.argWeights, memory: wm.handle))
+                    args.append(.weights, wm)
                     if let b {
-                        let bm = try DNNL.Memory(op.primitive.desc(dnnl_query_weights_md, 1), b.pointer)
+                        let bm = try DNNL.Memory(op.primitive.biasDesc, b.pointer)
                         keep.append(bm)
-                        args.append(dnnl_exec_arg_t(arg: DNNL.argBias, memory: bm.handle))
+                        args.append(.bias, bm)
                     }
                 case .pool, .reorder:
-                    args.append(dnnl_exec_arg_t(arg: DNNL.argSrc, memory: memories[op.input.index]!.handle))
-                    let dst = i == network.ops.count - 1 ? outputMemory : memories[op.output.index]!
-                    args.append(dnnl_exec_arg_t(arg: DNNL.argDst, memory: dst.handle))
+                    args.append(.src, memories[op.input.index]!)
+                    args.append(.dst, i == network.ops.count - 1 ? outputMemory : memories[op.output.index]!)
                 }
                 calls.append((op.primitive, args))
             }
@@ -228,7 +227,9 @@ public final class ConvolutionNetwork: @unchecked Sendable {
     /// Runs the network: `input` is [C, H, W] (CHW, row-major), `output` receives
     /// [H' * W', C'] tokens (row-major).
     public func run(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, workspace: Workspace) throws {
-        precondition(workspace.network === self, "ConvolutionNetwork: workspace of another network")
+        guard workspace.network === self else {
+            throw LightCapError.invalidArgument(reason: "the workspace belongs to another network")
+        }
         try workspace.inputMemory.setPointer(UnsafeMutableRawPointer(mutating: input))
         try workspace.outputMemory.setPointer(UnsafeMutableRawPointer(output))
         for (primitive, args) in workspace.calls {
@@ -263,7 +264,7 @@ public final class ConvolutionNetwork: @unchecked Sendable {
         public init(channels: Int, height: Int, width: Int, algorithm: ConvolutionAlgorithm = .direct) throws {
             self.algorithm = algorithm
             let shape = Shape(channels: channels, height: height, width: width)
-            values.append(ValueInfo(shape: shape, desc: try DNNL.desc([1, channels, height, width], dnnl_nchw)))
+            values.append(ValueInfo(shape: shape, desc: try DNNL.desc([1, channels, height, width], .nchw)))
             input = Value(index: 0)
         }
 
@@ -298,43 +299,50 @@ public final class ConvolutionNetwork: @unchecked Sendable {
             if let residual, shape(residual) != outShape {
                 throw LightCapError.invalidArgument(reason: "\(label): residual \(shape(residual)) does not match output \(outShape)")
             }
-            let isWinogradShape = conv.kernel == 3 && conv.stride == 1
-            let algorithms: [dnnl_alg_kind_t]
+            // Winograd where oneDNN's kernels beat direct on avx512_core (measured per layer on the
+            // RN50 trunk): 3x3 stride 1, output side >= 14, >= 64 output channels.
+            let isWinogradShape = conv.kernel == 3 && conv.stride == 1 && outShape.height >= 14 && outShape.width >= 14
+                && conv.outChannels >= 64
+            let algorithms: [DNNL.ConvolutionKind]
             switch algorithm {
-            case .direct: algorithms = [dnnl_convolution_direct]
-            case .winograd: algorithms = isWinogradShape ? [dnnl_convolution_winograd, dnnl_convolution_direct] : [dnnl_convolution_direct]
-            case .auto: algorithms = [dnnl_convolution_auto, dnnl_convolution_direct]
+            case .direct: algorithms = [.direct]
+            case .winograd: algorithms = isWinogradShape ? [.winograd, .direct] : [.direct]
+            case .auto: algorithms = [.auto, .direct]
             }
             var primitive: DNNL.Primitive?
             var lastError: Error?
+            // Winograd kernels read and write nChw16c; direct (brgconv) kernels run fastest on
+            // nhwc, which they choose themselves. Reorders go between the two kinds.
+            let blocked = algorithms.first == .winograd && s.channels % 16 == 0 && conv.outChannels % 16 == 0
             for alg in algorithms {
                 do {
                     primitive = try DNNL.convolution(
-                        src: try DNNL.desc([1, s.channels, s.height, s.width], dnnl_format_tag_any),
+                        src: try DNNL.desc([1, s.channels, s.height, s.width], blocked ? .nChw16c : .any),
                         outChannels: conv.outChannels, inChannels: conv.inChannels, kernel: conv.kernel,
                         outHeight: outShape.height, outWidth: outShape.width, stride: conv.stride, padding: conv.padding,
-                        bias: conv.bias != nil, sum: residual != nil, relu: relu, algorithm: alg)
+                        bias: conv.bias != nil, sum: residual != nil, relu: relu, algorithm: alg,
+                        dstLayout: blocked ? .nChw16c : .any)
                     break
                 } catch { lastError = error }
             }
             guard let primitive else { throw lastError! }
-            let src = try converted(x, to: primitive.desc(dnnl_query_src_md))
+            let src = try converted(x, to: primitive.srcDesc)
             // Pack weights (OIHW -> the primitive's layout) and bias, once.
-            let wDesc = primitive.desc(dnnl_query_weights_md, 0)
+            let wDesc = primitive.weightsDesc
             let weights = DNNL.Buffer(bytes: DNNL.bytes(wDesc))
             try conv.weight.withUnsafeBufferPointer {
-                try DNNL.reorder(UnsafeRawPointer($0.baseAddress!), try DNNL.desc(conv.weight.shape, dnnl_oihw), into: weights.pointer, wDesc)
+                try DNNL.reorder(UnsafeRawPointer($0.baseAddress!), try DNNL.desc(conv.weight.shape, .oihw), into: weights.pointer, wDesc)
             }
             var bias: DNNL.Buffer?
             if let b = conv.bias {
-                let bDesc = primitive.desc(dnnl_query_weights_md, 1)
+                let bDesc = primitive.biasDesc
                 let buffer = DNNL.Buffer(bytes: DNNL.bytes(bDesc))
                 try b.withUnsafeBufferPointer {
-                    try DNNL.reorder(UnsafeRawPointer($0.baseAddress!), try DNNL.desc([conv.outChannels], dnnl_x), into: buffer.pointer, bDesc)
+                    try DNNL.reorder(UnsafeRawPointer($0.baseAddress!), try DNNL.desc([conv.outChannels], .x), into: buffer.pointer, bDesc)
                 }
                 bias = buffer
             }
-            let dstDesc = primitive.desc(dnnl_query_dst_md)
+            let dstDesc = primitive.dstDesc
             var residualValue: Value?
             var out: Value
             if let residual {
@@ -369,7 +377,7 @@ public final class ConvolutionNetwork: @unchecked Sendable {
             }
             if kernel == 1 { return x }
             let p = try DNNL.averagePool(src: values[x.index].desc, channels: s.channels, height: s.height, width: s.width, kernel: kernel)
-            let out = add(Shape(channels: s.channels, height: s.height / kernel, width: s.width / kernel), p.desc(dnnl_query_dst_md))
+            let out = add(Shape(channels: s.channels, height: s.height / kernel, width: s.width / kernel), p.dstDesc)
             ops.append(Op(kind: .pool, primitive: p, input: x, output: out, label: label))
             return out
         }

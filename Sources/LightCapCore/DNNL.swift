@@ -92,8 +92,61 @@ extension DNNL {
     static let argBias: Int32 = 41
     static let argScratchpad: Int32 = 80
 
-    /// A descriptor of an F32 tensor with `dims` in the layout `tag` (`dnnl_format_tag_any`
-    /// lets a primitive choose).
+    /// Plain layouts (and `any`: the primitive chooses).
+    enum Layout {
+        case any, nchw, nhwc, nChw16c, oihw, x
+        var tag: dnnl_format_tag_t {
+            switch self {
+            case .any: return dnnl_format_tag_any
+            case .nChw16c: return dnnl_nChw16c
+            case .nchw: return dnnl_nchw
+            case .nhwc: return dnnl_nhwc
+            case .oihw: return dnnl_oihw
+            case .x: return dnnl_x
+            }
+        }
+    }
+
+    /// Convolution algorithms.
+    enum ConvolutionKind {
+        case direct, winograd, auto
+        var alg: dnnl_alg_kind_t {
+            switch self {
+            case .direct: return dnnl_convolution_direct
+            case .winograd: return dnnl_convolution_winograd
+            case .auto: return dnnl_convolution_auto
+            }
+        }
+    }
+
+    /// Execution argument roles.
+    enum Role {
+        case src, dst, weights, bias, scratchpad
+        var arg: Int32 {
+            switch self {
+            case .src: return argSrc
+            case .dst: return argDst
+            case .weights: return argWeights
+            case .bias: return argBias
+            case .scratchpad: return argScratchpad
+            }
+        }
+    }
+
+    /// Prepared arguments of one primitive execution.
+    struct Arguments {
+        fileprivate var raw: [dnnl_exec_arg_t] = []
+        mutating func append(_ role: Role, _ memory: Memory) {
+            raw.append(dnnl_exec_arg_t(arg: role.arg, memory: memory.handle))
+        }
+    }
+
+    /// A descriptor of an F32 tensor with `dims` in `layout`.
+    static func desc(_ dims: [Int], _ layout: Layout) throws -> MemoryDesc {
+        try desc(dims, layout.tag)
+    }
+
+    /// A descriptor of an F32 tensor with `dims` in the layout `tag`.
     static func desc(_ dims: [Int], _ tag: dnnl_format_tag_t) throws -> MemoryDesc {
         var md = MemoryDesc()
         let d = dims.map { dnnl_dim_t($0) }
@@ -116,10 +169,9 @@ extension DNNL {
         let bytes: Int
         init(bytes: Int) {
             self.bytes = bytes
-            pointer = UnsafeMutableRawPointer.allocate(byteCount: max(bytes, 64), alignment: 64)
-            pointer.initializeMemory(as: UInt8.self, repeating: 0, count: max(bytes, 64))
+            pointer = AlignedMemory.allocateZeroed(bytes: max(bytes, 64))
         }
-        deinit { pointer.deallocate() }
+        deinit { AlignedMemory.free(pointer) }
     }
 
     /// A oneDNN memory object over caller-owned memory.
@@ -193,7 +245,12 @@ extension DNNL {
             dnnl_primitive_desc_query_md(pd, query, index)?.pointee ?? MemoryDesc()
         }
 
-        var scratchpadBytes: Int { DNNL.bytes(desc(dnnl_query_scratchpad_md)) }
+        var srcDesc: MemoryDesc { desc(dnnl_query_src_md) }
+        var dstDesc: MemoryDesc { desc(dnnl_query_dst_md) }
+        var weightsDesc: MemoryDesc { desc(dnnl_query_weights_md, 0) }
+        var biasDesc: MemoryDesc { desc(dnnl_query_weights_md, 1) }
+        var scratchpadDesc: MemoryDesc { desc(dnnl_query_scratchpad_md) }
+        var scratchpadBytes: Int { DNNL.bytes(scratchpadDesc) }
 
         /// oneDNN's implementation name (e.g. "jit:avx512_core").
         var implementation: String {
@@ -206,6 +263,10 @@ extension DNNL {
             try check(dnnl_primitive_execute(handle, stream.handle, Int32(args.count), args), "execute \(implementation)")
         }
 
+        func execute(_ stream: Stream, _ args: Arguments) throws {
+            try execute(stream, args.raw)
+        }
+
         deinit {
             dnnl_primitive_destroy(handle)
             dnnl_primitive_desc_destroy(pd)
@@ -215,16 +276,16 @@ extension DNNL {
     /// A forward-inference convolution for input `src` ([1, C, H, W], any layout or fixed).
     static func convolution(src: MemoryDesc, outChannels: Int, inChannels: Int, kernel: Int, outHeight: Int, outWidth: Int,
                             stride: Int, padding: Int, bias: Bool, sum: Bool, relu: Bool,
-                            algorithm: dnnl_alg_kind_t) throws -> Primitive {
+                            algorithm: ConvolutionKind, dstLayout: Layout = .any) throws -> Primitive {
         var s = src
         var w = try desc([outChannels, inChannels, kernel, kernel], dnnl_format_tag_any)
         var b = try desc([outChannels], dnnl_x)
-        var d = try desc([1, outChannels, outHeight, outWidth], dnnl_format_tag_any)
+        var d = try desc([1, outChannels, outHeight, outWidth], dstLayout)
         var op = dnnl_convolution_desc_t()
         let strides: [dnnl_dim_t] = [dnnl_dim_t(stride), dnnl_dim_t(stride)]
         let pads: [dnnl_dim_t] = [dnnl_dim_t(padding), dnnl_dim_t(padding)]
         try check(withUnsafePointer(to: &b) { bp in
-            dnnl_convolution_forward_desc_init(&op, dnnl_forward_inference, algorithm, &s, &w, bias ? bp : nil, &d,
+            dnnl_convolution_forward_desc_init(&op, dnnl_forward_inference, algorithm.alg, &s, &w, bias ? bp : nil, &d,
                                                strides, pads, pads)
         }, "convolution desc \(outChannels)x\(inChannels)x\(kernel)x\(kernel)")
         return try withUnsafePointer(to: &op) {

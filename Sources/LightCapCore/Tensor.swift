@@ -1,5 +1,36 @@
 // Tensor: a contiguous Float32 array with a shape, owning its storage or viewing a mapped file.
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// 64-byte aligned, zero-filled allocations through `calloc` (fresh pages from the kernel are
+/// already zero, so large buffers are not written twice).
+enum AlignedMemory {
+    static let alignment = 64
+
+    /// `bytes` zeroed bytes at a 64-byte aligned address; release with `free`.
+    static func allocateZeroed(bytes: Int) -> UnsafeMutableRawPointer {
+        let header = alignment
+        guard let raw = calloc(bytes + header, 1) else { fatalError("out of memory allocating \(bytes) bytes") }
+        let address = (Int(bitPattern: raw) + header) & ~(alignment - 1)
+        let aligned = UnsafeMutableRawPointer(bitPattern: address)!
+        (aligned - MemoryLayout<UnsafeMutableRawPointer>.size).storeBytes(of: raw, as: UnsafeMutableRawPointer.self)
+        return aligned
+    }
+
+    static func free(_ aligned: UnsafeMutableRawPointer) {
+        let raw = (aligned - MemoryLayout<UnsafeMutableRawPointer>.size).load(as: UnsafeMutableRawPointer.self)
+        #if canImport(Glibc)
+        Glibc.free(raw)
+        #else
+        Darwin.free(raw)
+        #endif
+    }
+}
+
 /// The memory behind a tensor: an owned 64-byte aligned buffer, or a read-only view into a
 /// memory-mapped file (kept alive by `owner`).
 public final class TensorStorage: @unchecked Sendable {
@@ -12,9 +43,7 @@ public final class TensorStorage: @unchecked Sendable {
 
     /// A zero-filled owned buffer of `count` scalars.
     public init(count: Int) {
-        let raw = UnsafeMutableRawPointer.allocate(byteCount: max(count, 1) * 4, alignment: 64)
-        raw.initializeMemory(as: UInt8.self, repeating: 0, count: max(count, 1) * 4)
-        self.base = raw.bindMemory(to: Float.self, capacity: max(count, 1))
+        self.base = AlignedMemory.allocateZeroed(bytes: max(count, 1) * 4).bindMemory(to: Float.self, capacity: max(count, 1))
         self.count = count
         self.owner = nil
     }
@@ -30,7 +59,7 @@ public final class TensorStorage: @unchecked Sendable {
     public var isMapped: Bool { owner != nil }
 
     deinit {
-        if owner == nil { UnsafeMutableRawPointer(base).deallocate() }
+        if owner == nil { AlignedMemory.free(UnsafeMutableRawPointer(base)) }
     }
 }
 

@@ -87,6 +87,12 @@ public final class WeightStore: @unchecked Sendable {
 
     static func checkFinite(_ tensor: Tensor, key: String) throws {
         try tensor.withUnsafeBufferPointer { p in
+            // Fast pass on the bit patterns (vectorises): the largest |x| as bits is below the
+            // infinity pattern iff every value is finite.
+            let bits = UnsafeRawBufferPointer(p).bindMemory(to: UInt32.self)
+            var largest: UInt32 = 0
+            for b in bits { largest = max(largest, b & 0x7FFF_FFFF) }
+            guard largest >= 0x7F80_0000 else { return }
             for i in 0..<p.count where !p[i].isFinite {
                 throw LightCapError.nonFiniteWeights(key: key, index: i, value: p[i])
             }

@@ -98,41 +98,24 @@ enum JPEGDecoder {
                 if fatal { throw ImageError.corrupt(format: .jpeg, detail: message) }
                 // Other warnings (e.g. extraneous bytes before a marker) are accepted, as Pillow does.
             }
-            if cmyk { return RawPixels(width: w, height: h, channels: 3, bytes: cmykToRGB(out, inverted: isAdobe(raw))) }
+            if cmyk { return RawPixels(width: w, height: h, channels: 3, bytes: cmykToRGB(out)) }
             return RawPixels(width: w, height: h, channels: 3, bytes: out)
         }
     }
 
-    /// Whether an Adobe APP14 segment precedes the scan (Photoshop stores CMYK inverted).
-    static func isAdobe(_ raw: UnsafeRawBufferPointer) -> Bool {
-        let d = raw.bindMemory(to: UInt8.self)
-        var p = 2
-        while p + 4 <= d.count, d[p] == 0xFF {
-            let marker = d[p + 1]
-            if marker == 0xDA || marker == 0xD9 { return false }
-            let length = Int(d[p + 2]) << 8 | Int(d[p + 3])
-            guard length >= 2 else { return false }
-            if marker == 0xEE, length >= 7, p + 9 <= d.count,
-               d[p + 4] == 0x41, d[p + 5] == 0x64, d[p + 6] == 0x6F, d[p + 7] == 0x62, d[p + 8] == 0x65 {
-                return true
-            }
-            p += 2 + length
-        }
-        return false
-    }
-
     /// Pillow's CMYK -> RGB (Convert.c cmyk2rgb): `nk = 255 - k; out = nk - MULDIV255(c, nk)`,
-    /// on CMYK as Pillow holds it (Adobe files are stored inverted and are un-inverted first).
-    static func cmykToRGB(_ cmyk: [UInt8], inverted: Bool) -> [UInt8] {
-        let n = cmyk.count / 4
+    /// on CMYK as Pillow holds it: stored values inverted, Adobe's convention, which Pillow assumes
+    /// for every CMYK/YCCK JPEG ("CMYK;I").
+    static func cmykToRGB(_ stored: [UInt8]) -> [UInt8] {
+        let n = stored.count / 4
         var out = [UInt8](repeating: 0, count: n * 3)
         @inline(__always) func muldiv255(_ a: Int, _ b: Int) -> Int {
             let t = a * b + 128
             return ((t >> 8) + t) >> 8
         }
         for i in 0..<n {
-            var v = (Int(cmyk[i * 4]), Int(cmyk[i * 4 + 1]), Int(cmyk[i * 4 + 2]), Int(cmyk[i * 4 + 3]))
-            if inverted { v = (255 - v.0, 255 - v.1, 255 - v.2, 255 - v.3) }
+            let v = (255 - Int(stored[i * 4]), 255 - Int(stored[i * 4 + 1]),
+                     255 - Int(stored[i * 4 + 2]), 255 - Int(stored[i * 4 + 3]))
             let nk = 255 - v.3
             out[i * 3] = UInt8(clamping: nk - muldiv255(v.0, nk))
             out[i * 3 + 1] = UInt8(clamping: nk - muldiv255(v.1, nk))

@@ -35,7 +35,10 @@ enum PNGFastPath {
                 guard crc == UInt32(be32(p + 8 + length)) else { return nil }
                 let body = (p + 8) ..< (p + 8 + length)
                 switch type {
-                case (0x49, 0x44, 0x41, 0x54): idat.append(body)                        // IDAT
+                case (0x49, 0x44, 0x41, 0x54):                                            // IDAT
+                    // IDAT chunks must be consecutive.
+                    if let last = idat.last, last.upperBound + 4 != p { return nil }
+                    idat.append(body)
                 case (0x49, 0x45, 0x4E, 0x44): sawEnd = true                              // IEND
                 case (0x74, 0x52, 0x4E, 0x53): return nil                                 // tRNS
                 case (0x65, 0x58, 0x49, 0x66): exif = body                                // eXIf

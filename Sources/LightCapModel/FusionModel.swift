@@ -129,7 +129,7 @@ struct BertLayer: Sendable {
         add(&attended, x)
         attended = attentionNorm(attended)
         var h = intermediate(attended)
-        h.withUnsafeMutableBufferPointer { Activations.gelu(inPlace: $0) }
+        h.withUnsafeMutableBufferPointer { FastMath.gelu(inPlace: $0) }
         var out = output(h)
         add(&out, attended)
         return outputNorm(out)
@@ -137,6 +137,11 @@ struct BertLayer: Sendable {
 
     /// The whole layer on x [L, D] with an additive mask [L, L] (or none).
     func forward(_ x: Tensor, mask: Tensor?) -> Tensor {
+        forwardKeepingProjections(x, mask: mask).output
+    }
+
+    /// The layer and its query/key/value projections [L, 3D].
+    func forwardKeepingProjections(_ x: Tensor, mask: Tensor?) -> (output: Tensor, qkv: Tensor) {
         let d = hiddenSize, rows = x.shape[0]
         let qkvOut = qkv(x)  // [L, 3D]
         var context = Tensor(zeros: [rows, d])
@@ -155,7 +160,7 @@ struct BertLayer: Sendable {
                 }
             }
         }
-        return finish(context: context, residual: x)
+        return (finish(context: context, residual: x), qkvOut)
     }
 }
 
@@ -175,28 +180,34 @@ public struct ImageCache: Sendable {
     var keys: [Tensor], values: [Tensor]
     /// P.
     public var count: Int { keys.first?.shape[0] ?? 0 }
-    /// Final hidden states of the concept + visual rows [P, D].
-    public var hidden: Tensor
 }
 
-/// Keys and values of the caption rows computed so far for one hypothesis ([CLS] and its tokens).
+/// Keys and values one hypothesis attends to at every layer: the image rows (concept + visual,
+/// shared, copied once) followed by the caption rows computed so far ([CLS] and its tokens).
 public struct CaptionCache: Sendable {
-    /// Per layer, row-major [count, D].
+    /// Per layer, row-major [imageRows + count, D].
     var keys: [[Float]], values: [[Float]]
+    /// Number of image rows at the front.
+    let imageRows: Int
     /// Number of caption positions held (0 before the first step).
     public private(set) var count: Int
 
-    /// An empty cache for `layers` layers.
-    public init(layers: Int) {
-        keys = Array(repeating: [], count: layers)
-        values = Array(repeating: [], count: layers)
+    /// A cache holding only the image rows of `image`.
+    public init(image: ImageCache) {
+        keys = image.keys.map { $0.scalars }
+        values = image.values.map { $0.scalars }
+        imageRows = image.count
         count = 0
     }
 
-    mutating func append(layer: Int, key: UnsafePointer<Float>, value: UnsafePointer<Float>, width: Int) {
-        keys[layer].append(contentsOf: UnsafeBufferPointer(start: key, count: width))
-        values[layer].append(contentsOf: UnsafeBufferPointer(start: value, count: width))
-        if layer == keys.count - 1 { count += 1 }
+    /// Appends one caption position's key and value at every layer (from `rows`, layer l at
+    /// `keyRows[l]` / `valueRows[l]`).
+    mutating func appendPosition(keys newKeys: [UnsafePointer<Float>], values newValues: [UnsafePointer<Float>], width: Int) {
+        for l in keys.indices {
+            keys[l].append(contentsOf: UnsafeBufferPointer(start: newKeys[l], count: width))
+            values[l].append(contentsOf: UnsafeBufferPointer(start: newValues[l], count: width))
+        }
+        count += 1
     }
 }
 
@@ -303,19 +314,27 @@ public struct FusionModel: Sendable {
         var h = concatenateRows(text, visualTokens)
         let d = hiddenSize
         var keys: [Tensor] = [], values: [Tensor] = []
-        for layer in layers {
-            let qkvOut = layer.qkv(h)
+        for (l, layer) in layers.enumerated() {
+            if l == layers.count - 1 {
+                // Nobody reads these rows' last outputs: the last layer only needs their keys/values.
+                let qkvOut = layer.qkv(h)
+                keys.append(columns(qkvOut, from: d, width: d))
+                values.append(columns(qkvOut, from: 2 * d, width: d))
+                break
+            }
+            let (out, qkvOut) = layer.forwardKeepingProjections(h, mask: nil)
             keys.append(columns(qkvOut, from: d, width: d))
             values.append(columns(qkvOut, from: 2 * d, width: d))
-            h = layer.forward(h, mask: nil)
+            h = out
         }
-        return ImageCache(keys: keys, values: values, hidden: h)
+        return ImageCache(keys: keys, values: values)
     }
 
     /// One decoding step for several hypotheses. Hypothesis i holds `caches[i]` (caption positions
-    /// 0 ..< c) and adds the token just chosen, `tokens[i]`, at position c, then a [MASK] at c + 1.
-    /// Returns the final hidden state of each [MASK] row [H, D] and the caches grown by position c.
-    public func step(caches: [CaptionCache], tokens: [Int], maskID: Int, image: ImageCache) throws
+    /// 0 ..< c after the image rows) and adds the token just chosen, `tokens[i]`, at position c,
+    /// then a [MASK] at c + 1. Returns the final hidden state of each [MASK] row [H, D] and the
+    /// caches grown by position c.
+    public func step(caches: [CaptionCache], tokens: [Int], maskID: Int) throws
         -> (hidden: Tensor, caches: [CaptionCache]) {
         precondition(caches.count == tokens.count, "FusionModel.step: caches and tokens differ")
         let d = hiddenSize, hyps = caches.count, heads = configuration.numAttentionHeads
@@ -326,54 +345,56 @@ public struct FusionModel: Sendable {
         }
         var h = try embed(tokens: rowsTokens, types: Array(repeating: 0, count: rowsTokens.count), positions: rowsPositions)
         var grown = caches
-        let p = image.count
+        // Per hypothesis and layer, the new rows' keys/values (row 0 is kept in the cache).
+        var kept = [[Float]](repeating: [], count: hyps)
+        var keptValues = [[Float]](repeating: [], count: hyps)
+        var scratch = [Float]()
         for (l, layer) in layers.enumerated() {
             let qkvOut = layer.qkv(h)  // [2H, 3D]
             var context = Tensor(zeros: [2 * hyps, d])
             qkvOut.withUnsafeBufferPointer { q in
                 context.withUnsafeMutableBufferPointer { ctx in
-                    image.keys[l].withUnsafeBufferPointer { ik in
-                        image.values[l].withUnsafeBufferPointer { iv in
-                            for i in 0..<hyps {
-                                let c = caches[i].count
-                                let tk = p + c + 2
-                                // Keys/values of this hypothesis: image rows, cached caption rows, the two new rows.
-                                var kbuf = [Float](repeating: 0, count: tk * d)
-                                var vbuf = [Float](repeating: 0, count: tk * d)
-                                kbuf.withUnsafeMutableBufferPointer { kb in
-                                    vbuf.withUnsafeMutableBufferPointer { vb in
-                                        kb.baseAddress!.update(from: ik.baseAddress!, count: p * d)
-                                        vb.baseAddress!.update(from: iv.baseAddress!, count: p * d)
-                                        caches[i].keys[l].withUnsafeBufferPointer { kb.baseAddress!.advanced(by: p * d).update(from: $0.baseAddress!, count: c * d) }
-                                        caches[i].values[l].withUnsafeBufferPointer { vb.baseAddress!.advanced(by: p * d).update(from: $0.baseAddress!, count: c * d) }
-                                        for r in 0..<2 {
-                                            let row = q.baseAddress! + (2 * i + r) * 3 * d
-                                            (kb.baseAddress! + (p + c + r) * d).update(from: row + d, count: d)
-                                            (vb.baseAddress! + (p + c + r) * d).update(from: row + 2 * d, count: d)
-                                        }
-                                        // The chosen token (row 0) does not see the [MASK] after it.
-                                        var mask = [Float](repeating: 0, count: 2 * tk)
-                                        mask[tk - 1] = attentionMaskBlocked
-                                        var scratch = [Float](repeating: 0, count: 2 * tk)
-                                        mask.withUnsafeBufferPointer { m in
-                                            scratch.withUnsafeMutableBufferPointer { s in
-                                                Attention.multiHead(query: q.baseAddress! + 2 * i * 3 * d, queryStride: 3 * d,
-                                                                    key: kb.baseAddress!, value: vb.baseAddress!,
-                                                                    tq: 2, tk: tk, heads: heads, headDim: d / heads,
-                                                                    mask: m.baseAddress!, scratch: s.baseAddress!,
-                                                                    output: ctx.baseAddress! + 2 * i * d)
-                                            }
-                                        }
+                    for i in 0..<hyps {
+                        let base = q.baseAddress! + 2 * i * 3 * d
+                        let tk = grown[i].imageRows + grown[i].count + 2
+                        // Keys/values: image rows, cached caption rows, then the two new rows.
+                        for r in 0..<2 {
+                            grown[i].keys[l].append(contentsOf: UnsafeBufferPointer(start: base + r * 3 * d + d, count: d))
+                            grown[i].values[l].append(contentsOf: UnsafeBufferPointer(start: base + r * 3 * d + 2 * d, count: d))
+                        }
+                        kept[i] += UnsafeBufferPointer(start: base + d, count: d)
+                        keptValues[i] += UnsafeBufferPointer(start: base + 2 * d, count: d)
+                        // The chosen token (row 0) does not see the [MASK] after it.
+                        var mask = [Float](repeating: 0, count: 2 * tk)
+                        mask[tk - 1] = attentionMaskBlocked
+                        if scratch.count < 2 * tk { scratch = [Float](repeating: 0, count: 2 * tk) }
+                        grown[i].keys[l].withUnsafeBufferPointer { kb in
+                            grown[i].values[l].withUnsafeBufferPointer { vb in
+                                mask.withUnsafeBufferPointer { m in
+                                    scratch.withUnsafeMutableBufferPointer { s in
+                                        Attention.multiHead(query: base, queryStride: 3 * d, key: kb.baseAddress!, value: vb.baseAddress!,
+                                                            tq: 2, tk: tk, heads: heads, headDim: d / heads,
+                                                            mask: m.baseAddress!, scratch: s.baseAddress!,
+                                                            output: ctx.baseAddress! + 2 * i * d)
                                     }
                                 }
-                                let row = q.baseAddress! + 2 * i * 3 * d
-                                grown[i].append(layer: l, key: row + d, value: row + 2 * d, width: d)
                             }
                         }
+                        // Drop the two new rows again; position c is appended to every layer below.
+                        grown[i].keys[l].removeLast(2 * d)
+                        grown[i].values[l].removeLast(2 * d)
                     }
                 }
             }
             h = layer.finish(context: context, residual: h)
+        }
+        for i in 0..<hyps {
+            kept[i].withUnsafeBufferPointer { k in
+                keptValues[i].withUnsafeBufferPointer { v in
+                    grown[i].appendPosition(keys: (0..<layers.count).map { k.baseAddress! + $0 * d },
+                                            values: (0..<layers.count).map { v.baseAddress! + $0 * d }, width: d)
+                }
+            }
         }
         // Rows 1, 3, 5, ...: the [MASK] of each hypothesis.
         var out = Tensor(zeros: [hyps, d])

@@ -15,7 +15,7 @@ public struct PredictionHeads: Sendable {
 
         func callAsFunction(_ x: Tensor) -> Tensor {
             var h = dense(x)
-            h.withUnsafeMutableBufferPointer { Activations.gelu(inPlace: $0) }
+            h.withUnsafeMutableBufferPointer { FastMath.gelu(inPlace: $0) }
             return norm(h)
         }
     }
@@ -68,10 +68,20 @@ public struct PredictionHeads: Sendable {
         decoder(transformed(x))
     }
 
+    /// The F32 decoder product (+ averaged bias) on already transformed states [M, D] -> [M, V].
+    public func decode(transformed states: Tensor) -> Tensor {
+        decoder(states)
+    }
+
     /// Ensemble logits through the INT8 decoder: exact for every token that could be a row's
     /// argmax, within a bound elsewhere (see QuantizedDecoder). x [M, D] -> M rows of V.
     public func argmaxExactLogits(_ x: Tensor) -> [[Float]] {
         quantizedDecoder.logits(transformed(x))
+    }
+
+    /// `argmaxExactLogits` on already transformed states.
+    public func argmaxExactLogits(transformed states: Tensor) -> [[Float]] {
+        quantizedDecoder.logits(states)
     }
 
     /// Every head's logits [H, M, V] (the reference twin: one decoder product per head).

@@ -33,6 +33,13 @@ public enum VisualBenchmark {
         public let peakGflops: Double
         /// gflops / peakGflops.
         public let fractionOfPeak: Double
+        /// Process CPU time per forward (all threads, ms).
+        public let cpuMs: Double
+        /// GFLOPS by CPU time (flops / (cpuMs / threads)): what the run reaches when it has the
+        /// cores to itself; compare with `cpuPeakGflops`.
+        public let cpuGflops: Double
+        /// The FMA peak by CPU time for this thread count.
+        public let cpuPeakGflops: Double
         /// max |grid - direct grid| / max |direct grid| on the same input (0 for direct).
         public let relativeErrorVsDirect: Double
     }
@@ -161,7 +168,7 @@ public enum VisualBenchmark {
         var implementations: [String: String] = [:]
         var packedMB = 0.0
         var flops = 0
-        var peaks: [Int: Double] = [:]
+        var peaks: [Int: PeakFLOPS.Peak] = [:]
         for t in options.threads { peaks[t] = PeakFLOPS.measure(threads: t) }
         for algorithm in options.algorithms {
             var times: [Double] = []
@@ -188,9 +195,11 @@ public enum VisualBenchmark {
                 Threads.set(t)
                 var out = Tensor(zeros: grid.shape)
                 var samples: [Double] = []
+                var cpuStart = 0.0
                 try pixels.withUnsafeBufferPointer { x in
                     try out.withUnsafeMutableBufferPointer { y in
                         for i in 0..<(options.warmup + options.iterations) {
+                            if i == options.warmup { cpuStart = PeakFLOPS.processCPUSeconds() }
                             let start = DispatchTime.now().uptimeNanoseconds
                             try model!.grid(pixels: x.baseAddress!, into: y.baseAddress!, workspace: workspace)
                             let ms = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6
@@ -198,14 +207,18 @@ public enum VisualBenchmark {
                         }
                     }
                 }
+                let cpuMs = (PeakFLOPS.processCPUSeconds() - cpuStart) * 1e3 / Double(max(samples.count, 1))
+                let cpuGflops = Double(flops) / (cpuMs / Double(t) / 1e3) / 1e9
                 let med = median(samples)
                 let gflops = Double(flops) / (med / 1e3) / 1e9
-                let peak = peaks[t] ?? 0
+                let peak = peaks[t]?.wallGflops ?? 0
                 rows.append(Row(algorithm: algorithm.rawValue, threads: t, medianMs: med, minMs: samples.min() ?? med,
                                 gflops: gflops, peakGflops: peak, fractionOfPeak: peak > 0 ? gflops / peak : 0,
+                                cpuMs: cpuMs, cpuGflops: cpuGflops, cpuPeakGflops: peaks[t]?.cpuGflops ?? 0,
                                 relativeErrorVsDirect: algorithm == .direct ? 0 : error))
-                log(String(format: "%@ threads=%d median %.2f ms (min %.2f) %.1f GFLOPS = %.0f%% of peak %.1f",
-                           algorithm.rawValue, t, med, samples.min() ?? med, gflops, 100 * gflops / max(peak, 1e-9), peak))
+                log(String(format: "%@ threads=%d median %.2f ms (min %.2f) %.1f GFLOPS = %.0f%% of peak %.1f; CPU %.2f ms/run, %.1f GFLOPS = %.0f%% of CPU-time peak %.1f",
+                           algorithm.rawValue, t, med, samples.min() ?? med, gflops, 100 * gflops / max(peak, 1e-9), peak,
+                           cpuMs, cpuGflops, 100 * cpuGflops / max(peaks[t]?.cpuGflops ?? 0, 1e-9), peaks[t]?.cpuGflops ?? 0))
             }
             Threads.set(1)
         }

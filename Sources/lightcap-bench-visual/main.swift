@@ -1,8 +1,8 @@
 // lightcap-bench-visual: times the CLIP ResNet trunk (base, 224) on random or given weights.
 //   swift run -c release lightcap-bench-visual [--weights FILE] [--threads 1,2]
 //       [--algorithms direct,winograd] [--iterations 20] [--warmup 3] [--json]
-//   --memory: only load and run twice on 1 thread, then print the peak resident memory (MB)
-//             of this process (the backbone alone).
+//   --memory [--runs N]: only load and run N times (default 2) on 1 thread, then print the
+//             load time and the peak resident memory (MB) of this process (the backbone alone).
 
 import Foundation
 import LightCapCore
@@ -11,6 +11,7 @@ import LightCapModel
 var options = VisualBenchmark.Options()
 var json = false
 var memoryOnly = false
+var memoryRuns = 2
 var args = Array(CommandLine.arguments.dropFirst())
 
 func fail(_ message: String) -> Never {
@@ -43,8 +44,9 @@ while !args.isEmpty {
     case "--warmup": options.warmup = int(Substring(value()), flag)
     case "--json": json = true
     case "--memory": memoryOnly = true
+    case "--runs": memoryRuns = int(Substring(value()), flag)
     case "--help", "-h":
-        print("usage: lightcap-bench-visual [--weights FILE] [--threads 1,2] [--algorithms direct,winograd,auto] [--iterations N] [--warmup N] [--json] [--memory]")
+        print("usage: lightcap-bench-visual [--weights FILE] [--threads 1,2] [--algorithms direct,winograd,auto] [--iterations N] [--warmup N] [--json] [--memory [--runs N]]")
         exit(0)
     default: fail("unknown option \(flag)")
     }
@@ -62,7 +64,7 @@ do {
         let loadMs = Date().timeIntervalSince(start) * 1000
         let pixels = [Float](repeating: 0.5, count: 3 * model.imageSize * model.imageSize)
         let workspace = try model.makeWorkspace()
-        for _ in 0..<2 { _ = try model.grid(pixels: pixels, workspace: workspace) }
+        for _ in 0..<memoryRuns { _ = try model.grid(pixels: pixels, workspace: workspace) }
         let line = String(format: "{\"rss_before_mb\": %.1f, \"peak_rss_mb\": %.1f, \"rss_after_mb\": %.1f, \"load_ms\": %.1f}",
                           before, VisualBenchmark.Memory.peakMB(), VisualBenchmark.Memory.residentMB(), loadMs)
         print(line)
@@ -78,9 +80,12 @@ do {
         print(String(format: "load: first %.1f ms; median of 3: %@", report.firstLoadMs,
                      report.loadMs.sorted { $0.key < $1.key }.map { String(format: "%@ %.1f ms", $0.key, $0.value) }.joined(separator: ", ")))
         print(String(format: "resident memory: %.1f MB before load, peak %.1f MB", report.rssBeforeMB, report.peakRSSMB))
-        print("algorithm  threads  median ms  GFLOPS  % peak  rel. error vs direct")
+        print("wall clock: median of the runs, peak by wall clock; CPU: process CPU time per run, peak by CPU time")
+        print("algorithm  threads  median ms  GFLOPS  % peak  |  CPU ms  GFLOPS  % peak  |  rel. error vs direct")
         for r in report.rows {
-            print(String(format: "%-9@  %7d  %9.2f  %6.1f  %5.1f%%  %.2e", r.algorithm, r.threads, r.medianMs, r.gflops, 100 * r.fractionOfPeak, r.relativeErrorVsDirect))
+            print(String(format: "%-9@  %7d  %9.2f  %6.1f  %5.1f%%  |  %6.2f  %6.1f  %5.1f%%  |  %.2e", r.algorithm, r.threads,
+                         r.medianMs, r.gflops, 100 * r.fractionOfPeak, r.cpuMs, r.cpuGflops, 100 * r.cpuGflops / max(r.cpuPeakGflops, 1e-9),
+                         r.relativeErrorVsDirect))
         }
     }
 } catch {

@@ -1,27 +1,29 @@
-// lightcap-image-bench FILE... [--size S] [--iterations N]: LightCapImage decode + CLIP preprocessing
+// lightcap-image-bench FILE... [--size S] [--iterations N] [--no-dct-scaling]: LightCapImage decode + CLIP preprocessing
 // timings as JSON lines (driven by scripts/bench_image.py, which times Pillow in the same run).
 import Foundation
 import LightCapImage
 
 var files: [String] = []
-var size = 224, iterations = 20
+var size = 224, iterations = 20, dctScaling = true
 var args = CommandLine.arguments.dropFirst().makeIterator()
 while let a = args.next() {
     switch a {
     case "--size": size = Int(args.next() ?? "") ?? size
     case "--iterations": iterations = Int(args.next() ?? "") ?? iterations
+    case "--no-dct-scaling": dctScaling = false
     default: files.append(a)
     }
 }
 if files.isEmpty {
-    FileHandle.standardError.write(Data("usage: lightcap-image-bench FILE... [--size S] [--iterations N]\n".utf8))
+    FileHandle.standardError.write(Data("usage: lightcap-image-bench FILE... [--size S] [--iterations N] [--no-dct-scaling]\n".utf8))
     exit(2)
 }
 let encoder = JSONEncoder()
 encoder.outputFormatting = .sortedKeys
 for f in files {
     do {
-        let r = try ImageBenchmark.run(file: URL(fileURLWithPath: f), size: size, iterations: iterations)
+        let r = try ImageBenchmark.run(file: URL(fileURLWithPath: f), size: size, iterations: iterations,
+                                        dctScaling: dctScaling)
         print(String(decoding: try encoder.encode(r), as: UTF8.self))
     } catch {
         FileHandle.standardError.write(Data("\(f): \(error)\n".utf8))

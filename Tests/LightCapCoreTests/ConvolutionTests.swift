@@ -79,6 +79,25 @@ final class ConvolutionTests: XCTestCase {
         }
     }
 
+    /// Winograd layers (3x3 stride 1, side >= 14, >= 64 outputs) between direct 1x1 layers
+    /// (layouts differ: reorders in between) against the reference; error bound 1e-4 of scale.
+    func testWinogradLayersMatchReference() throws {
+        var rng = SeededRandom(seed: 34)
+        let x = rng.tensor([32, 16, 16])
+        let a = try Conv2d(weight: rng.tensor([64, 32, 1, 1], scale: 0.3), bias: rng.tensor([64], scale: 0.1))
+        let w = try Conv2d(weight: rng.tensor([80, 64, 3, 3], scale: 0.1), bias: rng.tensor([80], scale: 0.1), padding: 1)
+        let c = try Conv2d(weight: rng.tensor([64, 80, 1, 1], scale: 0.2), bias: nil)
+        let b = try ConvolutionNetwork.Builder(channels: 32, height: 16, width: 16, algorithm: .winograd)
+        let h = try b.convolution(b.input, a, relu: true)
+        let y = try b.convolution(try b.convolution(h, w, relu: true), c, relu: true, residual: h)
+        let net = try b.build(output: y)
+        XCTAssertTrue(net.implementations.contains { $0.implementation.contains("wino") }, "\(net.implementations)")
+        func ref(_ t: Tensor, _ k: Conv2d) -> Tensor { Reference.conv2d(t, weight: k.weight, bias: k.bias, stride: k.stride, padding: k.padding) }
+        let rh = Reference.relu(ref(x, a))
+        let expected = Reference.relu(Reference.add(ref(Reference.relu(ref(rh, w)), c), rh))
+        assertClose(try net(x), Reference.tokens(expected), tolerance: 1e-4, "winograd chain")
+    }
+
     func testAveragePoolMatchesReference() throws {
         var rng = SeededRandom(seed: 33)
         for (c, side, k) in [(3, 8, 2), (20, 12, 3), (32, 14, 2), (1, 4, 4)] {

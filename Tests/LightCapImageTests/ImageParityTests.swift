@@ -124,3 +124,23 @@ final class ImageParityTests: XCTestCase {
         XCTAssertEqual(got, try ImageFixtures.rgb(dir, "\(c.name).decoded.rgb", c.decoded))
     }
 }
+
+final class ConcurrentDecodeTests: XCTestCase {
+    /// Decoders keep no shared state: decoding every fixture on several threads at once gives the
+    /// sequential results.
+    func testConcurrentDecodesAgree() throws {
+        let (dir, m) = try ImageFixtures.manifest()
+        let files = m.cases.map { dir.appendingPathComponent($0.file) }
+        let pre = CLIPPreprocessor(size: 64)
+        let sequential = try files.map { pre(try ImageDecoder.decode(contentsOf: $0, minimumSide: 64)) }
+        final class Box: @unchecked Sendable { var results: [[Float]?]; init(_ n: Int) { results = Array(repeating: nil, count: n) } }
+        let box = Box(files.count)
+        let lock = NSLock()
+        DispatchQueue.concurrentPerform(iterations: files.count * 2) { i in
+            let k = i % files.count
+            let r = try? pre(ImageDecoder.decode(contentsOf: files[k], minimumSide: 64))
+            lock.lock(); if i >= files.count { box.results[k] = r }; lock.unlock()
+        }
+        for k in 0..<files.count { XCTAssertEqual(box.results[k], sequential[k], files[k].lastPathComponent) }
+    }
+}

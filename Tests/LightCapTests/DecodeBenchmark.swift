@@ -18,7 +18,6 @@ final class DecodeBenchmark: XCTestCase {
         let grid = try SafetensorsFile(url: root.appendingPathComponent("grid.safetensors")).tensor(named: "grid").owned()
         Threads.set(1)
 
-        let only = ProcessInfo.processInfo.environment["LIGHTCAP_BENCH_ONLY"]
         // Median thread CPU time (the machine is shared: CPU time is steadier than wall time).
         func median(_ runs: Int, _ body: () throws -> Void) rethrows -> Double {
             try body()  // warm up
@@ -30,43 +29,15 @@ final class DecodeBenchmark: XCTestCase {
             }
             return times.sorted()[times.count / 2]
         }
-        if only == "uncached" {
-            let features = try captioner.imageFeatures(grid: grid)
-            let ms = try median(repeats) {
-                _ = try captioner.decode(features: features, options: .init(beamSize: 1, maxLength: 20, useCache: false))
-            }
-            print("BENCH-ONLY greedy uncached \(ms) ms")
-            return
-        }
-        if only == "greedy" {
-            let ms = try median(repeats) {
-                _ = try captioner.decode(features: try captioner.imageFeatures(grid: grid), options: .init(beamSize: 1, maxLength: 20, useCache: true))
-            }
-            print("BENCH-ONLY greedy cached \(ms) ms")
-            let features = try captioner.imageFeatures(grid: grid)
-            let context = ImageContext(conceptPieces: captioner.conceptSegment(features.concepts), visualTokens: features.visualTokens)
-            let session = try CachedSession(fusion: captioner.fusion, heads: captioner.heads, special: captioner.special, context: context, captionSegmentLength: 22)
-            var caches = [CaptionCache(layers: 4)]
-            var hidden = Tensor(zeros: [1, 312])
-            let tStep = try median(repeats) {
-                (hidden, caches) = try captioner.fusion.step(caches: [CaptionCache(layers: 4)], tokens: [101], maskID: 103, image: session.image)
-            }
-            let x = captioner.heads.transformed(hidden)
-            let tTransform = median(repeats) { _ = captioner.heads.transformed(hidden) }
-            let tQuant = median(repeats) { _ = captioner.heads.quantizedDecoder.logits(x) }
-            let tF32 = median(repeats) { _ = captioner.heads.decoder(x) }
-            let row = captioner.heads.quantizedDecoder.logits(x)[0]
-            let tLsm = median(repeats) { _ = row.withUnsafeBufferPointer { Decoder.logSoftmax($0, at: 5) } }
-            print("BENCH-ONLY step \(tStep) transform \(tTransform) int8 \(tQuant) f32 \(tF32) logsoftmax \(tLsm) \(caches.count)")
-            return
-        }
-
         let features = try captioner.imageFeatures(grid: grid)
         var timings: [String: Double] = [:]
         timings["Swift image features (concepts, modulator, projection)"] = try median(repeats) { _ = try captioner.imageFeatures(grid: grid) }
         let greedy = try captioner.decode(features: features, options: .init(beamSize: 1, maxLength: 20, useCache: true))
         timings["greedy 20, Swift cached"] = try median(repeats) {
             _ = try captioner.decode(features: features, options: .init(beamSize: 1, maxLength: 20, useCache: true))
+        }
+        timings["greedy 20, Swift cached, F32 vocabulary"] = try median(repeats) {
+            _ = try captioner.decode(features: features, options: .init(beamSize: 1, maxLength: 20, useCache: true), f32Vocabulary: true)
         }
         timings["greedy 20, Swift uncached"] = try median(max(repeats / 2, 1)) {
             _ = try captioner.decode(features: features, options: .init(beamSize: 1, maxLength: 20, useCache: false))
@@ -78,6 +49,30 @@ final class DecodeBenchmark: XCTestCase {
         timings["beam 5, Swift uncached"] = try median(1) {
             _ = try captioner.decode(features: features, options: .init(beamSize: 5, maxLength: 20, useCache: false))
         }
+        // Per stage of one cached greedy step (base: 2 rows through 4 layers, then the vocabulary).
+        let context = ImageContext(conceptPieces: captioner.conceptSegment(features.concepts), visualTokens: features.visualTokens)
+        let a = captioner.configuration.decoding.captionSegmentLength
+        var session: CachedSession?
+        timings["  stage: image keys/values (concept + visual rows, once)"] = try median(repeats) {
+            session = try CachedSession(fusion: captioner.fusion, heads: captioner.heads, special: captioner.special,
+                                        context: context, captionSegmentLength: a)
+        }
+        var hidden = Tensor(zeros: [1, captioner.fusion.hiddenSize])
+        timings["  stage: one step, 2 rows through the layers"] = try median(repeats) {
+            (hidden, _) = try captioner.fusion.step(caches: [CaptionCache(image: session!.image)], tokens: [captioner.special.cls],
+                                                   maskID: captioner.special.mask)
+        }
+        let states = captioner.heads.transformed(hidden)
+        timings["  stage: one step, head transforms"] = median(repeats) { _ = captioner.heads.transformed(hidden) }
+        timings["  stage: one step, vocabulary INT8 + exact rescoring"] = median(repeats) {
+            _ = captioner.heads.argmaxExactLogits(transformed: states)
+        }
+        timings["  stage: one step, vocabulary F32 (reference twin)"] = median(repeats) {
+            _ = captioner.heads.decode(transformed: states)
+        }
+        let row = captioner.heads.decode(transformed: states).scalars
+        timings["  stage: one step, log-sum-exp"] = median(repeats) { _ = row.withUnsafeBufferPointer { LogSoftmax.logSumExp($0) } }
+
         let report: [String: Any] = ["timings": timings, "greedy_ids": greedy.tokens, "beam_ids": beam.tokens]
         let json = try JSONSerialization.data(withJSONObject: report, options: [.sortedKeys])
         print("BENCH " + String(decoding: json, as: UTF8.self))

@@ -5,7 +5,7 @@
 import Foundation
 import XCTest
 import LightCapCore
-import LightCapModel
+@testable import LightCapModel
 @testable import LightCap
 
 /// The fixture set of one size, or nil (skip) when LIGHTCAP_FIXTURES is unset.
@@ -109,6 +109,68 @@ final class FusionParityTests: XCTestCase {
         }
     }
 
+    /// The whole pipeline from the fixture pixels (backbone included) gives the reference captions.
+    func runPipeline(size: String) throws {
+        guard let fx = try FixtureSet.load(size: size) else { throw XCTSkip("LIGHTCAP_FIXTURES not set") }
+        for c in fx.cases {
+            let pixels = try fx.tensor(c, "input").scalars
+            let greedy = try fx.captioner.caption(pixels: pixels, options: .init(beamSize: 1, maxLength: fx.maxLength))
+            XCTAssertEqual(greedy.tokenIds, try fx.ints(c, "greedy_ids"), "\(size) \(c) greedy from pixels")
+            XCTAssertEqual(greedy.concepts.map(\.name), try fx.ints(c, "concept_ids").map { fx.captioner.conceptNames[$0] })
+            for stage in ["backbone", "concepts", "fusion"] { XCTAssertNotNil(greedy.timings[stage], stage) }
+            let beam = try fx.captioner.caption(pixels: pixels, options: .init(beamSize: fx.beamSize, maxLength: fx.maxLength))
+            XCTAssertEqual(beam.tokenIds, try fx.ints(c, "beam_ids"), "\(size) \(c) beam from pixels")
+            if let captions = fx.json["captions"] as? [String: [String: String]], let expected = captions[c] {
+                XCTAssertEqual(greedy.text, expected["greedy"], "\(size) \(c) greedy text")
+                XCTAssertEqual(beam.text, expected["beam"], "\(size) \(c) beam text")
+            }
+        }
+    }
+
+    func testTinyPipeline() throws { try runPipeline(size: "tiny") }
+    func testBasePipeline() throws { try runPipeline(size: "base") }
+
+    /// The INT8 vocabulary product: exact argmax and exact logits at it, others within a bound,
+    /// on random states and on the fixture's final hidden rows.
+    func testQuantizedDecoderHasExactArgmax() throws {
+        for size in ["tiny", "base"] {
+            guard let fx = try FixtureSet.load(size: size) else { throw XCTSkip("LIGHTCAP_FIXTURES not set") }
+            let heads = fx.captioner.heads, d = fx.captioner.configuration.fusion.hiddenSize
+            var generator = SplitMix64(seed: 7)
+            var inputs = [Tensor(shape: [4, d], generator: { _ in Float(generator.nextGaussian()) })]
+            let features = try fx.captioner.imageFeatures(grid: try fx.tensor(fx.cases[0], "grid"))
+            let input = try fx.captioner.fusionInput(captionSegment: [fx.captioner.special.cls, fx.captioner.special.mask], features: features)
+            inputs.append(try fx.captioner.forward(input, features: features).hidden.last!.rows(0..<4))
+            for x in inputs {
+                let exact = heads.logits(x)
+                let fast = heads.argmaxExactLogits(x)
+                for r in 0..<x.shape[0] {
+                    let row = exact.rows(r..<(r + 1)).scalars
+                    let best = row.indices.max { row[$0] < row[$1] || (row[$0] == row[$1] && $0 > $1) }!
+                    let fastBest = fast[r].indices.max { fast[r][$0] < fast[r][$1] || (fast[r][$0] == fast[r][$1] && $0 > $1) }!
+                    XCTAssertEqual(fastBest, best, "\(size) row \(r): argmax")
+                    XCTAssertEqual(fast[r][best], row[best], accuracy: 1e-5 * max(1, abs(row[best])), "\(size) row \(r): logit at argmax")
+                    let worst = zip(fast[r], row).map { abs($0 - $1) }.max()!
+                    XCTAssertLessThan(worst, 0.05 * max(1, row.map(abs).max()!), "\(size) row \(r): INT8 error")
+                    let lse = fast[r].withUnsafeBufferPointer { LogSoftmax.logSumExp($0) }
+                    let lseExact = row.withUnsafeBufferPointer { LogSoftmax.logSumExpReference($0) }
+                    XCTAssertEqual(lse, lseExact, accuracy: 1e-3, "\(size) row \(r): log-sum-exp")
+                }
+            }
+        }
+    }
+
+    /// The log-sum-exp (Float expf, Double sum) against libm's exp in Double.
+    func testLogSumExpMatchesReference() {
+        var generator = SplitMix64(seed: 3)
+        for scale in [0.01, 1.0, 10.0, 100.0] {
+            let row = (0..<5000).map { _ in Float(generator.nextGaussian() * scale) }
+            let fast = row.withUnsafeBufferPointer { LogSoftmax.logSumExp($0) }
+            let reference = row.withUnsafeBufferPointer { LogSoftmax.logSumExpReference($0) }
+            XCTAssertEqual(fast, reference, accuracy: 1e-6 * max(1, abs(reference)), "scale \(scale)")
+        }
+    }
+
     func testTinyParity() throws { try runParity(size: "tiny") }
     func testBaseParity() throws { try runParity(size: "base") }
 
@@ -144,5 +206,23 @@ final class FusionParityTests: XCTestCase {
         XCTAssertThrowsError(try cap.caption(grid: grid, options: .init(maxLength: cap.configuration.decoding.captionSegmentLength)))
         XCTAssertThrowsError(try Captioner(modelDirectory: URL(fileURLWithPath: "/nonexistent/model")))
         XCTAssertThrowsError(try Captioner(modelDirectory: fx.folder.appendingPathComponent("model"), threads: 0))
+    }
+}
+
+/// A small deterministic generator for test inputs.
+struct SplitMix64 {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    mutating func nextUniform() -> Double { Double(next() >> 11) / Double(1 << 53) }
+    mutating func nextGaussian() -> Double {
+        let u = max(nextUniform(), 1e-300), v = nextUniform()
+        return (-2 * _log(u)).squareRoot() * cos(2 * Double.pi * v)
     }
 }

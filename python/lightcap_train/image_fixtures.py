@@ -118,7 +118,10 @@ def cases() -> list[tuple[str, str, bytes, dict]]:
     out.append(("jpeg_baseline_444", "jpg", encode(coffee, "JPEG", quality=95, subsampling=0), {}))
     out.append(("jpeg_progressive", "jpg", encode(coffee, "JPEG", quality=85, progressive=True), {}))
     out.append(("jpeg_gray", "jpg", encode(camera, "JPEG", quality=90), {}))
-    out.append(("jpeg_cmyk", "jpg", encode(astronaut.convert("CMYK"), "JPEG", quality=90), {}))
+    cmyk = encode(astronaut.convert("CMYK"), "JPEG", quality=90)
+    out.append(("jpeg_cmyk", "jpg", cmyk, {}))
+    app14 = cmyk.index(b"\xff\xee")                  # drop the Adobe segment: Pillow still assumes inverted
+    out.append(("jpeg_cmyk_no_adobe", "jpg", cmyk[:app14] + cmyk[app14 + 2 + struct.unpack(">H", cmyk[app14 + 2:app14 + 4])[0]:], {}))
     small = chelsea.resize((97, 61), Image.Resampling.BICUBIC)   # asymmetric, odd sizes
     for o in range(1, 9):
         exif = Image.Exif()

@@ -118,3 +118,16 @@ def test_concept_ablation_builds_without_concepts():
     ids, *_ = model.build_inputs(model.caption_segment([[5]], "mask"), None)
     assert ids.shape[1] == cfg.decoding.caption_segment_length
     assert len(model.greedy(x)[0].ids) <= cfg.decoding.max_length
+
+
+def test_batched_greedy_equals_reference(tiny, images):
+    one, many = tiny.greedy(images), tiny.greedy(images, batched=True)
+    assert [c.ids for c in one] == [c.ids for c in many]
+    assert all(abs(a.score - b.score) <= 1e-5 for a, b in zip(one, many))
+
+
+def test_attention_outputs(tiny, images):
+    out = tiny(images[:1], [[5]], end="sep", output_attentions=True)
+    probs, scores = out.attentions[0], out.attention_scores[0]
+    assert torch.allclose(torch.softmax(scores, -1), probs)
+    assert torch.allclose(probs.sum(-1), torch.ones(()))

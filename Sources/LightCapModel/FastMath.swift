@@ -1,0 +1,52 @@
+// Branch-free exp and GELU for the fusion model's hot loops (libm's expf/erff are scalar calls;
+// these loops vectorise). Reference twins: libm (`Activations.gelu`, `exp`), compared in
+// Tests/LightCapModelTests/FastMathTests.swift.
+//   exp(x), x <= 0: x = n ln2 + r (Cody-Waite), e^r by a degree-7 Taylor polynomial on
+//                   |r| <= ln2/2 (truncation < 6e-9 relative), 2^n from the exponent bits;
+//                   inputs below -87 are clamped (result ~1.6e-38 instead of 0).
+//   erf(x):         Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7; under 6e-7 after Float rounding).
+
+/// Fast elementwise math (about 1e-7 relative / absolute error, see the file header).
+public enum FastMath {
+    /// e^x for x <= 0 (x below -87 is treated as -87).
+    @inlinable @inline(__always)
+    public static func expNonPositive(_ x: Float) -> Float {
+        let x = max(x, -87)
+        let k = x * 1.442695040888963 + 12582912  // 1.5 * 2^23: rounds to an integer in the low bits
+        let n = k - 12582912
+        let r = (x - n * 0.693145751953125) - n * 1.4286068203094172e-06
+        var p: Float = 1.0 / 5040
+        p = p * r + 1.0 / 720
+        p = p * r + 1.0 / 120
+        p = p * r + 1.0 / 24
+        p = p * r + 1.0 / 6
+        p = p * r + 0.5
+        p = p * r + 1
+        p = p * r + 1
+        // k's bit pattern is 0x4B400000 + n; (n + 127) << 23 is 2^n.
+        return p * Float(bitPattern: (k.bitPattern &- 0x4B3F_FF81) &<< 23)
+    }
+
+    /// erf(x) (A&S 7.1.26, |error| < 6e-7 in Float).
+    @inlinable @inline(__always)
+    public static func erf(_ x: Float) -> Float {
+        let a = abs(x)
+        let t = 1 / (1 + 0.3275911 * a)
+        var p: Float = 1.061405429
+        p = p * t - 1.453152027
+        p = p * t + 1.421413741
+        p = p * t - 0.284496736
+        p = p * t + 0.254829592
+        let y = 1 - p * t * expNonPositive(-a * a)
+        return x < 0 ? -y : y
+    }
+
+    /// GELU with erf, x/2 (1 + erf(x / sqrt 2)), in place.
+    @inlinable
+    public static func gelu(inPlace x: UnsafeMutableBufferPointer<Float>) {
+        for i in x.indices {
+            let v = x[i]
+            x[i] = 0.5 * v * (1 + erf(v * 0.70710678118654752))
+        }
+    }
+}

@@ -1,0 +1,33 @@
+// FastMath (polynomial exp, erf, GELU) against its reference twins: libm in Double and
+// LightCapCore's `Reference.gelu`, on a dense sweep and on random values.
+import XCTest
+import LightCapCore
+@testable import LightCapModel
+
+final class FastMathTests: XCTestCase {
+    func testExpMatchesLibm() {
+        var x: Float = -87
+        while x <= 0 {
+            let e = Double(FastMath.expNonPositive(x)), reference = Foundation.exp(Double(x))
+            XCTAssertEqual(e, reference, accuracy: 3e-7 * reference, "exp(\(x))")
+            x += 0.0137
+        }
+        XCTAssertEqual(FastMath.expNonPositive(0), 1)
+        XCTAssertLessThan(FastMath.expNonPositive(-1000), 2e-38)  // clamped, never NaN or negative
+        XCTAssertGreaterThanOrEqual(FastMath.expNonPositive(-1000), 0)
+    }
+
+    func testErfAndGeluMatchReference() {
+        var values: [Float] = stride(from: -12, through: 12, by: 0.001).map { Float($0) }
+        values += [0, -0, 1e-30, -1e-30, 50, -50, 1e4, -1e4]
+        for v in values {
+            XCTAssertEqual(Double(FastMath.erf(v)), Foundation.erf(Double(v)), accuracy: 6e-7, "erf(\(v))")
+        }
+        var fast = values
+        fast.withUnsafeMutableBufferPointer { FastMath.gelu(inPlace: $0) }
+        let reference = Reference.gelu(Tensor(shape: [values.count], scalars: values)).scalars
+        for i in values.indices {
+            XCTAssertEqual(fast[i], reference[i], accuracy: 4e-7 * max(1, abs(values[i])), "gelu(\(values[i]))")
+        }
+    }
+}

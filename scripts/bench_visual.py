@@ -1,0 +1,203 @@
+#!/usr/bin/env python3
+"""Visual encoder benchmark: the CLIP RN50 trunk (base, 224, stem to layer4, BatchNorm folded)
+on the same random weights in PyTorch (eager), ONNX Runtime (the same graph exported to ONNX)
+and the Swift engine (lightcap-bench-visual, direct and Winograd), in one run; prints the
+ratio table against ONNX Runtime, GFLOPS and the fraction of the FMA-measured FP32 peak.
+
+    scripts/bench_visual.py [--threads 1 2] [--iterations 20] [--warmup 3] [--rounds 1]
+
+A benchmark, not a test: run it on a quiet machine. Builds the Swift benchmark in release
+mode if needed (swift build -c release --product lightcap-bench-visual).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "python"))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
+
+from lightcap_train.config import LightCapConfig  # noqa: E402
+from lightcap_train.export import fold_batchnorm  # noqa: E402
+from lightcap_train.fixtures import make_model, random_images  # noqa: E402
+from lightcap_train.model import ModifiedResNet  # noqa: E402
+
+
+class Trunk(torch.nn.Module):
+    """ModifiedResNet stem..layer4: [1, 3, S, S] -> [1, C, G, G] (what the engine computes)."""
+
+    def __init__(self, visual: ModifiedResNet):
+        super().__init__()
+        self.visual = visual
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.visual.forward_grid(x)
+
+
+def conv_flops(config: LightCapConfig) -> int:
+    """2 * multiply-adds of every convolution of the trunk (as the Swift benchmark counts)."""
+    w, s = config.visual.width, config.image.size
+    total = 0
+
+    def conv(i: int, o: int, k: int, side: int) -> None:
+        nonlocal total
+        total += 2 * o * i * k * k * side * side
+
+    side = s // 2
+    conv(3, w // 2, 3, side)
+    conv(w // 2, w // 2, 3, side)
+    conv(w // 2, w, 3, side)
+    side //= 2
+    inplanes = w
+    for layer, blocks in enumerate(config.visual.layers):
+        planes = w << layer
+        for b in range(blocks):
+            stride = 2 if (layer > 0 and b == 0) else 1
+            conv(inplanes, planes, 1, side)
+            conv(planes, planes, 3, side)
+            out = side // stride
+            conv(planes, planes * 4, 1, out)
+            if stride > 1 or inplanes != planes * 4:
+                conv(inplanes, planes * 4, 1, out)
+            side, inplanes = out, planes * 4
+    return total
+
+
+def timed(run, warmup: int, iterations: int) -> tuple[float, float, float]:
+    """(median wall ms, min wall ms, process CPU ms per run) after `warmup` runs."""
+    for _ in range(warmup):
+        run()
+    samples = []
+    cpu = time.process_time()
+    for _ in range(iterations):
+        t = time.perf_counter()
+        run()
+        samples.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(samples), min(samples), (time.process_time() - cpu) * 1e3 / iterations
+
+
+def keep_best(results: dict, key, *values: float) -> None:
+    old = results.get(key)
+    results[key] = tuple(min(v, o) for v, o in zip(values, old)) if old else tuple(values)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--iterations", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=1, help="repeat every measurement, keep the best median")
+    parser.add_argument("--algorithms", default="direct,winograd")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--binary", type=Path, default=ROOT / ".build/release/lightcap-bench-visual")
+    args = parser.parse_args()
+
+    if not args.binary.exists():
+        print("building lightcap-bench-visual (release)", file=sys.stderr)
+        subprocess.run(["swift", "build", "-c", "release", "--product", "lightcap-bench-visual"], cwd=ROOT, check=True)
+
+    # The same random, non-degenerate weights as the fixtures' base model, BatchNorm folded.
+    torch.set_num_threads(max(args.threads))
+    full = make_model("base", args.seed)
+    config = full.config
+    state = {f"visual.{k}": v for k, v in full.visual.state_dict().items() if not k.startswith("attnpool.")}
+    folded = fold_batchnorm(state, config)
+    size = config.image.size
+    visual = ModifiedResNet(config.visual.layers, config.visual.output_dim, config.visual.heads, size,
+                            config.visual.width, attention_pool=False, folded=True)
+    visual.load_state_dict({k[len("visual."):]: v for k, v in folded.items()}, strict=True)
+    trunk = Trunk(visual).eval()
+    del full
+    x = random_images(1, size, torch.Generator().manual_seed(args.seed + 1))  # [1, 3, S, S]
+    flops = conv_flops(config)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = Path(tmp) / "visual.safetensors"
+        save_file({k: v.contiguous() for k, v in folded.items()}, str(weights))
+        onnx_path = Path(tmp) / "trunk.onnx"
+        with torch.no_grad():
+            torch.onnx.export(trunk, (x,), str(onnx_path), input_names=["pixels"], output_names=["grid"],
+                              opset_version=17, dynamo=False)
+        import onnxruntime as ort
+
+        with torch.inference_mode():
+            expected = trunk(x).numpy()
+
+        results: dict[tuple[str, int], tuple[float, float]] = {}
+        peaks: dict[int, tuple[float, float]] = {}  # threads -> (wall, CPU-time) FMA peak GFLOPS
+        extra: dict = {}
+        for _ in range(args.rounds):
+            for t in args.threads:
+                torch.set_num_threads(t)
+                with torch.inference_mode():
+                    keep_best(results, ("PyTorch eager", t), *timed(lambda: trunk(x), args.warmup, args.iterations))
+
+                so = ort.SessionOptions()
+                so.intra_op_num_threads = t
+                so.inter_op_num_threads = 1
+                so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+                so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+                sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+                feed = {"pixels": x.numpy()}
+                got = sess.run(None, feed)[0]
+                err = float(np.abs(got - expected).max() / np.abs(expected).max())
+                extra["onnxruntime_relative_error_vs_torch"] = max(err, extra.get("onnxruntime_relative_error_vs_torch", 0.0))
+                keep_best(results, ("ONNX Runtime", t), *timed(lambda: sess.run(None, feed), args.warmup, args.iterations))
+
+            out = subprocess.run([str(args.binary), "--weights", str(weights), "--json",
+                                  "--threads", ",".join(map(str, args.threads)), "--algorithms", args.algorithms,
+                                  "--iterations", str(args.iterations), "--warmup", str(args.warmup)],
+                                 check=True, capture_output=True, text=True).stdout
+            report = json.loads(out)
+            for row in report["rows"]:
+                keep_best(results, (f"Swift {row['algorithm']}", row["threads"]), row["medianMs"], row["minMs"], row["cpuMs"])
+                old = peaks.get(row["threads"], (0.0, 0.0))
+                peaks[row["threads"]] = (max(row["peakGflops"], old[0]), max(row["cpuPeakGflops"], old[1]))
+                if row["algorithm"] != "direct":
+                    extra[f"{row['algorithm']}_relative_error_vs_direct"] = row["relativeErrorVsDirect"]
+            extra["swift_load_ms_warm_primitive_cache"] = report["loadMs"]
+            extra["swift_first_load_ms"] = report["firstLoadMs"]
+            mem = subprocess.run([str(args.binary), "--memory", "--weights", str(weights)],
+                                 check=True, capture_output=True, text=True).stdout
+            extra["swift_backbone_process"] = json.loads(mem)
+
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    print(f"CLIP RN50 trunk, {size}x{size}, {flops / 1e9:.2f} GFLOP of convolutions; {cpu}; "
+          f"load average {os.getloadavg()[0]:.1f}")
+    print("FMA peak (measured, wall / CPU time): " + ", ".join(
+        f"{t} thread(s) {w:.1f} / {c:.1f} GFLOPS" for t, (w, c) in sorted(peaks.items())))
+    print("wall: median (and min) ms of the runs, GFLOPS from the median; CPU: process CPU ms per run"
+          " (GFLOPS = flops / (CPU ms / threads)), less sensitive to other processes sharing the cores")
+    print(f"{'engine':<16}{'thr':>4}{'wall ms':>9}{'(min)':>8}{'GFLOPS':>8}{'%peak':>7}{'vs ORT':>8}{'(min)':>7}  |"
+          f"{'CPU ms':>8}{'GFLOPS':>8}{'%peak':>7}{'vs ORT':>8}")
+    engines = ["PyTorch eager", "ONNX Runtime"] + [f"Swift {a}" for a in args.algorithms.split(",")]
+    for t in args.threads:
+        ort_wall, ort_min, ort_cpu = results[("ONNX Runtime", t)]
+        peak_wall, peak_cpu = peaks.get(t, (0.0, 0.0))
+        for e in engines:
+            if (e, t) not in results:
+                continue
+            wall, low, cpu = results[(e, t)]
+            g_wall = flops / wall / 1e6
+            g_cpu = flops / (cpu / t) / 1e6
+            print(f"{e:<16}{t:>4}{wall:>9.2f}{low:>8.2f}{g_wall:>8.1f}{100 * g_wall / peak_wall if peak_wall else 0:>6.0f}%"
+                  f"{wall / ort_wall:>8.2f}{low / ort_min:>7.2f}  |{cpu:>8.2f}{g_cpu:>8.1f}{100 * g_cpu / peak_cpu if peak_cpu else 0:>6.0f}%"
+                  f"{cpu / ort_cpu:>8.2f}")
+    for k, v in extra.items():
+        print(f"{k}: {v}")
+
+
+if __name__ == "__main__":
+    main()
