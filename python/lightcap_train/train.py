@@ -53,7 +53,7 @@ class Recipe:
     threads: int = 1
     workers: int = 2  # rendering processes
     train_seed: int = 1
-    train_count: int = 20000
+    train_count: int = 12000
     val_seed: int = 2
     val_count: int = 500
     test_seed: int = S.TEST_SEED
@@ -62,15 +62,15 @@ class Recipe:
     primary_weight: float = D.PRIMARY_WEIGHT
     # sizes
     student: str = "tiny"  # LightCapConfig.tiny + the settings in student_config()
-    teacher_hidden: int = 256
-    teacher_layers: int = 4
-    teacher_intermediate: int = 1024
+    teacher_hidden: int = 192
+    teacher_layers: int = 3
+    teacher_intermediate: int = 768
     text_width: int = 128
     text_layers: int = 3
     text_heads: int = 4
     text_context: int = 40
     # (0) CLIP
-    clip_steps: int = 700
+    clip_steps: int = 450
     clip_batch: int = 48
     clip_lr: float = 2e-3
     clip_caption_weight: float = 1.0
@@ -79,18 +79,18 @@ class Recipe:
     concept_batch: int = 256
     concept_lr: float = 2e-3
     # (2) teacher
-    teacher_steps: int = 900
+    teacher_steps: int = 450
     teacher_cycles: int = 3
-    teacher_batch: int = 64
+    teacher_batch: int = 48
     teacher_lr: float = 1e-3
     # (3) student
-    distill_steps: int = 300  # attention + hidden states
-    output_steps: int = 500  # output distillation + cross-entropy
-    student_batch: int = 64
+    distill_steps: int = 100  # attention + hidden states
+    output_steps: int = 300  # output distillation + cross-entropy
+    student_batch: int = 48
     student_lr: float = 2e-3
     temperature: float = 2.0
     # (4) ensemble
-    ensemble_steps: int = 200
+    ensemble_steps: int = 120
     # (5) SCST
     scst_steps: int = 0
     scst_batch: int = 16
@@ -99,7 +99,7 @@ class Recipe:
     warmup: int = 30
     checkpoint_every: int = 100
     log_every: int = 20
-    eval_batch: int = 100
+    eval_batch: int = 250
 
     @classmethod
     def preset(cls, name: str) -> "Recipe":
@@ -140,7 +140,8 @@ def student_config(vocab_size: int, **sections) -> LightCapConfig:
     (22 tokens: four objects listed with their sizes)."""
     cfg = LightCapConfig.tiny(vocab_size).replace(
         decoding={"max_length": 24, "caption_segment_length": 26, "beam_size": 5},
-        visual={"batchnorm_folded": False}, concepts={"prompt": "a {}"})
+        visual={"batchnorm_folded": False}, concepts={"prompt": "a {}"},
+        fusion={"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0})
     return cfg.replace(**sections) if sections else cfg
 
 
@@ -628,7 +629,7 @@ class DistillObjective(nn.Module):
             for l in range(1, ls + 1):
                 t, s = t_att[l * lt // ls - 1], s_att[l - 1]  # [B, h, L, L]
                 att = att + (t * ((t + 1e-9).log() - (s + 1e-9).log())).sum(-1).mean()
-            return hidden + att, {"hidden": hidden.item(), "attention": float(att)}
+            return hidden + att, {"hidden": hidden.item(), "attention": att.item()}
         if self.phase == "output":
             with torch.no_grad():
                 t_logits = fusion_logits(self.teachers[-1], grid, cids, cb)[0].mean(1)
@@ -645,7 +646,7 @@ class DistillObjective(nn.Module):
                 t_logits = fusion_logits(teacher, grid, cids, cb)[0].mean(1)
             kd = kd + soft_ce(s_logits[:, h], t_logits, cb.targets, self.temperature) / heads
             ce = ce + token_ce(s_logits[:, h], cb.targets) / heads
-        return kd + ce, {"kd": float(kd), "ce": float(ce)}
+        return kd + ce, {"kd": kd.item(), "ce": ce.item()}
 
 
 def student_model(ctx: Context, cfg: LightCapConfig | None = None) -> LightCap:
@@ -773,6 +774,8 @@ def sample_on_grid(model: LightCap, grid, concept_ids, rng: np.random.Generator,
 def final_model(ctx: Context, source: str = "scst") -> LightCap:
     """The whole student: visual from (0), concept extractor from (1), the rest from `source`."""
     model = LightCap(ctx.cfg, ctx.tok, S.CONCEPTS)
+    if not ctx.done(source):
+        source = "ensemble"
     fusion = ctx.load_final(source)["model"]
     state = {k: v for k, v in fusion.items() if not k.startswith(("visual.", "concepts."))}
     state.update({f"visual.{k}": v for k, v in ctx.load_final("clip")["visual"].items()})
@@ -873,11 +876,14 @@ RUNNERS = {"data": stage_data, "clip": stage_clip, "features": stage_features,
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    p.add_argument("stage", choices=STAGES + ["all", "ablation"])
-    p.add_argument("--run", required=True, help="run directory (checkpoints, log, model)")
+    p.add_argument("stage", help="one of " + ", ".join(STAGES + ["all", "ablation"]) +
+                   ", or several stages separated by commas")
+    p.add_argument("--run", "--run-dir", dest="run", required=True,
+                   help="run directory (checkpoints, log, model); under torchrun write --run-dir "
+                        "(torchrun's own parser takes --run for its --run-path)")
     p.add_argument("--recipe", default="default", help="preset: default or smoke")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override recipe fields")
-    p.add_argument("--force", action="store_true", help="rerun the stage even if it is finished")
+    p.add_argument("--force", action="store_true", help="rerun the stages from scratch (their checkpoints are deleted)")
     p.add_argument("--seeds", type=int, default=1, help="ablation: seeds per row")
     args = p.parse_args(argv)
 
@@ -897,7 +903,10 @@ def main(argv=None) -> None:
     ctx = Context(r, args.run, d, log)
     log(f"train {args.stage}: run {args.run}, {d.world} process(es), recipe {args.recipe} "
         f"{' '.join(args.set)}")
-    stages = STAGES if args.stage == "all" else [args.stage]
+    stages = STAGES if args.stage == "all" else args.stage.split(",")
+    unknown = [x for x in stages if x not in STAGES + ["ablation"]]
+    if unknown:
+        p.error(f"unknown stage {', '.join(unknown)} (stages: {', '.join(STAGES)}, all, ablation)")
     for stage in stages:
         if args.stage == "ablation":
             stage_ablation(ctx, args.seeds)
@@ -905,6 +914,10 @@ def main(argv=None) -> None:
         if ctx.done(stage) and not args.force:
             log(f"{stage}: done already")
             continue
+        if args.force and d.main and os.path.isdir(ctx.path(stage)):
+            import shutil
+            shutil.rmtree(ctx.path(stage))  # start over: no checkpoint to resume from
+        d.barrier()
         t0 = time.time()
         log(f"{stage}: start")
         torch.manual_seed(r.seed + 17 * STAGES.index(stage))

@@ -157,8 +157,10 @@ def fit(objective: nn.Module, params, *, steps: int, lr: float, out_dir: str, lo
             torch.save({"objective": objective.state_dict(), "optimizer": opt.state_dict(),
                         "step": done}, ckpt + ".tmp")
             os.replace(ckpt + ".tmp", ckpt)
-        if on_cycle_end is not None and done in ends and d.main:
-            on_cycle_end(ends.index(done))
+        if on_cycle_end is not None and d.main:
+            for c, end in enumerate(ends):
+                if end == done:
+                    on_cycle_end(c)
         d.barrier() if done % checkpoint_every == 0 else None
     model.eval()
 
