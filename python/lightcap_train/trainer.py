@@ -127,10 +127,15 @@ def fit(objective: nn.Module, params, *, steps: int, lr: float, out_dir: str, lo
     start = 0
     if os.path.exists(ckpt):
         state = torch.load(ckpt, map_location="cpu", weights_only=False)
-        objective.load_state_dict(state["objective"])
-        opt.load_state_dict(state["optimizer"])
+        missing, unexpected = objective.load_state_dict(state["objective"], strict=False)
+        if unexpected:
+            raise ValueError(f"{ckpt}: unexpected tensors {unexpected}")
         start = state["step"]
-        log(f"{name}: resuming at step {start}/{steps}")
+        if missing:  # the objective grew (a new loss head): new parts start fresh, so does AdamW
+            log(f"{name}: resuming at step {start}/{steps} with new parts {missing} (fresh optimizer)")
+        else:
+            opt.load_state_dict(state["optimizer"])
+            log(f"{name}: resuming at step {start}/{steps}")
     ends = cycle_ends(steps, warmup, cycles)
     t0, sums, count = time.time(), {}, 0
     model.train()
