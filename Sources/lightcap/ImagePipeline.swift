@@ -1,62 +1,44 @@
-// The whole image -> caption pipeline the command line runs: decode and preprocess
-// (LightCapImage), the CLIP ResNet grid (LightCapModel), then Captioner.caption(grid:)
-// (LightCap). When Captioner gains `caption(imageAt:options:)` (the agreed API), `caption`
-// below becomes a call to it; until then the stages are chained here.
+// The loaded model the command line uses: the Captioner (LightCap: decode, preprocess,
+// CLIP ResNet grid, concepts, modulator, fusion + heads, decoding) and where it came from.
 
 import Foundation
 import LightCap
 import LightCapCore
 import LightCapImage
-import LightCapModel
 
 /// A loaded model ready to caption image files. Read-only; share between threads.
 final class ImagePipeline: Sendable {
     let directory: URL
     let captioner: Captioner
-    let visual: CLIPResNet
-    let preprocessor: CLIPPreprocessor
 
     var configuration: Configuration { captioner.configuration }
 
     init(modelDirectory: URL, threads: Int) throws {
         directory = modelDirectory
         captioner = try Captioner(modelDirectory: modelDirectory, threads: threads)
-        let model = try ModelDirectory(url: modelDirectory)
-        visual = try CLIPResNet(try model.weightStore(), configuration: model.configuration)
-        let image = model.configuration.image
-        preprocessor = CLIPPreprocessor(size: image.size, mean: image.mean, std: image.std)
     }
 
     /// Captions an image file; timings in milliseconds per stage (decode, preprocess, backbone,
     /// concepts, fusion).
     func caption(imageAt url: URL, options: DecodingOptions) throws -> Caption {
-        let data: Data
-        do { data = try Data(contentsOf: url) } catch {
-            throw CLIError.unreadableFile(url.path, (error as NSError).localizedDescription)
+        guard FileManager.default.isReadableFile(atPath: url.path) else {
+            throw CLIError.unreadableFile(url.path, FileManager.default.fileExists(atPath: url.path) ? "permission denied" : "no such file")
         }
-        return try caption(imageData: data, options: options)
+        return try captioner.caption(imageAt: url, options: options)
     }
 
     func caption(imageData data: Data, options: DecodingOptions) throws -> Caption {
-        var clock = Stopwatch()
-        let image = try ImageDecoder.decode(data, minimumSide: preprocessor.size)
-        let decodeMs = clock.lap()
-        var caption = try caption(image: image, options: options)
-        caption.timings["decode"] = decodeMs
-        return caption
+        try captioner.caption(imageData: data, options: options)
     }
 
     /// Captions decoded pixels (timings without "decode").
-    func caption(image: RGBImage, options: DecodingOptions) throws -> Caption {
+    func caption(image rgb: RGBImage, options: DecodingOptions) throws -> Caption {
+        let image = configuration.image
         var clock = Stopwatch()
-        let pixels = preprocessor(image)
+        let pixels = CLIPPreprocessor(size: image.size, mean: image.mean, std: image.std)(rgb)
         let preprocessMs = clock.lap()
-        Threads.set(captioner.threads)
-        let grid = try visual.grid(pixels: pixels)
-        let backboneMs = clock.lap()
-        var caption = try captioner.caption(grid: grid, options: options)
+        var caption = try captioner.caption(pixels: pixels, options: options)
         caption.timings["preprocess"] = preprocessMs
-        caption.timings["backbone"] = backboneMs
         return caption
     }
 }

@@ -21,22 +21,13 @@ struct ModelOptions: ParsableArguments {
     /// beside the executable's package, or in this source tree.
     func modelDirectory() throws -> URL {
         if let model { return try checked(URL(fileURLWithPath: model)) }
-        if let env = ProcessInfo.processInfo.environment["LIGHTCAP_MODEL"], !env.isEmpty {
-            return try checked(URL(fileURLWithPath: env))
-        }
-        let fm = FileManager.default
-        var candidates = [URL(fileURLWithPath: fm.currentDirectoryPath).appendingPathComponent("models/default")]
-        // .build/<triple>/release/lightcap -> package root
-        let exe = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
-        var dir = exe.deletingLastPathComponent()
-        for _ in 0..<4 {
-            candidates.append(dir.appendingPathComponent("models/default"))
-            dir = dir.deletingLastPathComponent()
-        }
-        let source = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        candidates.append(source.appendingPathComponent("models/default"))
-        for c in candidates where fm.fileExists(atPath: c.appendingPathComponent("config.json").path) { return c }
-        throw CLIError.modelNotFound(candidates[0].path)
+        if let found = Captioner.defaultModelDirectory { return try checked(found) }
+        // A source checkout run by `swift run` from elsewhere: this package's models/default.
+        let source = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("models/default")
+        if FileManager.default.fileExists(atPath: source.appendingPathComponent("config.json").path) { return source }
+        throw CLIError.modelNotFound(URL(fileURLWithPath: FileManager.default.currentDirectoryPath)
+            .appendingPathComponent("models/default").path)
     }
 
     private func checked(_ url: URL) throws -> URL {
@@ -68,8 +59,8 @@ struct DecodingFlags: ParsableArguments {
     func options(for pipeline: ImagePipeline) throws -> DecodingOptions {
         let d = pipeline.configuration.decoding
         let maxLength = maxLength ?? d.maxLength
-        guard maxLength < d.captionSegmentLength else {
-            throw ValidationError("--max-length \(maxLength) does not fit the model's caption segment (\(d.captionSegmentLength) positions, at most \(d.captionSegmentLength - 1))")
+        guard maxLength + 2 <= d.captionSegmentLength else {
+            throw ValidationError("--max-length \(maxLength) does not fit the model's caption segment (\(d.captionSegmentLength) positions hold [CLS], the caption and [MASK]: at most \(d.captionSegmentLength - 2))")
         }
         return DecodingOptions(beamSize: beam ?? d.beamSize, maxLength: maxLength)
     }
