@@ -25,6 +25,10 @@ final class CommandLineTests: XCTestCase {
     }
 
     func lightcap(_ args: [String], stdin: String? = nil, cwd: URL? = nil) throws -> Run {
+        guard FileManager.default.isExecutableFile(atPath: executable.path) else {
+            XCTFail("the lightcap executable is not at \(executable.path) (swift build builds it)")
+            throw XCTSkip("no executable")
+        }
         let p = Process()
         p.executableURL = executable
         p.arguments = args
@@ -208,6 +212,26 @@ final class CommandLineTests: XCTestCase {
             }
             XCTAssertNotNil((got["unavailable"] as? [String: String])?["SPICE"])
         }
+    }
+
+    func testEvalCaptionsImagesFirst() throws {
+        let model = try tinyModel()
+        let dir = try scratchImages()
+        let saved = dir.appendingPathComponent("results.json")
+        let r = try lightcap(["eval", "--annotations", Self.packageRoot.appendingPathComponent("examples/captions.json").path,
+                              "--images", dir.path, "--model", model, "--beam", "1", "--no-meteor", "--format", "json",
+                              "--save-results", saved.path])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let got = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+        XCTAssertEqual(got["images"] as? Int, 3)
+        for name in ["Bleu_1", "Bleu_4", "ROUGE_L", "CIDEr"] { XCTAssertNotNil(got[name] as? Double, name) }
+        let results = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: saved)) as? [[String: Any]])
+        XCTAssertEqual(results.compactMap { $0["image_id"] as? Int }.sorted(), [0, 1, 2])
+        // The saved results score the same through --results.
+        let again = try lightcap(["eval", "--annotations", Self.packageRoot.appendingPathComponent("examples/captions.json").path,
+                                  "--results", saved.path, "--no-meteor", "--format", "json"])
+        let got2 = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(again.stdout.utf8)) as? [String: Any])
+        XCTAssertEqual(got2["CIDEr"] as? Double, got["CIDEr"] as? Double)
     }
 
     func testInspectCountsEveryParameter() throws {
