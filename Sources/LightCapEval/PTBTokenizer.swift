@@ -30,7 +30,10 @@ public struct PTBTokenizer: Sendable {
     /// U+2028/U+2029, a vertical tab or form feed inside a caption starts a new output line,
     /// which shifts the captions after it.)
     public func tokenize(_ captions: [String]) -> [String] {
-        let document = captions.map { $0.replacingOccurrences(of: "\n", with: " ") }.joined(separator: "\n")
+        // Scalar by scalar: a String compares "\r\n" as one Character, Python replaces the "\n" in it.
+        let document = captions.map { caption in
+            String(String.UnicodeScalarView(caption.unicodeScalars.map { $0 == "\n" ? " " : $0 }))
+        }.joined(separator: "\n")
         let lines = rawLines(document)
         return (0..<captions.count).map { i in
             guard i < lines.count else { return "" }

@@ -117,6 +117,7 @@ def tokenizer_documents(rng):
         docs.append([random_chars(rng) for _ in range(60)])
     docs.append([""])
     docs.append(["one line\rtwo", "after"])  # pycocoevalcap's line shift on a carriage return
+    docs.append(["windows\r\nline end", "x\ny", "last"])
     return [{"captions": d, "tokenized": ptb(d)} for d in docs]
 
 
