@@ -80,7 +80,7 @@ struct BenchCommand: ParsableCommand {
             var st: [String: Any] = [:]
             for s in stages { st[s] = ["median_ms": Self.percentile(samples[s]!, 0.5), "p90_ms": Self.percentile(samples[s]!, 0.9)] }
             object["stages"] = st
-            let out = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])
+            let out = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
             print(String(decoding: out, as: UTF8.self))
             return
         }

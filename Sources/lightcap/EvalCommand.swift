@@ -98,7 +98,7 @@ struct EvalCommand: ParsableCommand {
         if failed > 0 { printError("lightcap: \(failed) images failed and are left out of the scores") }
         if let saveResults {
             let list = wanted.compactMap { w in out[w.id].map { ["image_id": Self.jsonID(w.id), "caption": $0] } }
-            let data = try JSONSerialization.data(withJSONObject: list, options: [.prettyPrinted, .sortedKeys])
+            let data = try JSONSerialization.data(withJSONObject: list, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
             try data.write(to: URL(fileURLWithPath: saveResults))
         }
         return out
@@ -147,7 +147,7 @@ struct EvalCommand: ParsableCommand {
                     return row
                 }
             }
-            let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .prettyPrinted])) ?? Data()
+            let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes])) ?? Data()
             return String(decoding: data, as: UTF8.self)
         }
     }

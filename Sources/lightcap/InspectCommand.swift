@@ -56,7 +56,7 @@ struct InspectCommand: ParsableCommand {
                 "dtypes": dtypes, "files": Dictionary(uniqueKeysWithValues: files), "tensors": file.entries.count,
                 "concepts": concepts, "load": loadCheck,
             ]
-            let out = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])
+            let out = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
             print(String(decoding: out, as: UTF8.self))
             if loadCheck.hasPrefix("FAILED") { throw ExitCode(1) }
             return
