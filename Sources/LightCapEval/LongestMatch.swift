@@ -191,6 +191,7 @@ extension String {
     private static func isFinalSigma(_ s: [Unicode.Scalar], _ i: Int) -> Bool {
         func inWord(_ c: Unicode.Scalar) -> Bool {
             if "-'.\u{2019}".unicodeScalars.contains(c) { return true }
+            if c.properties.isIdeographic { return false }  // each ideograph is a word of its own
             switch c.properties.generalCategory {
             case .uppercaseLetter, .lowercaseLetter, .titlecaseLetter, .modifierLetter, .otherLetter,
                  .decimalNumber, .nonspacingMark, .spacingMark, .enclosingMark, .connectorPunctuation:
