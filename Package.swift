@@ -55,5 +55,7 @@ let package = Package(
         .testTarget(name: "LightCapImageTests", dependencies: ["LightCapImage"]),
         .testTarget(name: "LightCapTests", dependencies: ["LightCap"]),
         .testTarget(name: "LightCapEvalTests", dependencies: ["LightCapEval"]),
+        // Runs the built `lightcap` executable on small inputs.
+        .testTarget(name: "LightCapCLITests", dependencies: ["lightcap"]),
     ]
 )
