@@ -41,6 +41,28 @@ final class ConfigurationTests: XCTestCase {
         XCTAssertEqual(try Configuration.decode(encoded), c)
     }
 
+    /// Every model directory the reference writes parses, and the mirror keeps every key of it.
+    func testFixtureConfigsRoundTrip() throws {
+        guard let root = ProcessInfo.processInfo.environment["LIGHTCAP_FIXTURES"], !root.isEmpty else {
+            throw XCTSkip("LIGHTCAP_FIXTURES is not set")
+        }
+        for dir in ["tiny/model", "tiny/model_unfolded", "base/model"] {
+            let url = URL(fileURLWithPath: root).appendingPathComponent(dir).appendingPathComponent("config.json")
+            let original = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! NSDictionary
+            let config = try Configuration.load(contentsOf: url)
+            let again = try JSONSerialization.jsonObject(with: JSONEncoder().encode(config)) as! NSDictionary
+            func flatten(_ d: NSDictionary, _ prefix: String = "") -> Set<String> {
+                var keys = Set<String>()
+                for (k, v) in d {
+                    let key = prefix + "\(k)"
+                    if let sub = v as? NSDictionary { keys.formUnion(flatten(sub, key + ".")) } else { keys.insert(key) }
+                }
+                return keys
+            }
+            XCTAssertEqual(flatten(original).subtracting(flatten(again)), [], "\(dir): keys the mirror drops")
+        }
+    }
+
     func testDefaultsAndUnknownKeys() throws {
         let c = try Configuration.decode(Data(#"{"format_version": 1, "visual": {"width": 64, "layers": [3, 4, 6, 3]}, "image": {"size": 224}, "extra": 5}"#.utf8))
         XCTAssertEqual(c.visual.layers, [3, 4, 6, 3])
