@@ -34,7 +34,8 @@ def ablation_table(path: str) -> str:
     keys = [("CIDEr-D", "CIDEr-D"), ("attribute_f1", "attr F1"), ("relation_accuracy", "relation acc")]
     lines = ["| model | fusion parameters | seeds | " + " | ".join(n for _, n in keys) + " |",
              "|---|---|---|" + "---|" * len(keys)]
-    for name, rs in rows.items():
+    order = ["full student (distilled)", "no concept extractor", "no modulator", "no distillation", "teacher"]
+    for name, rs in sorted(rows.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 99):
         cells = []
         for k, _ in keys:
             v = np.array([r.get(k, float("nan")) for r in rs])
