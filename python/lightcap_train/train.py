@@ -908,7 +908,16 @@ def stage_ablation(ctx: Context, seeds: int = 1) -> None:
         rows.append({"row": name, "seed": seed,
                      "parameters": parameter_count(model, ("visual", "concepts")), **scores})
         ctx.log(f"ablation: {name} (seed {seed}) " + fmt(scores) + f" [{time.time() - t0:.0f} s]")
+        if ctx.d.main:  # written after every row: a partial table survives an interrupted run
+            with open(ctx.path("ablation.json"), "w") as f:
+                json.dump({"steps": steps, "batch": r.student_batch, "rows": rows}, f, indent=1)
 
+    while not ctx.done("ensemble"):  # the ablation may start beside the recipe's later stages
+        time.sleep(30)
+    row("teacher", load_teachers(ctx)[-1])
+    full = student_model(ctx)
+    full.load_state_dict(ctx.load_final("ensemble")["model"])
+    row("full student (distilled)", full)
     variants = {"no distillation": {}, "no concept extractor": {"concepts": {"enabled": False},
                                                                "modulator": {"enabled": False}},
                 "no modulator": {"modulator": {"enabled": False}}}
@@ -923,15 +932,6 @@ def stage_ablation(ctx: Context, seeds: int = 1) -> None:
                 name=f"ablation/{name}/{seed}", warmup=r.warmup, checkpoint_every=r.checkpoint_every,
                 log_every=r.log_every * 5)
             row(name, model, seed)
-    while not ctx.done("ensemble"):  # the ablation may run beside the recipe's later stages
-        time.sleep(30)
-    row("teacher", load_teachers(ctx)[-1])
-    full = student_model(ctx)
-    full.load_state_dict(ctx.load_final("ensemble")["model"])
-    row("full student (distilled)", full)
-    if ctx.d.main:
-        with open(ctx.path("ablation.json"), "w") as f:
-            json.dump({"steps": steps, "batch": r.student_batch, "rows": rows}, f, indent=1)
 
 
 # ----------------------------------------------------------------------------------------------
