@@ -4,5 +4,6 @@ import ArgumentParser
 struct LightCapCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lightcap",
-        abstract: "Caption images on the CPU with a small LightCap model.")
+        abstract: "Caption images on the CPU with a small LightCap model.",
+        subcommands: [ServeCommand.self])
 }
