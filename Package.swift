@@ -65,5 +65,7 @@ let package = Package(
         .testTarget(name: "LightCapServerTests", dependencies: [
             "LightCapServer", "LightCap", .product(name: "HummingbirdTesting", package: "hummingbird"),
         ]),
+        // Runs the built `lightcap` executable on small inputs.
+        .testTarget(name: "LightCapCLITests", dependencies: ["lightcap"]),
     ]
 )

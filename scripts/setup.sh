@@ -12,9 +12,10 @@ for p in "${APT_PACKAGES[@]}"; do
 done
 # Java is only needed by pycocoevalcap (tests); a machine that has java already skips the package.
 if command -v java >/dev/null 2>&1; then
-  missing=("${missing[@]/default-jre-headless}")
+  kept=()
+  for p in ${missing[@]+"${missing[@]}"}; do [ "$p" = default-jre-headless ] || kept+=("$p"); done
+  missing=(${kept[@]+"${kept[@]}"})
 fi
-missing=(${missing[@]+"${missing[@]}"})
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}" >&2
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo

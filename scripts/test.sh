@@ -10,6 +10,7 @@ echo "== fixtures (python -m lightcap_train.fixtures)"
 .venv/bin/python -m lightcap_train.fixtures --out .fixtures
 .venv/bin/python -m lightcap_train.tokenizer_cases --out .fixtures/tokenizer
 .venv/bin/python -m lightcap_train.image_fixtures --out .fixtures/images
+.venv/bin/python -m lightcap_train.metric_cases --out .fixtures/metrics
 
 echo "== pytest"
 LIGHTCAP_FIXTURES="$PWD/.fixtures" .venv/bin/python -m pytest -q python/tests

@@ -98,14 +98,17 @@ final class CachedSession: LogitSession {
 
     func logits(prefixes: [[Int]]) throws -> [[Float]] {
         var parents: [CaptionCache] = [], tokens: [Int] = []
+        var taken: [[Int]: CaptionCache] = [:]
         for prefix in prefixes {
             guard prefix.count + 2 <= captionSegmentLength else {
                 throw LightCapError.invalidArgument(reason: "caption of \(prefix.count) tokens does not fit the caption segment (\(captionSegmentLength))")
             }
             if let last = prefix.last {
-                guard let parent = caches[Array(prefix.dropLast())] else {
+                // The first child takes the parent's cache over (it then grows in place).
+                guard let parent = caches.removeValue(forKey: Array(prefix.dropLast())) ?? taken[Array(prefix.dropLast())] else {
                     throw LightCapError.invalidArgument(reason: "cached decoding: prefix \(prefix.dropLast()) was not run before")
                 }
+                taken[Array(prefix.dropLast())] = parent
                 parents.append(parent)
                 tokens.append(last)
             } else {
@@ -113,7 +116,8 @@ final class CachedSession: LogitSession {
                 tokens.append(special.cls)
             }
         }
-        let (hidden, grown) = try fusion.step(caches: parents, tokens: tokens, maskID: special.mask)
+        taken = [:]  // drop the extra references: a lone child's cache is then unique
+        let (hidden, grown) = try fusion.step(caches: consume parents, tokens: tokens, maskID: special.mask)
         caches = Dictionary(zip(prefixes, grown), uniquingKeysWith: { a, _ in a })
         let states = heads.transformed(hidden)
         guard argmaxOnly else { return splitRows(heads.decode(transformed: states)) }
@@ -134,8 +138,13 @@ final class CachedSession: LogitSession {
         for (i, s) in transformedStates.enumerated() {
             s.withUnsafeBufferPointer { (states.storage.base + i * d).update(from: $0.baseAddress!, count: d) }
         }
-        return splitRows(heads.decode(transformed: states)).enumerated().map { i, row in
-            row[tokens[i]] - Float(row.withUnsafeBufferPointer { LogSoftmax.logSumExp($0) })
+        let logits = heads.decode(transformed: states)  // [steps, V]
+        let v = logits.shape[1]
+        return logits.withUnsafeBufferPointer { p in
+            tokens.indices.map { i in
+                let row = UnsafeBufferPointer(rebasing: p[(i * v)..<((i + 1) * v)])
+                return row[tokens[i]] - Float(LogSoftmax.logSumExp(row))
+            }
         }
     }
 }

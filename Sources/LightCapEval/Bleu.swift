@@ -22,6 +22,7 @@ public struct Bleu: Sendable {
         let small = 1e-9, tiny = 1e-15
         var perImage = Array(repeating: [Double](), count: n)
         var totalTest = 0, totalRef = 0
+        var vocabulary: [String: UInt32] = [:]
         var totalGuess = Array(repeating: 0, count: n), totalCorrect = Array(repeating: 0, count: n)
 
         for (hyp, refs) in zip(hypotheses, references) {
@@ -29,16 +30,16 @@ public struct Bleu: Sendable {
             var refLengths: [Int] = []
             var maxCounts: [NGram: Int] = [:]
             for ref in refs {
-                let (len, counts) = NGram.count(ref.pythonSplit(), upTo: n)
+                let (len, counts) = NGram.count(ref.pythonSplit(), upTo: n, vocabulary: &vocabulary)
                 refLengths.append(len)
                 for (g, c) in counts { maxCounts[g] = max(maxCounts[g] ?? 0, c) }
             }
-            let (testLen, counts) = NGram.count(hyp.pythonSplit(), upTo: n)
+            let (testLen, counts) = NGram.count(hyp.pythonSplit(), upTo: n, vocabulary: &vocabulary)
             // "closest": the reference length nearest the hypothesis length, the shorter on ties.
             let refLen = refLengths.min { (abs($0 - testLen), $0) < (abs($1 - testLen), $1) } ?? 0
             let guess = (1...n).map { max(0, testLen - $0 + 1) }
             var correct = Array(repeating: 0, count: n)
-            for (g, c) in counts { correct[g.words.count - 1] += min(maxCounts[g] ?? 0, c) }
+            for (g, c) in counts { correct[g.n - 1] += min(maxCounts[g] ?? 0, c) }
 
             totalTest += testLen
             totalRef += refLen
@@ -69,16 +70,33 @@ public struct Bleu: Sendable {
     }
 }
 
-/// An n-gram of words.
+/// An n-gram of up to four words, as interned word ids packed into two integers (hashing
+/// two integers instead of up to four strings).
 struct NGram: Hashable, Sendable {
-    let words: [String]
+    let lo: UInt64
+    let hi: UInt64
+    /// Number of words.
+    let n: Int
 
-    /// The number of words and the count of every n-gram of length 1...n.
-    static func count(_ words: [String], upTo n: Int) -> (Int, [NGram: Int]) {
-        var counts: [NGram: Int] = [:]
-        for k in 1...n where words.count >= k {
-            for i in 0...(words.count - k) { counts[NGram(words: Array(words[i..<(i + k)])), default: 0] += 1 }
+    /// The number of words and the count of every n-gram of length 1...n (n <= 4).
+    static func count(_ words: [String], upTo n: Int, vocabulary: inout [String: UInt32]) -> (Int, [NGram: Int]) {
+        precondition(n <= 4, "n-grams of at most 4 words")
+        let ids: [UInt64] = words.map { w in
+            if let id = vocabulary[w] { return UInt64(id) }
+            let id = UInt32(vocabulary.count + 1)
+            vocabulary[w] = id
+            return UInt64(id)
         }
-        return (words.count, counts)
+        var counts: [NGram: Int] = [:]
+        for k in 1...n where ids.count >= k {
+            for i in 0...(ids.count - k) {
+                var lo: UInt64 = ids[i], hi: UInt64 = 0
+                if k > 1 { lo |= ids[i + 1] << 32 }
+                if k > 2 { hi = ids[i + 2] }
+                if k > 3 { hi |= ids[i + 3] << 32 }
+                counts[NGram(lo: lo, hi: hi, n: k), default: 0] += 1
+            }
+        }
+        return (ids.count, counts)
     }
 }

@@ -154,7 +154,11 @@ public struct CaptionEvaluator: Sendable {
                 report.scores.append(("METEOR", s))
                 report.perImage["METEOR"] = per
             case .failure(let e):
-                report.unavailable.append(("METEOR", e.description))
+                if case .meteorUnavailable(let reason) = e {
+                    report.unavailable.append(("METEOR", reason))
+                } else {
+                    report.unavailable.append(("METEOR", e.description))
+                }
             }
         } else {
             report.unavailable.append(("METEOR", "not requested"))

@@ -21,8 +21,9 @@ public struct CiderD: Sendable {
     /// The mean score and the per-image scores.
     public func score(hypotheses: [String], references: [[String]]) -> (mean: Double, perImage: [Double]) {
         precondition(hypotheses.count == references.count, "one hypothesis per image")
-        let refCounts = references.map { $0.map { NGram.count($0.pythonSplit(), upTo: n).1 } }
-        let hypCounts = hypotheses.map { NGram.count($0.pythonSplit(), upTo: n).1 }
+        var vocabulary: [String: UInt32] = [:]
+        let refCounts = references.map { $0.map { NGram.count($0.pythonSplit(), upTo: n, vocabulary: &vocabulary).1 } }
+        let hypCounts = hypotheses.map { NGram.count($0.pythonSplit(), upTo: n, vocabulary: &vocabulary).1 }
 
         // Document frequency: in how many images' reference sets each n-gram appears.
         var df: [NGram: Double] = [:]
@@ -38,7 +39,7 @@ public struct CiderD: Sendable {
             var norm = Array(repeating: 0.0, count: n)
             var length = 0
             for (g, tf) in counts {
-                let k = g.words.count - 1
+                let k = g.n - 1
                 let w = Double(tf) * (logRefCount - Foundation.log(max(1.0, df[g] ?? 0)))
                 vec[k][g] = w
                 norm[k] += w * w

@@ -92,11 +92,11 @@ indirect enum Pattern: Sendable {
             }
             return cur
         case .alternatives(let options):
-            var all = Set<Int>()
-            for p in options { all.formUnion(p.ends(text, from: starts)) }
-            return all.sorted()
+            var all: [Int] = []
+            for p in options { all += p.ends(text, from: starts) }
+            return Pattern.sortedUnique(all)
         case .repeated(let p, let lo, let hi):
-            var reached = Set<Int>(lo == 0 ? starts : [])
+            var reached: [Int] = lo == 0 ? starts : []
             var cur = starts
             var count = 0
             while !cur.isEmpty && count < hi {
@@ -105,16 +105,25 @@ indirect enum Pattern: Sendable {
                 if count >= lo {
                     // A position reached again with a higher count can do no more than before.
                     cur = cur.filter { !reached.contains($0) }
-                    reached.formUnion(cur)
+                    reached += cur
                 }
             }
-            return reached.sorted()
+            return Pattern.sortedUnique(reached)
         }
     }
 
     /// The longest match starting at `start`, as its end position, or nil.
     func longest(_ text: [UInt16], at start: Int) -> Int? {
         ends(text, from: [start]).last
+    }
+
+    /// Position sets are small: sorting beats hashing.
+    private static func sortedUnique(_ x: [Int]) -> [Int] {
+        if x.count < 2 { return x }
+        let s = x.sorted()
+        var out = [s[0]]
+        for v in s.dropFirst() where v != out[out.count - 1] { out.append(v) }
+        return out
     }
 
     private static func foldASCII(_ u: UInt16) -> UInt16 {
@@ -176,12 +185,33 @@ extension String {
         return String(out)
     }
 
+    /// Java decides within the word around the sigma (its word-break iterator: letters, digits,
+    /// marks, connectors and the in-word marks - ' . ’): final when a cased letter precedes it
+    /// in the word and none follows it.
     private static func isFinalSigma(_ s: [Unicode.Scalar], _ i: Int) -> Bool {
+        func inWord(_ c: Unicode.Scalar) -> Bool {
+            if "-'.\u{2019}".unicodeScalars.contains(c) { return true }
+            if c.properties.isIdeographic { return false }  // each ideograph is a word of its own
+            switch c.properties.generalCategory {
+            case .uppercaseLetter, .lowercaseLetter, .titlecaseLetter, .modifierLetter, .otherLetter,
+                 .decimalNumber, .nonspacingMark, .spacingMark, .enclosingMark, .connectorPunctuation:
+                return true
+            default:
+                return false
+            }
+        }
         var j = i - 1
-        while j >= 0 && s[j].properties.isCaseIgnorable { j -= 1 }
-        guard j >= 0, s[j].properties.isCased else { return false }
+        var casedBefore = false
+        while j >= 0 && inWord(s[j]) {
+            if s[j].properties.isCased { casedBefore = true; break }
+            j -= 1
+        }
+        guard casedBefore else { return false }
         var k = i + 1
-        while k < s.count && s[k].properties.isCaseIgnorable { k += 1 }
-        return !(k < s.count && s[k].properties.isCased)
+        while k < s.count && inWord(s[k]) {
+            if s[k].properties.isCased { return false }
+            k += 1
+        }
+        return true
     }
 }

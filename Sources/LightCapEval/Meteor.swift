@@ -48,7 +48,11 @@ public struct Meteor: Sendable {
 
     /// The corpus METEOR and per-image scores.
     public func score(hypotheses: [String], references: [[String]]) throws -> (score: Double, perImage: [Double]) {
-        precondition(hypotheses.count == references.count, "one hypothesis per image")
+        try score(sets: [(hypotheses, references)])[0]
+    }
+
+    /// Scores several caption sets with one Java process (the jar takes seconds to load).
+    public func score(sets: [(hypotheses: [String], references: [[String]])]) throws -> [(score: Double, perImage: [Double])] {
         let process = Process()
         process.executableURL = java
         process.arguments = ["-jar", "-Xmx2G", jar.lastPathComponent, "-", "-", "-stdio", "-l", "en", "-norm"]
@@ -66,26 +70,34 @@ public struct Meteor: Sendable {
         func send(_ line: String) throws {
             try stdin.fileHandleForWriting.write(contentsOf: Data((line + "\n").utf8))
         }
-        func receive() throws -> String {
+        func receive() throws -> Double? {
+            guard let line = reader.next() else { throw EvalError.meteorFailed("METEOR stopped answering") }
+            return Double(line.trimmingCharacters(in: .whitespaces))
+        }
+        func receiveLine() throws -> String {
             guard let line = reader.next() else { throw EvalError.meteorFailed("METEOR stopped answering") }
             return line.trimmingCharacters(in: .whitespaces)
         }
-        var evalLine = "EVAL"
-        for (hyp, refs) in zip(hypotheses, references) {
-            let h = hyp.replacingOccurrences(of: "|||", with: "").replacingOccurrences(of: "  ", with: " ")
-            try send((["SCORE"] + [refs.joined(separator: " ||| ")] + [h]).joined(separator: " ||| "))
-            evalLine += " ||| " + (try receive())
+        var results: [(Double, [Double])] = []
+        for (hypotheses, references) in sets {
+            precondition(hypotheses.count == references.count, "one hypothesis per image")
+            var evalLine = "EVAL"
+            for (hyp, refs) in zip(hypotheses, references) {
+                // As pycocoevalcap: "|||" removed from the hypothesis, double spaces made single.
+                let h = hyp.replacingOccurrences(of: "|||", with: "").replacingOccurrences(of: "  ", with: " ")
+                try send(["SCORE", refs.joined(separator: " ||| "), h].joined(separator: " ||| "))
+                evalLine += " ||| " + (try receiveLine())
+            }
+            try send(evalLine)
+            var perImage: [Double] = []
+            for _ in hypotheses {
+                guard let v = try receive() else { throw EvalError.meteorFailed("unexpected METEOR output") }
+                perImage.append(v)
+            }
+            guard let score = try receive() else { throw EvalError.meteorFailed("unexpected METEOR output") }
+            results.append((score, perImage))
         }
-        try send(evalLine)
-        var perImage: [Double] = []
-        for _ in hypotheses {
-            let line = try receive()
-            guard let v = Double(line) else { throw EvalError.meteorFailed("unexpected METEOR output: \(line)") }
-            perImage.append(v)
-        }
-        let last = try receive()
-        guard let score = Double(last) else { throw EvalError.meteorFailed("unexpected METEOR output: \(last)") }
-        return (score, perImage)
+        return results
     }
 }
 

@@ -30,11 +30,20 @@ public struct PTBTokenizer: Sendable {
     /// U+2028/U+2029, a vertical tab or form feed inside a caption starts a new output line,
     /// which shifts the captions after it.)
     public func tokenize(_ captions: [String]) -> [String] {
-        let document = captions.map { $0.replacingOccurrences(of: "\n", with: " ") }.joined(separator: "\n")
+        // Scalar by scalar: a String compares "\r\n" as one Character, Python replaces the "\n" in it.
+        let document = captions.map { caption in
+            String(String.UnicodeScalarView(caption.unicodeScalars.map { $0 == "\n" ? " " : $0 }))
+        }.joined(separator: "\n")
         let lines = rawLines(document)
         return (0..<captions.count).map { i in
             guard i < lines.count else { return "" }
-            return lines[i].filter { !Self.punctuation.contains($0) }.joined(separator: " ")
+            // pycocoevalcap: ' '.join(w for w in line.rstrip().split(' ') if w not in PUNCTUATIONS)
+            var line = Substring(lines[i].joined(separator: " "))
+            while let last = line.unicodeScalars.last, String.isPythonSpace(last) {
+                line = Substring(line.unicodeScalars.dropLast())
+            }
+            return line.split(separator: " ", omittingEmptySubsequences: false)
+                .filter { !Self.punctuation.contains(String($0)) }.joined(separator: " ")
         }
     }
 
@@ -48,6 +57,11 @@ public struct PTBTokenizer: Sendable {
         var pos = 0
         while pos < text.count {
             let u = text[pos]
+            if let end = Self.plainWordEnd(text, pos) {
+                lines[lines.count - 1].append(String(decoding: text[pos..<end], as: UTF16.self).lowercased())
+                pos = end
+                continue
+            }
             let ruleIndices: [Int]
             if let c = candidates[u] {
                 ruleIndices = c
@@ -80,6 +94,33 @@ public struct PTBTokenizer: Sendable {
             }
         }
         return lines
+    }
+}
+
+extension PTBTokenizer {
+    /// The fast path for the most common token: ASCII letters followed by a space, a tab, a
+    /// line feed or the end. Every rule gives such a word as it is (a longer match, such as a
+    /// one-letter acronym with its trailing space, still yields the same token), except the
+    /// assimilations that are split (cannot, gonna, ...). Returns the word's end, or nil.
+    @inline(__always)
+    static func plainWordEnd(_ text: [UInt16], _ pos: Int) -> Int? {
+        var end = pos
+        while end < text.count {
+            let c = text[end] | 0x20
+            guard c >= 97 && c <= 122 else { break }
+            end += 1
+        }
+        guard end > pos else { return nil }
+        if end < text.count {
+            let next = text[end]
+            guard next == 32 || next == 9 || next == 10 else { return nil }
+        }
+        let n = end - pos
+        if n == 5 || n == 6 {
+            let w = String(decoding: text[pos..<end], as: UTF16.self).lowercased()
+            if ["cannot", "gonna", "gotta", "lemme", "gimme", "wanna"].contains(w) { return nil }
+        }
+        return end
     }
 }
 

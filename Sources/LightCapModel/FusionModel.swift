@@ -333,8 +333,8 @@ public struct FusionModel: Sendable {
     /// One decoding step for several hypotheses. Hypothesis i holds `caches[i]` (caption positions
     /// 0 ..< c after the image rows) and adds the token just chosen, `tokens[i]`, at position c,
     /// then a [MASK] at c + 1. Returns the final hidden state of each [MASK] row [H, D] and the
-    /// caches grown by position c.
-    public func step(caches: [CaptionCache], tokens: [Int], maskID: Int) throws
+    /// caches grown by position c (pass caches nobody else holds: they then grow in place).
+    public func step(caches: consuming [CaptionCache], tokens: [Int], maskID: Int) throws
         -> (hidden: Tensor, caches: [CaptionCache]) {
         precondition(caches.count == tokens.count, "FusionModel.step: caches and tokens differ")
         let d = hiddenSize, hyps = caches.count, heads = configuration.numAttentionHeads
@@ -344,7 +344,7 @@ public struct FusionModel: Sendable {
             rowsPositions += [cache.count, cache.count + 1]
         }
         var h = try embed(tokens: rowsTokens, types: Array(repeating: 0, count: rowsTokens.count), positions: rowsPositions)
-        var grown = caches
+        var grown = consume caches
         // Per hypothesis and layer, the new rows' keys/values (row 0 is kept in the cache).
         var kept = [[Float]](repeating: [], count: hyps)
         var keptValues = [[Float]](repeating: [], count: hyps)

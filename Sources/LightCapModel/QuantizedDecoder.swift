@@ -24,6 +24,7 @@ public final class QuantizedDecoder: @unchecked Sendable {
     let errorNorms: [Float]  // ||w_v - w~_v||
     let exact: Tensor  // [V, D] F32
     let bias: [Float]  // [V]
+    let maxRowNorm: Float, maxErrorNorm: Float
 
     /// Packs `weight` [V, D] (kept for exact rescoring) with the added `bias` [V].
     public init(weight: Tensor, bias: [Float]) {
@@ -60,6 +61,9 @@ public final class QuantizedDecoder: @unchecked Sendable {
         self.errorNorms = errorNorms
         self.exact = weight
         self.bias = bias
+        maxRowNorm = rowNorms.max() ?? 0
+        maxErrorNorm = errorNorms.max() ?? 0
+
     }
 
     deinit { quantized.deallocate() }
@@ -91,7 +95,10 @@ public final class QuantizedDecoder: @unchecked Sendable {
                 normXq[r] = Float(n.squareRoot())
             }
         }
-        var acc = [Int32](repeating: 0, count: m * v)
+        var out: [[Float]] = []
+        out.reserveCapacity(m)
+        // One s8s8s32 product for all rows (the packed weights are read once).
+        var acc = [Int32](unsafeUninitializedCapacity: m * v) { _, n in n = m * v }
         var zero: Int32 = 0
         let status = xq.withUnsafeBufferPointer { a in
             acc.withUnsafeMutableBufferPointer { c in
@@ -101,26 +108,36 @@ public final class QuantizedDecoder: @unchecked Sendable {
             }
         }
         precondition(status == dnnl_success, "oneDNN gemm_s8s8s32 failed (status \(status.rawValue))")
-
-        var out: [[Float]] = []
-        out.reserveCapacity(m)
         x.withUnsafeBufferPointer { xp in
             exact.withUnsafeBufferPointer { w in
                 for r in 0..<m {
-                    var logits = [Float](repeating: 0, count: v)
-                    var bounds = [Float](repeating: 0, count: v)
-                    var best = -Float.infinity
                     let (s, ex, nq) = (xScale[r], errX[r], normXq[r])
-                    for j in 0..<v {
-                        let l = Float(acc[r * v + j]) * (s * scales[j]) + bias[j]
-                        // Cauchy-Schwarz bound + slack for the Float rounding of both sides.
-                        let b = ex * rowNorms[j] + nq * errorNorms[j] + 1e-5 * (1 + abs(l))
-                        logits[j] = l
-                        bounds[j] = b
-                        best = max(best, l - b)
+                    // Pass 1: approximate logits and the best of them; its lower bound bounds the max.
+                    var logits = [Float](unsafeUninitializedCapacity: v) { buffer, n in
+                        acc.withUnsafeBufferPointer { c in
+                            scales.withUnsafeBufferPointer { sc in
+                                bias.withUnsafeBufferPointer { b in
+                                    for j in 0..<v { buffer[j] = Float(c[r * v + j]) * (s * sc[j]) + b[j] }
+                                }
+                            }
+                        }
+                        n = v
                     }
+                    func bound(_ j: Int, _ l: Float) -> Float {
+                        // Cauchy-Schwarz bound + slack for the Float rounding of both sides.
+                        ex * rowNorms[j] + nq * errorNorms[j] + 1e-5 * (1 + abs(l))
+                    }
+                    var top = 0, low = logits[0]
+                    for j in 1..<max(v, 1) {
+                        if logits[j] > logits[top] { top = j }
+                        low = min(low, logits[j])
+                    }
+                    let threshold = logits[top] - bound(top, logits[top])
+                    // Pass 2: every token whose upper bound reaches the threshold is recomputed
+                    // exactly; `loose` >= every row's bound, a cheap first filter.
+                    let loose = ex * maxRowNorm + nq * maxErrorNorm + 1e-5 * (1 + max(abs(logits[top]), abs(low)))
                     let row = xp.baseAddress! + r * d
-                    for j in 0..<v where logits[j] + bounds[j] >= best {
+                    for j in 0..<v where logits[j] + loose >= threshold && logits[j] + bound(j, logits[j]) >= threshold {
                         let wr = w.baseAddress! + j * d
                         var dot = 0.0
                         for k in 0..<d { dot += Double(row[k]) * Double(wr[k]) }

@@ -1,3 +1,5 @@
+// The `lightcap` command line: one subcommand per file.
+
 import ArgumentParser
 
 @main
@@ -5,5 +7,6 @@ struct LightCapCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lightcap",
         abstract: "Caption images on the CPU with a small LightCap model.",
-        subcommands: [ServeCommand.self])
+        subcommands: [CaptionCommand.self, EvalCommand.self, BenchCommand.self, InspectCommand.self,
+                      ServeCommand.self])
 }

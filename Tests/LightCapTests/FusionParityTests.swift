@@ -196,6 +196,19 @@ final class FusionParityTests: XCTestCase {
         }
     }
 
+    /// One shared captioner, several threads at once: every call gets the sequential result.
+    func testConcurrentCallsShareOneCaptioner() throws {
+        guard let fx = try FixtureSet.load(size: "tiny") else { throw XCTSkip("LIGHTCAP_FIXTURES not set") }
+        let inputs = try fx.cases.map { try fx.tensor($0, "input").scalars }
+        let expected = try inputs.map { try fx.captioner.caption(pixels: $0, options: .init(beamSize: 2)).tokenIds }
+        let results = ResultBox(count: 8)
+        let captioner = fx.captioner
+        DispatchQueue.concurrentPerform(iterations: 8) { i in
+            results.set(i, try? captioner.caption(pixels: inputs[i % inputs.count], options: .init(beamSize: 2)).tokenIds)
+        }
+        for i in 0..<8 { XCTAssertEqual(results.get(i), expected[i % inputs.count], "call \(i)") }
+    }
+
     func testBadInputsThrow() throws {
         guard let fx = try FixtureSet.load(size: "tiny") else { throw XCTSkip("LIGHTCAP_FIXTURES not set") }
         let cap = fx.captioner
@@ -204,6 +217,11 @@ final class FusionParityTests: XCTestCase {
         XCTAssertThrowsError(try cap.caption(grid: grid, options: .init(beamSize: 0)))
         XCTAssertThrowsError(try cap.caption(grid: grid, options: .init(maxLength: 0)))
         XCTAssertThrowsError(try cap.caption(grid: grid, options: .init(maxLength: cap.configuration.decoding.captionSegmentLength)))
+        XCTAssertThrowsError(try cap.caption(pixels: [0, 1, 2])) { error in
+            XCTAssertTrue("\(error)".contains("pixels"), "\(error)")
+        }
+        XCTAssertThrowsError(try cap.caption(imageData: Data("not an image".utf8)))
+        XCTAssertThrowsError(try cap.caption(imageAt: URL(fileURLWithPath: "/nonexistent/image.jpg")))
         XCTAssertThrowsError(try Captioner(modelDirectory: URL(fileURLWithPath: "/nonexistent/model")))
         XCTAssertThrowsError(try Captioner(modelDirectory: fx.folder.appendingPathComponent("model"), threads: 0))
     }
@@ -225,4 +243,13 @@ struct SplitMix64 {
         let u = max(nextUniform(), 1e-300), v = nextUniform()
         return (-2 * _log(u)).squareRoot() * cos(2 * Double.pi * v)
     }
+}
+
+/// Thread-safe slots for results of concurrent calls.
+final class ResultBox: @unchecked Sendable {
+    private var values: [[Int]?]
+    private let lock = NSLock()
+    init(count: Int) { values = Array(repeating: nil, count: count) }
+    func set(_ i: Int, _ v: [Int]?) { lock.lock(); values[i] = v; lock.unlock() }
+    func get(_ i: Int) -> [Int]? { lock.lock(); defer { lock.unlock() }; return values[i] }
 }

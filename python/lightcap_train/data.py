@@ -28,6 +28,9 @@ from .model import MASK_VALUE
 #: greedy decoding then says the most informative caption (see docs/RESULTS.md).
 PRIMARY_WEIGHT = 0.6
 
+#: Bump when the renderer changes: cached splits of another version are not reused.
+RENDER_VERSION = 2
+
 
 def primary_family(num_objects: int) -> int:
     """0-based family: 1 object -> `a {size} {colour} {shape}`, 2 -> `a {A} {relation} a {B}`,
@@ -67,7 +70,7 @@ def render_split(split: str, seed: int, count: int, size: int, workers: int = 1)
 def load_split(split: str, seed: int, count: int, size: int, cache_dir: str,
                workers: int = 1, log=print) -> Split:
     """The split from the cache, rendering (and caching) it first if needed."""
-    path = os.path.join(cache_dir, f"{split}-{seed}-{count}-{size}.npz")
+    path = os.path.join(cache_dir, f"{split}-{seed}-{count}-{size}-r{RENDER_VERSION}.npz")
     if os.path.exists(path):
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))

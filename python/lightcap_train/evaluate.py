@@ -135,13 +135,31 @@ def relation_correct(caption: str, objects: list[dict]) -> bool | None:
     return None
 
 
+def ordered_attribute_hits(caption: str, objects: list[dict]) -> dict[str, tuple[int, int]] | None:
+    """Diagnostic: when a caption names as many objects as the scene has, in order (captions list
+    objects left to right), per attribute (hits, stated) against the object in the same place."""
+    copies = [m for m in parse_mentions(caption) for _ in range(m["count"])]
+    if len(copies) != len(objects):
+        return None
+    out = {}
+    for key in ("size", "colour", "shape"):
+        stated = [(m[key], o[key]) for m, o in zip(copies, objects) if m[key] is not None]
+        out[key] = (sum(a == b for a, b in stated), len(stated))
+    return out
+
+
 def scene_scores(captions: dict[int, str], metadata: dict[int, dict]) -> dict:
     matched = mentions = total = 0
+    per = {k: [0, 0] for k in ("size", "colour", "shape")}
     rel_total = rel_ok = rel_stated = 0
     for image_id, caption in captions.items():
         objs = metadata[image_id]["objects"]
         m, n, t = attribute_counts(caption, objs)
         matched, mentions, total = matched + m, mentions + n, total + t
+        hits = ordered_attribute_hits(caption, objs)
+        for k, (h, n_) in (hits or {}).items():
+            per[k][0] += h
+            per[k][1] += n_
         if len(objs) == 2:
             rel_total += 1
             ok = relation_correct(caption, objs)
@@ -152,7 +170,8 @@ def scene_scores(captions: dict[int, str], metadata: dict[int, dict]) -> dict:
     return {"attribute_precision": p, "attribute_recall": r,
             "attribute_f1": 2 * p * r / max(p + r, 1e-12),
             "relation_accuracy": rel_ok / max(rel_total, 1),
-            "relation_stated": rel_stated / max(rel_total, 1), "two_object_scenes": rel_total}
+            "relation_stated": rel_stated / max(rel_total, 1), "two_object_scenes": rel_total,
+            **{f"{k}_accuracy_in_order": h / max(n, 1) for k, (h, n) in per.items()}}
 
 
 def coco_scores(captions: dict[int, str], references: dict[int, list[str]]) -> dict:

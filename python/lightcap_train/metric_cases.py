@@ -91,6 +91,18 @@ def fragment_mix(rng):
     return out
 
 
+# Random characters: letters, digits, ASCII punctuation and a few Unicode symbols, quotes,
+# dashes, spaces and an emoji (a capital sigma is left out: Java's final-sigma rule depends on a
+# word-break iterator that LightCapEval only approximates).
+RANDOM_ALPHABET = (list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,;:!?'\"`()[]{}<>-_/\\@#$%^&*+=~|")
+                   + list("\u00e9\u00fc\u00a0\u2019\u2018\u201c\u201d\u2014\u2013\u2026\u00bd\u00a3\u20ac\u00ad\u00ab\u00bb"
+                          "\u3000\u2022\u00b0\u00d7\u0430\u05d0\u0627\u4e00") + ["\U0001F600", "\t"])
+
+
+def random_chars(rng):
+    return "".join(rng.choice(RANDOM_ALPHABET) for _ in range(rng.randint(0, 25)))
+
+
 def ptb(captions):
     """pycocoevalcap's tokenizer on a list of captions, one output per caption, in order."""
     tok = PTBTokenizer().tokenize({i: [{"caption": c}] for i, c in enumerate(captions)})
@@ -101,8 +113,11 @@ def tokenizer_documents(rng):
     docs = [EDGE_CAPTIONS, [scene_caption(rng) for _ in range(200)]]
     for _ in range(20):
         docs.append([fragment_mix(rng) for _ in range(50)])
+    for _ in range(10):
+        docs.append([random_chars(rng) for _ in range(60)])
     docs.append([""])
     docs.append(["one line\rtwo", "after"])  # pycocoevalcap's line shift on a carriage return
+    docs.append(["windows\r\nline end", "x\ny", "last"])
     return [{"captions": d, "tokenized": ptb(d)} for d in docs]
 
 

@@ -147,29 +147,43 @@ def shape_polygon(shape: str, radius: float) -> np.ndarray:
     raise ValueError(f"no polygon for shape {shape!r}")
 
 
-def render(scene: Scene, rng: np.random.Generator) -> np.ndarray:
-    """RGB uint8 image [S, S, 3]: shapes anti-aliased by 4x supersampling, then noise."""
-    s = scene.image_size
+def coverage(shape: str, radius: float, rotation: float, fx: float, fy: float, side: int) -> np.ndarray:
+    """Anti-aliased coverage [side, side] in 0..1 of a shape whose centre sits at (fx, fy) in a
+    side x side pixel box: drawn at 4x supersampling, then box-filtered (pixel coverage)."""
     k = SUPERSAMPLE
-    bg = BACKGROUNDS[scene.background]
-    canvas = Image.new("RGB", (s * k, s * k), bg)
-    draw = ImageDraw.Draw(canvas)
-    for o in scene.objects:
-        cx, cy, r = o.centre[0] * k, o.centre[1] * k, o.radius * k
-        if o.shape in ("circle", "ring"):
-            # pixel centres sit at (i + 0.5): the ellipse box is in continuous coordinates
-            draw.ellipse([cx - r - 0.5, cy - r - 0.5, cx + r - 0.5, cy + r - 0.5], fill=o.rgb)
-            if o.shape == "ring":
-                h = 0.5 * r
-                draw.ellipse([cx - h - 0.5, cy - h - 0.5, cx + h - 0.5, cy + h - 0.5], fill=bg)
-            continue
-        pts = shape_polygon(o.shape, r)
-        t = math.radians(o.rotation)
+    mask = Image.new("L", (side * k, side * k), 0)
+    draw = ImageDraw.Draw(mask)
+    cx, cy, r = fx * k, fy * k, radius * k
+    if shape in ("circle", "ring"):
+        # pixel centres sit at (i + 0.5): the ellipse box is in continuous coordinates
+        draw.ellipse([cx - r - 0.5, cy - r - 0.5, cx + r - 0.5, cy + r - 0.5], fill=255)
+        if shape == "ring":
+            h = 0.5 * r
+            draw.ellipse([cx - h - 0.5, cy - h - 0.5, cx + h - 0.5, cy + h - 0.5], fill=0)
+    else:
+        t = math.radians(rotation)
         rot = np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]])
-        pts = pts @ rot.T
-        xy = [(cx + px - 0.5, cy - py - 0.5) for px, py in pts]  # y up -> image rows down
-        draw.polygon(xy, fill=o.rgb)
-    image = np.asarray(canvas.reduce(k), dtype=np.float32)  # box filter = pixel coverage
+        pts = shape_polygon(shape, r) @ rot.T
+        draw.polygon([(cx + px - 0.5, cy - py - 0.5) for px, py in pts], fill=255)  # y up -> rows down
+    return np.asarray(mask.reduce(k), dtype=np.float32) / 255.0
+
+
+def render(scene: Scene, rng: np.random.Generator) -> np.ndarray:
+    """RGB uint8 image [S, S, 3]: each shape blended with its anti-aliased coverage into the
+    background (bounding circles never overlap), then Gaussian noise on every pixel."""
+    s = scene.image_size
+    image = np.empty((s, s, 3), dtype=np.float32)
+    image[:] = BACKGROUNDS[scene.background]
+    for o in scene.objects:
+        x0 = max(0, int(math.floor(o.centre[0] - o.radius)) - 1)
+        y0 = max(0, int(math.floor(o.centre[1] - o.radius)) - 1)
+        x1 = min(s, int(math.ceil(o.centre[0] + o.radius)) + 2)
+        y1 = min(s, int(math.ceil(o.centre[1] + o.radius)) + 2)
+        side = max(x1 - x0, y1 - y0)
+        a = coverage(o.shape, o.radius, o.rotation, o.centre[0] - x0, o.centre[1] - y0, side)
+        a = a[:y1 - y0, :x1 - x0, None]
+        patch = image[y0:y1, x0:x1]
+        image[y0:y1, x0:x1] = patch * (1 - a) + np.asarray(o.rgb, dtype=np.float32) * a
     noise = rng.standard_normal(image.shape, dtype=np.float32) * NOISE_SIGMA
     return np.clip(np.rint(image + noise), 0, 255).astype(np.uint8)
 

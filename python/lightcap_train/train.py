@@ -53,7 +53,7 @@ class Recipe:
     threads: int = 1
     workers: int = 2  # rendering processes
     train_seed: int = 1
-    train_count: int = 20000
+    train_count: int = 12000
     val_seed: int = 2
     val_count: int = 500
     test_seed: int = S.TEST_SEED
@@ -62,35 +62,36 @@ class Recipe:
     primary_weight: float = D.PRIMARY_WEIGHT
     # sizes
     student: str = "tiny"  # LightCapConfig.tiny + the settings in student_config()
-    teacher_hidden: int = 256
-    teacher_layers: int = 4
-    teacher_intermediate: int = 1024
+    teacher_hidden: int = 192
+    teacher_layers: int = 3
+    teacher_intermediate: int = 768
     text_width: int = 128
     text_layers: int = 3
     text_heads: int = 4
     text_context: int = 40
     # (0) CLIP
-    clip_steps: int = 700
+    clip_steps: int = 900
     clip_batch: int = 48
     clip_lr: float = 2e-3
     clip_caption_weight: float = 1.0
+    clip_cell_weight: float = 1.0
     # (1) concepts
-    concept_steps: int = 300
+    concept_steps: int = 1000
     concept_batch: int = 256
     concept_lr: float = 2e-3
     # (2) teacher
-    teacher_steps: int = 900
+    teacher_steps: int = 450
     teacher_cycles: int = 3
-    teacher_batch: int = 64
+    teacher_batch: int = 48
     teacher_lr: float = 1e-3
     # (3) student
-    distill_steps: int = 300  # attention + hidden states
-    output_steps: int = 500  # output distillation + cross-entropy
-    student_batch: int = 64
+    distill_steps: int = 100  # attention + hidden states
+    output_steps: int = 300  # output distillation + cross-entropy
+    student_batch: int = 48
     student_lr: float = 2e-3
     temperature: float = 2.0
     # (4) ensemble
-    ensemble_steps: int = 200
+    ensemble_steps: int = 120
     # (5) SCST
     scst_steps: int = 0
     scst_batch: int = 16
@@ -99,7 +100,7 @@ class Recipe:
     warmup: int = 30
     checkpoint_every: int = 100
     log_every: int = 20
-    eval_batch: int = 100
+    eval_batch: int = 250
 
     @classmethod
     def preset(cls, name: str) -> "Recipe":
@@ -140,7 +141,8 @@ def student_config(vocab_size: int, **sections) -> LightCapConfig:
     (22 tokens: four objects listed with their sizes)."""
     cfg = LightCapConfig.tiny(vocab_size).replace(
         decoding={"max_length": 24, "caption_segment_length": 26, "beam_size": 5},
-        visual={"batchnorm_folded": False}, concepts={"prompt": "a {}"})
+        visual={"batchnorm_folded": False}, concepts={"prompt": PROMPT_NOTE},
+        fusion={"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0})
     return cfg.replace(**sections) if sections else cfg
 
 
@@ -323,7 +325,7 @@ def hard_negative(caption: str, rng: np.random.Generator) -> str:
 class ClipObjective(nn.Module):
     """InfoNCE between the attention-pooled image embedding and the text tower's embedding
     (in-batch negatives + one hard negative caption per image), plus a CoCa-style captioning
-    loss of a small fusion decoder on the grid. The attention pool's positional embedding is
+    loss of a small fusion decoder on the grid, plus a per-cell region-label loss (cell_loss). The attention pool's positional embedding is
     fixed at zero, so the grid itself must say where things are (the fusion model's visual
     tokens get no position either)."""
 
@@ -338,6 +340,7 @@ class ClipObjective(nn.Module):
         self.text, self.bpe = text_tower(ctx)
         self.logit_scale = nn.Parameter(torch.tensor(float(np.log(1 / 0.07))))
         self.model.visual.to(memory_format=torch.channels_last)
+        self.cells = nn.Linear(self.model.config.grid_channels, CELL_OUTPUTS)
 
     def forward(self, step):
         ctx, r = self.ctx, self.ctx.r
@@ -360,9 +363,43 @@ class ClipObjective(nn.Module):
         grid_tokens = grid.flatten(2).transpose(1, 2)  # [B, N, C]
         head_logits = fusion_logits(self.model, grid_tokens, None, cb)[0]  # [B, 1, M, V]
         caption = token_ce(head_logits[:, 0], cb.targets)
+        cells = cell_loss(self.cells(grid_tokens), [train.objects[i] for i in idx], self.model.config.grid_side)
         acc = (logits.argmax(1) == target).float().mean()
-        return clip + r.clip_caption_weight * caption, {"clip": clip.item(), "caption": caption.item(),
-                                                         "i2t_acc": acc.item()}
+        loss = clip + r.clip_caption_weight * caption + r.clip_cell_weight * cells
+        return loss, {"clip": clip.item(), "caption": caption.item(), "cells": cells.item(),
+                      "i2t_acc": acc.item()}
+
+
+CELL_OUTPUTS = 1 + len(S.COLOURS) + len(S.SHAPES) + len(S.SIZES) + 2
+
+
+def cell_loss(out: torch.Tensor, metas: list[dict], side: int, image_side: float = 256.0) -> torch.Tensor:
+    """Region-label auxiliary loss of stage 0 (the labels the concept extractor also uses):
+    every grid cell says whether an object's centre lies in it, and if so its colour, shape,
+    size and its absolute centre in the image, so the grid itself must say what is where (the
+    fusion model's visual tokens carry no position). out: [B, N, 1 + 8 + 8 + 2 + 2]."""
+    b, n, _ = out.shape
+    present = torch.zeros(b, n)
+    colour = torch.full((b, n), -100, dtype=torch.long)
+    shape, size = colour.clone(), colour.clone()
+    centre = torch.zeros(b, n, 2)
+    colours, shapes, sizes = list(S.COLOURS), list(S.SHAPES), list(S.SIZES)
+    for i, m in enumerate(metas):
+        for o in sorted(m["objects"], key=lambda o: o["radius"]):  # the larger one wins a shared cell
+            x, y = o["centre"]
+            c = min(side - 1, int(y / image_side * side)) * side + min(side - 1, int(x / image_side * side))
+            present[i, c] = 1
+            colour[i, c], shape[i, c] = colours.index(o["colour"]), shapes.index(o["shape"])
+            size[i, c] = sizes.index(o["size"])
+            centre[i, c] = torch.tensor([x / image_side, y / image_side])
+    k1, k2, k3 = 1 + len(colours), 1 + len(colours) + len(shapes), 1 + len(colours) + len(shapes) + len(sizes)
+    loss = F.binary_cross_entropy_with_logits(out[..., 0], present)
+    loss = loss + F.cross_entropy(out[..., 1:k1].reshape(b * n, -1), colour.reshape(-1), ignore_index=-100)
+    loss = loss + F.cross_entropy(out[..., k1:k2].reshape(b * n, -1), shape.reshape(-1), ignore_index=-100)
+    loss = loss + F.cross_entropy(out[..., k2:k3].reshape(b * n, -1), size.reshape(-1), ignore_index=-100)
+    mask = present.bool()
+    loss = loss + 10 * F.l1_loss(out[..., k3:][mask], centre[mask]) if mask.any() else loss
+    return loss
 
 
 def stage_clip(ctx: Context) -> None:
@@ -449,6 +486,41 @@ class Features:
 # (1) concepts
 
 
+def concept_prompts(concept: str) -> list[str]:
+    """Prompt ensemble of a concept (CLIP's zero-shot prompt ensembling): scenes captions in
+    which the concept is named, every other attribute varied. One-word prompts ("a red") are
+    far from anything the scenes text tower was trained on and give nearly equal embeddings."""
+    sizes, colours, shapes = list(S.SIZES), list(S.COLOURS), list(S.SHAPES)
+    if concept in S.SHAPES:
+        return [f"a {z} {c} {concept}" for z in sizes for c in colours]
+    if concept in S.COLOURS:
+        return [f"a {z} {concept} {h}" for z in sizes for h in shapes]
+    if concept in S.SIZES:
+        return [f"a {concept} {c} {h}" for c in colours for h in shapes]
+    if concept in S.BACKGROUNDS:
+        return [f"a {c} {h} on a {concept} background" for c in colours for h in shapes]
+    rel = {"left": "to the left of", "right": "to the right of"}.get(concept, concept)
+    return [f"a {c} {h} {rel} a {c2} {h2}" for c, c2 in zip(colours, colours[1:] + colours[:1])
+            for h, h2 in zip(shapes, shapes[::-1])]
+
+
+#: What config.json's concepts.prompt records for the tiny model (the engine never reads it).
+PROMPT_NOTE = "scenes captions naming {} (prompt ensemble, orthogonalised: train.concept_embeddings)"
+
+
+@torch.no_grad()
+def concept_embeddings(text, tokenizer, context: int) -> torch.Tensor:
+    """[K, E]: each concept's prompt-ensemble embedding (mean of the L2-normalised text
+    embeddings of its prompts), then the orthonormal set nearest to them (symmetric, Loewdin
+    orthogonalisation: (e e^T)^-1/2 e). The small scenes text tower gives sentence embeddings
+    that share one large direction (prompts differ by one word: cosines of 0.99+ between
+    'red' and 'blue' prompts), which would leave the concept extractor no margin to rank by."""
+    e = torch.stack([F.normalize(text(tokenizer(concept_prompts(c), context)), dim=-1).mean(0)
+                     for c in S.CONCEPTS]).double()  # [K, E]
+    u, _, vt = torch.linalg.svd(e, full_matrices=False)  # e = U S V^T; nearest orthonormal: U V^T
+    return (u @ vt).float()
+
+
 class ConceptObjective(nn.Module):
     """Multi-label alignment: logit = scale * cos(mlp(region), concept text embedding) + bias,
     binary cross-entropy against the region labels of `data.region_labels`."""
@@ -497,9 +569,7 @@ def stage_concepts(ctx: Context) -> None:
     r = ctx.r
     feats = Features(ctx)
     text, bpe = load_text_tower(ctx)
-    prompts = [ctx.cfg.concepts.prompt.format(c) for c in S.CONCEPTS]
-    with torch.no_grad():
-        embeddings = text(bpe(prompts, r.text_context))  # [K, E]
+    embeddings = concept_embeddings(text, bpe, r.text_context)  # [K, E]
     obj = ConceptObjective(ctx, feats, embeddings)
     fit(obj, obj.parameters(), steps=r.concept_steps, lr=r.concept_lr, out_dir=ctx.path("concepts"),
         log=ctx.log, d=ctx.d, name="concepts", warmup=r.warmup, checkpoint_every=r.checkpoint_every,
@@ -628,7 +698,7 @@ class DistillObjective(nn.Module):
             for l in range(1, ls + 1):
                 t, s = t_att[l * lt // ls - 1], s_att[l - 1]  # [B, h, L, L]
                 att = att + (t * ((t + 1e-9).log() - (s + 1e-9).log())).sum(-1).mean()
-            return hidden + att, {"hidden": hidden.item(), "attention": float(att)}
+            return hidden + att, {"hidden": hidden.item(), "attention": att.item()}
         if self.phase == "output":
             with torch.no_grad():
                 t_logits = fusion_logits(self.teachers[-1], grid, cids, cb)[0].mean(1)
@@ -645,7 +715,7 @@ class DistillObjective(nn.Module):
                 t_logits = fusion_logits(teacher, grid, cids, cb)[0].mean(1)
             kd = kd + soft_ce(s_logits[:, h], t_logits, cb.targets, self.temperature) / heads
             ce = ce + token_ce(s_logits[:, h], cb.targets) / heads
-        return kd + ce, {"kd": float(kd), "ce": float(ce)}
+        return kd + ce, {"kd": kd.item(), "ce": ce.item()}
 
 
 def student_model(ctx: Context, cfg: LightCapConfig | None = None) -> LightCap:
@@ -773,6 +843,8 @@ def sample_on_grid(model: LightCap, grid, concept_ids, rng: np.random.Generator,
 def final_model(ctx: Context, source: str = "scst") -> LightCap:
     """The whole student: visual from (0), concept extractor from (1), the rest from `source`."""
     model = LightCap(ctx.cfg, ctx.tok, S.CONCEPTS)
+    if not ctx.done(source):
+        source = "ensemble"
     fusion = ctx.load_final(source)["model"]
     state = {k: v for k, v in fusion.items() if not k.startswith(("visual.", "concepts."))}
     state.update({f"visual.{k}": v for k, v in ctx.load_final("clip")["visual"].items()})
@@ -837,10 +909,6 @@ def stage_ablation(ctx: Context, seeds: int = 1) -> None:
                      "parameters": parameter_count(model, ("visual", "concepts")), **scores})
         ctx.log(f"ablation: {name} (seed {seed}) " + fmt(scores) + f" [{time.time() - t0:.0f} s]")
 
-    row("teacher", load_teachers(ctx)[-1])
-    full = student_model(ctx)
-    full.load_state_dict(ctx.load_final("ensemble")["model"])
-    row("full student (distilled)", full)
     variants = {"no distillation": {}, "no concept extractor": {"concepts": {"enabled": False},
                                                                "modulator": {"enabled": False}},
                 "no modulator": {"modulator": {"enabled": False}}}
@@ -855,6 +923,12 @@ def stage_ablation(ctx: Context, seeds: int = 1) -> None:
                 name=f"ablation/{name}/{seed}", warmup=r.warmup, checkpoint_every=r.checkpoint_every,
                 log_every=r.log_every * 5)
             row(name, model, seed)
+    while not ctx.done("ensemble"):  # the ablation may run beside the recipe's later stages
+        time.sleep(30)
+    row("teacher", load_teachers(ctx)[-1])
+    full = student_model(ctx)
+    full.load_state_dict(ctx.load_final("ensemble")["model"])
+    row("full student (distilled)", full)
     if ctx.d.main:
         with open(ctx.path("ablation.json"), "w") as f:
             json.dump({"steps": steps, "batch": r.student_batch, "rows": rows}, f, indent=1)
@@ -873,11 +947,14 @@ RUNNERS = {"data": stage_data, "clip": stage_clip, "features": stage_features,
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    p.add_argument("stage", choices=STAGES + ["all", "ablation"])
-    p.add_argument("--run", required=True, help="run directory (checkpoints, log, model)")
+    p.add_argument("stage", help="one of " + ", ".join(STAGES + ["all", "ablation"]) +
+                   ", or several stages separated by commas")
+    p.add_argument("--run", "--run-dir", dest="run", required=True,
+                   help="run directory (checkpoints, log, model); under torchrun write --run-dir "
+                        "(torchrun's own parser takes --run for its --run-path)")
     p.add_argument("--recipe", default="default", help="preset: default or smoke")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override recipe fields")
-    p.add_argument("--force", action="store_true", help="rerun the stage even if it is finished")
+    p.add_argument("--force", action="store_true", help="rerun the stages from scratch (their checkpoints are deleted)")
     p.add_argument("--seeds", type=int, default=1, help="ablation: seeds per row")
     args = p.parse_args(argv)
 
@@ -897,7 +974,10 @@ def main(argv=None) -> None:
     ctx = Context(r, args.run, d, log)
     log(f"train {args.stage}: run {args.run}, {d.world} process(es), recipe {args.recipe} "
         f"{' '.join(args.set)}")
-    stages = STAGES if args.stage == "all" else [args.stage]
+    stages = STAGES if args.stage == "all" else args.stage.split(",")
+    unknown = [x for x in stages if x not in STAGES + ["ablation"]]
+    if unknown:
+        p.error(f"unknown stage {', '.join(unknown)} (stages: {', '.join(STAGES)}, all, ablation)")
     for stage in stages:
         if args.stage == "ablation":
             stage_ablation(ctx, args.seeds)
@@ -905,6 +985,10 @@ def main(argv=None) -> None:
         if ctx.done(stage) and not args.force:
             log(f"{stage}: done already")
             continue
+        if args.force and d.main and os.path.isdir(ctx.path(stage)):
+            import shutil
+            shutil.rmtree(ctx.path(stage))  # start over: no checkpoint to resume from
+        d.barrier()
         t0 = time.time()
         log(f"{stage}: start")
         torch.manual_seed(r.seed + 17 * STAGES.index(stage))

@@ -127,10 +127,15 @@ def fit(objective: nn.Module, params, *, steps: int, lr: float, out_dir: str, lo
     start = 0
     if os.path.exists(ckpt):
         state = torch.load(ckpt, map_location="cpu", weights_only=False)
-        objective.load_state_dict(state["objective"])
-        opt.load_state_dict(state["optimizer"])
+        missing, unexpected = objective.load_state_dict(state["objective"], strict=False)
+        if unexpected:
+            raise ValueError(f"{ckpt}: unexpected tensors {unexpected}")
         start = state["step"]
-        log(f"{name}: resuming at step {start}/{steps}")
+        if missing:  # the objective grew (a new loss head): new parts start fresh, so does AdamW
+            log(f"{name}: resuming at step {start}/{steps} with new parts {missing} (fresh optimizer)")
+        else:
+            opt.load_state_dict(state["optimizer"])
+            log(f"{name}: resuming at step {start}/{steps}")
     ends = cycle_ends(steps, warmup, cycles)
     t0, sums, count = time.time(), {}, 0
     model.train()
@@ -157,8 +162,10 @@ def fit(objective: nn.Module, params, *, steps: int, lr: float, out_dir: str, lo
             torch.save({"objective": objective.state_dict(), "optimizer": opt.state_dict(),
                         "step": done}, ckpt + ".tmp")
             os.replace(ckpt + ".tmp", ckpt)
-        if on_cycle_end is not None and done in ends and d.main:
-            on_cycle_end(ends.index(done))
+        if on_cycle_end is not None and d.main:
+            for c, end in enumerate(ends):
+                if end == done:
+                    on_cycle_end(c)
         d.barrier() if done % checkpoint_every == 0 else None
     model.eval()
 

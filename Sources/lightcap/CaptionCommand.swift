@@ -1,0 +1,114 @@
+// `lightcap caption PATH...`: caption image files, folders of images, or paths read from
+// standard input ("-"), as text, JSON or JSON lines, optionally writing image.txt sidecars.
+
+import ArgumentParser
+import Foundation
+import LightCap
+
+struct CaptionCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "caption",
+        abstract: "Caption images (files, folders, or '-' for paths on standard input).",
+        discussion: """
+            Prints one caption per image. A file that cannot be captioned prints its error on standard \
+            error and the others go on; the exit status is 1 if any failed.
+            Examples:
+              lightcap caption examples/
+              find photos -name '*.jpg' | lightcap caption - --format jsonl
+              lightcap caption photos/ --sidecar txt
+            """)
+
+    enum Format: String, ExpressibleByArgument, CaseIterable { case text, json, jsonl }
+    enum Sidecar: String, ExpressibleByArgument, CaseIterable { case txt }
+
+    @Argument(help: ArgumentHelp("Image files, folders (searched for .jpg .jpeg .png .webp), or '-'.", valueName: "path"))
+    var paths: [String]
+
+    @Option(name: .long, help: "Output format: text, json (one array) or jsonl (one object a line).")
+    var format: Format = .text
+
+    @Option(name: .long, help: "Also write each caption beside its image: 'txt' writes photo.txt for photo.jpg.")
+    var sidecar: Sidecar?
+
+    @Flag(name: .long, help: "Let --sidecar replace existing files (never done otherwise).")
+    var overwrite = false
+
+    @OptionGroup var model: ModelOptions
+    @OptionGroup var decoding: DecodingFlags
+
+    func validate() throws {
+        if paths.isEmpty { throw ValidationError("give at least one image, folder, or '-'") }
+        if overwrite && sidecar == nil { throw ValidationError("--overwrite only applies with --sidecar") }
+    }
+
+    /// One output record (the JSON keys).
+    struct Record: Encodable {
+        var path: String
+        var caption: String
+        var score: Double
+        var concepts: [ConceptScore]
+        var timings: [String: Double]
+    }
+
+    func run() throws {
+        let files = try ImageInputs.expand(paths)
+        guard !files.isEmpty else { throw CLIError.noImages(paths) }
+        let pipeline = try model.loadPipeline()
+        let options = try decoding.options(for: pipeline)
+        let failures = try Self.captionAll(files, pipeline: pipeline, options: options, format: format,
+                                           sidecar: sidecar != nil, overwrite: overwrite)
+        if failures > 0 {
+            printError("lightcap: \(failures) of \(files.count) images failed")
+            throw ExitCode(1)
+        }
+    }
+
+    /// Captions `files` in order, printing as it goes; returns how many failed.
+    static func captionAll(_ files: [String], pipeline: ImagePipeline, options: DecodingOptions, format: Format,
+                           sidecar: Bool, overwrite: Bool) throws -> Int {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let progress = ProgressBar(total: files.count)
+        var failures = 0
+        var first = true
+        if format == .json { print("[") }
+        for (i, path) in files.enumerated() {
+            do {
+                let c = try pipeline.caption(imageAt: URL(fileURLWithPath: path), options: options)
+                let record = Record(path: path, caption: c.text, score: c.score, concepts: c.concepts, timings: c.timings)
+                progress.finish()
+                switch format {
+                case .text:
+                    print(files.count == 1 ? c.text : "\(path): \(c.text)")
+                case .jsonl:
+                    print(String(decoding: try encoder.encode(record), as: UTF8.self))
+                case .json:
+                    print((first ? "  " : ", ") + String(decoding: try encoder.encode(record), as: UTF8.self))
+                }
+                first = false
+                if sidecar { try writeSidecar(for: path, caption: c.text, overwrite: overwrite) }
+            } catch {
+                failures += 1
+                progress.finish()
+                printError("lightcap: \(path): \(error)")
+            }
+            fflush(nil)  // flush stdout so each line shows as it is made
+            progress.update(i + 1, failed: failures)
+        }
+        progress.finish()
+        if format == .json { print("]") }
+        return failures
+    }
+
+    /// Writes photo.txt beside photo.jpg; an existing file is kept unless `overwrite`.
+    static func writeSidecar(for path: String, caption: String, overwrite: Bool) throws {
+        let url = URL(fileURLWithPath: path).deletingPathExtension().appendingPathExtension("txt")
+        if FileManager.default.fileExists(atPath: url.path) && !overwrite {
+            printError("lightcap: kept existing \(url.path) (pass --overwrite to replace it)")
+            return
+        }
+        do { try Data((caption + "\n").utf8).write(to: url, options: .atomic) } catch {
+            throw CLIError.unreadableFile(url.path, "cannot write: \((error as NSError).localizedDescription)")
+        }
+    }
+}

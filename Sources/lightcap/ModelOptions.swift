@@ -1,0 +1,72 @@
+// Options shared by the subcommands that load a model.
+
+import ArgumentParser
+import Foundation
+import LightCap
+
+struct ModelOptions: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp("Model directory (config.json, model.safetensors, vocab.txt, concepts.txt).",
+                                            discussion: "Default: $LIGHTCAP_MODEL, else models/default of this package.",
+                                            valueName: "dir"))
+    var model: String?
+
+    @Option(name: .long, help: "Threads for the kernels (oneDNN).")
+    var threads: Int = 1
+
+    func validate() throws {
+        guard threads >= 1 else { throw ValidationError("--threads must be at least 1, got \(threads)") }
+    }
+
+    /// The model directory: --model, $LIGHTCAP_MODEL, models/default in the current directory,
+    /// beside the executable's package, or in this source tree.
+    func modelDirectory() throws -> URL {
+        if let model { return try checked(URL(fileURLWithPath: model)) }
+        if let found = Captioner.defaultModelDirectory { return try checked(found) }
+        // A source checkout run by `swift run` from elsewhere: this package's models/default.
+        let source = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("models/default")
+        if FileManager.default.fileExists(atPath: source.appendingPathComponent("config.json").path) { return source }
+        throw CLIError.modelNotFound(URL(fileURLWithPath: FileManager.default.currentDirectoryPath)
+            .appendingPathComponent("models/default").path)
+    }
+
+    private func checked(_ url: URL) throws -> URL {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDir), isDir.boolValue,
+              FileManager.default.fileExists(atPath: url.appendingPathComponent("config.json").path) else {
+            throw CLIError.modelNotFound(url.path)
+        }
+        return url
+    }
+
+    func loadPipeline() throws -> ImagePipeline {
+        try ImagePipeline(modelDirectory: try modelDirectory(), threads: threads)
+    }
+}
+
+struct DecodingFlags: ParsableArguments {
+    @Option(name: .long, help: "Beam width (1 = greedy). Default: the model's decoding.beam_size.")
+    var beam: Int?
+
+    @Option(name: .long, help: "Most tokens in a caption. Default: the model's decoding.max_length.")
+    var maxLength: Int?
+
+    func validate() throws {
+        if let beam, beam < 1 { throw ValidationError("--beam must be at least 1, got \(beam)") }
+        if let maxLength, maxLength < 1 { throw ValidationError("--max-length must be at least 1, got \(maxLength)") }
+    }
+
+    func options(for pipeline: ImagePipeline) throws -> DecodingOptions {
+        let d = pipeline.configuration.decoding
+        let maxLength = maxLength ?? d.maxLength
+        guard maxLength + 2 <= d.captionSegmentLength else {
+            throw ValidationError("--max-length \(maxLength) does not fit the model's caption segment (\(d.captionSegmentLength) positions hold [CLS], the caption and [MASK]: at most \(d.captionSegmentLength - 2))")
+        }
+        return DecodingOptions(beamSize: beam ?? d.beamSize, maxLength: maxLength)
+    }
+}
+
+/// Writes to standard error.
+func printError(_ message: String) {
+    FileHandle.standardError.write(Data((message + "\n").utf8))
+}

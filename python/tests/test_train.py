@@ -1,0 +1,136 @@
+"""Training recipe: the two-stream objective equals the reference decoder, the evaluation
+parsers, CIDEr-D against pycocoevalcap, and a smoke run of every stage (single process and
+torchrun DDP with 2 gloo processes)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from lightcap_train import data as D
+from lightcap_train import evaluate as E
+from lightcap_train import scenes as S
+from lightcap_train import train as T
+from lightcap_train.model import LightCap
+
+PYTHON = sys.executable
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def tiny_model(**sections):
+    torch.manual_seed(0)
+    tok = T.tokenizer()
+    return LightCap(T.student_config(len(tok), **sections), tok, S.CONCEPTS).eval()
+
+
+@pytest.mark.parametrize("sections", [{}, {"concepts": {"enabled": False}, "modulator": {"enabled": False}}])
+def test_two_stream_batch_gives_the_decoders_logits(sections):
+    model = tiny_model(**sections)
+    images = torch.randn(2, 3, 128, 128)
+    ctx = model.prepare_images(images)
+    caps = ["a small red circle to the left of a large blue cross",
+            "four shapes: a small purple ring, a small green cross, a large purple star and a small red triangle"]
+    ids = [model.tokenizer.encode(c) for c in caps]
+    cb = D.caption_batch(model, ids, ctx.concept_ids)
+    with torch.no_grad():
+        logits = T.fusion_logits(model, ctx.grid, ctx.concept_ids, cb)[0].mean(1)  # [B, M, V]
+    for i in range(2):
+        assert cb.targets[i, len(ids[i])] == model.sep_id
+        assert cb.targets[i, :len(ids[i])].tolist() == ids[i]
+        for p in range(len(ids[i]) + 1):
+            ref = model._next_logits(ctx, i, [ids[i][:p]])[0]
+            torch.testing.assert_close(logits[i, p], ref, atol=2e-5, rtol=1e-5)
+
+
+def test_batched_greedy_equals_reference_greedy():
+    model = tiny_model()
+    images = torch.randn(3, 3, 128, 128)
+    ctx = model.prepare_images(images)
+    ref = [c.ids for c in model.greedy(images, max_length=6)]
+    assert T.greedy_on_grid(model, ctx.grid, ctx.concept_ids, max_length=6) == ref
+
+
+def test_mentions_and_relations_on_references():
+    for i in range(300):
+        sc = S.sample_scene(S.scene_rng("val", 4, i))
+        objs = S.scene_metadata(sc, i, "")["objects"]
+        caps = S.captions(sc)
+        primary = caps[D.primary_family(len(objs))]
+        assert E.attribute_counts(primary, objs) == (len(objs),) * 3, primary
+        if len(objs) == 2:
+            assert E.relation_correct(caps[1], objs) is True
+            assert E.relation_correct(caps[4], objs) is True
+            assert E.relation_correct(caps[0], objs) is None
+    objs = [{"size": "small", "colour": "red", "shape": "circle", "centre": [10, 50]},
+            {"size": "large", "colour": "blue", "shape": "cross", "centre": [200, 60]}]
+    assert E.relation_correct("a small red circle to the right of a large blue cross", objs) is False
+    assert E.relation_correct("a small red circle above a large blue cross", objs) is False
+    assert E.attribute_counts("a small green circle and a large blue cross", objs) == (1, 2, 2)
+    assert E.attribute_counts("two large blue crosses", objs) == (1, 2, 2)
+    assert E.attribute_counts("three shapes on a gray background", objs) == (0, 0, 2)
+    s = E.scene_scores({0: "a small red circle to the left of a large blue cross"}, {0: {"objects": objs}})
+    assert s["attribute_f1"] == 1.0 and s["relation_accuracy"] == 1.0
+
+
+def test_hard_negatives_change_the_caption():
+    rng = np.random.default_rng(0)
+    for i in range(200):
+        for cap in S.captions(S.sample_scene(S.scene_rng("train", 5, i))):
+            neg = T.hard_negative(cap, rng)
+            assert neg != cap and len(neg.split()) == len(cap.split())
+            assert set(neg.replace(":", " :").replace(",", " ,").split()) <= set(S.vocabulary())
+
+
+def test_cider_d_matches_pycocoevalcap():
+    from pycocoevalcap.cider.cider import Cider
+
+    from lightcap_train.cider import CiderD
+
+    refs, cands = {}, {}
+    for i in range(40):
+        caps = S.captions(S.sample_scene(S.scene_rng("val", 6, i)))
+        refs[i] = caps
+        cands[i] = caps[(i % 5)] if i % 3 else S.captions(S.sample_scene(S.scene_rng("val", 7, i)))[0]
+    spaced = lambda t: t.replace(",", " , ").replace(":", " : ").replace("  ", " ").strip()
+    ours = CiderD([c for i in refs for c in refs[i]])
+    mine = ours.scores([cands[i] for i in refs], [refs[i] for i in refs])
+    _, peer = Cider().compute_score({i: [spaced(c) for c in refs[i]] for i in refs}, {i: [spaced(cands[i])] for i in refs})
+    np.testing.assert_allclose(mine, peer, rtol=1e-6, atol=1e-9)
+
+
+def _smoke(tmp_path, launcher, run, stages="all"):
+    env = {**os.environ, "PYTHONPATH": os.path.join(ROOT, "python")}
+    cmd = launcher + ["-m", "lightcap_train.train", stages, "--run-dir", str(tmp_path / run),
+                      "--recipe", "smoke", "--set", f"cache={tmp_path / 'cache'}",
+                      f"test_dir={tmp_path / 'test'}"]
+    out = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out.stdout
+
+
+def test_smoke_recipe_runs_every_stage_and_resumes(tmp_path):
+    log = _smoke(tmp_path, [PYTHON], "run")
+    for stage in T.STAGES:
+        assert f"{stage}: finished" in log, stage
+        assert (tmp_path / "run" / stage / "final.pt").exists()
+    model_dir = tmp_path / "run" / "model"
+    assert sorted(os.listdir(model_dir)) == ["concepts.txt", "config.json", "model.safetensors", "vocab.txt"]
+    cfg = json.loads((model_dir / "config.json").read_text())
+    assert cfg["visual"]["batchnorm_folded"] and not cfg["visual"]["attention_pool"]
+    scores = json.loads((tmp_path / "run" / "eval.json").read_text())["scores"]
+    assert {"CIDEr-D", "BLEU-4", "METEOR", "ROUGE-L", "attribute_f1", "relation_accuracy"} <= set(scores)
+    # Interrupted stage: drop the final file of the last training stage; it resumes from its checkpoint.
+    os.remove(tmp_path / "run" / "ensemble" / "final.pt")
+    log = _smoke(tmp_path, [PYTHON], "run", "teacher,ensemble")
+    assert "ensemble: resuming at step 3/3" in log and "teacher: done already" in log
+
+
+def test_smoke_recipe_under_torchrun_ddp(tmp_path):
+    torchrun = [PYTHON, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533"]
+    log = _smoke(tmp_path, torchrun, "ddp", "data,clip,features,concepts,teacher,student,ensemble,scst,export")
+    assert "2 process(es)" in log and "ensemble: finished" in log and "export: finished" in log
+    assert (tmp_path / "ddp" / "model" / "model.safetensors").exists()
