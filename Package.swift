@@ -8,10 +8,13 @@ let package = Package(
     products: [
         .library(name: "LightCap", targets: ["LightCap"]),
         .library(name: "LightCapEval", targets: ["LightCapEval"]),
+        .library(name: "LightCapServer", targets: ["LightCapServer"]),
         .executable(name: "lightcap", targets: ["lightcap"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        // The HTTP service (LightCapServer) only; nothing else depends on it.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
     ],
     targets: [
         // System libraries from Debian (see scripts/setup.sh).
@@ -38,9 +41,13 @@ let package = Package(
         .target(name: "LightCap", dependencies: ["LightCapCore", "LightCapModel", "LightCapText", "LightCapImage"]),
         // Caption metrics: PTB tokenizer, BLEU, ROUGE-L, CIDEr-D.
         .target(name: "LightCapEval"),
+        // The HTTP service: POST /v1/caption, GET /v1/health, GET /v1/model (docs/SERVER.md).
+        .target(name: "LightCapServer", dependencies: [
+            "LightCap", "LightCapCore", "LightCapImage", .product(name: "Hummingbird", package: "hummingbird"),
+        ]),
         // The command line.
         .executableTarget(name: "lightcap", dependencies: [
-            "LightCap", "LightCapEval",
+            "LightCap", "LightCapEval", "LightCapServer",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // Decode + preprocess timings (scripts/bench_image.py compares them with Pillow).
@@ -55,6 +62,9 @@ let package = Package(
         .testTarget(name: "LightCapImageTests", dependencies: ["LightCapImage"]),
         .testTarget(name: "LightCapTests", dependencies: ["LightCap"]),
         .testTarget(name: "LightCapEvalTests", dependencies: ["LightCapEval"]),
+        .testTarget(name: "LightCapServerTests", dependencies: [
+            "LightCapServer", "LightCap", .product(name: "HummingbirdTesting", package: "hummingbird"),
+        ]),
         // Runs the built `lightcap` executable on small inputs.
         .testTarget(name: "LightCapCLITests", dependencies: ["lightcap"]),
     ]

@@ -7,5 +7,6 @@ struct LightCapCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lightcap",
         abstract: "Caption images on the CPU with a small LightCap model.",
-        subcommands: [CaptionCommand.self, EvalCommand.self, BenchCommand.self, InspectCommand.self])
+        subcommands: [CaptionCommand.self, EvalCommand.self, BenchCommand.self, InspectCommand.self,
+                      ServeCommand.self])
 }

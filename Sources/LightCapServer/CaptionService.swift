@@ -1,0 +1,223 @@
+// The work behind the HTTP routes: one shared, read-only Captioner; per-request decoding state
+// (the Captioner makes it per call); concurrency bounded by an async limiter (no global lock);
+// the CPU work runs on Dispatch worker threads, never on the NIO event loops or the cooperative pool.
+
+import Dispatch
+import Foundation
+import Hummingbird
+import LightCap
+import LightCapCore
+
+/// Settings of the HTTP service.
+public struct ServerConfiguration: Sendable {
+    /// Address to bind (loopback by default).
+    public var host: String
+    /// TCP port (0 picks a free one).
+    public var port: Int
+    /// Largest accepted request body in bytes (default 32 MiB); larger bodies get 413.
+    public var maxBodyBytes: Int
+    /// Captions computed at once (default: the number of cores).
+    public var maxConcurrentCaptions: Int
+    /// Requests allowed to wait for a free slot; more get 503.
+    public var maxQueuedRequests: Int
+    /// Largest `beam` a request may ask for.
+    public var maxBeamSize: Int
+    /// The model directory, for `GET /v1/model` (parameter count); nil leaves it out.
+    public var modelDirectory: URL?
+
+    public init(host: String = "127.0.0.1", port: Int = 8080, maxBodyBytes: Int = 32 << 20,
+                maxConcurrentCaptions: Int = ProcessInfo.processInfo.activeProcessorCount,
+                maxQueuedRequests: Int = 64, maxBeamSize: Int = 16, modelDirectory: URL? = nil) {
+        self.host = host
+        self.port = port
+        self.maxBodyBytes = maxBodyBytes
+        self.maxConcurrentCaptions = maxConcurrentCaptions
+        self.maxQueuedRequests = maxQueuedRequests
+        self.maxBeamSize = maxBeamSize
+        self.modelDirectory = modelDirectory
+    }
+}
+
+/// An error answered as `{"error": message}` with `status`.
+struct APIError: Error, CustomStringConvertible {
+    var status: HTTPResponse.Status
+    var message: String
+    var description: String { "\(status.code): \(message)" }
+}
+
+/// A counting async semaphore: at most `limit` holders, at most `maxWaiting` waiters (FIFO).
+actor AsyncLimiter {
+    let limit: Int
+    let maxWaiting: Int
+    private var active = 0
+    private var waiters: [CheckedContinuation<Void, Never>] = []
+
+    init(limit: Int, maxWaiting: Int) {
+        self.limit = max(1, limit)
+        self.maxWaiting = max(0, maxWaiting)
+    }
+
+    /// Takes a slot, waiting in line if none is free; false when the line is full.
+    func acquire() async -> Bool {
+        if active < limit {
+            active += 1
+            return true
+        }
+        guard waiters.count < maxWaiting else { return false }
+        await withCheckedContinuation { waiters.append($0) }
+        return true  // the releasing holder handed its slot over
+    }
+
+    /// Gives a slot back (to the first waiter, if any).
+    func release() {
+        if waiters.isEmpty {
+            active -= 1
+        } else {
+            waiters.removeFirst().resume()
+        }
+    }
+
+    /// Slots in use and requests waiting (for tests and `GET /v1/health`).
+    var load: (active: Int, waiting: Int) { (active, waiters.count) }
+}
+
+/// The caption JSON answered by `POST /v1/caption`.
+public struct CaptionResponse: Codable, Sendable, Equatable {
+    public struct Concept: Codable, Sendable, Equatable {
+        public var name: String
+        public var score: Float
+    }
+    /// The caption text.
+    public var caption: String
+    /// The Captioner's score (greedy: mean log-probability; beam: length-normalised).
+    public var score: Double
+    /// WordPiece tokens.
+    public var tokens: [String]
+    /// Token ids.
+    public var tokenIds: [Int]
+    /// Concepts that steered the caption, best first.
+    public var concepts: [Concept]
+    /// Milliseconds per stage (the Captioner's, plus `queue` waiting for a slot and `total`).
+    public var timings: [String: Double]
+    /// The decoding options used.
+    public var beam: Int
+    public var maxLength: Int
+
+    init(_ caption: Caption, options: DecodingOptions, queueMs: Double, totalMs: Double) {
+        self.caption = caption.text
+        score = caption.score
+        tokens = caption.tokens
+        tokenIds = caption.tokenIds
+        concepts = caption.concepts.map { Concept(name: $0.name, score: $0.score) }
+        var t = caption.timings
+        t["queue"] = queueMs
+        t["total"] = totalMs
+        timings = t
+        beam = options.beamSize
+        maxLength = options.maxLength
+    }
+}
+
+/// The model summary answered by `GET /v1/model`.
+public struct ModelResponse: Codable, Sendable, Equatable {
+    public var name: String
+    public var formatVersion: Int
+    /// Total number of weights in model.safetensors (nil when the directory is unknown).
+    public var parameters: Int?
+    public var imageSize: Int
+    public var visualTokens: Int
+    public var gridChannels: Int
+    public var visualLayers: [Int]
+    public var concepts: Int
+    public var conceptTopK: Int
+    public var modulator: Bool
+    public var fusionLayers: Int
+    public var fusionHiddenSize: Int
+    public var fusionHeads: Int
+    public var vocabSize: Int
+    public var predictionHeads: Int
+    public var defaultBeam: Int
+    public var defaultMaxLength: Int
+    /// Longest `max_length` a request may ask for.
+    public var maxMaxLength: Int
+}
+
+/// Captions request bodies with the shared Captioner under the concurrency limit.
+final class CaptionService: Sendable {
+    let captioner: Captioner
+    let configuration: ServerConfiguration
+    let limiter: AsyncLimiter
+    let model: ModelResponse
+    private static let workQueue = DispatchQueue(label: "lightcap.server.caption", qos: .userInitiated,
+                                                 attributes: .concurrent)
+
+    init(captioner: Captioner, configuration: ServerConfiguration) throws {
+        self.captioner = captioner
+        self.configuration = configuration
+        limiter = AsyncLimiter(limit: configuration.maxConcurrentCaptions, maxWaiting: configuration.maxQueuedRequests)
+        let c = captioner.configuration
+        var parameters: Int?
+        if let url = configuration.modelDirectory {
+            let weights = try ModelDirectory(url: url).openWeights()
+            parameters = weights.entries.values.reduce(0) { $0 + $1.shape.reduce(1, *) }
+        }
+        model = ModelResponse(
+            name: c.name, formatVersion: c.formatVersion, parameters: parameters, imageSize: c.image.size,
+            visualTokens: c.visualTokens, gridChannels: c.gridChannels, visualLayers: c.visual.layers,
+            concepts: captioner.conceptNames.count, conceptTopK: c.concepts.topK, modulator: c.modulator.enabled,
+            fusionLayers: c.fusion.numHiddenLayers, fusionHiddenSize: c.fusion.hiddenSize,
+            fusionHeads: c.fusion.numAttentionHeads, vocabSize: c.fusion.vocabSize, predictionHeads: c.heads.count,
+            defaultBeam: min(max(1, c.decoding.beamSize), configuration.maxBeamSize),
+            defaultMaxLength: min(max(1, c.decoding.maxLength), c.decoding.captionSegmentLength - 2),
+            maxMaxLength: c.decoding.captionSegmentLength - 2)
+    }
+
+    /// Parses `beam` and `max_length`; anything else in the query is an error (typos surface).
+    func options(query: [(key: String, value: String)]) throws -> DecodingOptions {
+        var options = DecodingOptions(beamSize: model.defaultBeam, maxLength: model.defaultMaxLength)
+        var seen = Set<String>()
+        for (key, value) in query {
+            guard seen.insert(key).inserted else {
+                throw APIError(status: .badRequest, message: "query parameter '\(key)' is given twice")
+            }
+            switch key {
+            case "beam":
+                guard let n = Int(value), (1...configuration.maxBeamSize).contains(n) else {
+                    throw APIError(status: .badRequest,
+                                   message: "beam must be an integer in 1...\(configuration.maxBeamSize), got '\(value)'")
+                }
+                options.beamSize = n
+            case "max_length":
+                guard let n = Int(value), (1...model.maxMaxLength).contains(n) else {
+                    throw APIError(status: .badRequest,
+                                   message: "max_length must be an integer in 1...\(model.maxMaxLength), got '\(value)'")
+                }
+                options.maxLength = n
+            default:
+                throw APIError(status: .badRequest, message: "unknown query parameter '\(key)' (known: beam, max_length)")
+            }
+        }
+        return options
+    }
+
+    /// Captions `data` once a slot is free, on a worker thread.
+    func caption(_ data: Data, options: DecodingOptions) async throws -> CaptionResponse {
+        let start = DispatchTime.now()
+        guard await limiter.acquire() else {
+            throw APIError(status: .serviceUnavailable,
+                           message: "server busy: \(configuration.maxQueuedRequests) requests already waiting")
+        }
+        let queued = DispatchTime.now()
+        let captioner = self.captioner
+        let result: Result<Caption, any Error> = await withCheckedContinuation { continuation in
+            Self.workQueue.async {
+                continuation.resume(returning: Result { try captioner.caption(imageData: data, options: options) })
+            }
+        }
+        await limiter.release()
+        let caption = try result.get()
+        let end = DispatchTime.now()
+        func ms(_ a: DispatchTime, _ b: DispatchTime) -> Double { Double(b.uptimeNanoseconds - a.uptimeNanoseconds) / 1e6 }
+        return CaptionResponse(caption, options: options, queueMs: ms(start, queued), totalMs: ms(start, end))
+    }
+}

@@ -1,0 +1,75 @@
+// `lightcap serve`: the HTTP service (docs/SERVER.md) on one shared Captioner.
+
+import ArgumentParser
+import Dispatch
+import Foundation
+import LightCap
+import LightCapServer
+
+struct ServeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Serve captions over HTTP: POST /v1/caption, GET /v1/health, GET /v1/model.",
+        discussion: "Stops on SIGINT or SIGTERM after the requests in flight are answered. See docs/SERVER.md.")
+
+    @Option(help: "Address to bind. Keep the loopback default unless a proxy in front handles exposure.")
+    var host: String = "127.0.0.1"
+
+    @Option(help: "TCP port.")
+    var port: Int = 8080
+
+    @Option(name: .long, help: ArgumentHelp("Model directory (config.json, model.safetensors, vocab.txt, concepts.txt).",
+                                            discussion: "Default: $LIGHTCAP_MODEL, else models/default.",
+                                            valueName: "dir"))
+    var model: String?
+
+    @Option(name: .customLong("max-body-mb"), help: "Largest request body in MiB (larger ones get 413).")
+    var maxBodyMB: Double = 32
+
+    @Option(help: "Captions computed at once. Default: the number of cores.")
+    var concurrency: Int = ProcessInfo.processInfo.activeProcessorCount
+
+    @Option(help: "Threads for the kernels (oneDNN) in each caption.")
+    var threads: Int = 1
+
+    func validate() throws {
+        guard (1...65535).contains(port) else { throw ValidationError("--port must lie in 1...65535, got \(port)") }
+        guard maxBodyMB > 0, maxBodyMB <= 1024 else {
+            throw ValidationError("--max-body-mb must lie in (0, 1024], got \(maxBodyMB)")
+        }
+        guard concurrency >= 1 else { throw ValidationError("--concurrency must be at least 1, got \(concurrency)") }
+        guard threads >= 1 else { throw ValidationError("--threads must be at least 1, got \(threads)") }
+    }
+
+    func run() throws {
+        let directory: URL
+        if let model {
+            directory = URL(fileURLWithPath: model)
+        } else if let found = Captioner.defaultModelDirectory {
+            directory = found
+        } else {
+            throw ValidationError("no model: pass --model DIR or set LIGHTCAP_MODEL (models/default was not found)")
+        }
+        let captioner = try Captioner(modelDirectory: directory, threads: threads)
+        let configuration = ServerConfiguration(
+            host: host, port: port, maxBodyBytes: Int(maxBodyMB * 1024 * 1024), maxConcurrentCaptions: concurrency,
+            modelDirectory: directory)
+        let app = try buildApplication(captioner: captioner, configuration: configuration)
+        print("lightcap serve: model \(captioner.configuration.name) from \(directory.path), "
+              + "http://\(host):\(port)/v1/caption, \(concurrency) at once, body limit \(configuration.maxBodyBytes) bytes")
+        // The root command is synchronous: run the service in a task and wait for it here.
+        let outcome = Outcome()
+        Task {
+            do { try await app.runService() } catch { outcome.error = error }
+            outcome.done.signal()
+        }
+        outcome.done.wait()
+        if let error = outcome.error { throw error }
+    }
+}
+
+/// How the service task ended (written once by the task, read after `done`).
+private final class Outcome: @unchecked Sendable {
+    var error: (any Error)?
+    let done = DispatchSemaphore(value: 0)
+}
