@@ -38,6 +38,8 @@ let package = Package(
             "LightCap", "LightCapEval",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
+        // Decode + preprocess timings (scripts/bench_image.py compares them with Pillow).
+        .executableTarget(name: "lightcap-image-bench", dependencies: ["LightCapImage"]),
 
         .testTarget(name: "LightCapCoreTests", dependencies: ["LightCapCore"]),
         .testTarget(name: "LightCapTextTests", dependencies: ["LightCapText"]),

@@ -8,9 +8,11 @@ export PYTHONPATH="$PWD/python${PYTHONPATH:+:$PYTHONPATH}"
 
 echo "== fixtures (python -m lightcap_train.fixtures)"
 .venv/bin/python -m lightcap_train.fixtures --out .fixtures
+.venv/bin/python -m lightcap_train.tokenizer_cases --out .fixtures/tokenizer
+.venv/bin/python -m lightcap_train.image_fixtures --out .fixtures/images
 
 echo "== pytest"
-.venv/bin/python -m pytest -q python/tests
+LIGHTCAP_FIXTURES="$PWD/.fixtures" .venv/bin/python -m pytest -q python/tests
 
 echo "== swift test"
 export LIGHTCAP_FIXTURES="$PWD/.fixtures"

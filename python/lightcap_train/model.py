@@ -259,7 +259,7 @@ class BertSelfAttention(nn.Module):
             scores = scores + mask[:, None]  # [B, h, L, L]
         probs = torch.softmax(scores, dim=-1)  # [B, h, L, L]
         context = (self.dropout(probs) @ v).transpose(1, 2).reshape(b, n, d)  # [B, L, D]
-        return context, probs
+        return context, (probs, scores)
 
 
 class BertSelfOutput(nn.Module):
@@ -280,8 +280,8 @@ class BertAttention(nn.Module):
         self.output = BertSelfOutput(cfg)
 
     def forward(self, x, mask):  # x: [B, L, D]
-        context, probs = self.self(x, mask)
-        return self.output(context, x), probs  # [B, L, D], [B, h, L, L]
+        context, maps = self.self(x, mask)
+        return self.output(context, x), maps  # [B, L, D], (probs, scores) each [B, h, L, L]
 
 
 class BertIntermediate(nn.Module):
@@ -315,8 +315,8 @@ class BertLayer(nn.Module):
         self.output = BertOutput(cfg)
 
     def forward(self, x, mask):  # x: [B, L, D]
-        attended, probs = self.attention(x, mask)  # [B, L, D]
-        return self.output(self.intermediate(attended), attended), probs  # [B, L, D]
+        attended, maps = self.attention(x, mask)  # [B, L, D]
+        return self.output(self.intermediate(attended), attended), maps  # [B, L, D]
 
 
 class BertEncoder(nn.Module):
@@ -325,12 +325,12 @@ class BertEncoder(nn.Module):
         self.layer = nn.ModuleList(BertLayer(cfg) for _ in range(cfg.num_hidden_layers))
 
     def forward(self, x, mask):  # x: [B, L, D] -> every hidden state and attention map
-        hidden, attentions = [x], []
+        hidden, maps = [x], []
         for layer in self.layer:
-            x, probs = layer(x, mask)
+            x, layer_maps = layer(x, mask)
             hidden.append(x)
-            attentions.append(probs)
-        return hidden, attentions
+            maps.append(layer_maps)
+        return hidden, maps
 
 
 class BertModel(nn.Module):
@@ -342,11 +342,15 @@ class BertModel(nn.Module):
         self.embeddings = BertEmbeddings(cfg)
         self.encoder = BertEncoder(cfg)
 
-    def forward(self, token_ids, type_ids, position_ids, mask=None, extra_tokens=None):
+    def forward(self, token_ids, type_ids, position_ids, mask=None, extra_tokens=None, return_scores=False):
+        """Returns (hidden, probs): (layers+1) x [B, L, D] and layers x [B, h, L, L] softmax
+        probabilities; with `return_scores` also the pre-softmax scores (mask added)."""
         x = self.embeddings(token_ids, type_ids, position_ids)  # [B, T, D]
         if extra_tokens is not None:
             x = torch.cat([x, extra_tokens], dim=1)  # [B, L = T + N, D]
-        return self.encoder(x, mask)  # hidden: L+1 x [B, L, D], attentions: L x [B, h, L, L]
+        hidden, maps = self.encoder(x, mask)
+        probs = [p for p, _ in maps]
+        return (hidden, probs, [s for _, s in maps]) if return_scores else (hidden, probs)
 
 
 class ImageProjection(nn.Module):
@@ -393,7 +397,9 @@ class FusionOutput:
     head_logits: torch.Tensor  # [B, H, A, V] caption-segment rows only
     logits: torch.Tensor  # [B, A, V] ensemble (mean over heads)
     hidden_states: list[torch.Tensor] | None = None  # (layers+1) x [B, L, D]
-    attentions: list[torch.Tensor] | None = None  # layers x [B, h, L, L]
+    attentions: list[torch.Tensor] | None = None  # layers x [B, h, L, L] softmax probabilities
+    attention_scores: list[torch.Tensor] | None = None  # layers x [B, h, L, L] before softmax, mask added
+    #   (TinyBERT's attention distillation uses these scores)
 
 
 @dataclass
@@ -527,6 +533,8 @@ class LightCap(nn.Module):
         if self.concepts is not None:
             if concept_ids is None:
                 raise ValueError("this model needs concept ids")
+            if concept_ids.shape[0] != b:
+                raise ValueError(f"{concept_ids.shape[0]} concept rows for {b} captions")
             for row in concept_ids.tolist():
                 seg = [p for c in row for p in self.concept_pieces[c].tolist() if p >= 0]
                 segments.append(seg + [self.sep_id])
@@ -564,12 +572,13 @@ class LightCap(nn.Module):
     def fusion(self, token_ids, type_ids, position_ids, visual_tokens, mask,
                output_hidden_states: bool = False, output_attentions: bool = False) -> FusionOutput:
         """BERT over [text; visual] and the heads on the caption-segment rows."""
-        hidden, attentions = self.bert(token_ids, type_ids, position_ids, mask, visual_tokens)
+        hidden, probs, scores = self.bert(token_ids, type_ids, position_ids, mask, visual_tokens, return_scores=True)
         a = self.config.decoding.caption_segment_length
         head_logits = self.head_logits(hidden[-1][:, :a])  # [B, H, A, V]
         return FusionOutput(head_logits, head_logits.mean(dim=1),
                             hidden if output_hidden_states else None,
-                            attentions if output_attentions else None)
+                            probs if output_attentions else None,
+                            scores if output_attentions else None)
 
     def forward(self, images: torch.Tensor, captions: list[list[int]], end: str = "sep",
                 output_hidden_states: bool = False, output_attentions: bool = False) -> FusionOutput:
@@ -579,40 +588,49 @@ class LightCap(nn.Module):
         return self.fusion(*inputs[:3], ctx.visual_tokens, inputs[3], output_hidden_states, output_attentions)
 
     # --- decoding (plain, uncached) -----------------------------------------------------
-    def _next_logits(self, ctx: ImageContext, i: int, prefixes: list[list[int]]) -> torch.Tensor:
-        """Ensemble logits at the [MASK] after each prefix, for image i. Returns [P, V]."""
+    def _next_logits(self, ctx: ImageContext, image_rows: list[int], prefixes: list[list[int]]) -> torch.Tensor:
+        """Ensemble logits at the [MASK] after each prefix; prefix p belongs to image
+        image_rows[p] of `ctx`. Returns [P, V]."""
         p = len(prefixes)
+        rows = torch.tensor(image_rows, device=ctx.visual_tokens.device)  # [P]
         captions = self.caption_segment(prefixes, "mask").to(ctx.visual_tokens.device)  # [P, A]
-        concept_ids = None if ctx.concept_ids is None else ctx.concept_ids[i:i + 1].expand(p, -1)  # [P, k]
+        concept_ids = None if ctx.concept_ids is None else ctx.concept_ids[rows]  # [P, k]
         token_ids, type_ids, position_ids, mask = self.build_inputs(captions, concept_ids)
-        visual = ctx.visual_tokens[i:i + 1].expand(p, -1, -1)  # [P, N, D]
-        hidden, _ = self.bert(token_ids, type_ids, position_ids, mask, visual)
-        rows = torch.tensor([len(t) + 1 for t in prefixes], device=visual.device)  # [MASK] positions
-        at_mask = hidden[-1][torch.arange(p), rows]  # [P, D]
+        hidden, _ = self.bert(token_ids, type_ids, position_ids, mask, ctx.visual_tokens[rows])  # [P, N, D] visual
+        at = torch.tensor([len(t) + 1 for t in prefixes], device=rows.device)  # [MASK] positions
+        at_mask = hidden[-1][torch.arange(p), at]  # [P, D]
         return self.head_logits(at_mask[:, None])[:, :, 0].mean(dim=1)  # [P, V]
 
     @torch.no_grad()
     def greedy(self, images: torch.Tensor, max_length: int | None = None,
-               margins: list[float] | None = None) -> list[Caption]:
-        """docs/FORMAT.md rule 11, one image at a time, no cache. `margins`, if given,
-        collects the top-1 minus top-2 logit gap of every step (fixtures check ties)."""
+               margins: list[float] | None = None, batched: bool = False) -> list[Caption]:
+        """docs/FORMAT.md rule 11, no cache. One image at a time (the reference), or with
+        `batched` all unfinished images in one forward per step (faster evaluation; the same
+        tokens up to float rounding). `margins`, if given, collects the top-1 minus top-2
+        logit gap of every step (fixtures reject near-ties)."""
         max_length = max_length or self.config.decoding.max_length
         ctx = self.prepare_images(images)
-        results = []
-        for i in range(images.shape[0]):
-            tokens, logps = [], []
+        b = images.shape[0]
+        tokens: list[list[int]] = [[] for _ in range(b)]
+        logps: list[list[torch.Tensor]] = [[] for _ in range(b)]
+        for group in ([list(range(b))] if batched else [[i] for i in range(b)]):
+            active = group
             for _ in range(max_length):
-                logits = self._next_logits(ctx, i, [tokens])[0]  # [V]
-                token = int(torch.argmax(logits))  # first maximum = lowest id on ties
-                if margins is not None:
-                    top2 = torch.topk(logits, 2).values
-                    margins.append(float(top2[0] - top2[1]))
-                logps.append(torch.log_softmax(logits, dim=-1)[token])
-                if token == self.sep_id:
+                if not active:
                     break
-                tokens.append(token)
-            results.append(Caption(tokens, float(torch.stack(logps).mean())))
-        return results
+                logits = self._next_logits(ctx, active, [tokens[i] for i in active])  # [P, V]
+                still = []
+                for row, i in enumerate(active):
+                    token = int(torch.argmax(logits[row]))  # first maximum = lowest id on ties
+                    if margins is not None:
+                        top2 = torch.topk(logits[row], 2).values
+                        margins.append(float(top2[0] - top2[1]))
+                    logps[i].append(torch.log_softmax(logits[row], dim=-1)[token])
+                    if token != self.sep_id:
+                        tokens[i].append(token)
+                        still.append(i)
+                active = still
+        return [Caption(tokens[i], float(torch.stack(logps[i]).mean())) for i in range(b)]
 
     @torch.no_grad()
     def beam_search(self, images: torch.Tensor, beam: int | None = None,
@@ -628,7 +646,7 @@ class LightCap(nn.Module):
             live: list[tuple[list[int], torch.Tensor]] = [([], torch.zeros(()))]  # (tokens, score)
             finished: list[tuple[torch.Tensor, list[int]]] = []  # (normalised score, tokens)
             for _ in range(max_length):
-                logp = torch.log_softmax(self._next_logits(ctx, i, [t for t, _ in live]), dim=-1)  # [nb, V]
+                logp = torch.log_softmax(self._next_logits(ctx, [i] * len(live), [t for t, _ in live]), dim=-1)  # [nb, V]
                 vocab = logp.shape[1]
                 cand = (torch.stack([s for _, s in live])[:, None] + logp).reshape(-1)  # [nb*V], index b*V+v
                 order = torch.sort(cand, descending=True, stable=True).indices[:2 * beam]  # ties: lower index
@@ -661,3 +679,7 @@ class LightCap(nn.Module):
                 margins.append(norm[0] - norm[1])  # final choice
             results.append(Caption(list(finished[best][1]), float(finished[best][0])))
         return results
+
+
+# CLIP's text tower lives in clip_text.py; re-exported here so that `model` holds every part.
+from .clip_text import CLIPTextTransformer, ClipTextConfig, ClipTokenizer  # noqa: E402,F401

@@ -1,1 +1,0 @@
-// LightCap: placeholder until the first component lands.

@@ -1,0 +1,322 @@
+// Configuration: the Codable mirror of config.json (docs/FORMAT.md). Missing keys take the
+// defaults of the `tiny` example; `format_version` is required and must be 1.
+
+import Foundation
+
+/// Every hyperparameter of a LightCap model, as stored in `config.json`.
+public struct Configuration: Codable, Sendable, Equatable {
+    /// Input image size and normalisation.
+    public struct Image: Codable, Sendable, Equatable {
+        public var size: Int = 128
+        public var mean: [Float] = [0.48145466, 0.4578275, 0.40821073]
+        public var std: [Float] = [0.26862954, 0.26130258, 0.27577711]
+
+        enum CodingKeys: String, CodingKey { case size, mean, std }
+        public init() {}
+        public init(from decoder: Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            size = try c.decodeIfPresent(Int.self, forKey: .size) ?? size
+            mean = try c.decodeIfPresent([Float].self, forKey: .mean) ?? mean
+            std = try c.decodeIfPresent([Float].self, forKey: .std) ?? std
+        }
+    }
+
+    /// The ModifiedResNet visual tower.
+    public struct Visual: Codable, Sendable, Equatable {
+        public var layers: [Int] = [1, 1, 1, 1]
+        public var width: Int = 16
+        public var attentionPool: Bool = false
+        public var heads: Int = 8
+        public var outputDim: Int = 128
+        public var batchnormFolded: Bool = true
+
+        enum CodingKeys: String, CodingKey {
+            case layers, width, heads
+            case attentionPool = "attention_pool"
+            case outputDim = "output_dim"
+            case batchnormFolded = "batchnorm_folded"
+        }
+        public init() {}
+        public init(from decoder: Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            layers = try c.decodeIfPresent([Int].self, forKey: .layers) ?? layers
+            width = try c.decodeIfPresent(Int.self, forKey: .width) ?? width
+            attentionPool = try c.decodeIfPresent(Bool.self, forKey: .attentionPool) ?? attentionPool
+            heads = try c.decodeIfPresent(Int.self, forKey: .heads) ?? heads
+            outputDim = try c.decodeIfPresent(Int.self, forKey: .outputDim) ?? outputDim
+            batchnormFolded = try c.decodeIfPresent(Bool.self, forKey: .batchnormFolded) ?? batchnormFolded
+        }
+    }
+
+    /// The visual concept extractor.
+    public struct Concepts: Codable, Sendable, Equatable {
+        /// false: the "no concepts" ablation (no extractor weights, no concept segment).
+        public var enabled: Bool = true
+        public var embedDim: Int = 128
+        public var hiddenDim: Int = 128
+        public var topK: Int = 8
+        public var windows: [Int] = [1, 2, 3]
+        public var prompt: String = "a photo of a {}"
+
+        enum CodingKeys: String, CodingKey {
+            case enabled, windows, prompt
+            case embedDim = "embed_dim"
+            case hiddenDim = "hidden_dim"
+            case topK = "top_k"
+        }
+        public init() {}
+        public init(from decoder: Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            enabled = try c.decodeIfPresent(Bool.self, forKey: .enabled) ?? enabled
+            embedDim = try c.decodeIfPresent(Int.self, forKey: .embedDim) ?? embedDim
+            hiddenDim = try c.decodeIfPresent(Int.self, forKey: .hiddenDim) ?? hiddenDim
+            topK = try c.decodeIfPresent(Int.self, forKey: .topK) ?? topK
+            windows = try c.decodeIfPresent([Int].self, forKey: .windows) ?? windows
+            prompt = try c.decodeIfPresent(String.self, forKey: .prompt) ?? prompt
+        }
+    }
+
+    /// The cross-modal modulator.
+    public struct Modulator: Codable, Sendable, Equatable {
+        public var enabled: Bool = true
+        public var hiddenDim: Int = 16
+
+        enum CodingKeys: String, CodingKey {
+            case enabled
+            case hiddenDim = "hidden_dim"
+        }
+        public init() {}
+        public init(from decoder: Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            enabled = try c.decodeIfPresent(Bool.self, forKey: .enabled) ?? enabled
+            hiddenDim = try c.decodeIfPresent(Int.self, forKey: .hiddenDim) ?? hiddenDim
+        }
+    }
+
+    /// The BERT fusion model (Hugging Face names).
+    public struct Fusion: Codable, Sendable, Equatable {
+        public var vocabSize: Int = 64
+        public var hiddenSize: Int = 128
+        public var numHiddenLayers: Int = 2
+        public var numAttentionHeads: Int = 4
+        public var intermediateSize: Int = 512
+        public var maxPositionEmbeddings: Int = 128
+        public var typeVocabSize: Int = 2
+        public var layerNormEps: Float = 1e-12
+        public var hiddenAct: String = "gelu"
+
+        enum CodingKeys: String, CodingKey {
+            case vocabSize = "vocab_size"
+            case hiddenSize = "hidden_size"
+            case numHiddenLayers = "num_hidden_layers"
+            case numAttentionHeads = "num_attention_heads"
+            case intermediateSize = "intermediate_size"
+            case maxPositionEmbeddings = "max_position_embeddings"
+            case typeVocabSize = "type_vocab_size"
+            case layerNormEps = "layer_norm_eps"
+            case hiddenAct = "hidden_act"
+        }
+        public init() {}
+        public init(from decoder: Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            vocabSize = try c.decodeIfPresent(Int.self, forKey: .vocabSize) ?? vocabSize
+            hiddenSize = try c.decodeIfPresent(Int.self, forKey: .hiddenSize) ?? hiddenSize
+            numHiddenLayers = try c.decodeIfPresent(Int.self, forKey: .numHiddenLayers) ?? numHiddenLayers
+            numAttentionHeads = try c.decodeIfPresent(Int.self, forKey: .numAttentionHeads) ?? numAttentionHeads
+            intermediateSize = try c.decodeIfPresent(Int.self, forKey: .intermediateSize) ?? intermediateSize
+            maxPositionEmbeddings = try c.decodeIfPresent(Int.self, forKey: .maxPositionEmbeddings) ?? maxPositionEmbeddings
+            typeVocabSize = try c.decodeIfPresent(Int.self, forKey: .typeVocabSize) ?? typeVocabSize
+            layerNormEps = try c.decodeIfPresent(Float.self, forKey: .layerNormEps) ?? layerNormEps
+            hiddenAct = try c.decodeIfPresent(String.self, forKey: .hiddenAct) ?? hiddenAct
+        }
+    }
+
+    /// The parallel prediction heads.
+    public struct Heads: Codable, Sendable, Equatable {
+        public var count: Int = 3
+
+        enum CodingKeys: String, CodingKey { case count }
+        public init() {}
+        public init(from decoder: Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            count = try c.decodeIfPresent(Int.self, forKey: .count) ?? count
+        }
+    }
+
+    /// Decoding defaults.
+    public struct Decoding: Codable, Sendable, Equatable {
+        public var maxLength: Int = 20
+        public var captionSegmentLength: Int = 22
+        public var beamSize: Int = 5
+
+        enum CodingKeys: String, CodingKey {
+            case maxLength = "max_length"
+            case captionSegmentLength = "caption_segment_length"
+            case beamSize = "beam_size"
+        }
+        public init() {}
+        public init(from decoder: Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            maxLength = try c.decodeIfPresent(Int.self, forKey: .maxLength) ?? maxLength
+            captionSegmentLength = try c.decodeIfPresent(Int.self, forKey: .captionSegmentLength) ?? captionSegmentLength
+            beamSize = try c.decodeIfPresent(Int.self, forKey: .beamSize) ?? beamSize
+        }
+    }
+
+    /// Special token strings.
+    public struct Tokens: Codable, Sendable, Equatable {
+        public var cls: String = "[CLS]"
+        public var sep: String = "[SEP]"
+        public var mask: String = "[MASK]"
+        public var pad: String = "[PAD]"
+        public var unk: String = "[UNK]"
+
+        enum CodingKeys: String, CodingKey { case cls, sep, mask, pad, unk }
+        public init() {}
+        public init(from decoder: Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            cls = try c.decodeIfPresent(String.self, forKey: .cls) ?? cls
+            sep = try c.decodeIfPresent(String.self, forKey: .sep) ?? sep
+            mask = try c.decodeIfPresent(String.self, forKey: .mask) ?? mask
+            pad = try c.decodeIfPresent(String.self, forKey: .pad) ?? pad
+            unk = try c.decodeIfPresent(String.self, forKey: .unk) ?? unk
+        }
+    }
+
+    /// Tokenizer options.
+    public struct Tokenizer: Codable, Sendable, Equatable {
+        public var doLowerCase: Bool = true
+
+        enum CodingKeys: String, CodingKey { case doLowerCase = "do_lower_case" }
+        public init() {}
+        public init(from decoder: Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            doLowerCase = try c.decodeIfPresent(Bool.self, forKey: .doLowerCase) ?? doLowerCase
+        }
+    }
+
+    public var formatVersion: Int = 1
+    public var name: String = "tiny"
+    public var image = Image()
+    public var visual = Visual()
+    public var concepts = Concepts()
+    public var modulator = Modulator()
+    public var fusion = Fusion()
+    public var heads = Heads()
+    public var decoding = Decoding()
+    public var tokens = Tokens()
+    public var tokenizer = Tokenizer()
+
+    enum CodingKeys: String, CodingKey {
+        case formatVersion = "format_version"
+        case name, image, visual, concepts, modulator, fusion, heads, decoding, tokens, tokenizer
+    }
+
+    /// The `tiny` defaults.
+    public init() {}
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        guard let version = try c.decodeIfPresent(Int.self, forKey: .formatVersion) else {
+            throw LightCapError.invalidConfiguration(reason: "format_version is missing")
+        }
+        formatVersion = version
+        name = try c.decodeIfPresent(String.self, forKey: .name) ?? name
+        image = try c.decodeIfPresent(Image.self, forKey: .image) ?? image
+        visual = try c.decodeIfPresent(Visual.self, forKey: .visual) ?? visual
+        concepts = try c.decodeIfPresent(Concepts.self, forKey: .concepts) ?? concepts
+        modulator = try c.decodeIfPresent(Modulator.self, forKey: .modulator) ?? modulator
+        fusion = try c.decodeIfPresent(Fusion.self, forKey: .fusion) ?? fusion
+        heads = try c.decodeIfPresent(Heads.self, forKey: .heads) ?? heads
+        decoding = try c.decodeIfPresent(Decoding.self, forKey: .decoding) ?? decoding
+        tokens = try c.decodeIfPresent(Tokens.self, forKey: .tokens) ?? tokens
+        tokenizer = try c.decodeIfPresent(Tokenizer.self, forKey: .tokenizer) ?? tokenizer
+    }
+
+    /// Parses and validates config.json bytes.
+    public static func decode(_ data: Data) throws -> Configuration {
+        let config: Configuration
+        do {
+            config = try JSONDecoder().decode(Configuration.self, from: data)
+        } catch let error as LightCapError {
+            throw error
+        } catch let DecodingError.typeMismatch(_, context), let DecodingError.valueNotFound(_, context) {
+            let path = context.codingPath.map(\.stringValue).joined(separator: ".")
+            throw LightCapError.invalidConfiguration(reason: "wrong type at '\(path)': \(context.debugDescription)")
+        } catch let DecodingError.dataCorrupted(context) {
+            let path = context.codingPath.map(\.stringValue).joined(separator: ".")
+            throw LightCapError.invalidConfiguration(reason: "not valid JSON\(path.isEmpty ? "" : " at '\(path)'"): \(context.debugDescription)")
+        } catch {
+            throw LightCapError.invalidConfiguration(reason: "\(error)")
+        }
+        try config.validate()
+        return config
+    }
+
+    /// Reads and validates the config.json at `url`.
+    public static func load(contentsOf url: URL) throws -> Configuration {
+        guard FileManager.default.fileExists(atPath: url.path) else {
+            throw LightCapError.fileNotFound(path: url.path)
+        }
+        let data: Data
+        do { data = try Data(contentsOf: url) } catch {
+            throw LightCapError.io(path: url.path, reason: "\(error)")
+        }
+        return try decode(data)
+    }
+
+    /// Throws `invalidConfiguration` naming the first inconsistent value.
+    public func validate() throws {
+        func fail(_ reason: String) -> LightCapError { .invalidConfiguration(reason: reason) }
+        guard formatVersion == 1 else { throw fail("format_version \(formatVersion) is not supported (only 1)") }
+        guard image.size > 0, image.size % 32 == 0 else { throw fail("image.size \(image.size) must be a positive multiple of 32") }
+        guard image.mean.count == 3, image.std.count == 3 else { throw fail("image.mean and image.std need 3 values") }
+        guard image.std.allSatisfy({ $0 > 0 }) else { throw fail("image.std must be positive") }
+        guard visual.layers.count == 4, visual.layers.allSatisfy({ $0 >= 1 }) else {
+            throw fail("visual.layers must be 4 positive block counts, got \(visual.layers)")
+        }
+        guard visual.width > 0, visual.width % 2 == 0 else { throw fail("visual.width must be positive and even, got \(visual.width)") }
+        if visual.attentionPool {
+            guard visual.heads > 0, gridChannels % visual.heads == 0 else {
+                throw fail("visual.heads \(visual.heads) must divide the grid channels \(gridChannels)")
+            }
+            guard visual.outputDim > 0 else { throw fail("visual.output_dim must be positive") }
+        }
+        guard concepts.embedDim > 0, concepts.hiddenDim > 0, concepts.topK > 0 else {
+            throw fail("concepts.embed_dim, hidden_dim and top_k must be positive")
+        }
+        guard !concepts.windows.isEmpty, concepts.windows.allSatisfy({ $0 >= 1 }) else {
+            throw fail("concepts.windows \(concepts.windows) must be positive")
+        }
+        guard concepts.enabled || !modulator.enabled else {
+            throw fail("modulator.enabled requires concepts.enabled (set modulator.enabled false too)")
+        }
+        guard modulator.hiddenDim > 0 else { throw fail("modulator.hidden_dim must be positive") }
+        guard fusion.vocabSize > 0, fusion.hiddenSize > 0, fusion.numHiddenLayers > 0, fusion.intermediateSize > 0 else {
+            throw fail("fusion sizes must be positive")
+        }
+        guard fusion.numAttentionHeads > 0, fusion.hiddenSize % fusion.numAttentionHeads == 0 else {
+            throw fail("fusion.num_attention_heads \(fusion.numAttentionHeads) must divide hidden_size \(fusion.hiddenSize)")
+        }
+        guard fusion.typeVocabSize >= 2 else { throw fail("fusion.type_vocab_size must be at least 2") }
+        guard ["gelu", "relu", "gelu_new"].contains(fusion.hiddenAct) else {
+            throw fail("fusion.hidden_act '\(fusion.hiddenAct)' is not supported (gelu, relu, gelu_new)")
+        }
+        guard fusion.layerNormEps > 0 else { throw fail("fusion.layer_norm_eps must be positive") }
+        guard heads.count >= 1 else { throw fail("heads.count must be at least 1") }
+        guard decoding.maxLength >= 1, decoding.beamSize >= 1 else { throw fail("decoding.max_length and beam_size must be positive") }
+        guard decoding.captionSegmentLength >= decoding.maxLength + 2 else {
+            throw fail("decoding.caption_segment_length \(decoding.captionSegmentLength) must hold [CLS], max_length tokens and [MASK]")
+        }
+        guard decoding.captionSegmentLength < fusion.maxPositionEmbeddings else {
+            throw fail("decoding.caption_segment_length must be below fusion.max_position_embeddings")
+        }
+    }
+
+    /// Channels of the grid: `visual.width * 32`.
+    public var gridChannels: Int { visual.width * 32 }
+    /// Side of the grid: `image.size / 32`.
+    public var gridSide: Int { image.size / 32 }
+    /// Number of visual tokens: `gridSide^2`.
+    public var visualTokens: Int { gridSide * gridSide }
+}

@@ -1,0 +1,382 @@
+// ConvolutionNetwork: a fixed-shape chain of oneDNN convolutions (fused bias, ReLU and
+// residual add) and average pools. Weights are packed into each primitive's preferred layout
+// once, when the network is built; activations stay in oneDNN's blocked layout between ops
+// and live in a few reused buffers of a per-call Workspace.
+
+import CDNNL
+
+/// A 2-D convolution's weights and geometry (PyTorch `nn.Conv2d`, square kernel, OIHW).
+public struct Conv2d: Sendable {
+    /// [out, in, k, k].
+    public let weight: Tensor
+    /// [out] or nil.
+    public let bias: Tensor?
+    public let stride: Int
+    public let padding: Int
+
+    public var outChannels: Int { weight.shape[0] }
+    public var inChannels: Int { weight.shape[1] }
+    public var kernel: Int { weight.shape[2] }
+
+    /// A convolution from a [out, in, k, k] weight and an optional [out] bias.
+    public init(weight: Tensor, bias: Tensor?, stride: Int = 1, padding: Int = 0) throws {
+        guard weight.rank == 4, weight.shape[2] == weight.shape[3], weight.shape.allSatisfy({ $0 > 0 }) else {
+            throw LightCapError.invalidArgument(reason: "Conv2d weight must be [out, in, k, k], got \(weight.shape)")
+        }
+        if let bias, bias.shape != [weight.shape[0]] {
+            throw LightCapError.invalidArgument(reason: "Conv2d bias \(bias.shape) does not match weight \(weight.shape)")
+        }
+        guard stride >= 1, padding >= 0 else {
+            throw LightCapError.invalidArgument(reason: "Conv2d stride \(stride) / padding \(padding)")
+        }
+        self.weight = weight
+        self.bias = bias
+        self.stride = stride
+        self.padding = padding
+    }
+
+    /// Output side for an input side `n`.
+    public func outputSize(_ n: Int) -> Int { (n + 2 * padding - kernel) / stride + 1 }
+}
+
+/// How oneDNN computes the 3x3 stride-1 convolutions.
+public enum ConvolutionAlgorithm: String, Sendable, CaseIterable {
+    /// Direct convolution (exact up to summation order).
+    case direct
+    /// Winograd for 3x3 stride-1 convolutions (faster, slightly less exact); others direct.
+    case winograd
+    /// oneDNN chooses per convolution.
+    case auto
+}
+
+/// A built, read-only network; run it with one `Workspace` per concurrent caller.
+public final class ConvolutionNetwork: @unchecked Sendable {
+    /// An activation of the network.
+    public struct Value: Hashable, Sendable {
+        public let index: Int
+    }
+
+    /// Channels x height x width of an activation (batch 1).
+    public struct Shape: Equatable, Sendable {
+        public let channels: Int, height: Int, width: Int
+        public var count: Int { channels * height * width }
+    }
+
+    enum Kind {
+        case convolution(weights: DNNL.Buffer, bias: DNNL.Buffer?, residual: Value?, flops: Int)
+        case pool
+        case reorder
+    }
+
+    struct Op {
+        let kind: Kind
+        let primitive: DNNL.Primitive
+        let input: Value
+        let output: Value
+        let label: String
+    }
+
+    struct ValueInfo {
+        let shape: Shape
+        let desc: DNNL.MemoryDesc
+        /// The value whose buffer this one shares (in-place residual accumulation).
+        var alias: Int?
+    }
+
+    let ops: [Op]
+    let values: [ValueInfo]
+    /// Buffer slot of each value (-1: the caller's input).
+    let slots: [Int]
+    let slotBytes: [Int]
+    let scratchpadBytes: Int
+    let outputDesc: DNNL.MemoryDesc
+    let outputReorder: DNNL.Primitive
+    /// Input shape.
+    public let inputShape: Shape
+    /// Output shape; `run` writes it as tokens [height * width, channels] (row-major).
+    public let outputShape: Shape
+
+    /// Floating-point operations of all convolutions (2 per multiply-add).
+    public var convolutionFlops: Int {
+        ops.reduce(0) { if case .convolution(_, _, _, let f) = $1.kind { return $0 + f } else { return $0 } }
+    }
+
+    /// oneDNN implementation of each op, for reports.
+    public var implementations: [(label: String, implementation: String)] {
+        ops.map { ($0.label, $0.primitive.implementation) }
+    }
+
+    /// Bytes of packed weights and biases.
+    public var packedWeightBytes: Int {
+        ops.reduce(0) {
+            if case .convolution(let w, let b, _, _) = $1.kind { return $0 + w.bytes + (b?.bytes ?? 0) } else { return $0 }
+        }
+    }
+
+    init(builder: Builder, output: Value) throws {
+        var ops = builder.ops
+        let values = builder.values
+        inputShape = values[0].shape
+        outputShape = values[output.index].shape
+        // Last use of each value.
+        var lastUse = [Int](repeating: -1, count: values.count)
+        for (i, op) in ops.enumerated() {
+            lastUse[op.input.index] = i
+            if case .convolution(_, _, let r?, _) = op.kind { lastUse[r.index] = i }
+        }
+        lastUse[output.index] = ops.count
+        for (i, op) in ops.enumerated() {
+            if case .convolution(_, _, let r?, _) = op.kind, lastUse[r.index] != i {
+                throw LightCapError.invalidArgument(reason: "a residual value is used after the convolution that adds it (\(op.label))")
+            }
+        }
+        // Buffer slots: reuse freed buffers, best fit.
+        var slots = [Int](repeating: -1, count: values.count)
+        var slotBytes: [Int] = []
+        var free: [Int] = []
+        for (i, op) in ops.enumerated() {
+            let out = op.output.index
+            if let a = values[out].alias {
+                slots[out] = slots[a]
+            } else {
+                let need = DNNL.bytes(values[out].desc)
+                let fits = free.filter { slotBytes[$0] >= need }.min { slotBytes[$0] < slotBytes[$1] }
+                if let s = fits ?? free.max(by: { slotBytes[$0] < slotBytes[$1] }) {
+                    free.removeAll { $0 == s }
+                    slotBytes[s] = max(slotBytes[s], need)
+                    slots[out] = s
+                } else {
+                    slotBytes.append(need)
+                    slots[out] = slotBytes.count - 1
+                }
+            }
+            var inputs = [op.input.index]
+            if case .convolution(_, _, let r?, _) = op.kind { inputs.append(r.index) }
+            for v in inputs where lastUse[v] == i && slots[v] >= 0 && slots[v] != slots[out] && !free.contains(slots[v]) {
+                free.append(slots[v])
+            }
+        }
+        self.values = values
+        self.slots = slots
+        self.slotBytes = slotBytes
+        outputDesc = try DNNL.desc([1, outputShape.channels, outputShape.height, outputShape.width], dnnl_nhwc)
+        outputReorder = try DNNL.Primitive(reorderFrom: values[output.index].desc, to: outputDesc)
+        ops.append(Op(kind: .reorder, primitive: outputReorder, input: output, output: output, label: "output"))
+        self.ops = ops
+        self.outputValue = output
+        scratchpadBytes = ops.map { $0.primitive.scratchpadBytes }.max() ?? 0
+    }
+
+    let outputValue: Value
+
+    /// Per-caller buffers, memory objects and stream. Not shared between threads.
+    public final class Workspace {
+        let network: ConvolutionNetwork
+        let buffers: [DNNL.Buffer]
+        let scratchpad: DNNL.Buffer
+        let stream: DNNL.Stream
+        let memories: [DNNL.Memory?]
+        let inputMemory: DNNL.Memory
+        let outputMemory: DNNL.Memory
+        var keep: [DNNL.Memory] = []
+        var calls: [(DNNL.Primitive, [dnnl_exec_arg_t])] = []
+
+        init(_ network: ConvolutionNetwork) throws {
+            self.network = network
+            buffers = network.slotBytes.map { DNNL.Buffer(bytes: $0) }
+            scratchpad = DNNL.Buffer(bytes: network.scratchpadBytes)
+            stream = try DNNL.Stream()
+            inputMemory = try DNNL.Memory(network.values[0].desc, nil)
+            outputMemory = try DNNL.Memory(network.outputDesc, nil)
+            var memories: [DNNL.Memory?] = [inputMemory]
+            for v in 1..<network.values.count {
+                let s = network.slots[v]
+                memories.append(s >= 0 ? try DNNL.Memory(network.values[v].desc, buffers[s].pointer) : nil)
+            }
+            self.memories = memories
+            let scratchMemories = try network.ops.map {
+                try DNNL.Memory($0.primitive.desc(dnnl_query_scratchpad_md), scratchpad.pointer)
+            }
+            keep.append(contentsOf: scratchMemories)
+            for (i, op) in network.ops.enumerated() {
+                var args = [dnnl_exec_arg_t(arg: DNNL.argScratchpad, memory: scratchMemories[i].handle)]
+                switch op.kind {
+                case .convolution(let w, let b, _, _):
+                    args.append(dnnl_exec_arg_t(arg: DNNL.argSrc, memory: memories[op.input.index]!.handle))
+                    args.append(dnnl_exec_arg_t(arg: DNNL.argDst, memory: memories[op.output.index]!.handle))
+                    let wm = try DNNL.Memory(op.primitive.desc(dnnl_query_weights_md, 0), w.pointer)
+                    keep.append(wm)
+                    args.append(dnnl_exec_arg_t(arg: DNNL.argWeights, memory: wm.handle))
+                    if let b {
+                        let bm = try DNNL.Memory(op.primitive.desc(dnnl_query_weights_md, 1), b.pointer)
+                        keep.append(bm)
+                        args.append(dnnl_exec_arg_t(arg: DNNL.argBias, memory: bm.handle))
+                    }
+                case .pool, .reorder:
+                    args.append(dnnl_exec_arg_t(arg: DNNL.argSrc, memory: memories[op.input.index]!.handle))
+                    let dst = i == network.ops.count - 1 ? outputMemory : memories[op.output.index]!
+                    args.append(dnnl_exec_arg_t(arg: DNNL.argDst, memory: dst.handle))
+                }
+                calls.append((op.primitive, args))
+            }
+        }
+    }
+
+    /// A workspace for `run` (reuse it across calls on one thread).
+    public func makeWorkspace() throws -> Workspace { try Workspace(self) }
+
+    /// Runs the network: `input` is [C, H, W] (CHW, row-major), `output` receives
+    /// [H' * W', C'] tokens (row-major).
+    public func run(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, workspace: Workspace) throws {
+        precondition(workspace.network === self, "ConvolutionNetwork: workspace of another network")
+        try workspace.inputMemory.setPointer(UnsafeMutableRawPointer(mutating: input))
+        try workspace.outputMemory.setPointer(UnsafeMutableRawPointer(output))
+        for (primitive, args) in workspace.calls {
+            try primitive.execute(workspace.stream, args)
+        }
+        workspace.stream.wait()
+    }
+
+    /// Runs the network on a [C, H, W] tensor; returns [H' * W', C'] tokens.
+    public func callAsFunction(_ input: Tensor, workspace: Workspace? = nil) throws -> Tensor {
+        guard input.count == inputShape.count else {
+            throw LightCapError.invalidArgument(reason: "network input has \(input.count) values, expected \(inputShape.channels)x\(inputShape.height)x\(inputShape.width)")
+        }
+        var out = Tensor(zeros: [outputShape.height * outputShape.width, outputShape.channels])
+        let ws = try workspace ?? makeWorkspace()
+        try input.withUnsafeBufferPointer { x in
+            try out.withUnsafeMutableBufferPointer { y in try run(input: x.baseAddress!, output: y.baseAddress!, workspace: ws) }
+        }
+        return out
+    }
+
+    /// Builds a network op by op; weights are packed as each convolution is added.
+    public final class Builder {
+        var ops: [Op] = []
+        var values: [ValueInfo] = []
+        let algorithm: ConvolutionAlgorithm
+
+        /// The network input, [channels, height, width] in CHW layout.
+        public let input: Value
+
+        /// A builder for an input of `channels` x `height` x `width`.
+        public init(channels: Int, height: Int, width: Int, algorithm: ConvolutionAlgorithm = .direct) throws {
+            self.algorithm = algorithm
+            let shape = Shape(channels: channels, height: height, width: width)
+            values.append(ValueInfo(shape: shape, desc: try DNNL.desc([1, channels, height, width], dnnl_nchw)))
+            input = Value(index: 0)
+        }
+
+        /// The shape of `value`.
+        public func shape(_ value: Value) -> Shape { values[value.index].shape }
+
+        private func add(_ shape: Shape, _ desc: DNNL.MemoryDesc, alias: Int? = nil) -> Value {
+            values.append(ValueInfo(shape: shape, desc: desc, alias: alias))
+            return Value(index: values.count - 1)
+        }
+
+        /// `value` in the layout `desc` (a reorder op when it differs).
+        private func converted(_ value: Value, to desc: DNNL.MemoryDesc) throws -> Value {
+            if DNNL.equal(values[value.index].desc, desc) { return value }
+            let p = try DNNL.Primitive(reorderFrom: values[value.index].desc, to: desc)
+            let out = add(values[value.index].shape, desc)
+            ops.append(Op(kind: .reorder, primitive: p, input: value, output: out, label: "reorder"))
+            return out
+        }
+
+        /// conv(x) + bias, then `+ residual` (if given), then ReLU (if `relu`). The residual's
+        /// buffer is reused for the output, so it must not be read afterwards.
+        public func convolution(_ x: Value, _ conv: Conv2d, relu: Bool, residual: Value? = nil, label: String = "conv") throws -> Value {
+            let s = shape(x)
+            guard conv.inChannels == s.channels else {
+                throw LightCapError.invalidArgument(reason: "\(label): input has \(s.channels) channels, weight \(conv.weight.shape)")
+            }
+            let outShape = Shape(channels: conv.outChannels, height: conv.outputSize(s.height), width: conv.outputSize(s.width))
+            guard outShape.height > 0, outShape.width > 0 else {
+                throw LightCapError.invalidArgument(reason: "\(label): input \(s.height)x\(s.width) too small")
+            }
+            if let residual, shape(residual) != outShape {
+                throw LightCapError.invalidArgument(reason: "\(label): residual \(shape(residual)) does not match output \(outShape)")
+            }
+            let isWinogradShape = conv.kernel == 3 && conv.stride == 1
+            let algorithms: [dnnl_alg_kind_t]
+            switch algorithm {
+            case .direct: algorithms = [dnnl_convolution_direct]
+            case .winograd: algorithms = isWinogradShape ? [dnnl_convolution_winograd, dnnl_convolution_direct] : [dnnl_convolution_direct]
+            case .auto: algorithms = [dnnl_convolution_auto, dnnl_convolution_direct]
+            }
+            var primitive: DNNL.Primitive?
+            var lastError: Error?
+            for alg in algorithms {
+                do {
+                    primitive = try DNNL.convolution(
+                        src: try DNNL.desc([1, s.channels, s.height, s.width], dnnl_format_tag_any),
+                        outChannels: conv.outChannels, inChannels: conv.inChannels, kernel: conv.kernel,
+                        outHeight: outShape.height, outWidth: outShape.width, stride: conv.stride, padding: conv.padding,
+                        bias: conv.bias != nil, sum: residual != nil, relu: relu, algorithm: alg)
+                    break
+                } catch { lastError = error }
+            }
+            guard let primitive else { throw lastError! }
+            let src = try converted(x, to: primitive.desc(dnnl_query_src_md))
+            // Pack weights (OIHW -> the primitive's layout) and bias, once.
+            let wDesc = primitive.desc(dnnl_query_weights_md, 0)
+            let weights = DNNL.Buffer(bytes: DNNL.bytes(wDesc))
+            try conv.weight.withUnsafeBufferPointer {
+                try DNNL.reorder(UnsafeRawPointer($0.baseAddress!), try DNNL.desc(conv.weight.shape, dnnl_oihw), into: weights.pointer, wDesc)
+            }
+            var bias: DNNL.Buffer?
+            if let b = conv.bias {
+                let bDesc = primitive.desc(dnnl_query_weights_md, 1)
+                let buffer = DNNL.Buffer(bytes: DNNL.bytes(bDesc))
+                try b.withUnsafeBufferPointer {
+                    try DNNL.reorder(UnsafeRawPointer($0.baseAddress!), try DNNL.desc([conv.outChannels], dnnl_x), into: buffer.pointer, bDesc)
+                }
+                bias = buffer
+            }
+            let dstDesc = primitive.desc(dnnl_query_dst_md)
+            var residualValue: Value?
+            var out: Value
+            if let residual {
+                // Accumulate into (a copy of) the residual, in the conv's output layout.
+                var r = try converted(residual, to: dstDesc)
+                if r.index == 0 { r = try copy(r) }
+                residualValue = r
+                out = add(outShape, dstDesc, alias: values[r.index].alias ?? r.index)
+            } else {
+                out = add(outShape, dstDesc)
+            }
+            let flops = 2 * conv.outChannels * conv.inChannels * conv.kernel * conv.kernel * outShape.height * outShape.width
+            ops.append(Op(kind: .convolution(weights: weights, bias: bias, residual: residualValue, flops: flops),
+                          primitive: primitive, input: src, output: out, label: label))
+            return out
+        }
+
+        private func copy(_ value: Value) throws -> Value {
+            let desc = values[value.index].desc
+            let p = try DNNL.Primitive(reorderFrom: desc, to: desc)
+            let out = add(values[value.index].shape, desc)
+            ops.append(Op(kind: .reorder, primitive: p, input: value, output: out, label: "copy"))
+            return out
+        }
+
+        /// Average pool with window = stride = `kernel` (PyTorch `AvgPool2d(kernel)`); the
+        /// sides must be multiples of `kernel`.
+        public func averagePool(_ x: Value, kernel: Int, label: String = "avgpool") throws -> Value {
+            let s = shape(x)
+            guard kernel >= 1, s.height % kernel == 0, s.width % kernel == 0 else {
+                throw LightCapError.invalidArgument(reason: "\(label): \(s.height)x\(s.width) is not a multiple of \(kernel)")
+            }
+            if kernel == 1 { return x }
+            let p = try DNNL.averagePool(src: values[x.index].desc, channels: s.channels, height: s.height, width: s.width, kernel: kernel)
+            let out = add(Shape(channels: s.channels, height: s.height / kernel, width: s.width / kernel), p.desc(dnnl_query_dst_md))
+            ops.append(Op(kind: .pool, primitive: p, input: x, output: out, label: label))
+            return out
+        }
+
+        /// The finished network producing `output`.
+        public func build(output: Value) throws -> ConvolutionNetwork {
+            try ConvolutionNetwork(builder: self, output: output)
+        }
+    }
+}

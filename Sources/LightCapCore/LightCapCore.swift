@@ -1,1 +1,0 @@
-// LightCapCore: placeholder until the first component lands.

@@ -1,1 +1,0 @@
-// LightCapEval: placeholder until the first component lands.

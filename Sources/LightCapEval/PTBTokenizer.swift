@@ -1,0 +1,180 @@
+// The caption tokenizer of the COCO caption evaluation (pycocoevalcap 1.2).
+//
+// pycocoevalcap joins every caption of a set with "\n", runs Stanford CoreNLP 3.4.1's
+// `PTBTokenizer -preserveLines -lowerCase` (Java) over the whole text, splits the output into
+// lines again and drops the tokens in `punctuation`. This file reproduces that tokenizer's
+// behaviour on caption text in Swift: the token classes of its scanner (words, clitics
+// such as can't -> ca n't, numbers, fractions, abbreviations and acronyms, URLs, quotes,
+// brackets -> -lrb- ..., dashes, ellipses, symbols), longest match with the first listed class
+// winning ties, trailing context, and the deletion of characters it cannot tokenize (such as
+// emoji). Because the scanner sees the text as one document, a caption's tokens can depend on
+// the first characters of the next caption; `tokenize(_:)` therefore takes a whole set.
+// Expected outputs come from the Java tokenizer itself (python/lightcap_train/metric_cases.py).
+
+import Foundation
+
+/// The PTB tokenizer of the COCO caption evaluation, in Swift.
+public struct PTBTokenizer: Sendable {
+    /// The tokens pycocoevalcap removes after tokenizing (after lowercasing, so "-LRB-" is
+    /// never removed: pycocoevalcap keeps "-lrb-").
+    public static let punctuation: Set<String> = [
+        "''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-",
+        ".", "?", "!", ",", ":", "-", "--", "...", ";",
+    ]
+
+    public init() {}
+
+    /// Tokenizes captions as pycocoevalcap does: returns, for each caption in order, its
+    /// tokens lowercased, punctuation dropped, joined by single spaces. Newlines inside a
+    /// caption become spaces first. (pycocoevalcap's known quirk is kept: a carriage return,
+    /// U+2028/U+2029, a vertical tab or form feed inside a caption starts a new output line,
+    /// which shifts the captions after it.)
+    public func tokenize(_ captions: [String]) -> [String] {
+        let document = captions.map { $0.replacingOccurrences(of: "\n", with: " ") }.joined(separator: "\n")
+        let lines = rawLines(document)
+        return (0..<captions.count).map { i in
+            guard i < lines.count else { return "" }
+            return lines[i].filter { !Self.punctuation.contains($0) }.joined(separator: " ")
+        }
+    }
+
+    /// The tokenizer's output for a document: one array of lowercased tokens per output line
+    /// (before pycocoevalcap drops punctuation).
+    public func rawLines(_ document: String) -> [[String]] {
+        let text = Array(document.utf16)
+        var lines: [[String]] = [[]]
+        var candidates: [UInt16: [Int]] = [:]
+        let rules = PTBRules.shared.rules
+        var pos = 0
+        while pos < text.count {
+            let u = text[pos]
+            let ruleIndices: [Int]
+            if let c = candidates[u] {
+                ruleIndices = c
+            } else {
+                ruleIndices = rules.indices.filter { rules[$0].canStart(u) }
+                candidates[u] = ruleIndices
+            }
+            var best: (total: Int, rule: Int, end: Int)? = nil
+            for i in ruleIndices {
+                let rule = rules[i]
+                guard let (end, total) = rule.match(text, at: pos) else { continue }
+                // Longest match wins; on a tie the rule listed first.
+                if best == nil || total - pos > best!.total { best = (total - pos, i, end) }
+            }
+            guard let match = best else {
+                pos += 1  // untokenizable: deleted (CoreNLP's default "firstDelete")
+                continue
+            }
+            let tokenText = String(decoding: text[pos..<match.end], as: UTF16.self)
+            let result = rules[match.rule].action(tokenText)
+            switch result {
+            case .token(let t, let pushBack):
+                lines[lines.count - 1].append(t.javaLowercased())
+                pos = match.end - pushBack
+            case .skip:
+                pos = match.end
+            case .newline:
+                lines.append([])
+                pos = match.end
+            }
+        }
+        return lines
+    }
+}
+
+// MARK: - Python's whitespace splitting (the metrics split tokenized captions with it)
+
+extension String {
+    /// Python's `str.split()`: splits on runs of Unicode whitespace, dropping empty pieces.
+    func pythonSplit() -> [String] {
+        var words: [String] = []
+        var current = String.UnicodeScalarView()
+        for s in unicodeScalars {
+            if Self.isPythonSpace(s) {
+                if !current.isEmpty { words.append(String(current)); current = .init() }
+            } else {
+                current.append(s)
+            }
+        }
+        if !current.isEmpty { words.append(String(current)) }
+        return words
+    }
+
+    static func isPythonSpace(_ s: Unicode.Scalar) -> Bool {
+        switch s.value {
+        case 0x09...0x0D, 0x1C...0x20, 0x85, 0xA0, 0x1680, 0x2000...0x200A, 0x2028, 0x2029, 0x202F, 0x205F, 0x3000:
+            return true
+        default:
+            return false
+        }
+    }
+}
+
+// MARK: - Rules
+
+/// What a rule does with the text it matched.
+enum PTBAction: Sendable {
+    /// Emit a token; `pushBack` units at the end of the match are scanned again.
+    case token(String, pushBack: Int)
+    case skip
+    case newline
+}
+
+struct PTBRule: Sendable {
+    let pattern: Pattern
+    /// Trailing context (`r/s`): must follow the match, is not part of it, but counts in the
+    /// longest-match comparison.
+    let context: Pattern?
+    let action: @Sendable (String) -> PTBAction
+
+    func canStart(_ u: UInt16) -> Bool {
+        pattern.canStart(u) || (pattern.isNullable && (context?.canStart(u) ?? false))
+    }
+
+    /// The end of the token and the end of the whole match (with trailing context).
+    func match(_ text: [UInt16], at pos: Int) -> (end: Int, total: Int)? {
+        let ends = pattern.ends(text, from: [pos])
+        guard let context else {
+            guard let e = ends.last, e > pos else { return nil }
+            return (e, e)
+        }
+        var best: (Int, Int)? = nil
+        for e in ends.reversed() {
+            guard let t = context.longest(text, at: e), t > pos else { continue }
+            if best == nil || t > best!.1 { best = (e, t) }
+        }
+        return best
+    }
+}
+
+extension Pattern {
+    var isNullable: Bool {
+        switch self {
+        case .unit: return false
+        case .literal(let l, _): return l.isEmpty
+        case .sequence(let p): return p.allSatisfy(\.isNullable)
+        case .alternatives(let p): return p.contains(where: \.isNullable)
+        case .repeated(let p, let lo, _): return lo == 0 || p.isNullable
+        }
+    }
+
+    /// Whether a match can begin with the unit `u`.
+    func canStart(_ u: UInt16) -> Bool {
+        switch self {
+        case .unit(let c): return c.contains(u)
+        case .literal(let l, let caseless):
+            guard let f = l.first else { return false }
+            if f == u { return true }
+            return caseless && Pattern.lit(String(decoding: [f], as: UTF16.self)).longest([u], at: 0) != nil
+        case .sequence(let parts):
+            for p in parts {
+                if p.canStart(u) { return true }
+                if !p.isNullable { return false }
+            }
+            return false
+        case .alternatives(let p): return p.contains { $0.canStart(u) }
+        case .repeated(let p, _, let hi): return hi > 0 && p.canStart(u)
+        }
+    }
+}

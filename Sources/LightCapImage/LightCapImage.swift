@@ -1,1 +1,0 @@
-// LightCapImage: placeholder until the first component lands.

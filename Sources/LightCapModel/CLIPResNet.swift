@@ -1,0 +1,196 @@
+// CLIPResNet: CLIP's ModifiedResNet image tower (open_clip names under `visual.`).
+// pixels [3, S, S] -> stem (3 convs + AvgPool 2) -> layer1..4 of anti-aliased bottlenecks
+// -> grid [G*G, C] tokens (row y, column x); optional attention pool -> [output_dim].
+// Convolutions run in oneDNN with weights packed once at load (ConvolutionNetwork);
+// BatchNorm arrives folded (conv bias) or is folded here when `batchnorm_folded` is false.
+
+import LightCapCore
+
+/// The CLIP ModifiedResNet visual encoder. Read-only after load; share it between threads,
+/// give each concurrent caller its own `Workspace`.
+public final class CLIPResNet: Sendable {
+    /// Input side S.
+    public let imageSize: Int
+    /// Grid channels C = width * 32.
+    public let channels: Int
+    /// Grid side G = S / 32.
+    public let gridSide: Int
+    /// The convolution trunk (stem to layer4).
+    public let network: ConvolutionNetwork
+    /// CLIP's attention pool, when the file has it.
+    public let attentionPool: AttentionPool?
+    /// How the 3x3 stride-1 convolutions were built.
+    public let algorithm: ConvolutionAlgorithm
+
+    /// A per-caller workspace (activation buffers, oneDNN stream).
+    public typealias Workspace = ConvolutionNetwork.Workspace
+
+    /// Loads the tower from `store` (the root scope; keys under `visual.`) for `configuration`.
+    /// Every `visual.` key the configuration implies is taken with its exact shape.
+    public init(_ store: WeightStore, configuration: Configuration, algorithm: ConvolutionAlgorithm = .direct) throws {
+        let visual = configuration.visual
+        imageSize = configuration.image.size
+        channels = configuration.gridChannels
+        gridSide = configuration.gridSide
+        self.algorithm = algorithm
+        let loader = ConvLoader(store: store.scoped("visual"), folded: visual.batchnormFolded)
+        let b = try ConvolutionNetwork.Builder(channels: 3, height: imageSize, width: imageSize, algorithm: algorithm)
+        let width = visual.width
+
+        // Stem: conv1 (stride 2), conv2, conv3, each + BN + ReLU; AvgPool 2.
+        var x = try b.convolution(b.input, loader.conv("conv1", bn: "bn1", in: 3, out: width / 2, kernel: 3, stride: 2, padding: 1),
+                                  relu: true, label: "conv1")
+        x = try b.convolution(x, loader.conv("conv2", bn: "bn2", in: width / 2, out: width / 2, kernel: 3, padding: 1), relu: true, label: "conv2")
+        x = try b.convolution(x, loader.conv("conv3", bn: "bn3", in: width / 2, out: width, kernel: 3, padding: 1), relu: true, label: "conv3")
+        x = try b.averagePool(x, kernel: 2, label: "avgpool")
+
+        // layer1..4: planes width * (1, 2, 4, 8), strides (1, 2, 2, 2).
+        var inplanes = width
+        for (l, blocks) in visual.layers.enumerated() {
+            let planes = width << l
+            for i in 0..<blocks {
+                let stride = (i == 0 && l > 0) ? 2 : 1
+                x = try CLIPResNet.bottleneck(b, x, loader, name: "layer\(l + 1).\(i)", inplanes: inplanes, planes: planes, stride: stride)
+                inplanes = planes * 4
+            }
+        }
+        network = try b.build(output: x)
+        // The convolution weights now live packed in the network: let the file's pages go.
+        for key in store.scoped("visual").keys where !key.hasPrefix("visual.attnpool.") { store.releasePages(of: key) }
+        attentionPool = visual.attentionPool
+            ? try AttentionPool(store.scoped("visual").scoped("attnpool"), tokens: gridSide * gridSide, channels: channels,
+                                heads: visual.heads, outputDim: visual.outputDim)
+            : nil
+    }
+
+    /// x -> conv1 (1x1) -> conv2 (3x3) -> AvgPool(stride) -> conv3 (1x1) + identity -> ReLU, where
+    /// identity = downsample (AvgPool(stride), 1x1 conv, BN) when stride > 1 or channels change.
+    private static func bottleneck(_ b: ConvolutionNetwork.Builder, _ x: ConvolutionNetwork.Value, _ loader: ConvLoader,
+                                   name: String, inplanes: Int, planes: Int, stride: Int) throws -> ConvolutionNetwork.Value {
+        var h = try b.convolution(x, loader.conv("\(name).conv1", bn: "\(name).bn1", in: inplanes, out: planes, kernel: 1),
+                                  relu: true, label: "\(name).conv1")
+        h = try b.convolution(h, loader.conv("\(name).conv2", bn: "\(name).bn2", in: planes, out: planes, kernel: 3, padding: 1),
+                              relu: true, label: "\(name).conv2")
+        h = try b.averagePool(h, kernel: stride, label: "\(name).avgpool")
+        var identity = x
+        if stride > 1 || inplanes != planes * 4 {
+            let pooled = try b.averagePool(x, kernel: stride, label: "\(name).downsample.-1")
+            identity = try b.convolution(pooled, loader.conv("\(name).downsample.0", bn: "\(name).downsample.1",
+                                                             in: inplanes, out: planes * 4, kernel: 1),
+                                         relu: false, label: "\(name).downsample.0")
+        }
+        return try b.convolution(h, loader.conv("\(name).conv3", bn: "\(name).bn3", in: planes, out: planes * 4, kernel: 1),
+                                 relu: true, residual: identity, label: "\(name).conv3")
+    }
+
+    /// A new workspace for `grid`.
+    public func makeWorkspace() throws -> Workspace { try network.makeWorkspace() }
+
+    /// Writes the grid tokens [G*G, C] of normalised pixels [3, S, S] (CHW) into `grid`.
+    public func grid(pixels: UnsafePointer<Float>, into grid: UnsafeMutablePointer<Float>, workspace: Workspace) throws {
+        try network.run(input: pixels, output: grid, workspace: workspace)
+    }
+
+    /// The grid tokens [G*G, C] of normalised pixels [3, S, S] (CHW, 3*S*S values).
+    public func grid(pixels: [Float], workspace: Workspace? = nil) throws -> Tensor {
+        guard pixels.count == 3 * imageSize * imageSize else {
+            throw LightCapError.invalidArgument(reason: "CLIPResNet expects 3x\(imageSize)x\(imageSize) = \(3 * imageSize * imageSize) pixels, got \(pixels.count)")
+        }
+        return try network(Tensor(shape: [3, imageSize, imageSize], scalars: pixels), workspace: workspace)
+    }
+
+    /// The grid tokens [G*G, C] of a [3, S, S] tensor.
+    public func grid(_ pixels: Tensor, workspace: Workspace? = nil) throws -> Tensor {
+        guard pixels.shape == [3, imageSize, imageSize] else {
+            throw LightCapError.invalidArgument(reason: "CLIPResNet expects pixels [3, \(imageSize), \(imageSize)], got \(pixels.shape)")
+        }
+        return try network(pixels, workspace: workspace)
+    }
+
+    /// CLIP's pooled image embedding [output_dim] from grid tokens (needs the attention pool).
+    public func pooled(grid: Tensor) throws -> Tensor {
+        guard let attentionPool else {
+            throw LightCapError.invalidArgument(reason: "this model has no attention pool (visual.attention_pool is false)")
+        }
+        return attentionPool(grid)
+    }
+}
+
+/// Reads one convolution's weights, folding BatchNorm (eps 1e-5) when the file is unfolded.
+struct ConvLoader {
+    let store: WeightStore
+    let folded: Bool
+
+    func conv(_ name: String, bn: String, in inChannels: Int, out outChannels: Int, kernel: Int,
+              stride: Int = 1, padding: Int = 0) throws -> Conv2d {
+        let weight = try store.take("\(name).weight", shape: [outChannels, inChannels, kernel, kernel])
+        if folded {
+            let bias = try store.take("\(name).bias", shape: [outChannels])
+            return try Conv2d(weight: weight, bias: bias, stride: stride, padding: padding)
+        }
+        let (w, b) = try ConvLoader.fold(weight: weight, batchNorm: store.scoped(bn), channels: outChannels)
+        return try Conv2d(weight: w, bias: b, stride: stride, padding: padding)
+    }
+
+    /// W' = W * g / sqrt(var + eps), b' = beta - mean * g / sqrt(var + eps), per output channel.
+    static func fold(weight: Tensor, batchNorm bn: WeightStore, channels: Int, eps: Double = 1e-5) throws -> (Tensor, Tensor) {
+        let gamma = try bn.take("weight", shape: [channels]).scalars
+        let beta = try bn.take("bias", shape: [channels]).scalars
+        let mean = try bn.take("running_mean", shape: [channels]).scalars
+        let variance = try bn.take("running_var", shape: [channels]).scalars
+        if let bad = variance.firstIndex(where: { $0 < 0 }) {
+            throw LightCapError.invalidArgument(reason: "tensor '\(bn.fullKey("running_var"))' has a negative variance at index \(bad)")
+        }
+        let per = weight.count / channels
+        var w = weight.owned()
+        var bias = [Float](repeating: 0, count: channels)
+        w.withUnsafeMutableBufferPointer { p in
+            for o in 0..<channels {
+                let scale = Double(gamma[o]) / (Double(variance[o]) + eps).squareRoot()
+                for i in 0..<per { p[o * per + i] = Float(Double(p[o * per + i]) * scale) }
+                bias[o] = Float(Double(beta[o]) - Double(mean[o]) * scale)
+            }
+        }
+        return (w, Tensor(shape: [channels], scalars: bias))
+    }
+}
+
+/// CLIP's attention pool: the mean grid token (plus positional embedding) attends over
+/// [mean; grid] + positional embedding with `heads` heads, then `c_proj`.
+public struct AttentionPool: Sendable {
+    public let heads: Int
+    /// [(N+1), C].
+    public let positionalEmbedding: Tensor
+    public let q: Linear, k: Linear, v: Linear, c: Linear
+
+    /// Loads `positional_embedding` and `{q,k,v,c}_proj` from `store` (scope `visual.attnpool`).
+    public init(_ store: WeightStore, tokens: Int, channels: Int, heads: Int, outputDim: Int) throws {
+        self.heads = heads
+        positionalEmbedding = try store.take("positional_embedding", shape: [tokens + 1, channels]).owned()
+        q = try Linear(store.scoped("q_proj"), inFeatures: channels, outFeatures: channels)
+        k = try Linear(store.scoped("k_proj"), inFeatures: channels, outFeatures: channels)
+        v = try Linear(store.scoped("v_proj"), inFeatures: channels, outFeatures: channels)
+        c = try Linear(store.scoped("c_proj"), inFeatures: channels, outFeatures: outputDim)
+    }
+
+    /// grid [N, C] -> [output_dim].
+    public func callAsFunction(_ grid: Tensor) -> Tensor {
+        let (n, ch) = (grid.shape[0], grid.shape[1])
+        var tokens = Tensor(zeros: [n + 1, ch])  // [N+1, C]: mean token, then the grid
+        grid.withUnsafeBufferPointer { g in
+            positionalEmbedding.withUnsafeBufferPointer { pos in
+                tokens.withUnsafeMutableBufferPointer { t in
+                    for j in 0..<ch {
+                        var sum: Float = 0
+                        for i in 0..<n { sum += g[i * ch + j] }
+                        t[j] = sum / Float(n) + pos[j]
+                    }
+                    for i in 0..<(n * ch) { t[ch + i] = g[i] + pos[ch + i] }
+                }
+            }
+        }
+        let query = q(tokens.rows(0..<1))  // [1, C]
+        let attended = Attention.multiHead(query: query, key: k(tokens), value: v(tokens), heads: heads, mask: nil)  // [1, C]
+        return c(attended).reshaped([c.outFeatures])
+    }
+}

@@ -1,0 +1,407 @@
+// The fusion model (docs/FORMAT.md, computation 6-9 and 13): image projection, the OSCAR-style
+// input layout and attention mask, and a post-LN BERT encoder (Hugging Face names under `bert.`).
+//
+// Two ways to run it:
+//   - `encode(_:mask:)`: the whole sequence [caption segment; concept segment; visual tokens] with
+//     the additive mask, every hidden state returned (the reference twin, and the uncached decoder);
+//   - `imageCache(...)` once per image, then `step(...)` per decoding step: concept and visual
+//     rows never see the caption, so their keys/values are computed once; each step runs only the
+//     token just chosen and the new [MASK] (two rows per hypothesis) against the cached keys.
+// Blocked keys get -10000 in both ways; exp(-10000) is exactly 0 in Float, so leaving blocked
+// keys out (the cached way) changes nothing but the order of a few additions.
+
+import LightCapCore
+
+/// Additive mask value of a blocked key (Hugging Face's extended mask).
+public let attentionMaskBlocked: Float = -10000
+
+/// Ids of the special tokens in the fusion vocabulary.
+public struct SpecialTokenIDs: Sendable, Equatable {
+    public var cls: Int, sep: Int, mask: Int, pad: Int
+
+    public init(cls: Int, sep: Int, mask: Int, pad: Int) {
+        self.cls = cls
+        self.sep = sep
+        self.mask = mask
+        self.pad = pad
+    }
+}
+
+/// The text part of one fusion input and its attention mask (docs/FORMAT.md 7-8).
+public struct FusionInput: Sendable {
+    /// Caption segment (padded to `captionSegmentLength`) then concept segment: [T].
+    public var tokenIDs: [Int]
+    /// 0 for the caption segment, 1 for the concept segment: [T].
+    public var typeIDs: [Int]
+    /// 0 ..< T: [T].
+    public var positionIDs: [Int]
+    /// Additive mask [T + N, T + N] (0 seen, -10000 blocked).
+    public var mask: Tensor
+    /// Caption segment length A.
+    public var captionSegmentLength: Int
+
+    /// Lays out `[CLS] caption... (+ [MASK])` padded with [PAD] to `captionSegmentLength`, then the
+    /// concept pieces and [SEP], then `visualCount` visual tokens.
+    /// - Parameters:
+    ///   - captionSegment: the caption segment's tokens before padding, e.g. `[CLS] t1..tk [MASK]`.
+    ///   - conceptPieces: WordPiece ids of the kept concepts in score order, concatenated (no [SEP]),
+    ///     or nil when the model has no concept segment.
+    public static func build(captionSegment: [Int], conceptPieces: [Int]?, special: SpecialTokenIDs,
+                             captionSegmentLength a: Int, visualCount n: Int,
+                             maxPositions: Int) throws -> FusionInput {
+        guard captionSegment.count <= a else {
+            throw LightCapError.invalidArgument(reason: "caption segment of \(captionSegment.count) tokens exceeds caption_segment_length \(a)")
+        }
+        var tokens = captionSegment + Array(repeating: special.pad, count: a - captionSegment.count)
+        if let conceptPieces { tokens += conceptPieces + [special.sep] }
+        let t = tokens.count
+        guard t <= maxPositions else {
+            throw LightCapError.invalidArgument(reason: "text of \(t) tokens exceeds max_position_embeddings \(maxPositions)")
+        }
+        let total = t + n
+        var mask = Tensor(zeros: [total, total])
+        mask.withUnsafeMutableBufferPointer { m in
+            for i in 0..<total {
+                for j in 0..<total {
+                    let keyIsCaption = j < a
+                    var allowed = i < a ? (!keyIsCaption || j <= i) : !keyIsCaption
+                    if j < t && tokens[j] == special.pad { allowed = false }
+                    if !allowed { m[i * total + j] = attentionMaskBlocked }
+                }
+            }
+        }
+        return FusionInput(tokenIDs: tokens, typeIDs: (0..<t).map { $0 < a ? 0 : 1 },
+                           positionIDs: Array(0..<t), mask: mask, captionSegmentLength: a)
+    }
+}
+
+/// Visual tokens: `LayerNorm(dense(grid))`. Weights: `image_projection.{dense,LayerNorm}`.
+public struct ImageProjection: Sendable {
+    let dense: Linear
+    let norm: LayerNorm
+
+    /// Loads the projection from the `image_projection` scope.
+    public init(_ store: WeightStore, configuration: Configuration) throws {
+        let d = configuration.fusion.hiddenSize
+        dense = try Linear(store.scoped("dense"), inFeatures: configuration.gridChannels, outFeatures: d)
+        norm = try LayerNorm(store.scoped("LayerNorm"), size: d, eps: configuration.fusion.layerNormEps)
+    }
+
+    /// [N, C] -> [N, D].
+    public func callAsFunction(_ grid: Tensor) -> Tensor { norm(dense(grid)) }
+}
+
+/// One post-LN BERT layer. Query, key and value are packed into one [3D, D] product.
+struct BertLayer: Sendable {
+    let qkv: Linear  // [3D, D]
+    let attentionOutput: Linear  // [D, D]
+    let attentionNorm: LayerNorm
+    let intermediate: Linear  // [I, D]
+    let output: Linear  // [D, I]
+    let outputNorm: LayerNorm
+    let heads: Int
+
+    init(_ store: WeightStore, fusion f: Configuration.Fusion) throws {
+        let d = f.hiddenSize
+        let attention = store.scoped("attention")
+        let selfScope = attention.scoped("self")
+        var weights: [Float] = [], biases: [Float] = []
+        for name in ["query", "key", "value"] {
+            let s = selfScope.scoped(name)
+            weights += try s.take("weight", shape: [d, d]).scalars
+            biases += try s.take("bias", shape: [d]).scalars
+            s.releasePages(of: "weight")
+        }
+        qkv = try Linear(weight: Tensor(shape: [3 * d, d], scalars: weights), bias: Tensor(shape: [3 * d], scalars: biases))
+        attentionOutput = try Linear(attention.scoped("output").scoped("dense"), inFeatures: d, outFeatures: d)
+        attentionNorm = try LayerNorm(attention.scoped("output").scoped("LayerNorm"), size: d, eps: f.layerNormEps)
+        intermediate = try Linear(store.scoped("intermediate").scoped("dense"), inFeatures: d, outFeatures: f.intermediateSize)
+        output = try Linear(store.scoped("output").scoped("dense"), inFeatures: f.intermediateSize, outFeatures: d)
+        outputNorm = try LayerNorm(store.scoped("output").scoped("LayerNorm"), size: d, eps: f.layerNormEps)
+        heads = f.numAttentionHeads
+    }
+
+    var hiddenSize: Int { attentionOutput.outFeatures }
+
+    /// Attention output + FFN on `context` [M, D] with residual `x` [M, D].
+    func finish(context: Tensor, residual x: Tensor) -> Tensor {
+        var attended = attentionOutput(context)
+        add(&attended, x)
+        attended = attentionNorm(attended)
+        var h = intermediate(attended)
+        h.withUnsafeMutableBufferPointer { Activations.gelu(inPlace: $0) }
+        var out = output(h)
+        add(&out, attended)
+        return outputNorm(out)
+    }
+
+    /// The whole layer on x [L, D] with an additive mask [L, L] (or none).
+    func forward(_ x: Tensor, mask: Tensor?) -> Tensor {
+        let d = hiddenSize, rows = x.shape[0]
+        let qkvOut = qkv(x)  // [L, 3D]
+        var context = Tensor(zeros: [rows, d])
+        var scratch = [Float](repeating: 0, count: rows * rows)
+        qkvOut.withUnsafeBufferPointer { p in
+            context.withUnsafeMutableBufferPointer { c in
+                scratch.withUnsafeMutableBufferPointer { s in
+                    let base = p.baseAddress!
+                    func run(_ m: UnsafePointer<Float>?) {
+                        Attention.multiHead(query: base, queryStride: 3 * d, key: base + d, keyStride: 3 * d,
+                                            value: base + 2 * d, valueStride: 3 * d, tq: rows, tk: rows,
+                                            heads: heads, headDim: d / heads, mask: m,
+                                            scratch: s.baseAddress!, output: c.baseAddress!)
+                    }
+                    if let mask { mask.withUnsafeBufferPointer { run($0.baseAddress!) } } else { run(nil) }
+                }
+            }
+        }
+        return finish(context: context, residual: x)
+    }
+}
+
+/// x += y (same count).
+@inline(__always)
+func add(_ x: inout Tensor, _ y: Tensor) {
+    y.withUnsafeBufferPointer { b in
+        x.withUnsafeMutableBufferPointer { a in
+            for i in 0..<a.count { a[i] += b[i] }
+        }
+    }
+}
+
+/// Keys and values of the concept + visual rows at every layer, computed once per image.
+public struct ImageCache: Sendable {
+    /// Per layer, [P, D] keys and values of the P concept + visual rows.
+    var keys: [Tensor], values: [Tensor]
+    /// P.
+    public var count: Int { keys.first?.shape[0] ?? 0 }
+    /// Final hidden states of the concept + visual rows [P, D].
+    public var hidden: Tensor
+}
+
+/// Keys and values of the caption rows computed so far for one hypothesis ([CLS] and its tokens).
+public struct CaptionCache: Sendable {
+    /// Per layer, row-major [count, D].
+    var keys: [[Float]], values: [[Float]]
+    /// Number of caption positions held (0 before the first step).
+    public private(set) var count: Int
+
+    /// An empty cache for `layers` layers.
+    public init(layers: Int) {
+        keys = Array(repeating: [], count: layers)
+        values = Array(repeating: [], count: layers)
+        count = 0
+    }
+
+    mutating func append(layer: Int, key: UnsafePointer<Float>, value: UnsafePointer<Float>, width: Int) {
+        keys[layer].append(contentsOf: UnsafeBufferPointer(start: key, count: width))
+        values[layer].append(contentsOf: UnsafeBufferPointer(start: value, count: width))
+        if layer == keys.count - 1 { count += 1 }
+    }
+}
+
+/// The BERT fusion model (no pooler). Weights under `bert.`.
+public struct FusionModel: Sendable {
+    public let configuration: Configuration.Fusion
+    /// [V, D]: the word embeddings, also the heads' tied decoder.
+    public let wordEmbeddings: Tensor
+    let positionEmbeddings: Tensor  // [P, D]
+    let tokenTypeEmbeddings: Tensor  // [2, D]
+    let embeddingNorm: LayerNorm
+    let layers: [BertLayer]
+
+    /// Loads the model from the `bert` scope.
+    public init(_ store: WeightStore, configuration: Configuration) throws {
+        let f = configuration.fusion, d = f.hiddenSize
+        let e = store.scoped("embeddings")
+        wordEmbeddings = try e.take("word_embeddings.weight", shape: [f.vocabSize, d])
+        positionEmbeddings = try e.take("position_embeddings.weight", shape: [f.maxPositionEmbeddings, d]).owned()
+        tokenTypeEmbeddings = try e.take("token_type_embeddings.weight", shape: [f.typeVocabSize, d]).owned()
+        embeddingNorm = try LayerNorm(e.scoped("LayerNorm"), size: d, eps: f.layerNormEps)
+        let encoder = store.scoped("encoder").scoped("layer")
+        layers = try (0..<f.numHiddenLayers).map { try BertLayer(encoder.scoped($0), fusion: f) }
+        self.configuration = f
+    }
+
+    /// Hidden size D.
+    public var hiddenSize: Int { configuration.hiddenSize }
+    /// Number of layers.
+    public var layerCount: Int { layers.count }
+
+    /// LayerNorm(word + position + token type) of each text token: [T, D].
+    public func embed(tokens: [Int], types: [Int], positions: [Int]) throws -> Tensor {
+        let d = hiddenSize, f = configuration
+        precondition(tokens.count == types.count && tokens.count == positions.count, "FusionModel.embed: lengths differ")
+        for (i, t) in tokens.enumerated() {
+            guard t >= 0 && t < f.vocabSize else {
+                throw LightCapError.invalidArgument(reason: "token id \(t) at \(i) is outside the vocabulary of \(f.vocabSize)")
+            }
+            guard positions[i] >= 0 && positions[i] < f.maxPositionEmbeddings else {
+                throw LightCapError.invalidArgument(reason: "position \(positions[i]) is outside max_position_embeddings \(f.maxPositionEmbeddings)")
+            }
+            guard types[i] >= 0 && types[i] < f.typeVocabSize else {
+                throw LightCapError.invalidArgument(reason: "token type \(types[i]) is outside type_vocab_size \(f.typeVocabSize)")
+            }
+        }
+        var out = Tensor(zeros: [tokens.count, d])
+        wordEmbeddings.withUnsafeBufferPointer { w in
+            positionEmbeddings.withUnsafeBufferPointer { p in
+                tokenTypeEmbeddings.withUnsafeBufferPointer { t in
+                    out.withUnsafeMutableBufferPointer { o in
+                        for i in tokens.indices {
+                            let (wr, pr, tr) = (tokens[i] * d, positions[i] * d, types[i] * d)
+                            for k in 0..<d { o[i * d + k] = w[wr + k] + p[pr + k] + t[tr + k] }
+                        }
+                    }
+                }
+            }
+        }
+        return embeddingNorm(out)
+    }
+
+    /// Mean word embedding of each concept's WordPiece ids: [k, D].
+    public func meanWordEmbeddings(_ pieces: [[Int]]) -> Tensor {
+        let d = hiddenSize
+        var out = Tensor(zeros: [pieces.count, d])
+        wordEmbeddings.withUnsafeBufferPointer { w in
+            out.withUnsafeMutableBufferPointer { o in
+                for (i, ids) in pieces.enumerated() {
+                    for id in ids { for k in 0..<d { o[i * d + k] += w[id * d + k] } }
+                    let n = Float(max(ids.count, 1))
+                    for k in 0..<d { o[i * d + k] /= n }
+                }
+            }
+        }
+        return out
+    }
+
+    /// Text embeddings of `input` followed by `visualTokens` [N, D]: the encoder's input [T + N, D].
+    public func inputEmbeddings(_ input: FusionInput, visualTokens: Tensor) throws -> Tensor {
+        let text = try embed(tokens: input.tokenIDs, types: input.typeIDs, positions: input.positionIDs)
+        return concatenateRows(text, visualTokens)
+    }
+
+    /// Every hidden state: [0] the input, [l] after layer l. x [L, D], mask [L, L].
+    public func encode(_ x: Tensor, mask: Tensor?) -> [Tensor] {
+        var states = [x]
+        var h = x
+        for layer in layers {
+            h = layer.forward(h, mask: mask)
+            states.append(h)
+        }
+        return states
+    }
+
+    // MARK: - Cached decoding
+
+    /// Runs the concept segment (`conceptTokens`: pieces + [SEP], positions from
+    /// `captionSegmentLength`, type 1) and the visual tokens through every layer once, keeping
+    /// each layer's keys and values. These rows see each other and never the caption.
+    public func imageCache(conceptTokens: [Int], visualTokens: Tensor, captionSegmentLength a: Int) throws -> ImageCache {
+        let text = try embed(tokens: conceptTokens, types: Array(repeating: 1, count: conceptTokens.count),
+                             positions: conceptTokens.indices.map { a + $0 })
+        var h = concatenateRows(text, visualTokens)
+        let d = hiddenSize
+        var keys: [Tensor] = [], values: [Tensor] = []
+        for layer in layers {
+            let qkvOut = layer.qkv(h)
+            keys.append(columns(qkvOut, from: d, width: d))
+            values.append(columns(qkvOut, from: 2 * d, width: d))
+            h = layer.forward(h, mask: nil)
+        }
+        return ImageCache(keys: keys, values: values, hidden: h)
+    }
+
+    /// One decoding step for several hypotheses. Hypothesis i holds `caches[i]` (caption positions
+    /// 0 ..< c) and adds the token just chosen, `tokens[i]`, at position c, then a [MASK] at c + 1.
+    /// Returns the final hidden state of each [MASK] row [H, D] and the caches grown by position c.
+    public func step(caches: [CaptionCache], tokens: [Int], maskID: Int, image: ImageCache) throws
+        -> (hidden: Tensor, caches: [CaptionCache]) {
+        precondition(caches.count == tokens.count, "FusionModel.step: caches and tokens differ")
+        let d = hiddenSize, hyps = caches.count, heads = configuration.numAttentionHeads
+        var rowsTokens: [Int] = [], rowsPositions: [Int] = []
+        for (cache, token) in zip(caches, tokens) {
+            rowsTokens += [token, maskID]
+            rowsPositions += [cache.count, cache.count + 1]
+        }
+        var h = try embed(tokens: rowsTokens, types: Array(repeating: 0, count: rowsTokens.count), positions: rowsPositions)
+        var grown = caches
+        let p = image.count
+        for (l, layer) in layers.enumerated() {
+            let qkvOut = layer.qkv(h)  // [2H, 3D]
+            var context = Tensor(zeros: [2 * hyps, d])
+            qkvOut.withUnsafeBufferPointer { q in
+                context.withUnsafeMutableBufferPointer { ctx in
+                    image.keys[l].withUnsafeBufferPointer { ik in
+                        image.values[l].withUnsafeBufferPointer { iv in
+                            for i in 0..<hyps {
+                                let c = caches[i].count
+                                let tk = p + c + 2
+                                // Keys/values of this hypothesis: image rows, cached caption rows, the two new rows.
+                                var kbuf = [Float](repeating: 0, count: tk * d)
+                                var vbuf = [Float](repeating: 0, count: tk * d)
+                                kbuf.withUnsafeMutableBufferPointer { kb in
+                                    vbuf.withUnsafeMutableBufferPointer { vb in
+                                        kb.baseAddress!.update(from: ik.baseAddress!, count: p * d)
+                                        vb.baseAddress!.update(from: iv.baseAddress!, count: p * d)
+                                        caches[i].keys[l].withUnsafeBufferPointer { kb.baseAddress!.advanced(by: p * d).update(from: $0.baseAddress!, count: c * d) }
+                                        caches[i].values[l].withUnsafeBufferPointer { vb.baseAddress!.advanced(by: p * d).update(from: $0.baseAddress!, count: c * d) }
+                                        for r in 0..<2 {
+                                            let row = q.baseAddress! + (2 * i + r) * 3 * d
+                                            (kb.baseAddress! + (p + c + r) * d).update(from: row + d, count: d)
+                                            (vb.baseAddress! + (p + c + r) * d).update(from: row + 2 * d, count: d)
+                                        }
+                                        // The chosen token (row 0) does not see the [MASK] after it.
+                                        var mask = [Float](repeating: 0, count: 2 * tk)
+                                        mask[tk - 1] = attentionMaskBlocked
+                                        var scratch = [Float](repeating: 0, count: 2 * tk)
+                                        mask.withUnsafeBufferPointer { m in
+                                            scratch.withUnsafeMutableBufferPointer { s in
+                                                Attention.multiHead(query: q.baseAddress! + 2 * i * 3 * d, queryStride: 3 * d,
+                                                                    key: kb.baseAddress!, value: vb.baseAddress!,
+                                                                    tq: 2, tk: tk, heads: heads, headDim: d / heads,
+                                                                    mask: m.baseAddress!, scratch: s.baseAddress!,
+                                                                    output: ctx.baseAddress! + 2 * i * d)
+                                            }
+                                        }
+                                    }
+                                }
+                                let row = q.baseAddress! + 2 * i * 3 * d
+                                grown[i].append(layer: l, key: row + d, value: row + 2 * d, width: d)
+                            }
+                        }
+                    }
+                }
+            }
+            h = layer.finish(context: context, residual: h)
+        }
+        // Rows 1, 3, 5, ...: the [MASK] of each hypothesis.
+        var out = Tensor(zeros: [hyps, d])
+        h.withUnsafeBufferPointer { src in
+            out.withUnsafeMutableBufferPointer { dst in
+                for i in 0..<hyps { (dst.baseAddress! + i * d).update(from: src.baseAddress! + (2 * i + 1) * d, count: d) }
+            }
+        }
+        return (out, grown)
+    }
+}
+
+/// Rows of `a` then rows of `b` (same width).
+func concatenateRows(_ a: Tensor, _ b: Tensor) -> Tensor {
+    precondition(a.shape.last == b.shape.last, "concatenateRows: widths \(a.shape) and \(b.shape) differ")
+    let width = a.shape.last ?? 0
+    let out = Tensor(zeros: [a.shape[0] + b.shape[0], width])
+    a.withUnsafeBufferPointer { out.storage.base.update(from: $0.baseAddress!, count: $0.count) }
+    b.withUnsafeBufferPointer { (out.storage.base + a.count).update(from: $0.baseAddress!, count: $0.count) }
+    return out
+}
+
+/// Columns `from ..< from + width` of a [M, K] tensor: [M, width].
+func columns(_ x: Tensor, from: Int, width: Int) -> Tensor {
+    let (m, k) = (x.shape[0], x.shape[1])
+    let out = Tensor(zeros: [m, width])
+    x.withUnsafeBufferPointer { p in
+        for r in 0..<m { (out.storage.base + r * width).update(from: p.baseAddress! + r * k + from, count: width) }
+    }
+    return out
+}

@@ -1,1 +1,0 @@
-// LightCapModel: placeholder until the first component lands.

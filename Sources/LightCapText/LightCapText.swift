@@ -1,1 +1,0 @@
-// LightCapText: placeholder until the first component lands.

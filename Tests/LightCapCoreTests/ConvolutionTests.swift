@@ -1,0 +1,101 @@
+import XCTest
+@testable import LightCapCore
+
+/// oneDNN convolutions and pools (packed weights, fused bias/ReLU/residual, blocked layouts
+/// between ops) against the plain `Reference` loops on random and odd shapes.
+final class ConvolutionTests: XCTestCase {
+    func assertClose(_ a: Tensor, _ b: Tensor, tolerance: Float, _ what: String, file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertEqual(a.shape, b.shape, what, file: file, line: line)
+        let scale = max(b.maxAbs, 1e-6)
+        let diff = a.maxAbsDifference(b)
+        XCTAssertLessThanOrEqual(diff, tolerance * scale, "\(what): max abs diff \(diff), scale \(scale)", file: file, line: line)
+    }
+
+    func testSingleConvolutionsMatchReference() throws {
+        var rng = SeededRandom(seed: 31)
+        // (in, out, side, kernel, stride, padding, bias, relu)
+        let cases: [(Int, Int, Int, Int, Int, Int, Bool, Bool)] = [
+            (3, 8, 13, 3, 2, 1, true, true),     // stem-like, odd side
+            (3, 5, 9, 3, 1, 1, false, false),
+            (17, 33, 7, 1, 1, 0, true, false),   // channels not multiples of 16
+            (32, 64, 8, 3, 1, 1, true, true),    // blocked layouts
+            (16, 48, 6, 1, 1, 0, true, true),
+            (5, 7, 11, 7, 2, 3, true, false),    // 7x7 stride 2
+            (1, 1, 1, 1, 1, 0, true, true),
+        ]
+        for (cin, cout, side, k, stride, pad, hasBias, relu) in cases {
+            let x = rng.tensor([cin, side, side])
+            let w = rng.tensor([cout, cin, k, k], scale: 0.5)
+            let b = hasBias ? rng.tensor([cout]) : nil
+            let conv = try Conv2d(weight: w, bias: b, stride: stride, padding: pad)
+            let builder = try ConvolutionNetwork.Builder(channels: cin, height: side, width: side)
+            let y = try builder.convolution(builder.input, conv, relu: relu)
+            let net = try builder.build(output: y)
+            var expected = Reference.conv2d(x, weight: w, bias: b, stride: stride, padding: pad)
+            if relu { expected = Reference.relu(expected) }
+            assertClose(try net(x), Reference.tokens(expected), tolerance: 1e-5, "conv \(cin)->\(cout) k\(k) s\(stride) side \(side)")
+            XCTAssertEqual(net.convolutionFlops, 2 * cout * cin * k * k * expected.shape[1] * expected.shape[2])
+        }
+    }
+
+    /// A bottleneck with downsample: 1x1, 3x3, pool, 1x1 + residual (pooled 1x1 branch), ReLU;
+    /// then a second block whose residual is its own input (in-place accumulation).
+    func testBottleneckChainMatchesReference() throws {
+        for algorithm in ConvolutionAlgorithm.allCases {
+            var rng = SeededRandom(seed: 32)
+            let (cin, planes, side) = (16, 8, 12)
+            let x = rng.tensor([cin, side, side])
+            func conv(_ o: Int, _ i: Int, _ k: Int) throws -> Conv2d {
+                try Conv2d(weight: rng.tensor([o, i, k, k], scale: 0.4), bias: rng.tensor([o], scale: 0.2), stride: 1, padding: k / 2)
+            }
+            let c1 = try conv(planes, cin, 1), c2 = try conv(planes, planes, 3), c3 = try conv(planes * 4, planes, 1)
+            let ds = try conv(planes * 4, cin, 1)
+            let d1 = try conv(planes, planes * 4, 1), d2 = try conv(planes, planes, 3), d3 = try conv(planes * 4, planes, 1)
+
+            let b = try ConvolutionNetwork.Builder(channels: cin, height: side, width: side, algorithm: algorithm)
+            var h = try b.convolution(b.input, c1, relu: true)
+            h = try b.convolution(h, c2, relu: true)
+            h = try b.averagePool(h, kernel: 2)
+            let identity = try b.convolution(try b.averagePool(b.input, kernel: 2), ds, relu: false)
+            let block1 = try b.convolution(h, c3, relu: true, residual: identity)
+            var g = try b.convolution(block1, d1, relu: true)
+            g = try b.convolution(g, d2, relu: true)
+            let block2 = try b.convolution(g, d3, relu: true, residual: block1)
+            let net = try b.build(output: block2)
+
+            func ref(_ t: Tensor, _ c: Conv2d) -> Tensor { Reference.conv2d(t, weight: c.weight, bias: c.bias, stride: c.stride, padding: c.padding) }
+            var r = Reference.relu(ref(x, c1))
+            r = Reference.avgPool2d(Reference.relu(ref(r, c2)), kernel: 2)
+            let rid = ref(Reference.avgPool2d(x, kernel: 2), ds)
+            let rb1 = Reference.relu(Reference.add(ref(r, c3), rid))
+            var rg = Reference.relu(ref(rb1, d1))
+            rg = Reference.relu(ref(rg, d2))
+            let rb2 = Reference.relu(Reference.add(ref(rg, d3), rb1))
+            let tolerance: Float = algorithm == .direct ? 1e-5 : 1e-3
+            let ws = try net.makeWorkspace()
+            assertClose(try net(x, workspace: ws), Reference.tokens(rb2), tolerance: tolerance, "bottleneck chain \(algorithm)")
+            // A second run on the same workspace gives the same result (no state left behind).
+            assertClose(try net(x, workspace: ws), Reference.tokens(rb2), tolerance: tolerance, "bottleneck chain rerun \(algorithm)")
+        }
+    }
+
+    func testAveragePoolMatchesReference() throws {
+        var rng = SeededRandom(seed: 33)
+        for (c, side, k) in [(3, 8, 2), (20, 12, 3), (32, 14, 2), (1, 4, 4)] {
+            let x = rng.tensor([c, side, side])
+            let b = try ConvolutionNetwork.Builder(channels: c, height: side, width: side)
+            let net = try b.build(output: try b.averagePool(b.input, kernel: k))
+            assertClose(try net(x), Reference.tokens(Reference.avgPool2d(x, kernel: k)), tolerance: 1e-6, "avgpool \(c)x\(side) k\(k)")
+        }
+    }
+
+    func testBadArgumentsAreErrors() throws {
+        let b = try ConvolutionNetwork.Builder(channels: 4, height: 6, width: 6)
+        XCTAssertThrowsError(try b.convolution(b.input, try Conv2d(weight: Tensor(zeros: [2, 3, 1, 1]), bias: nil), relu: false))
+        XCTAssertThrowsError(try b.averagePool(b.input, kernel: 4))
+        XCTAssertThrowsError(try Conv2d(weight: Tensor(zeros: [2, 3, 1]), bias: nil))
+        XCTAssertThrowsError(try Conv2d(weight: Tensor(zeros: [2, 3, 1, 1]), bias: Tensor(zeros: [3])))
+        let net = try b.build(output: try b.averagePool(b.input, kernel: 2))
+        XCTAssertThrowsError(try net(Tensor(zeros: [4, 6, 5])))
+    }
+}

@@ -1,0 +1,100 @@
+import XCTest
+@testable import LightCapCore
+
+/// Fast kernels against their `Reference` twins on random and odd shapes.
+/// Tolerance: 1e-5 relative to the output scale (Float32 accumulation vs Double).
+final class DenseKernelTests: XCTestCase {
+    func assertClose(_ a: Tensor, _ b: Tensor, tolerance: Float = 1e-5, _ what: String,
+                     file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertEqual(a.shape, b.shape, what, file: file, line: line)
+        let scale = max(b.maxAbs, 1)
+        let diff = a.maxAbsDifference(b)
+        XCTAssertLessThanOrEqual(diff, tolerance * scale, "\(what): max abs diff \(diff), scale \(scale)", file: file, line: line)
+    }
+
+    func testLinearMatchesReference() throws {
+        var rng = SeededRandom(seed: 1)
+        for (rows, inF, outF) in [(1, 1, 1), (1, 312, 312), (2, 312, 1200), (7, 13, 5), (49, 2048, 312), (3, 17, 1)] {
+            let x = rng.tensor([rows, inF])
+            let w = rng.tensor([outF, inF], scale: 0.1)
+            let b = rng.tensor([outF])
+            let fast = try Linear(weight: w, bias: b)(x)
+            assertClose(fast, Reference.linear(x, weight: w, bias: b), "linear \(rows)x\(inF)->\(outF)")
+            let noBias = try Linear(weight: w, bias: nil)(x)
+            assertClose(noBias, Reference.linear(x, weight: w, bias: nil), "linear no bias \(rows)x\(inF)->\(outF)")
+        }
+    }
+
+    func testLinearKeepsLeadingDimensions() throws {
+        var rng = SeededRandom(seed: 2)
+        let x = rng.tensor([2, 3, 5])
+        let w = rng.tensor([4, 5])
+        let y = try Linear(weight: w, bias: nil)(x)
+        XCTAssertEqual(y.shape, [2, 3, 4])
+        assertClose(y, Reference.linear(x, weight: w, bias: nil), "linear 3-D")
+    }
+
+    func testLinearRejectsMismatchedBias() {
+        XCTAssertThrowsError(try Linear(weight: Tensor(zeros: [3, 2]), bias: Tensor(zeros: [2])))
+    }
+
+    func testLayerNormMatchesReference() throws {
+        var rng = SeededRandom(seed: 3)
+        for (rows, size, eps) in [(1, 1, Float(1e-12)), (5, 312, 1e-12), (3, 7, 1e-5), (49, 128, 1e-12)] {
+            var x = rng.tensor([rows, size], scale: 3)
+            x[flat: 0] += 10  // an offset row mean
+            let g = rng.tensor([size]), b = rng.tensor([size])
+            let ln = try LayerNorm(weight: g, bias: b, eps: eps)
+            assertClose(ln(x), Reference.layerNorm(x, weight: g, bias: b, eps: eps), tolerance: 2e-5, "layernorm \(rows)x\(size)")
+        }
+    }
+
+    func testGeluMatchesReference() {
+        var rng = SeededRandom(seed: 4)
+        let x = rng.tensor([7, 131], scale: 6)
+        assertClose(Activations.gelu(x), Reference.gelu(x), "gelu")
+        // Known values of the erf form (not the tanh approximation): gelu(1) = 0.8413447
+        // (= Phi(1), the normal CDF, a textbook constant).
+        XCTAssertEqual(Activations.gelu(Tensor(shape: [1], scalars: [1]))[flat: 0], 0.8413447, accuracy: 1e-6)
+    }
+
+    func testSoftmaxMatchesReference() {
+        var rng = SeededRandom(seed: 5)
+        for shape in [[1, 1], [3, 17], [12, 101], [2, 3, 5]] {
+            var x = rng.tensor(shape, scale: 20)
+            x[flat: 0] = -10000
+            assertClose(Activations.softmax(x), Reference.softmax(x), "softmax \(shape)")
+        }
+        let masked = Activations.softmax(Tensor(shape: [1, 3], scalars: [-.infinity, 0, -.infinity]))
+        XCTAssertEqual(masked.scalars, [0, 1, 0])
+    }
+
+    func testMatmulMatchesReference() {
+        var rng = SeededRandom(seed: 6)
+        for (m, k, n) in [(1, 1, 1), (5, 7, 3), (49, 26, 49), (2, 64, 1000)] {
+            let a = rng.tensor([m, k]), b = rng.tensor([k, n]), bt = rng.tensor([n, k])
+            assertClose(Matmul.matmul(a, b), Reference.matmul(a, b), "matmul \(m)x\(k)x\(n)")
+            assertClose(Matmul.matmul(a, bt, transposeB: true), Reference.matmul(a, bt, transposeB: true), "matmul^T \(m)x\(k)x\(n)")
+        }
+    }
+
+    func testAttentionMatchesReference() {
+        var rng = SeededRandom(seed: 7)
+        for (tq, tk, heads, d) in [(1, 1, 1, 1), (2, 80, 12, 26), (33, 33, 4, 32), (5, 9, 3, 7)] {
+            let q = rng.tensor([tq, heads * d]), k = rng.tensor([tk, heads * d]), v = rng.tensor([tk, heads * d])
+            var mask = Tensor(zeros: [tq, tk])
+            for i in 0..<tq { for j in 0..<tk where (i + j) % 3 == 1 && j != 0 { mask[i, j] = -10000 } }
+            assertClose(Attention.multiHead(query: q, key: k, value: v, heads: heads, mask: mask),
+                        Reference.attention(query: q, key: k, value: v, heads: heads, mask: mask), "attention \(tq)x\(tk)x\(heads)x\(d)")
+            assertClose(Attention.multiHead(query: q, key: k, value: v, heads: heads, mask: nil),
+                        Reference.attention(query: q, key: k, value: v, heads: heads, mask: nil), "attention no mask")
+        }
+    }
+
+    func testThreadsSetting() {
+        Threads.set(1)
+        XCTAssertEqual(Threads.current, 1)
+        Threads.set(2)
+        XCTAssertEqual(Threads.current, 2)
+    }
+}

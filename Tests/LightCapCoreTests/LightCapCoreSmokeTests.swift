@@ -1,6 +1,0 @@
-import XCTest
-@testable import LightCapCore
-
-final class LightCapCoreSmokeTests: XCTestCase {
-    func testModuleLoads() { XCTAssertTrue(true) }
-}

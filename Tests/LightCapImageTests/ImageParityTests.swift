@@ -1,0 +1,126 @@
+// Parity with Pillow (lightcap_train.preprocess) on the scikit-image photos and synthetic cases.
+import Foundation
+import XCTest
+@testable import LightCapImage
+
+final class ImageParityTests: XCTestCase {
+    /// Decoding: lossless formats equal Pillow exactly; JPEG and lossy WebP reported, and held to
+    /// the 99% / 1-level bound (same libjpeg-turbo DCT method as Pillow).
+    func testDecodeMatchesPillow() throws {
+        let (dir, m) = try ImageFixtures.manifest()
+        var lossy = ByteAgreement()
+        for c in m.cases {
+            let got = try ImageDecoder.decode(contentsOf: dir.appendingPathComponent(c.file))
+            XCTAssertEqual([got.width, got.height], c.decoded, c.name)
+            guard [got.width, got.height] == c.decoded else { continue }
+            let want = try ImageFixtures.rgb(dir, "\(c.name).decoded.rgb", c.decoded)
+            if c.lossless {
+                XCTAssertEqual(got.pixels, want.pixels, "\(c.name): lossless decode differs from Pillow")
+            } else {
+                var a = ByteAgreement()
+                a.add(got.pixels, want.pixels)
+                print("decode \(c.name): \(a)")
+                lossy.add(got.pixels, want.pixels)
+            }
+        }
+        print("decode, JPEG + lossy WebP, all cases: \(lossy)")
+        XCTAssertGreaterThanOrEqual(lossy.fraction, 0.99)
+        XCTAssertLessThanOrEqual(lossy.maxDiff, 1)
+    }
+
+    /// The 8-bit resize and crop on Pillow's own decoded pixels: must equal Pillow's bytes.
+    func testResizeAndCropMatchPillow() throws {
+        let (dir, m) = try ImageFixtures.manifest()
+        let pre = CLIPPreprocessor(size: m.size, mean: m.mean, std: m.std)
+        var resized = ByteAgreement(), cropped = ByteAgreement()
+        for c in m.cases {
+            let src = try ImageFixtures.rgb(dir, "\(c.name).decoded.rgb", c.decoded)
+            let size = pre.resizedSize(width: src.width, height: src.height)
+            XCTAssertEqual([size.width, size.height], c.resized_size, "\(c.name): resized size")
+            if let r = c.resized {
+                let want = try ImageFixtures.rgb(dir, r, c.resized_size)
+                let got = pre.resized(src)
+                resized.add(got.pixels, want.pixels)
+                XCTAssertEqual(got.pixels, want.pixels, "\(c.name): resize differs")
+            }
+            let want = try ImageFixtures.rgb(dir, "\(c.name).cropped.rgb", c.cropped)
+            let got = pre.resizedAndCropped(src)
+            cropped.add(got.pixels, want.pixels)
+            XCTAssertEqual(got.pixels, want.pixels, "\(c.name): resize+crop differs")
+        }
+        print("resize vs Pillow: \(resized); resize+crop vs Pillow: \(cropped)")
+        XCTAssertGreaterThanOrEqual(resized.fraction, 0.99)
+        XCTAssertLessThanOrEqual(resized.maxDiff, 1)
+        XCTAssertGreaterThanOrEqual(cropped.fraction, 0.99)
+        XCTAssertLessThanOrEqual(cropped.maxDiff, 1)
+    }
+
+    /// File -> tensor, end to end (Swift decoder, full-size decode), against Pillow's tensor.
+    func testEndToEndTensor() throws {
+        let (dir, m) = try ImageFixtures.manifest()
+        let pre = CLIPPreprocessor(size: m.size, mean: m.mean, std: m.std)
+        var bytes = ByteAgreement()
+        var worst: Float = 0
+        for c in m.cases {
+            let img = try ImageDecoder.decode(contentsOf: dir.appendingPathComponent(c.file))
+            let crop = pre.resizedAndCropped(img)
+            bytes.add(crop.pixels, try ImageFixtures.rgb(dir, "\(c.name).cropped.rgb", c.cropped).pixels)
+            let got = pre.normalized(crop)
+            let want = try ImageFixtures.floats(dir.appendingPathComponent("\(c.name).input.f32"))
+            XCTAssertEqual(got.count, want.count, c.name)
+            var caseMax: Float = 0
+            for i in 0..<min(got.count, want.count) { caseMax = max(caseMax, abs(got[i] - want[i])) }
+            if c.lossless { XCTAssertEqual(got, want, "\(c.name): tensor differs (lossless input)") }
+            worst = max(worst, caseMax)
+        }
+        print("end to end, 8-bit crop vs Pillow: \(bytes); max |tensor diff| \(worst)")
+        XCTAssertGreaterThanOrEqual(bytes.fraction, 0.99)
+        XCTAssertLessThanOrEqual(bytes.maxDiff, 1)
+        // One 8-bit level is 1 / (255 * std) <= 0.0151 in normalised units.
+        XCTAssertLessThanOrEqual(worst, 1.0 / (255 * 0.26) + 1e-6)
+    }
+
+    /// DCT-scaled JPEG decoding equals Pillow's draft() at 1/2, 1/4, 1/8.
+    func testDCTScalingMatchesPillowDraft() throws {
+        let (dir, m) = try ImageFixtures.manifest()
+        XCTAssertFalse(m.draft.isEmpty)
+        for d in m.draft {
+            let data = try Data(contentsOf: dir.appendingPathComponent(d.file))
+            let got = try ImageDecoder.decodeJPEG(data, scale: JPEGScale(num: 1, denom: d.denom))
+            let want = try ImageFixtures.rgb(dir, d.pixels, d.size)
+            XCTAssertEqual([got.width, got.height], d.size, "1/\(d.denom)")
+            var a = ByteAgreement()
+            a.add(got.pixels, want.pixels)
+            print("DCT 1/\(d.denom) vs Pillow draft: \(a)")
+            XCTAssertGreaterThanOrEqual(a.fraction, 0.99)
+            XCTAssertLessThanOrEqual(a.maxDiff, 1)
+        }
+    }
+
+    /// `minimumSide` picks the smallest DCT scale whose shorter side still covers S.
+    func testMinimumSideDecodesSmallestSufficientScale() throws {
+        let (dir, m) = try ImageFixtures.manifest()
+        let data = try Data(contentsOf: dir.appendingPathComponent(m.draft[0].file))
+        let full = try ImageDecoder.decode(data)
+        for side in [100, 150, 224, 300, 601, 1203, 5000] {
+            let img = try ImageDecoder.decode(data, minimumSide: side)
+            let short = min(img.width, img.height)
+            if side <= min(full.width, full.height) {
+                XCTAssertGreaterThanOrEqual(short, side, "minimumSide \(side)")
+            }
+            // No listed factor between the chosen one and the next smaller would also do.
+            let smaller = JPEGScale.available.filter { $0.scaled(full.width) < img.width
+                && min($0.scaled(full.width), $0.scaled(full.height)) >= side }
+            XCTAssertTrue(smaller.isEmpty, "minimumSide \(side): \(smaller) is smaller and sufficient")
+            if side > min(full.width, full.height) { XCTAssertEqual(img, full) }
+        }
+    }
+
+    /// Content is sniffed from the bytes: a PNG named .jpg decodes as the PNG.
+    func testWrongExtension() throws {
+        let (dir, m) = try ImageFixtures.manifest()
+        let c = m.cases.first { $0.name == m.wrong_extension.same_as }!
+        let got = try ImageDecoder.decode(contentsOf: dir.appendingPathComponent(m.wrong_extension.file))
+        XCTAssertEqual(got, try ImageFixtures.rgb(dir, "\(c.name).decoded.rgb", c.decoded))
+    }
+}

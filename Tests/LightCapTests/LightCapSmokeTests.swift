@@ -1,6 +1,0 @@
-import XCTest
-@testable import LightCap
-
-final class LightCapSmokeTests: XCTestCase {
-    func testModuleLoads() { XCTAssertTrue(true) }
-}

