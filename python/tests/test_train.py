@@ -42,7 +42,7 @@ def test_two_stream_batch_gives_the_decoders_logits(sections):
         assert cb.targets[i, len(ids[i])] == model.sep_id
         assert cb.targets[i, :len(ids[i])].tolist() == ids[i]
         for p in range(len(ids[i]) + 1):
-            ref = model._next_logits(ctx, i, [ids[i][:p]])[0]
+            ref = model._next_logits(ctx, [i], [ids[i][:p]])[0]
             torch.testing.assert_close(logits[i, p], ref, atol=2e-5, rtol=1e-5)
 
 
