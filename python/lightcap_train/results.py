@@ -31,7 +31,9 @@ def ablation_table(path: str) -> str:
     rows = defaultdict(list)
     for r in data["rows"]:
         rows[r["row"]].append(r)
-    keys = [("CIDEr-D", "CIDEr-D"), ("attribute_f1", "attr F1"), ("relation_accuracy", "relation acc")]
+    keys = [("CIDEr-D", "CIDEr-D"), ("attribute_f1", "attr F1"), ("relation_accuracy", "relation acc"),
+            ("size_accuracy_in_order", "size acc"), ("colour_accuracy_in_order", "colour acc"),
+            ("shape_accuracy_in_order", "shape acc")]
     lines = ["| model | fusion parameters | seeds | " + " | ".join(n for _, n in keys) + " |",
              "|---|---|---|" + "---|" * len(keys)]
     order = ["full student (distilled)", "no concept extractor", "no modulator", "no distillation", "teacher"]
