@@ -86,7 +86,7 @@ func makePNG(width: Int, height: Int) -> Data {
     return Data(png)
 }
 
-final class ServerTests: XCTestCase {
+final class ServerTests: XCTestCase, @unchecked Sendable {
     let decoder: JSONDecoder = {
         let decoder = JSONDecoder()
         decoder.keyDecodingStrategy = .convertFromSnakeCase
