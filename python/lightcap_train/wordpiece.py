@@ -69,6 +69,10 @@ def basic_tokenize(text: str, do_lower_case: bool = True) -> list[str]:
     return words
 
 
+#: transformers' `clean_up_tokenization` (PreTrainedTokenizerBase), applied in this order.
+CLEAN_UP_RULES = [(" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
+                  (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")]
+
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 
@@ -130,9 +134,16 @@ class WordPiece:
         """Token ids of `text`, without [CLS]/[SEP]."""
         return [self.ids[p] for p in self.tokenize(text)]
 
-    def decode(self, ids, skip_special_tokens: bool = True) -> str:
-        """Joins pieces: "##" pieces glue to the previous one, others are space-separated."""
+    def decode(self, ids, skip_special_tokens: bool = True, clean_up_tokenization_spaces: bool = True) -> str:
+        """Joins pieces as transformers' BertTokenizer.decode does: "##" pieces glue to the previous
+        one, others are space-separated, then (clean_up_tokenization_spaces) the space before
+        ".", "?", "!", "," and English clitics is dropped ("hexagon , a" -> "hexagon, a"). The
+        Swift engine's WordPiece.decode gives the same text."""
         tokens = [self.vocab[int(i)] for i in ids]
         if skip_special_tokens:
             tokens = [t for t in tokens if t not in SPECIAL_TOKENS]
-        return " ".join(tokens).replace(" ##", "").strip()
+        text = " ".join(tokens).replace(" ##", "").strip()
+        if clean_up_tokenization_spaces:
+            for old, new in CLEAN_UP_RULES:
+                text = text.replace(old, new)
+        return text

@@ -50,7 +50,12 @@ def test_decode_joins_pieces(tokenizers):
     ours, _, legacy = tokenizers
     for text in SAMPLE[:6]:
         ids = ours.encode(text)
-        assert ours.decode(ids) == legacy.convert_tokens_to_string(legacy.convert_ids_to_tokens(ids))
+        assert ours.decode(ids, clean_up_tokenization_spaces=False) == \
+            legacy.convert_tokens_to_string(legacy.convert_ids_to_tokens(ids))
+    for text in SAMPLE + ["three shapes: a small cyan hexagon, a large red ring and one more",
+                          "it's there , isn't it ? yes ! they 're here . i 'm sure , we 've seen"]:
+        ids = ours.encode(text)
+        assert ours.decode(ids) == legacy.decode(ids, skip_special_tokens=True)
     cls, sep = ours.token_id("[CLS]"), ours.token_id("[SEP]")
     assert ours.decode([cls] + ours.encode("sunsets") + [sep]) == "sunsets"
 
