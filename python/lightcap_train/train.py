@@ -82,18 +82,18 @@ class Recipe:
     concept_batch: int = 256
     concept_lr: float = 2e-3
     # (2) teacher
-    teacher_steps: int = 450
+    teacher_steps: int = 1800
     teacher_cycles: int = 3
     teacher_batch: int = 48
     teacher_lr: float = 1e-3
     # (3) student
-    distill_steps: int = 100  # attention + hidden states
-    output_steps: int = 300  # output distillation + cross-entropy
+    distill_steps: int = 200  # attention + hidden states
+    output_steps: int = 600  # output distillation + cross-entropy
     student_batch: int = 48
     student_lr: float = 2e-3
     temperature: float = 2.0
     # (4) ensemble
-    ensemble_steps: int = 120
+    ensemble_steps: int = 240
     # (5) SCST
     scst_steps: int = 0
     scst_batch: int = 16
@@ -680,7 +680,11 @@ def stage_teacher(ctx: Context) -> None:
 
     def snapshot(c: int) -> None:
         torch.save(model.state_dict(), ctx.path("teacher", f"snapshot{c}.pt"))
-        ctx.log(f"teacher: snapshot {c} saved")
+        if c + 1 < r.teacher_cycles:  # progress: the last one is scored below
+            ctx.log(f"teacher: snapshot {c} saved, val " + fmt(evaluate_fusion(ctx, model.eval(), feats)))
+            model.train()
+        else:
+            ctx.log(f"teacher: snapshot {c} saved")
 
     fit(obj, trainable(model), steps=r.teacher_steps, lr=r.teacher_lr, out_dir=ctx.path("teacher"),
         log=ctx.log, d=ctx.d, name="teacher", warmup=r.warmup, cycles=r.teacher_cycles,
