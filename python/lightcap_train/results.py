@@ -1,7 +1,8 @@
 """Markdown tables of a run for docs/RESULTS.md: the committed model's test scores (eval.json)
-and the ablation rows (ablation.json).
+and the ablation rows (ablation.json); with --plot, a figure of the training curves (every
+stage's loss from train.log) and the ablation.
 
-    python -m lightcap_train.results --run runs/default
+    python -m lightcap_train.results --run runs/default [--plot docs/training.png]
 """
 
 from __future__ import annotations
@@ -11,7 +12,11 @@ import json
 import os
 from collections import defaultdict
 
+import re
+
 import numpy as np
+
+STEP_LINE = re.compile(r"\] ([^:\[\]]+): step (\d+)/(\d+) (.*?) lr ")
 
 COLUMNS = [("CIDEr-D", "CIDEr-D"), ("BLEU-4", "BLEU-4"), ("METEOR", "METEOR"), ("ROUGE-L", "ROUGE-L"),
            ("attribute_precision", "attr P"), ("attribute_recall", "attr R"), ("attribute_f1", "attr F1"),
@@ -46,10 +51,84 @@ def ablation_table(path: str) -> str:
     return "\n".join(lines)
 
 
+def training_curves(log_path: str) -> dict[str, dict[str, tuple[list[int], list[float]]]]:
+    """Per stage (as named in the log): every logged statistic as (steps, values). Statistics
+    may start late (stage 0 logs its contrastive losses only after region pretraining). A stage
+    rerun in the same log keeps only its last pass."""
+    curves: dict[str, dict[str, tuple[list[int], list[float]]]] = {}
+    last: dict[str, int] = {}
+    for line in open(log_path):
+        m = STEP_LINE.search(line)
+        if not m:
+            continue
+        stage, step, fields = m.group(1), int(m.group(2)), m.group(4).split()
+        if stage in last and step <= last[stage]:  # a new pass of this stage
+            curves.pop(stage)
+        last[stage] = step
+        stats = curves.setdefault(stage, {})
+        for k, v in zip(fields[::2], fields[1::2]):
+            steps, values = stats.setdefault(k, ([], []))
+            steps.append(step)
+            values.append(float(v))
+    return curves
+
+
+def plot(run: str, out: str) -> None:
+    """training curves (one panel per stage: its loss and accuracies) + the ablation bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = {k: v for k, v in training_curves(os.path.join(run, "train.log")).items()
+              if not k.startswith("ablation/")}
+    ab = os.path.join(run, "ablation.json")
+    panels = len(curves) + os.path.exists(ab)
+    cols = 3
+    fig, axes = plt.subplots((panels + cols - 1) // cols, cols, figsize=(5 * cols, 3.4 * ((panels + cols - 1) // cols)),
+                             squeeze=False)
+    for ax, (stage, stats) in zip(axes.flat, curves.items()):
+        ax.plot(*stats["loss"], color="black", label="loss")
+        ax.set_title(stage)
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        accs = [k for k in stats if "acc" in k]
+        if accs:
+            twin = ax.twinx()
+            for k in accs:
+                twin.plot(*stats[k], label=k)
+            twin.set_ylim(0, 1)
+            twin.set_ylabel("accuracy")
+            twin.legend(loc="center right", fontsize=7)
+    if os.path.exists(ab):
+        ax = axes.flat[len(curves)]
+        rows = defaultdict(list)
+        for r in json.load(open(ab))["rows"]:
+            rows[r["row"]].append(r)
+        names = list(rows)
+        for j, (key, label) in enumerate([("attribute_f1", "attribute F1"), ("CIDEr-D", "CIDEr-D / 5")]):
+            scale = 5.0 if key == "CIDEr-D" else 1.0
+            vals = [np.mean([r[key] for r in rows[n]]) / scale for n in names]
+            ax.barh(np.arange(len(names)) + 0.4 * j, vals, height=0.4, label=label)
+        ax.set_yticks(np.arange(len(names)) + 0.2, names, fontsize=7)
+        ax.set_xlim(0, 1)
+        ax.legend(fontsize=7)
+        ax.set_title("ablation (test split)")
+    for ax in list(axes.flat)[panels:]:
+        ax.axis("off")
+    fig.suptitle(f"training run {os.path.basename(os.path.normpath(run))}")
+    fig.tight_layout()
+    fig.savefig(out, dpi=80)
+    plt.close(fig)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description="Markdown tables of a training run")
     p.add_argument("--run", required=True)
+    p.add_argument("--plot", metavar="PNG", help="also draw the training curves and the ablation here")
     args = p.parse_args(argv)
+    if args.plot:
+        plot(args.run, args.plot)
     ev = os.path.join(args.run, "eval.json")
     ab = os.path.join(args.run, "ablation.json")
     if os.path.exists(ev):

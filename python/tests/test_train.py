@@ -123,6 +123,15 @@ def test_smoke_recipe_runs_every_stage_and_resumes(tmp_path):
     assert cfg["visual"]["batchnorm_folded"] and not cfg["visual"]["attention_pool"]
     scores = json.loads((tmp_path / "run" / "eval.json").read_text())["scores"]
     assert {"CIDEr-D", "BLEU-4", "METEOR", "ROUGE-L", "attribute_f1", "relation_accuracy"} <= set(scores)
+    # The figure of docs/RESULTS.md: one curve per training stage, from the log.
+    from lightcap_train import results
+    curves = results.training_curves(str(tmp_path / "run" / "train.log"))
+    assert {"clip", "concepts", "teacher", "student/layers", "student/output", "ensemble"} <= set(curves)
+    steps, losses = curves["clip"]["loss"]
+    assert steps == [1, 2, 3, 4, 5] and len(losses) == 5  # region pretraining, then the full objective
+    assert curves["clip"]["i2t_acc"][0] == [3, 4, 5]
+    results.plot(str(tmp_path / "run"), str(tmp_path / "curves.png"))
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # Interrupted stage: drop the final file of the last training stage; it resumes from its checkpoint.
     os.remove(tmp_path / "run" / "ensemble" / "final.pt")
     log = _smoke(tmp_path, [PYTHON], "run", "teacher,ensemble")
