@@ -56,11 +56,13 @@ let package = Package(
         // Visual encoder benchmark: `swift run -c release lightcap-bench-visual --help`.
         .executableTarget(name: "lightcap-bench-visual", dependencies: ["LightCapModel", "LightCapCore"]),
 
-        .testTarget(name: "LightCapCoreTests", dependencies: ["LightCapCore"]),
+        // What the test targets share: the seeded random generator.
+        .target(name: "LightCapTestSupport", dependencies: ["LightCapCore"], path: "Tests/LightCapTestSupport"),
+        .testTarget(name: "LightCapCoreTests", dependencies: ["LightCapCore", "LightCapTestSupport"]),
         .testTarget(name: "LightCapTextTests", dependencies: ["LightCapText"]),
-        .testTarget(name: "LightCapModelTests", dependencies: ["LightCapModel", "LightCapCore"]),
+        .testTarget(name: "LightCapModelTests", dependencies: ["LightCapModel", "LightCapCore", "LightCapTestSupport"]),
         .testTarget(name: "LightCapImageTests", dependencies: ["LightCapImage"]),
-        .testTarget(name: "LightCapTests", dependencies: ["LightCap"]),
+        .testTarget(name: "LightCapTests", dependencies: ["LightCap", "LightCapTestSupport"]),
         .testTarget(name: "LightCapEvalTests", dependencies: ["LightCapEval"]),
         .testTarget(name: "LightCapServerTests", dependencies: [
             "LightCapServer", "LightCap", .product(name: "HummingbirdTesting", package: "hummingbird"),

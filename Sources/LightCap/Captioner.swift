@@ -60,8 +60,9 @@ public final class Captioner: Sendable {
     public let threads: Int
     let visual: CLIPResNet
     let preprocessor: CLIPPreprocessor
-    let conceptExtractor: ConceptExtractor
-    /// WordPiece ids of every concept (row i = concepts.txt line i).
+    /// nil without concepts (`concepts.enabled` false: no concept segment, no modulation).
+    let conceptExtractor: ConceptExtractor?
+    /// WordPiece ids of every concept (row i = concepts.txt line i); empty without concepts.
     let conceptPieces: [[Int]]
     let modulator: Modulator?
     let projection: ImageProjection
@@ -69,7 +70,9 @@ public final class Captioner: Sendable {
     let heads: PredictionHeads
 
     /// Loads a model directory (config.json, model.safetensors, vocab.txt, concepts.txt).
-    /// Loading is strict: a missing, unused or mis-shaped tensor is an error naming it.
+    /// Loading is strict: a missing, unused or mis-shaped tensor is an error naming it. Without
+    /// concepts (`concepts.enabled` false) there are no `concepts.*`/`modulator.*` tensors and
+    /// concepts.txt is not read.
     public init(modelDirectory: URL, threads: Int = 1) throws {
         guard threads >= 1 else { throw LightCapError.invalidArgument(reason: "threads must be at least 1, got \(threads)") }
         let directory = try ModelDirectory(url: modelDirectory)
@@ -100,7 +103,9 @@ public final class Captioner: Sendable {
         let store = try directory.weightStore()
         visual = try CLIPResNet(store, configuration: config)
         preprocessor = CLIPPreprocessor(size: config.image.size, mean: config.image.mean, std: config.image.std)
-        conceptExtractor = try ConceptExtractor(store.scoped("concepts"), configuration: config, names: names)
+        conceptExtractor = config.concepts.enabled
+            ? try ConceptExtractor(store.scoped("concepts"), configuration: config, names: names) : nil
+        // Configuration.validate: a modulator needs concepts (there are none to modulate with otherwise).
         modulator = config.modulator.enabled ? try Modulator(store.scoped("modulator"), configuration: config) : nil
         fusion = try FusionModel(store.scoped("bert"), configuration: config)
         projection = try ImageProjection(store.scoped("image_projection"), configuration: config)
@@ -112,8 +117,8 @@ public final class Captioner: Sendable {
         self.threads = threads
     }
 
-    /// The concept vocabulary.
-    public var conceptNames: [String] { conceptExtractor.names }
+    /// The concept vocabulary (empty without concepts).
+    public var conceptNames: [String] { conceptExtractor?.names ?? [] }
 
     /// Concepts, modulation and visual tokens of a grid [N, C].
     public func imageFeatures(grid: Tensor) throws -> ImageFeatures {
@@ -121,7 +126,7 @@ public final class Captioner: Sendable {
         guard grid.shape == [n, c] else {
             throw LightCapError.invalidArgument(reason: "grid has shape \(grid.shape), the model needs [\(n), \(c)]")
         }
-        let selection = conceptExtractor(grid)
+        let selection = conceptExtractor?(grid) ?? ConceptSelection(ids: [], scores: [])
         var modulation: [Float]?
         var modulated = grid
         if let modulator {
@@ -246,9 +251,11 @@ public final class Captioner: Sendable {
         return try Decoder.beamSearch(session, sep: special.sep, beam: options.beamSize, maxLength: options.maxLength)
     }
 
-    /// The kept concepts' pieces, concatenated in score order.
-    func conceptSegment(_ selection: ConceptSelection) -> [Int] {
-        selection.ids.flatMap { conceptPieces[$0] }
+    /// The kept concepts' pieces, concatenated in score order (no [SEP]); nil without concepts:
+    /// the text is then the caption segment alone (T = A).
+    func conceptSegment(_ selection: ConceptSelection) -> [Int]? {
+        guard conceptExtractor != nil else { return nil }
+        return selection.ids.flatMap { conceptPieces[$0] }
     }
 }
 

@@ -3,7 +3,8 @@
 import Foundation
 
 /// A model directory: `config.json`, `model.safetensors`, `vocab.txt`, `concepts.txt`.
-/// Opening it checks that every file is there and parses the configuration.
+/// Opening it checks that every file is there and parses the configuration. `concepts.txt` is
+/// needed only with `concepts.enabled` (without the concept extractor it is optional and ignored).
 public struct ModelDirectory: Sendable {
     /// The directory.
     public let url: URL
@@ -27,12 +28,16 @@ public struct ModelDirectory: Sendable {
             throw LightCapError.fileNotFound(path: url.path + " (model directory)")
         }
         for file in [url.appendingPathComponent("config.json"), url.appendingPathComponent("model.safetensors"),
-                     url.appendingPathComponent("vocab.txt"), url.appendingPathComponent("concepts.txt")] {
+                     url.appendingPathComponent("vocab.txt")] {
             guard FileManager.default.fileExists(atPath: file.path) else {
                 throw LightCapError.fileNotFound(path: file.path)
             }
         }
         configuration = try Configuration.load(contentsOf: url.appendingPathComponent("config.json"))
+        let concepts = url.appendingPathComponent("concepts.txt")
+        guard !configuration.concepts.enabled || FileManager.default.fileExists(atPath: concepts.path) else {
+            throw LightCapError.fileNotFound(path: concepts.path)
+        }
     }
 
     /// Maps and validates `model.safetensors`.
@@ -45,9 +50,11 @@ public struct ModelDirectory: Sendable {
         WeightStore(file: try openWeights())
     }
 
-    /// The concept names, one per line of `concepts.txt` (trailing empty line ignored).
+    /// The concept names, one per line of `concepts.txt` (trailing empty line ignored); none
+    /// when `concepts.enabled` is false (the file is then ignored, as the reference does).
     public func conceptNames() throws -> [String] {
-        try ModelDirectory.lines(of: conceptsURL)
+        guard configuration.concepts.enabled else { return [] }
+        return try ModelDirectory.lines(of: conceptsURL)
     }
 
     /// The lines of `vocab.txt`.

@@ -306,12 +306,16 @@ public struct FusionModel: Sendable {
     // MARK: - Cached decoding
 
     /// Runs the concept segment (`conceptTokens`: pieces + [SEP], positions from
-    /// `captionSegmentLength`, type 1) and the visual tokens through every layer once, keeping
-    /// each layer's keys and values. These rows see each other and never the caption.
+    /// `captionSegmentLength`, type 1; empty for a model without concepts) and the visual tokens
+    /// through every layer once, keeping each layer's keys and values. These rows see each other
+    /// and never the caption.
     public func imageCache(conceptTokens: [Int], visualTokens: Tensor, captionSegmentLength a: Int) throws -> ImageCache {
-        let text = try embed(tokens: conceptTokens, types: Array(repeating: 1, count: conceptTokens.count),
-                             positions: conceptTokens.indices.map { a + $0 })
-        var h = concatenateRows(text, visualTokens)
+        var h = visualTokens
+        if !conceptTokens.isEmpty {
+            let text = try embed(tokens: conceptTokens, types: Array(repeating: 1, count: conceptTokens.count),
+                                 positions: conceptTokens.indices.map { a + $0 })
+            h = concatenateRows(text, visualTokens)
+        }
         let d = hiddenSize
         var keys: [Tensor] = [], values: [Tensor] = []
         for (l, layer) in layers.enumerated() {

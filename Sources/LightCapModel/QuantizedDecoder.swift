@@ -33,37 +33,17 @@ public final class QuantizedDecoder: @unchecked Sendable {
         rows = v
         width = d
         let quantized = UnsafeMutablePointer<Int8>.allocate(capacity: max(v * d, 1))
-        var scales = [Float](repeating: 0, count: v)
-        var rowNorms = [Float](repeating: 0, count: v)
-        var errorNorms = [Float](repeating: 0, count: v)
-        weight.withUnsafeBufferPointer { w in
-            for r in 0..<v {
-                let row = w.baseAddress! + r * d
-                var m: Float = 0
-                for k in 0..<d { m = max(m, abs(row[k])) }
-                let scale = m > 0 ? m / 127 : 1
-                var norm = 0.0, error = 0.0
-                for k in 0..<d {
-                    let q = max(-127, min(127, (row[k] / scale).rounded()))
-                    quantized[r * d + k] = Int8(q)
-                    let e = Double(row[k]) - Double(q) * Double(scale)
-                    norm += Double(row[k]) * Double(row[k])
-                    error += e * e
-                }
-                scales[r] = scale
-                rowNorms[r] = Float(norm.squareRoot())
-                errorNorms[r] = Float(error.squareRoot())
-            }
+        let packed = weight.withUnsafeBufferPointer {
+            RowQuantization($0, width: d, into: UnsafeMutableBufferPointer(start: quantized, count: v * d))
         }
         self.quantized = quantized
-        self.scales = scales
-        self.rowNorms = rowNorms
-        self.errorNorms = errorNorms
+        scales = packed.scales
+        rowNorms = packed.norms
+        errorNorms = packed.errorNorms
         self.exact = weight
         self.bias = bias
         maxRowNorm = rowNorms.max() ?? 0
         maxErrorNorm = errorNorms.max() ?? 0
-
     }
 
     deinit { quantized.deallocate() }
@@ -74,27 +54,8 @@ public final class QuantizedDecoder: @unchecked Sendable {
         let (m, d, v) = (x.shape[0], width, rows)
         precondition(x.shape == [m, d], "QuantizedDecoder: input \(x.shape) is not [M, \(d)]")
         var xq = [Int8](repeating: 0, count: m * d)
-        var xScale = [Float](repeating: 1, count: m)
-        var errX = [Float](repeating: 0, count: m), normXq = [Float](repeating: 0, count: m)
-        x.withUnsafeBufferPointer { p in
-            for r in 0..<m {
-                let row = p.baseAddress! + r * d
-                var mx: Float = 0
-                for k in 0..<d { mx = max(mx, abs(row[k])) }
-                let s = mx > 0 ? mx / 127 : 1
-                var e = 0.0, n = 0.0
-                for k in 0..<d {
-                    let q = max(-127, min(127, (row[k] / s).rounded()))
-                    xq[r * d + k] = Int8(q)
-                    let back = Double(q) * Double(s)
-                    e += (Double(row[k]) - back) * (Double(row[k]) - back)
-                    n += back * back
-                }
-                xScale[r] = s
-                errX[r] = Float(e.squareRoot())
-                normXq[r] = Float(n.squareRoot())
-            }
-        }
+        let input = x.withUnsafeBufferPointer { p in xq.withUnsafeMutableBufferPointer { RowQuantization(p, width: d, into: $0) } }
+        let (xScale, errX, normXq) = (input.scales, input.errorNorms, input.quantizedNorms)
         var out: [[Float]] = []
         out.reserveCapacity(m)
         // One s8s8s32 product for all rows (the packed weights are read once).
@@ -148,5 +109,44 @@ public final class QuantizedDecoder: @unchecked Sendable {
             }
         }
         return out
+    }
+}
+
+/// Symmetric per-row INT8 quantisation of a row-major [rows, width] matrix x, the one rule for
+/// the packed weights and the decoder's input: scale = max|x_r| / 127 (1 for a zero row),
+/// q = round(x / scale) clamped to [-127, 127], x~ = q * scale. Keeps, per row, the norms that
+/// the error bound needs (accumulated in Double).
+struct RowQuantization {
+    /// Per row: the scale, ||x_r||, ||x_r - x~_r|| and ||x~_r||.
+    var scales: [Float], norms: [Float], errorNorms: [Float], quantizedNorms: [Float]
+
+    /// Quantises the rows of x (x.count / width of them) into `q` (as many Int8).
+    init(_ x: UnsafeBufferPointer<Float>, width: Int, into q: UnsafeMutableBufferPointer<Int8>) {
+        precondition(width > 0 && x.count % width == 0 && q.count == x.count, "RowQuantization: \(x.count) values, width \(width), \(q.count) outputs")
+        let rows = x.count / width
+        scales = [Float](repeating: 1, count: rows)
+        norms = [Float](repeating: 0, count: rows)
+        errorNorms = [Float](repeating: 0, count: rows)
+        quantizedNorms = [Float](repeating: 0, count: rows)
+        for r in 0..<rows {
+            let row = UnsafeBufferPointer(rebasing: x[(r * width)..<((r + 1) * width)])
+            let out = UnsafeMutableBufferPointer(rebasing: q[(r * width)..<((r + 1) * width)])
+            var m: Float = 0
+            for k in 0..<width { m = max(m, abs(row[k])) }
+            let scale = m > 0 ? m / 127 : 1
+            var norm = 0.0, error = 0.0, quantizedNorm = 0.0
+            for k in 0..<width {
+                let level = max(-127, min(127, (row[k] / scale).rounded()))
+                out[k] = Int8(level)
+                let back = Double(level) * Double(scale)
+                norm += Double(row[k]) * Double(row[k])
+                error += (Double(row[k]) - back) * (Double(row[k]) - back)
+                quantizedNorm += back * back
+            }
+            scales[r] = scale
+            norms[r] = Float(norm.squareRoot())
+            errorNorms[r] = Float(error.squareRoot())
+            quantizedNorms[r] = Float(quantizedNorm.squareRoot())
+        }
     }
 }

@@ -66,7 +66,7 @@ struct InspectCommand: ParsableCommand {
         print("name        \(c.name) (format_version \(c.formatVersion))")
         print("image       \(c.image.size)x\(c.image.size)")
         print("visual      ModifiedResNet layers \(c.visual.layers), width \(c.visual.width) -> grid \(c.gridSide)x\(c.gridSide)x\(c.gridChannels)")
-        print("concepts    \(concepts) concepts, top \(c.concepts.topK), windows \(c.concepts.windows)")
+        print("concepts    " + (c.concepts.enabled ? "\(concepts) concepts, top \(c.concepts.topK), windows \(c.concepts.windows)" : "off"))
         print("modulator   \(c.modulator.enabled ? "hidden \(c.modulator.hiddenDim)" : "off")")
         print("fusion      \(c.fusion.numHiddenLayers) layers, hidden \(c.fusion.hiddenSize), \(c.fusion.numAttentionHeads) heads, FFN \(c.fusion.intermediateSize), vocab \(c.fusion.vocabSize)")
         print("heads       \(c.heads.count)")

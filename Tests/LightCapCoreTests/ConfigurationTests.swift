@@ -117,5 +117,11 @@ final class ConfigurationTests: XCTestCase {
         XCTAssertEqual(try model.conceptNames(), ["dog", "hot dog"])
         XCTAssertEqual(try model.vocabulary(), ["[PAD]", "[UNK]"])
         XCTAssertEqual(try model.weightStore().keys, ["a"])
+        // Without concepts, concepts.txt is optional and ignored.
+        try Data(#"{"format_version": 1, "concepts": {"enabled": false}, "modulator": {"enabled": false}}"#.utf8)
+            .write(to: dir.appendingPathComponent("config.json"))
+        XCTAssertEqual(try ModelDirectory(url: dir).conceptNames(), [])
+        try FileManager.default.removeItem(at: dir.appendingPathComponent("concepts.txt"))
+        XCTAssertEqual(try ModelDirectory(url: dir).conceptNames(), [])
     }
 }

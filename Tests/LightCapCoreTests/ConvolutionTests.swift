@@ -1,5 +1,6 @@
 import XCTest
 @testable import LightCapCore
+import LightCapTestSupport
 
 /// oneDNN convolutions and pools (packed weights, fused bias/ReLU/residual, blocked layouts
 /// between ops) against the plain `Reference` loops on random and odd shapes.

@@ -1,5 +1,6 @@
 import XCTest
 @testable import LightCapCore
+import LightCapTestSupport
 
 /// Fast kernels against their `Reference` twins on random and odd shapes.
 /// Tolerance: 1e-5 relative to the output scale (Float32 accumulation vs Double).

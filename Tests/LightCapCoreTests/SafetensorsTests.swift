@@ -1,5 +1,6 @@
 import XCTest
 @testable import LightCapCore
+import LightCapTestSupport
 
 /// The safetensors reader: round trips, dtypes, and every kind of bad file (made here).
 final class SafetensorsTests: XCTestCase {

@@ -2,20 +2,14 @@ import XCTest
 import Foundation
 @testable import LightCapCore
 @testable import LightCapModel
+import LightCapTestSupport
 
 /// Random visual weights for `config` (folded or not, with the attention pool if configured),
-/// keyed as docs/FORMAT.md says. SplitMix64, uniform with variance ~1/fan_in.
+/// keyed as docs/FORMAT.md says. SeededRandom, uniform with variance ~1/fan_in.
 func randomVisualWeights(_ config: Configuration, seed: UInt64) -> [String: Tensor] {
-    var state = seed
-    func next() -> Float {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return Float(Double((z ^ (z >> 31)) >> 11) / Double(1 << 53) * 2 - 1)
-    }
+    var random = SeededRandom(seed: seed)
     func uniform(_ shape: [Int], _ scale: Float, _ offset: Float = 0) -> Tensor {
-        Tensor(shape: shape, generator: { _ in next() * scale + offset })
+        Tensor(shape: shape, generator: { _ in random.uniform() * scale + offset })
     }
     let v = config.visual
     var out: [String: Tensor] = [:]

@@ -1,6 +1,7 @@
 // Decode benchmark (not a test: skipped unless LIGHTCAP_BENCH names a folder written by
 // scripts/bench_decode.py, which runs it and prints the table beside PyTorch and ONNX Runtime).
 // Prints one line `BENCH {json}` with median milliseconds per workload and the decoded ids.
+// LIGHTCAP_BENCH_PROFILE=n runs only n cached greedy decodes (for `perf record`, docs/DECODING.md).
 import Foundation
 import XCTest
 import LightCapCore
@@ -30,6 +31,10 @@ final class DecodeBenchmark: XCTestCase {
             return times.sorted()[times.count / 2]
         }
         let features = try captioner.imageFeatures(grid: grid)
+        if let runs = Int(ProcessInfo.processInfo.environment["LIGHTCAP_BENCH_PROFILE"] ?? "") {
+            for _ in 0..<runs { _ = try captioner.decode(features: features, options: .init(beamSize: 1, maxLength: 20, useCache: true)) }
+            return
+        }
         var timings: [String: Double] = [:]
         timings["Swift image features (concepts, modulator, projection)"] = try median(repeats) { _ = try captioner.imageFeatures(grid: grid) }
         let greedy = try captioner.decode(features: features, options: .init(beamSize: 1, maxLength: 20, useCache: true))
@@ -70,8 +75,77 @@ final class DecodeBenchmark: XCTestCase {
         timings["  stage: one step, vocabulary F32 (reference twin)"] = median(repeats) {
             _ = captioner.heads.decode(transformed: states)
         }
+        // After the loop: the exact log-softmax normalisers, one F32 product over the 20 steps' states.
+        let state = states.scalars
+        let steps = Tensor(shape: [20, state.count], generator: { state[$0 % state.count] })
+        timings["  stage: after the loop, exact scores (F32 vocabulary, 20 rows)"] = median(repeats) {
+            _ = captioner.heads.decode(transformed: steps)
+        }
+        // The memory floor of a step: one read of as many bytes as a step's weights (F32 layers,
+        // head transforms, INT8 vocabulary + its per-row arrays), from a buffer that is not the model's.
+        let f = captioner.configuration.fusion, d = f.hiddenSize
+        let layerFloats = f.numHiddenLayers * (4 * d * d + 2 * d * f.intermediateSize)
+        let stepBytes = 4 * layerFloats + 4 * captioner.configuration.heads.count * d * d + f.vocabSize * (d + 16)
+        let stream = [Float](repeating: 1, count: stepBytes / 4)
+        var sink: Float = 0
+        timings["  stage: read \(stepBytes / 1_000_000) MB once (a step's weights' bytes)"] = median(repeats) {
+            sink += stream.withUnsafeBufferPointer { p in
+                var acc = SIMD16<Float>()
+                let base = UnsafeRawPointer(p.baseAddress!)
+                for i in 0..<(p.count / 16) { acc += base.loadUnaligned(fromByteOffset: i * 64, as: SIMD16<Float>.self) }
+                return acc.sum()
+            }
+        }
+        XCTAssertGreaterThan(sink, 0)
         let row = captioner.heads.decode(transformed: states).scalars
         timings["  stage: one step, log-sum-exp"] = median(repeats) { _ = row.withUnsafeBufferPointer { LogSoftmax.logSumExp($0) } }
+
+        // The same cached greedy decode, timed stage by stage inside the loop (the stages above run
+        // alone, their weights warm in the cache; here each step evicts the others' weights).
+        var inLoop: [String: [Double]] = [:]
+        for _ in 0..<max(repeats, 1) {
+            var parts: [String: Double] = [:]
+            func timed<T>(_ name: String, _ body: () throws -> T) rethrows -> T {
+                let t = threadCPUTime()
+                defer { parts[name, default: 0] += (threadCPUTime() - t) * 1e3 }
+                return try body()
+            }
+            let start = threadCPUTime()
+            let image = try timed("image keys/values") {
+                try captioner.fusion.imageCache(conceptTokens: context.conceptPieces.map { $0 + [captioner.special.sep] } ?? [],
+                                                visualTokens: context.visualTokens, captionSegmentLength: a)
+            }
+            var cache = CaptionCache(image: image)
+            var token = captioner.special.cls
+            var chosen: [Int] = [], recorded: [Tensor] = []
+            for _ in 0..<20 {
+                // Timed inline: the cache is moved into the step (a closure would have to copy it).
+                let stepStart = threadCPUTime()
+                let (hidden, grown) = try captioner.fusion.step(caches: [consume cache], tokens: [token], maskID: captioner.special.mask)
+                parts["steps: 2 rows through the layers", default: 0] += (threadCPUTime() - stepStart) * 1e3
+                cache = grown[0]
+                let states = timed("steps: head transforms") { captioner.heads.transformed(hidden) }
+                let logits = timed("steps: vocabulary INT8 + exact rescoring") { captioner.heads.argmaxExactLogits(transformed: states)[0] }
+                token = timed("steps: argmax") {
+                    var best = 0
+                    for v in logits.indices where logits[v] > logits[best] { best = v }
+                    return best
+                }
+                chosen.append(token)
+                recorded.append(states)
+            }
+            _ = timed("after the loop: exact scores (F32 vocabulary, 20 rows)") {
+                let all = Tensor(shape: [recorded.count, recorded[0].shape[1]], scalars: recorded.flatMap(\.scalars))
+                let logits = captioner.heads.decode(transformed: all)
+                return logits.withUnsafeBufferPointer { p in
+                    chosen.indices.map { i in LogSoftmax.logSumExp(UnsafeBufferPointer(rebasing: p[(i * logits.shape[1])..<((i + 1) * logits.shape[1])])) }
+                }
+            }
+            XCTAssertEqual(chosen, greedy.tokens, "the timed loop decodes what Decoder.greedy does")
+            parts["total"] = (threadCPUTime() - start) * 1e3
+            for (k, v) in parts { inLoop[k, default: []].append(v) }
+        }
+        for (k, v) in inLoop { timings["  in loop: " + k] = v.sorted()[v.count / 2] }
 
         let report: [String: Any] = ["timings": timings, "greedy_ids": greedy.tokens, "beam_ids": beam.tokens]
         let json = try JSONSerialization.data(withJSONObject: report, options: [.sortedKeys])

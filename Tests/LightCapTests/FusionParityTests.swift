@@ -1,12 +1,15 @@
 // Parity of the concept extractor, modulator, fusion model, heads and decoding with the PyTorch
 // reference, on the fixtures written by `python -m lightcap_train.fixtures` (docs/FORMAT.md,
-// "Fixtures"): LIGHTCAP_FIXTURES/<size>/{model/, fixtures.safetensors, fixtures.json}.
-// Starts from the fixture grid (the backbone has its own parity tests in LightCapModelTests).
+// "Fixtures"): LIGHTCAP_FIXTURES/<size>/{model/, fixtures.safetensors, fixtures.json}, for the
+// sizes tiny and base and the ablation variants tiny-no-concepts (no concept extractor, no
+// modulator) and tiny-no-modulator. Starts from the fixture grid (the backbone has its own
+// parity tests in LightCapModelTests).
 import Foundation
 import XCTest
 import LightCapCore
 @testable import LightCapModel
 @testable import LightCap
+import LightCapTestSupport
 
 /// The fixture set of one size, or nil (skip) when LIGHTCAP_FIXTURES is unset.
 struct FixtureSet {
@@ -60,16 +63,22 @@ final class FusionParityTests: XCTestCase {
         let cap = fx.captioner
         for c in fx.cases {
             let grid = try fx.tensor(c, "grid")
-            // Concepts.
-            let regions = cap.conceptExtractor.regions(grid)
-            assertClose(regions, try fx.tensor(c, "regions"), "\(size) \(c) regions")
-            let embeddings = cap.conceptExtractor.regionEmbeddings(regions)
-            assertClose(embeddings, try fx.tensor(c, "region_embeddings"), "\(size) \(c) region embeddings")
             let features = try cap.imageFeatures(grid: grid)
-            XCTAssertEqual(features.concepts.ids, try fx.ints(c, "concept_ids"), "\(size) \(c) concept ids")
-            assertClose(Tensor(shape: [features.concepts.scores.count], scalars: features.concepts.scores),
-                        try fx.tensor(c, "concept_scores"), "\(size) \(c) concept scores")
-            // Modulator and visual tokens.
+            // Concepts (the reference writes none without a concept extractor).
+            XCTAssertEqual(cap.conceptExtractor != nil, fx.has(c, "concept_ids"), "\(size) \(c) concept extractor present")
+            if let extractor = cap.conceptExtractor, fx.has(c, "concept_ids") {
+                let regions = extractor.regions(grid)
+                assertClose(regions, try fx.tensor(c, "regions"), "\(size) \(c) regions")
+                let embeddings = extractor.regionEmbeddings(regions)
+                assertClose(embeddings, try fx.tensor(c, "region_embeddings"), "\(size) \(c) region embeddings")
+                XCTAssertEqual(features.concepts.ids, try fx.ints(c, "concept_ids"), "\(size) \(c) concept ids")
+                assertClose(Tensor(shape: [features.concepts.scores.count], scalars: features.concepts.scores),
+                            try fx.tensor(c, "concept_scores"), "\(size) \(c) concept scores")
+            } else {
+                XCTAssertEqual(features.concepts, ConceptSelection(ids: [], scores: []), "\(size) \(c) no concepts")
+            }
+            // Modulator (absent from the reference's tensors when disabled) and visual tokens.
+            XCTAssertEqual(features.modulation != nil, fx.has(c, "modulation"), "\(size) \(c) modulator present")
             if fx.has(c, "modulation"), let m = features.modulation {
                 assertClose(Tensor(shape: [m.count], scalars: m), try fx.tensor(c, "modulation"), "\(size) \(c) modulation")
             }
@@ -116,7 +125,8 @@ final class FusionParityTests: XCTestCase {
             let pixels = try fx.tensor(c, "input").scalars
             let greedy = try fx.captioner.caption(pixels: pixels, options: .init(beamSize: 1, maxLength: fx.maxLength))
             XCTAssertEqual(greedy.tokenIds, try fx.ints(c, "greedy_ids"), "\(size) \(c) greedy from pixels")
-            XCTAssertEqual(greedy.concepts.map(\.name), try fx.ints(c, "concept_ids").map { fx.captioner.conceptNames[$0] })
+            let conceptIDs = fx.has(c, "concept_ids") ? try fx.ints(c, "concept_ids") : []
+            XCTAssertEqual(greedy.concepts.map(\.name), conceptIDs.map { fx.captioner.conceptNames[$0] })
             for stage in ["backbone", "concepts", "fusion"] { XCTAssertNotNil(greedy.timings[stage], stage) }
             let beam = try fx.captioner.caption(pixels: pixels, options: .init(beamSize: fx.beamSize, maxLength: fx.maxLength))
             XCTAssertEqual(beam.tokenIds, try fx.ints(c, "beam_ids"), "\(size) \(c) beam from pixels")
@@ -129,6 +139,8 @@ final class FusionParityTests: XCTestCase {
 
     func testTinyPipeline() throws { try runPipeline(size: "tiny") }
     func testBasePipeline() throws { try runPipeline(size: "base") }
+    func testTinyNoConceptsPipeline() throws { try runPipeline(size: "tiny-no-concepts") }
+    func testTinyNoModulatorPipeline() throws { try runPipeline(size: "tiny-no-modulator") }
 
     /// The INT8 vocabulary product: exact argmax and exact logits at it, others within a bound,
     /// on random states and on the fixture's final hidden rows.
@@ -136,7 +148,7 @@ final class FusionParityTests: XCTestCase {
         for size in ["tiny", "base"] {
             guard let fx = try FixtureSet.load(size: size) else { throw XCTSkip("LIGHTCAP_FIXTURES not set") }
             let heads = fx.captioner.heads, d = fx.captioner.configuration.fusion.hiddenSize
-            var generator = SplitMix64(seed: 7)
+            var generator = SeededRandom(seed: 7)
             var inputs = [Tensor(shape: [4, d], generator: { _ in Float(generator.nextGaussian()) })]
             let features = try fx.captioner.imageFeatures(grid: try fx.tensor(fx.cases[0], "grid"))
             let input = try fx.captioner.fusionInput(captionSegment: [fx.captioner.special.cls, fx.captioner.special.mask], features: features)
@@ -162,7 +174,7 @@ final class FusionParityTests: XCTestCase {
 
     /// The log-sum-exp (Float expf, Double sum) against libm's exp in Double.
     func testLogSumExpMatchesReference() {
-        var generator = SplitMix64(seed: 3)
+        var generator = SeededRandom(seed: 3)
         for scale in [0.01, 1.0, 10.0, 100.0] {
             let row = (0..<5000).map { _ in Float(generator.nextGaussian() * scale) }
             let fast = row.withUnsafeBufferPointer { LogSoftmax.logSumExp($0) }
@@ -173,23 +185,33 @@ final class FusionParityTests: XCTestCase {
 
     func testTinyParity() throws { try runParity(size: "tiny") }
     func testBaseParity() throws { try runParity(size: "base") }
+    /// The "without the concept extractor" ablation: no concept segment (T = A), no modulation.
+    func testTinyNoConceptsParity() throws { try runParity(size: "tiny-no-concepts") }
+    /// The "without the modulator" ablation: concept segment kept, the grid unmodulated.
+    func testTinyNoModulatorParity() throws { try runParity(size: "tiny-no-modulator") }
 
     /// The cached decoder equals the uncached one on every fixture case and on other beam widths
     /// and lengths than the fixtures', including the caption result (text, tokens, concepts).
     func testCachedEqualsUncached() throws {
-        guard let fx = try FixtureSet.load(size: "tiny") else { throw XCTSkip("LIGHTCAP_FIXTURES not set") }
+        for size in ["tiny", "tiny-no-concepts", "tiny-no-modulator"] { try checkCachedEqualsUncached(size: size) }
+    }
+
+    func checkCachedEqualsUncached(size: String) throws {
+        guard let fx = try FixtureSet.load(size: size) else { throw XCTSkip("LIGHTCAP_FIXTURES not set") }
+        let concepts = fx.captioner.conceptExtractor == nil
+            ? 0 : min(fx.captioner.configuration.concepts.topK, fx.captioner.conceptNames.count)
         for c in fx.cases {
             let grid = try fx.tensor(c, "grid")
             for beam in [1, 2, 3, 5] {
                 for maxLength in [1, 3, 20] {
                     let cached = try fx.captioner.caption(grid: grid, options: .init(beamSize: beam, maxLength: maxLength, useCache: true))
                     let plain = try fx.captioner.caption(grid: grid, options: .init(beamSize: beam, maxLength: maxLength, useCache: false))
-                    XCTAssertEqual(cached.tokenIds, plain.tokenIds, "\(c) beam \(beam) max \(maxLength)")
-                    XCTAssertEqual(cached.score, plain.score, accuracy: 1e-5, "\(c) beam \(beam) max \(maxLength)")
+                    XCTAssertEqual(cached.tokenIds, plain.tokenIds, "\(size) \(c) beam \(beam) max \(maxLength)")
+                    XCTAssertEqual(cached.score, plain.score, accuracy: 1e-5, "\(size) \(c) beam \(beam) max \(maxLength)")
                     XCTAssertLessThanOrEqual(cached.tokenIds.count, maxLength)
                     XCTAssertEqual(cached.tokens, cached.tokenIds.map { fx.captioner.tokenizer.vocabulary[$0] })
                     XCTAssertEqual(cached.text, fx.captioner.tokenizer.decode(cached.tokenIds))
-                    XCTAssertEqual(cached.concepts.count, min(fx.captioner.configuration.concepts.topK, fx.captioner.conceptNames.count))
+                    XCTAssertEqual(cached.concepts.count, concepts, "\(size) \(c) concepts")
                     XCTAssertNotNil(cached.timings["fusion"])
                 }
             }
@@ -224,24 +246,6 @@ final class FusionParityTests: XCTestCase {
         XCTAssertThrowsError(try cap.caption(imageAt: URL(fileURLWithPath: "/nonexistent/image.jpg")))
         XCTAssertThrowsError(try Captioner(modelDirectory: URL(fileURLWithPath: "/nonexistent/model")))
         XCTAssertThrowsError(try Captioner(modelDirectory: fx.folder.appendingPathComponent("model"), threads: 0))
-    }
-}
-
-/// A small deterministic generator for test inputs.
-struct SplitMix64 {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func nextUniform() -> Double { Double(next() >> 11) / Double(1 << 53) }
-    mutating func nextGaussian() -> Double {
-        let u = max(nextUniform(), 1e-300), v = nextUniform()
-        return (-2 * _log(u)).squareRoot() * cos(2 * Double.pi * v)
     }
 }
 

@@ -1,12 +1,15 @@
 """Parity fixtures for the Swift engine (docs/FORMAT.md, "Fixtures").
 
-    python -m lightcap_train.fixtures --out DIR [--sizes tiny base] [--seed 0]
+    python -m lightcap_train.fixtures --out DIR [--sizes tiny tiny-no-concepts tiny-no-modulator base] [--seed 0]
 
 For each size: a random-weight LightCap from a fixed seed (BatchNorm statistics calibrated
 on random images so activations stay O(1) through the ResNet), exported to DIR/<size>/model
 (folded; `tiny` also to DIR/<size>/model_unfolded), then for a few random inputs every
 intermediate the Swift side compares, computed by the model *reloaded from the exported
 directory*: DIR/<size>/fixtures.safetensors and DIR/<size>/fixtures.json.
+The ablation variants (VARIANTS) are the tiny size with parts switched off in config.json:
+`tiny-no-concepts` (concepts.enabled and modulator.enabled false: no concept segment, no
+modulation) and `tiny-no-modulator` (modulator.enabled false: concept segment kept).
 
 Near-ties are rejected: a case whose concept ranking, greedy argmax or beam decisions have
 a gap below MIN_MARGIN is redrawn, so a faithful engine cannot pick a different token.
@@ -57,6 +60,15 @@ young old small large sitting standing walking running riding playing eating fly
     "wine glass", "hot dog", "teddy bear", "hair drier", "cell phone", "dining table", "potted plant"]
 
 
+# Ablation variants: name -> (size, config sections replaced, [SEP] bias of the heads or None
+# for the size's). Tiny, so CI runs them; the biases (from a scan) give captions of varied length.
+VARIANTS = {
+    "tiny-no-concepts": ("tiny", {"concepts": {"enabled": False}, "modulator": {"enabled": False}}, 0.5),
+    "tiny-no-modulator": ("tiny", {"modulator": {"enabled": False}}, 0.65),
+}
+DEFAULT_SIZES = ["tiny", *VARIANTS, "base"]
+
+
 def tiny_vocab() -> list[str]:
     return SPECIALS + TINY_WORDS + TINY_PIECES
 
@@ -71,7 +83,8 @@ def bert_base_vocab_path() -> Path:
 
 
 def make_model(size: str, seed: int) -> LightCap:
-    """A random-weight, non-degenerate LightCap of the named size, BatchNorm unfolded."""
+    """A random-weight, non-degenerate LightCap of the named size (or VARIANTS name), BatchNorm unfolded."""
+    size, sections, sep_bias = VARIANTS.get(size, (size, {}, None))
     if size == "tiny":
         tokenizer = WordPiece(tiny_vocab())
         config, concepts = LightCapConfig.tiny(vocab_size=len(tokenizer)), TINY_CONCEPTS
@@ -79,12 +92,14 @@ def make_model(size: str, seed: int) -> LightCap:
         tokenizer = WordPiece.from_file(bert_base_vocab_path())
         config, concepts = LightCapConfig.base(), BASE_CONCEPTS
     else:
-        raise ValueError(f"unknown size {size!r} (tiny, base)")
+        raise ValueError(f"unknown size {size!r} (tiny, base, {', '.join(VARIANTS)})")
+    if sections:
+        config = config.replace(**sections)
     config.visual.attention_pool = True
     config.visual.batchnorm_folded = False
     torch.manual_seed(seed)
     model = LightCap(config, tokenizer, concepts)
-    randomize(model, seed)
+    randomize(model, seed, sep_bias)
     return model.eval()
 
 
@@ -96,8 +111,9 @@ def random_images(n: int, size: int, gen: torch.Generator) -> torch.Tensor:
 
 
 @torch.no_grad()
-def randomize(model: LightCap, seed: int) -> None:
-    """Random weights scaled so every stage carries O(1), varied activations."""
+def randomize(model: LightCap, seed: int, sep_bias: float | None = None) -> None:
+    """Random weights scaled so every stage carries O(1), varied activations. `sep_bias`: added
+    to the heads' [SEP] bias (default: the size's value)."""
     gen = torch.Generator().manual_seed(seed)
     normal = lambda t, std: t.copy_(torch.randn(t.shape, generator=gen) * std)
     uniform = lambda t, lo, hi: t.copy_(lo + (hi - lo) * torch.rand(t.shape, generator=gen))
@@ -167,7 +183,9 @@ def randomize(model: LightCap, seed: int) -> None:
     for head in model.heads:
         normal(head.bias, 0.1)
         # [SEP] competes, so some captions end before max_length (tuned per size by a scan).
-        head.bias[model.sep_id] += 2.5 if cfg.fusion.vocab_size > 1000 else 1.25
+        if sep_bias is None:
+            sep_bias = 2.5 if cfg.fusion.vocab_size > 1000 else 1.25
+        head.bias[model.sep_id] += sep_bias
 
 
 def _concept_margin(scores_all: torch.Tensor, k: int) -> float:
@@ -272,7 +290,7 @@ def write_size(size: str, out: Path, seed: int, num_cases: int) -> dict:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--sizes", nargs="+", default=["tiny", "base"])
+    parser.add_argument("--sizes", nargs="+", default=DEFAULT_SIZES, help=f"default: {' '.join(DEFAULT_SIZES)}")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cases", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)

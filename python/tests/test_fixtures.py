@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from lightcap_train.export import load
-from lightcap_train.fixtures import main
+from lightcap_train.fixtures import DEFAULT_SIZES, VARIANTS, main
 
 
 def check_size_dir(root: Path) -> None:
@@ -25,18 +25,27 @@ def check_size_dir(root: Path) -> None:
     for case in info["cases"]:
         get = lambda name: tensors[f"{case}.{name}"]
         t = get("token_ids").shape[0]
+        concept_part = {"regions": (r, c), "region_embeddings": (r, cfg.concepts.embed_dim),
+                        "concept_ids": (k,), "concept_scores": (k,)}
         expected = {
-            "input": (3, s, s), "grid": (n, c), "regions": (r, c), "region_embeddings": (r, cfg.concepts.embed_dim),
-            "concept_ids": (k,), "concept_scores": (k,), "modulation": (c,), "modulated": (n, c),
+            "input": (3, s, s), "grid": (n, c), "modulated": (n, c),
             "visual_tokens": (n, d), "token_type_ids": (t,), "position_ids": (t,),
             "attention_mask": (t + n, t + n), "head_logits": (h, a, v), "logits": (a, v),
             "greedy_score": (1,), "beam_score": (1,), "pooled": (cfg.visual.output_dim,), "unfolded_grid": (n, c),
             **{f"hidden.{i}": (t + n, d) for i in range(layers + 1)},
+            **(concept_part if cfg.concepts.enabled else {}),
+            **({"modulation": (c,)} if cfg.use_modulator else {}),
         }
+        absent = set(concept_part) if not cfg.concepts.enabled else set()
+        absent |= {"modulation"} if not cfg.use_modulator else set()
+        assert not {name for name in absent if f"{case}.{name}" in tensors}, f"{case}: tensors of a disabled part"
+        if not cfg.concepts.enabled:  # no concept segment: the text is the caption segment alone
+            assert t == a and get("token_type_ids").eq(0).all()
         for name, shape in expected.items():
             assert tuple(get(name).shape) == shape, f"{case}.{name}"
             assert get(name).dtype == torch.float32 or name in ("concept_ids", "token_type_ids", "position_ids")
-        for name in ("concept_ids", "token_ids", "token_type_ids", "position_ids", "greedy_ids", "beam_ids"):
+        ints = ["token_ids", "token_type_ids", "position_ids", "greedy_ids", "beam_ids"]
+        for name in ints + (["concept_ids"] if cfg.concepts.enabled else []):
             assert get(name).dtype == torch.int64, f"{case}.{name}"
         assert get("greedy_ids").numel() <= cfg.decoding.max_length
         caption = info["caption_tokens"][case]
@@ -57,10 +66,19 @@ def test_tiny_fixtures_are_complete(tmp_path):
     assert (tmp_path / "tiny" / "model_unfolded" / "model.safetensors").exists()
 
 
+def test_ablation_variant_fixtures_are_complete(tmp_path):
+    main(["--out", str(tmp_path), "--sizes", *VARIANTS])
+    for name in VARIANTS:
+        check_size_dir(tmp_path / name)
+    assert not load(tmp_path / "tiny-no-concepts" / "model").config.concepts.enabled
+    no_modulator = load(tmp_path / "tiny-no-modulator" / "model").config
+    assert no_modulator.concepts.enabled and not no_modulator.use_modulator
+
+
 @pytest.mark.skipif(not os.environ.get("LIGHTCAP_FIXTURES"), reason="LIGHTCAP_FIXTURES not set")
 def test_written_fixtures_are_complete():
-    """scripts/test.sh writes .fixtures (tiny and base) first; check what it wrote."""
+    """scripts/test.sh writes .fixtures (every default size and variant) first; check what it wrote."""
     root = Path(os.environ["LIGHTCAP_FIXTURES"])
-    for size in ("tiny", "base"):
+    for size in DEFAULT_SIZES:
         assert (root / size / "fixtures.json").exists(), f"{root / size} has no fixtures"
         check_size_dir(root / size)
