@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test: Python reference tests (pytest), then the Swift tests against fixtures
-# written by the Python reference.
+# written by the Python reference, then the default model's captions by both engines.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --python
@@ -18,3 +18,9 @@ LIGHTCAP_FIXTURES="$PWD/.fixtures" .venv/bin/python -m pytest -q python/tests
 echo "== swift test"
 export LIGHTCAP_FIXTURES="$PWD/.fixtures"
 swift test -c release -Xswiftc -enable-testing 2>&1
+
+echo "== the Swift engine's captions equal the Python reference's (models/default, 100 test scenes)"
+.venv/bin/python -m lightcap_train.scenes --split test --seed 2026 --count 100 --out .fixtures/scenes-test
+.venv/bin/python scripts/compare_engines.py --data .fixtures/scenes-test --model models/default \
+    --lightcap .build/release/lightcap > .fixtures/engine-parity.md || { cat .fixtures/engine-parity.md; exit 1; }
+head -5 .fixtures/engine-parity.md | tail -1

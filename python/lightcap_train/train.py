@@ -384,7 +384,8 @@ class ClipObjective(nn.Module):
                       "cell_shape_acc": cell_shape_accuracy(out, metas, side), "i2t_acc": acc.item()}
 
 
-CELL_OUTPUTS = 1 + len(S.COLOURS) + len(S.SHAPES) + len(S.SIZES) + 2
+CELL_RELATIONS = ("to the left of", "to the right of", "above", "below")
+CELL_OUTPUTS = 1 + len(S.COLOURS) + len(S.SHAPES) + len(S.SIZES) + 2 + len(CELL_RELATIONS)
 
 
 def labelled_cells(metas: list[dict], side: int, image_side: float = 256.0):
@@ -405,30 +406,51 @@ def cell_shape_accuracy(out: torch.Tensor, metas: list[dict], side: int) -> floa
     return right / max(1, len(labels))
 
 
+def cell_targets(metas: list[dict], side: int, image_side: float = 256.0) -> dict[str, torch.Tensor]:
+    """The region labels of `cell_loss` for a batch of scenes (scenes.scene_metadata): per grid
+    cell, whether an object's centre lies in it, its colour / shape / size index (-100 where
+    no object), its centre (fraction of the image side) and its relation bits (CELL_RELATIONS:
+    is there another object that this one is to the left of / right of / above / below)."""
+    from .evaluate import true_relation
+
+    b, n = len(metas), side * side
+    t = {"present": torch.zeros(b, n), "colour": torch.full((b, n), -100, dtype=torch.long),
+         "centre": torch.zeros(b, n, 2), "relations": torch.zeros(b, n, len(CELL_RELATIONS))}
+    t["shape"], t["size"] = t["colour"].clone(), t["colour"].clone()
+    colours, shapes, sizes = list(S.COLOURS), list(S.SHAPES), list(S.SIZES)
+    for i, c, o in labelled_cells(metas, side, image_side):  # the larger one wins a shared cell
+        x, y = o["centre"]
+        t["present"][i, c] = 1
+        t["colour"][i, c], t["shape"][i, c] = colours.index(o["colour"]), shapes.index(o["shape"])
+        t["size"][i, c] = sizes.index(o["size"])
+        t["centre"][i, c] = torch.tensor([x / image_side, y / image_side])
+        t["relations"][i, c] = 0
+        for other in metas[i]["objects"]:
+            if other is not o:
+                t["relations"][i, c, CELL_RELATIONS.index(true_relation(o, other))] = 1
+    return t
+
+
 def cell_loss(out: torch.Tensor, metas: list[dict], side: int, image_side: float = 256.0) -> torch.Tensor:
     """Region-label auxiliary loss of stage 0 (the labels the concept extractor also uses):
     every grid cell says whether an object's centre lies in it, and if so its colour, shape,
     size and its absolute centre in the image, so the grid itself must say what is where (the
-    fusion model's visual tokens carry no position). out: [B, N, 1 + 8 + 8 + 2 + 2]."""
+    fusion model's visual tokens carry no position), and where it lies relative to the scene's
+    other objects, so that a caption's "A above B" can be read from A's own cell
+    (cell_targets). out: [B, N, 1 + 8 + 8 + 2 + 2 + 4]."""
     b, n, _ = out.shape
-    present = torch.zeros(b, n)
-    colour = torch.full((b, n), -100, dtype=torch.long)
-    shape, size = colour.clone(), colour.clone()
-    centre = torch.zeros(b, n, 2)
-    colours, shapes, sizes = list(S.COLOURS), list(S.SHAPES), list(S.SIZES)
-    for i, c, o in labelled_cells(metas, side, image_side):  # the larger one wins a shared cell
-        x, y = o["centre"]
-        present[i, c] = 1
-        colour[i, c], shape[i, c] = colours.index(o["colour"]), shapes.index(o["shape"])
-        size[i, c] = sizes.index(o["size"])
-        centre[i, c] = torch.tensor([x / image_side, y / image_side])
-    k1, k2, k3 = 1 + len(colours), 1 + len(colours) + len(shapes), 1 + len(colours) + len(shapes) + len(sizes)
-    loss = F.binary_cross_entropy_with_logits(out[..., 0], present)
-    loss = loss + F.cross_entropy(out[..., 1:k1].reshape(b * n, -1), colour.reshape(-1), ignore_index=-100)
-    loss = loss + F.cross_entropy(out[..., k1:k2].reshape(b * n, -1), shape.reshape(-1), ignore_index=-100)
-    loss = loss + F.cross_entropy(out[..., k2:k3].reshape(b * n, -1), size.reshape(-1), ignore_index=-100)
-    mask = present.bool()
-    loss = loss + 10 * F.l1_loss(out[..., k3:][mask], centre[mask]) if mask.any() else loss
+    t = cell_targets(metas, side, image_side)
+    k1 = 1 + len(S.COLOURS)
+    k2 = k1 + len(S.SHAPES)
+    k3 = k2 + len(S.SIZES)
+    loss = F.binary_cross_entropy_with_logits(out[..., 0], t["present"])
+    loss = loss + F.cross_entropy(out[..., 1:k1].reshape(b * n, -1), t["colour"].reshape(-1), ignore_index=-100)
+    loss = loss + F.cross_entropy(out[..., k1:k2].reshape(b * n, -1), t["shape"].reshape(-1), ignore_index=-100)
+    loss = loss + F.cross_entropy(out[..., k2:k3].reshape(b * n, -1), t["size"].reshape(-1), ignore_index=-100)
+    mask = t["present"].bool()
+    if mask.any():
+        loss = loss + 10 * F.l1_loss(out[..., k3:k3 + 2][mask], t["centre"][mask])
+        loss = loss + F.binary_cross_entropy_with_logits(out[..., k3 + 2:][mask], t["relations"][mask])
     return loss
 
 

@@ -143,3 +143,22 @@ def test_smoke_recipe_under_torchrun_ddp(tmp_path):
     log = _smoke(tmp_path, torchrun, "ddp", "data,clip,features,concepts,teacher,student,ensemble,scst,export")
     assert "2 process(es)" in log and "ensemble: finished" in log and "export: finished" in log
     assert (tmp_path / "ddp" / "model" / "model.safetensors").exists()
+
+
+def test_cell_targets_say_what_is_where_and_the_relations():
+    def obj(x, y, r, colour="red", shape="circle", size="small"):
+        return {"centre": [x, y], "radius": r, "colour": colour, "shape": shape, "size": size}
+
+    a = obj(40, 30, 20)  # top left: cell (0, 0) of a 4x4 grid over 256 pixels
+    b = obj(60, 200, 50, "blue", "star", "large")  # below it (|dy| > |dx|): cell (3, 0)
+    c = obj(230, 210, 20, "green")  # right of b: cell (3, 3)
+    t = T.cell_targets([{"objects": [a, b]}, {"objects": [a, b, c]}], side=4)
+    assert t["present"][0].nonzero().flatten().tolist() == [0, 12]
+    assert t["shape"][0, 12] == list(S.SHAPES).index("star") and t["shape"][0, 5] == -100
+    assert torch.allclose(t["centre"][0, 0], torch.tensor([40 / 256, 30 / 256]))
+    rel = lambda i, cell: {T.CELL_RELATIONS[k] for k in t["relations"][i, cell].nonzero().flatten().tolist()}
+    assert rel(0, 0) == {"above"} and rel(0, 12) == {"below"}
+    assert rel(1, 12) == {"below", "to the left of"} and rel(1, 15) == {"to the right of"}
+    out = torch.zeros(2, 16, T.CELL_OUTPUTS, requires_grad=True)
+    T.cell_loss(out, [{"objects": [a, b]}, {"objects": [a, b, c]}], 4).backward()
+    assert out.grad[0, :, -len(T.CELL_RELATIONS):].abs().sum() > 0
