@@ -164,7 +164,8 @@ final class CaptionService: Sendable {
         model = ModelResponse(
             name: c.name, formatVersion: c.formatVersion, parameters: parameters, imageSize: c.image.size,
             visualTokens: c.visualTokens, gridChannels: c.gridChannels, visualLayers: c.visual.layers,
-            concepts: captioner.conceptNames.count, conceptTopK: c.concepts.topK, modulator: c.modulator.enabled,
+            concepts: captioner.conceptNames.count, conceptTopK: c.concepts.enabled ? c.concepts.topK : 0,
+            modulator: c.concepts.enabled && c.modulator.enabled,
             fusionLayers: c.fusion.numHiddenLayers, fusionHiddenSize: c.fusion.hiddenSize,
             fusionHeads: c.fusion.numAttentionHeads, vocabSize: c.fusion.vocabSize, predictionHeads: c.heads.count,
             defaultBeam: min(max(1, c.decoding.beamSize), configuration.maxBeamSize),
