@@ -72,6 +72,7 @@ class Recipe:
     text_context: int = 40
     # (0) CLIP: first region pretraining (cell labels only), then the full objective
     clip_region_steps: int = 1000
+    clip_relation_cells: bool = False  # region labels include each object's relation bits
     clip_steps: int = 900
     clip_batch: int = 48
     clip_lr: float = 2e-3
@@ -348,7 +349,8 @@ class ClipObjective(nn.Module):
         self.text, self.bpe = text_tower(ctx)
         self.logit_scale = nn.Parameter(torch.tensor(float(np.log(1 / 0.07))))
         self.model.visual.to(memory_format=torch.channels_last)
-        self.cells = nn.Linear(self.model.config.grid_channels, CELL_OUTPUTS)
+        self.cells = nn.Linear(self.model.config.grid_channels,
+                               CELL_OUTPUTS + (len(CELL_RELATIONS) if r.clip_relation_cells else 0))
 
     def forward(self, step):
         ctx, r = self.ctx, self.ctx.r
@@ -361,7 +363,7 @@ class ClipObjective(nn.Module):
         if step < r.clip_region_steps:  # region pretraining: the grid must first tell shapes apart
             grid_tokens = self.model.visual.forward_grid(images).flatten(2).transpose(1, 2)
             out = self.cells(grid_tokens)
-            cells = cell_loss(out, metas, side)
+            cells = cell_loss(out, metas, side, relations=r.clip_relation_cells)
             return cells, {"cells": cells.item(), "cell_shape_acc": cell_shape_accuracy(out, metas, side)}
         texts = D.sample_captions(train, idx, rng, r.primary_weight)
         negatives = [hard_negative(t, rng) for t in texts]
@@ -379,7 +381,7 @@ class ClipObjective(nn.Module):
         head_logits = fusion_logits(self.model, grid_tokens, None, cb)[0]  # [B, 1, M, V]
         caption = token_ce(head_logits[:, 0], cb.targets)
         out = self.cells(grid_tokens)
-        cells = cell_loss(out, metas, side)
+        cells = cell_loss(out, metas, side, relations=r.clip_relation_cells)
         acc = (logits.argmax(1) == target).float().mean()
         loss = clip + r.clip_caption_weight * caption + r.clip_cell_weight * cells
         return loss, {"clip": clip.item(), "caption": caption.item(), "cells": cells.item(),
@@ -387,7 +389,7 @@ class ClipObjective(nn.Module):
 
 
 CELL_RELATIONS = ("to the left of", "to the right of", "above", "below")
-CELL_OUTPUTS = 1 + len(S.COLOURS) + len(S.SHAPES) + len(S.SIZES) + 2 + len(CELL_RELATIONS)
+CELL_OUTPUTS = 1 + len(S.COLOURS) + len(S.SHAPES) + len(S.SIZES) + 2  # + len(CELL_RELATIONS) with relations
 
 
 def labelled_cells(metas: list[dict], side: int, image_side: float = 256.0):
@@ -433,13 +435,15 @@ def cell_targets(metas: list[dict], side: int, image_side: float = 256.0) -> dic
     return t
 
 
-def cell_loss(out: torch.Tensor, metas: list[dict], side: int, image_side: float = 256.0) -> torch.Tensor:
+def cell_loss(out: torch.Tensor, metas: list[dict], side: int, image_side: float = 256.0,
+              relations: bool = False) -> torch.Tensor:
     """Region-label auxiliary loss of stage 0 (the labels the concept extractor also uses):
     every grid cell says whether an object's centre lies in it, and if so its colour, shape,
     size and its absolute centre in the image, so the grid itself must say what is where (the
-    fusion model's visual tokens carry no position), and where it lies relative to the scene's
-    other objects, so that a caption's "A above B" can be read from A's own cell
-    (cell_targets). out: [B, N, 1 + 8 + 8 + 2 + 2 + 4]."""
+    fusion model's visual tokens carry no position), and, with `relations`, where it lies
+    relative to the scene's other objects, so that a caption's "A above B" could be read from
+    A's own cell (cell_targets; recipe `clip_relation_cells`, off: it did not lift relation
+    accuracy, docs/RESULTS.md). out: [B, N, 1 + 8 + 8 + 2 + 2 (+ 4 with `relations`)]."""
     b, n, _ = out.shape
     t = cell_targets(metas, side, image_side)
     k1 = 1 + len(S.COLOURS)
@@ -452,7 +456,8 @@ def cell_loss(out: torch.Tensor, metas: list[dict], side: int, image_side: float
     mask = t["present"].bool()
     if mask.any():
         loss = loss + 10 * F.l1_loss(out[..., k3:k3 + 2][mask], t["centre"][mask])
-        loss = loss + F.binary_cross_entropy_with_logits(out[..., k3 + 2:][mask], t["relations"][mask])
+        if relations:
+            loss = loss + F.binary_cross_entropy_with_logits(out[..., k3 + 2:][mask], t["relations"][mask])
     return loss
 
 

@@ -159,6 +159,8 @@ def test_cell_targets_say_what_is_where_and_the_relations():
     rel = lambda i, cell: {T.CELL_RELATIONS[k] for k in t["relations"][i, cell].nonzero().flatten().tolist()}
     assert rel(0, 0) == {"above"} and rel(0, 12) == {"below"}
     assert rel(1, 12) == {"below", "to the left of"} and rel(1, 15) == {"to the right of"}
-    out = torch.zeros(2, 16, T.CELL_OUTPUTS, requires_grad=True)
-    T.cell_loss(out, [{"objects": [a, b]}, {"objects": [a, b, c]}], 4).backward()
+    scenes = [{"objects": [a, b]}, {"objects": [a, b, c]}]
+    T.cell_loss(torch.zeros(2, 16, T.CELL_OUTPUTS), scenes, 4)  # off by default: no relation outputs
+    out = torch.zeros(2, 16, T.CELL_OUTPUTS + len(T.CELL_RELATIONS), requires_grad=True)
+    T.cell_loss(out, scenes, 4, relations=True).backward()
     assert out.grad[0, :, -len(T.CELL_RELATIONS):].abs().sum() > 0
