@@ -359,12 +359,10 @@ class ClipObjective(nn.Module):
         idx = rng.choice(len(train), r.clip_batch, replace=False)
         images = D.normalize(train.images[idx], ctx.cfg.image.mean, ctx.cfg.image.std)
         metas = [train.objects[i] for i in idx]
-        side = self.model.config.grid_side
         if step < r.clip_region_steps:  # region pretraining: the grid must first tell shapes apart
             grid_tokens = self.model.visual.forward_grid(images).flatten(2).transpose(1, 2)
-            out = self.cells(grid_tokens)
-            cells = cell_loss(out, metas, side, relations=r.clip_relation_cells)
-            return cells, {"cells": cells.item(), "cell_shape_acc": cell_shape_accuracy(out, metas, side)}
+            cells, shape_acc = self.region_loss(grid_tokens, metas)
+            return cells, {"cells": cells.item(), "cell_shape_acc": shape_acc}
         texts = D.sample_captions(train, idx, rng, r.primary_weight)
         negatives = [hard_negative(t, rng) for t in texts]
         tokens = self.bpe(texts + negatives, r.text_context)  # [2B, ctx]
@@ -380,12 +378,17 @@ class ClipObjective(nn.Module):
         grid_tokens = grid.flatten(2).transpose(1, 2)  # [B, N, C]
         head_logits = fusion_logits(self.model, grid_tokens, None, cb)[0]  # [B, 1, M, V]
         caption = token_ce(head_logits[:, 0], cb.targets)
-        out = self.cells(grid_tokens)
-        cells = cell_loss(out, metas, side, relations=r.clip_relation_cells)
+        cells, shape_acc = self.region_loss(grid_tokens, metas)
         acc = (logits.argmax(1) == target).float().mean()
         loss = clip + r.clip_caption_weight * caption + r.clip_cell_weight * cells
         return loss, {"clip": clip.item(), "caption": caption.item(), "cells": cells.item(),
-                      "cell_shape_acc": cell_shape_accuracy(out, metas, side), "i2t_acc": acc.item()}
+                      "cell_shape_acc": shape_acc, "i2t_acc": acc.item()}
+
+    def region_loss(self, grid_tokens: torch.Tensor, metas: list[dict]) -> tuple[torch.Tensor, float]:
+        """cell_loss of the grid tokens [B, N, C], and the share of object cells whose shape is right."""
+        t = cell_targets(metas, self.model.config.grid_side, relations=self.ctx.r.clip_relation_cells)
+        out = self.cells(grid_tokens)
+        return cell_loss(out, t), cell_shape_accuracy(out, t)
 
 
 CELL_RELATIONS = ("to the left of", "to the right of", "above", "below")
@@ -401,25 +404,28 @@ def labelled_cells(metas: list[dict], side: int, image_side: float = 256.0):
 
 
 @torch.no_grad()
-def cell_shape_accuracy(out: torch.Tensor, metas: list[dict], side: int) -> float:
-    """Share of labelled cells whose shape is predicted right (progress of stage 0)."""
-    labels = {(i, c): o["shape"] for i, c, o in labelled_cells(metas, side)}
+def cell_shape_accuracy(out: torch.Tensor, t: dict[str, torch.Tensor]) -> float:
+    """Share of labelled cells (cell_targets) whose shape is predicted right (progress of stage 0)."""
     k1 = 1 + len(S.COLOURS)
-    shapes = list(S.SHAPES)
-    right = sum(int(out[i, c, k1:k1 + len(shapes)].argmax()) == shapes.index(s) for (i, c), s in labels.items())
-    return right / max(1, len(labels))
+    labelled = t["shape"] >= 0
+    right = out[..., k1:k1 + len(S.SHAPES)].argmax(-1)[labelled] == t["shape"][labelled]
+    return right.float().sum().item() / max(1, int(labelled.sum()))
 
 
-def cell_targets(metas: list[dict], side: int, image_side: float = 256.0) -> dict[str, torch.Tensor]:
+def cell_targets(metas: list[dict], side: int, image_side: float = 256.0,
+                 relations: bool = False) -> dict[str, torch.Tensor]:
     """The region labels of `cell_loss` for a batch of scenes (scenes.scene_metadata): per grid
     cell, whether an object's centre lies in it, its colour / shape / size index (-100 where
-    no object), its centre (fraction of the image side) and its relation bits (CELL_RELATIONS:
-    is there another object that this one is to the left of / right of / above / below)."""
+    no object), its centre (fraction of the image side) and, with `relations`, its relation
+    bits (CELL_RELATIONS: is there another object that this one is to the left of / right of /
+    above / below)."""
     from .evaluate import true_relation
 
     b, n = len(metas), side * side
     t = {"present": torch.zeros(b, n), "colour": torch.full((b, n), -100, dtype=torch.long),
-         "centre": torch.zeros(b, n, 2), "relations": torch.zeros(b, n, len(CELL_RELATIONS))}
+         "centre": torch.zeros(b, n, 2)}
+    if relations:
+        t["relations"] = torch.zeros(b, n, len(CELL_RELATIONS))
     t["shape"], t["size"] = t["colour"].clone(), t["colour"].clone()
     colours, shapes, sizes = list(S.COLOURS), list(S.SHAPES), list(S.SIZES)
     for i, c, o in labelled_cells(metas, side, image_side):  # the larger one wins a shared cell
@@ -428,24 +434,23 @@ def cell_targets(metas: list[dict], side: int, image_side: float = 256.0) -> dic
         t["colour"][i, c], t["shape"][i, c] = colours.index(o["colour"]), shapes.index(o["shape"])
         t["size"][i, c] = sizes.index(o["size"])
         t["centre"][i, c] = torch.tensor([x / image_side, y / image_side])
-        t["relations"][i, c] = 0
-        for other in metas[i]["objects"]:
-            if other is not o:
-                t["relations"][i, c, CELL_RELATIONS.index(true_relation(o, other))] = 1
+        if relations:
+            t["relations"][i, c] = 0
+            for other in metas[i]["objects"]:
+                if other is not o:
+                    t["relations"][i, c, CELL_RELATIONS.index(true_relation(o, other))] = 1
     return t
 
 
-def cell_loss(out: torch.Tensor, metas: list[dict], side: int, image_side: float = 256.0,
-              relations: bool = False) -> torch.Tensor:
+def cell_loss(out: torch.Tensor, t: dict[str, torch.Tensor]) -> torch.Tensor:
     """Region-label auxiliary loss of stage 0 (the labels the concept extractor also uses):
     every grid cell says whether an object's centre lies in it, and if so its colour, shape,
     size and its absolute centre in the image, so the grid itself must say what is where (the
-    fusion model's visual tokens carry no position), and, with `relations`, where it lies
-    relative to the scene's other objects, so that a caption's "A above B" could be read from
-    A's own cell (cell_targets; recipe `clip_relation_cells`, off: it did not lift relation
-    accuracy, docs/RESULTS.md). out: [B, N, 1 + 8 + 8 + 2 + 2 (+ 4 with `relations`)]."""
+    fusion model's visual tokens carry no position), and, when the targets have relation bits,
+    where it lies relative to the scene's other objects, so that a caption's "A above B" could
+    be read from A's own cell (cell_targets; recipe `clip_relation_cells`, off: it did not lift
+    relation accuracy, docs/RESULTS.md). out: [B, N, 1 + 8 + 8 + 2 + 2 (+ 4 with relations)]."""
     b, n, _ = out.shape
-    t = cell_targets(metas, side, image_side)
     k1 = 1 + len(S.COLOURS)
     k2 = k1 + len(S.SHAPES)
     k3 = k2 + len(S.SIZES)
@@ -456,7 +461,7 @@ def cell_loss(out: torch.Tensor, metas: list[dict], side: int, image_side: float
     mask = t["present"].bool()
     if mask.any():
         loss = loss + 10 * F.l1_loss(out[..., k3:k3 + 2][mask], t["centre"][mask])
-        if relations:
+        if "relations" in t:
             loss = loss + F.binary_cross_entropy_with_logits(out[..., k3 + 2:][mask], t["relations"][mask])
     return loss
 

@@ -152,15 +152,15 @@ def test_cell_targets_say_what_is_where_and_the_relations():
     a = obj(40, 30, 20)  # top left: cell (0, 0) of a 4x4 grid over 256 pixels
     b = obj(60, 200, 50, "blue", "star", "large")  # below it (|dy| > |dx|): cell (3, 0)
     c = obj(230, 210, 20, "green")  # right of b: cell (3, 3)
-    t = T.cell_targets([{"objects": [a, b]}, {"objects": [a, b, c]}], side=4)
+    scenes = [{"objects": [a, b]}, {"objects": [a, b, c]}]
+    t = T.cell_targets(scenes, side=4, relations=True)
     assert t["present"][0].nonzero().flatten().tolist() == [0, 12]
     assert t["shape"][0, 12] == list(S.SHAPES).index("star") and t["shape"][0, 5] == -100
     assert torch.allclose(t["centre"][0, 0], torch.tensor([40 / 256, 30 / 256]))
     rel = lambda i, cell: {T.CELL_RELATIONS[k] for k in t["relations"][i, cell].nonzero().flatten().tolist()}
     assert rel(0, 0) == {"above"} and rel(0, 12) == {"below"}
     assert rel(1, 12) == {"below", "to the left of"} and rel(1, 15) == {"to the right of"}
-    scenes = [{"objects": [a, b]}, {"objects": [a, b, c]}]
-    T.cell_loss(torch.zeros(2, 16, T.CELL_OUTPUTS), scenes, 4)  # off by default: no relation outputs
+    T.cell_loss(torch.zeros(2, 16, T.CELL_OUTPUTS), T.cell_targets(scenes, 4))  # off by default: no relation outputs
     out = torch.zeros(2, 16, T.CELL_OUTPUTS + len(T.CELL_RELATIONS), requires_grad=True)
-    T.cell_loss(out, scenes, 4, relations=True).backward()
+    T.cell_loss(out, t).backward()
     assert out.grad[0, :, -len(T.CELL_RELATIONS):].abs().sum() > 0
