@@ -104,6 +104,9 @@ public struct Configuration: Codable, Sendable, Equatable {
         public var typeVocabSize: Int = 2
         public var layerNormEps: Float = 1e-12
         public var hiddenAct: String = "gelu"
+        /// A learned position embedding per grid cell, added to the visual tokens before the
+        /// projection's LayerNorm (`image_projection.position_embeddings` [N, D]).
+        public var visualPositionEmbeddings: Bool = false
         /// Training-only (the engine ignores them); kept so the mirror round-trips config.json.
         public var hiddenDropoutProb: Float = 0.1
         public var attentionProbsDropoutProb: Float = 0.1
@@ -118,6 +121,7 @@ public struct Configuration: Codable, Sendable, Equatable {
             case typeVocabSize = "type_vocab_size"
             case layerNormEps = "layer_norm_eps"
             case hiddenAct = "hidden_act"
+            case visualPositionEmbeddings = "visual_position_embeddings"
             case hiddenDropoutProb = "hidden_dropout_prob"
             case attentionProbsDropoutProb = "attention_probs_dropout_prob"
         }
@@ -133,6 +137,8 @@ public struct Configuration: Codable, Sendable, Equatable {
             typeVocabSize = try c.decodeIfPresent(Int.self, forKey: .typeVocabSize) ?? typeVocabSize
             layerNormEps = try c.decodeIfPresent(Float.self, forKey: .layerNormEps) ?? layerNormEps
             hiddenAct = try c.decodeIfPresent(String.self, forKey: .hiddenAct) ?? hiddenAct
+            visualPositionEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .visualPositionEmbeddings)
+                ?? visualPositionEmbeddings
             hiddenDropoutProb = try c.decodeIfPresent(Float.self, forKey: .hiddenDropoutProb) ?? hiddenDropoutProb
             attentionProbsDropoutProb = try c.decodeIfPresent(Float.self, forKey: .attentionProbsDropoutProb) ?? attentionProbsDropoutProb
         }

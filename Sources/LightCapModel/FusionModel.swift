@@ -75,20 +75,36 @@ public struct FusionInput: Sendable {
     }
 }
 
-/// Visual tokens: `LayerNorm(dense(grid))`. Weights: `image_projection.{dense,LayerNorm}`.
+/// Visual tokens: `LayerNorm(dense(grid))`, or `LayerNorm(dense(grid) + P)` with a learned
+/// position embedding `P` [N, D] per grid cell when `fusion.visual_position_embeddings` is on.
+/// Weights: `image_projection.{dense,LayerNorm}` (+ `position_embeddings`).
 public struct ImageProjection: Sendable {
     let dense: Linear
     let norm: LayerNorm
+    let positions: Tensor?  // [N, D]
 
     /// Loads the projection from the `image_projection` scope.
     public init(_ store: WeightStore, configuration: Configuration) throws {
         let d = configuration.fusion.hiddenSize
         dense = try Linear(store.scoped("dense"), inFeatures: configuration.gridChannels, outFeatures: d)
         norm = try LayerNorm(store.scoped("LayerNorm"), size: d, eps: configuration.fusion.layerNormEps)
+        positions = configuration.fusion.visualPositionEmbeddings
+            ? try store.take("position_embeddings", shape: [configuration.visualTokens, d]) : nil
     }
 
     /// [N, C] -> [N, D].
-    public func callAsFunction(_ grid: Tensor) -> Tensor { norm(dense(grid)) }
+    public func callAsFunction(_ grid: Tensor) -> Tensor {
+        var y = dense(grid)  // [N, D]
+        if let positions {
+            precondition(positions.shape == y.shape, "ImageProjection: \(y.shape) tokens, positions \(positions.shape)")
+            positions.withUnsafeBufferPointer { p in
+                y.withUnsafeMutableBufferPointer { out in
+                    for i in out.indices { out[i] += p[i] }
+                }
+            }
+        }
+        return norm(y)
+    }
 }
 
 /// One post-LN BERT layer. Query, key and value are packed into one [3D, D] product.

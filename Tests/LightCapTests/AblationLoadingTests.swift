@@ -1,6 +1,7 @@
 // Model directories of the ablation configurations (docs/FORMAT.md: `concepts.enabled`,
 // `modulator.enabled`): what loads, and the typed errors when config.json and the files disagree.
-// Uses the fixtures of `python -m lightcap_train.fixtures` (tiny, tiny-no-concepts, tiny-no-modulator).
+// Uses the fixtures of `python -m lightcap_train.fixtures` (tiny, tiny-no-concepts, tiny-no-modulator,
+// tiny-visual-positions).
 import Foundation
 import XCTest
 import LightCapCore
@@ -62,6 +63,23 @@ final class AblationLoadingTests: XCTestCase {
         defer { try? FileManager.default.removeItem(at: on) }
         XCTAssertThrowsError(try Captioner(modelDirectory: on)) { error in
             XCTAssertEqual(error as? LightCapError, .missingTensor(key: "modulator.fc1.weight"))
+        }
+    }
+
+    /// `fusion.visual_position_embeddings` and the file must agree: a typed error either way.
+    func testVisualPositionSwitchMustMatchTheWeights() throws {
+        guard let fx = try FixtureSet.load(size: "tiny-visual-positions"),
+              let plain = try FixtureSet.load(size: "tiny") else { throw XCTSkip("LIGHTCAP_FIXTURES not set") }
+        let off = try copy(fx.folder.appendingPathComponent("model"), sections: ["fusion": ["visual_position_embeddings": false]])
+        defer { try? FileManager.default.removeItem(at: off) }
+        XCTAssertThrowsError(try Captioner(modelDirectory: off)) { error in
+            guard case .unusedTensors(let keys)? = error as? LightCapError else { return XCTFail("\(error)") }
+            XCTAssertEqual(keys, ["image_projection.position_embeddings"])
+        }
+        let on = try copy(plain.folder.appendingPathComponent("model"), sections: ["fusion": ["visual_position_embeddings": true]])
+        defer { try? FileManager.default.removeItem(at: on) }
+        XCTAssertThrowsError(try Captioner(modelDirectory: on)) { error in
+            XCTAssertEqual(error as? LightCapError, .missingTensor(key: "image_projection.position_embeddings"))
         }
     }
 }

@@ -141,6 +141,7 @@ final class FusionParityTests: XCTestCase {
     func testBasePipeline() throws { try runPipeline(size: "base") }
     func testTinyNoConceptsPipeline() throws { try runPipeline(size: "tiny-no-concepts") }
     func testTinyNoModulatorPipeline() throws { try runPipeline(size: "tiny-no-modulator") }
+    func testTinyVisualPositionsPipeline() throws { try runPipeline(size: "tiny-visual-positions") }
 
     /// The INT8 vocabulary product: exact argmax and exact logits at it, others within a bound,
     /// on random states and on the fixture's final hidden rows.
@@ -189,11 +190,15 @@ final class FusionParityTests: XCTestCase {
     func testTinyNoConceptsParity() throws { try runParity(size: "tiny-no-concepts") }
     /// The "without the modulator" ablation: concept segment kept, the grid unmodulated.
     func testTinyNoModulatorParity() throws { try runParity(size: "tiny-no-modulator") }
+    /// A learned position embedding per grid cell on the visual tokens (fusion.visual_position_embeddings).
+    func testTinyVisualPositionsParity() throws { try runParity(size: "tiny-visual-positions") }
 
     /// The cached decoder equals the uncached one on every fixture case and on other beam widths
     /// and lengths than the fixtures', including the caption result (text, tokens, concepts).
     func testCachedEqualsUncached() throws {
-        for size in ["tiny", "tiny-no-concepts", "tiny-no-modulator"] { try checkCachedEqualsUncached(size: size) }
+        for size in ["tiny", "tiny-no-concepts", "tiny-no-modulator", "tiny-visual-positions"] {
+            try checkCachedEqualsUncached(size: size)
+        }
     }
 
     func checkCachedEqualsUncached(size: String) throws {

@@ -63,6 +63,9 @@ class FusionConfig:
     type_vocab_size: int = 2
     layer_norm_eps: float = 1e-12
     hidden_act: str = "gelu"
+    # A learned position embedding per grid cell, added to the visual tokens before the
+    # projection's LayerNorm (DESIGN.md's model has none; docs/FORMAT.md).
+    visual_position_embeddings: bool = False
     # Training only (the engine never reads them): dropout probabilities.
     hidden_dropout_prob: float = 0.1
     attention_probs_dropout_prob: float = 0.1

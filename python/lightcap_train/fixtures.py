@@ -9,7 +9,8 @@ intermediate the Swift side compares, computed by the model *reloaded from the e
 directory*: DIR/<size>/fixtures.safetensors and DIR/<size>/fixtures.json.
 The ablation variants (VARIANTS) are the tiny size with parts switched off in config.json:
 `tiny-no-concepts` (concepts.enabled and modulator.enabled false: no concept segment, no
-modulation) and `tiny-no-modulator` (modulator.enabled false: concept segment kept).
+modulation), `tiny-no-modulator` (modulator.enabled false: concept segment kept) and
+`tiny-visual-positions` (fusion.visual_position_embeddings: a learned position per grid cell).
 
 Near-ties are rejected: a case whose concept ranking, greedy argmax or beam decisions have
 a gap below MIN_MARGIN is redrawn, so a faithful engine cannot pick a different token.
@@ -65,6 +66,7 @@ young old small large sitting standing walking running riding playing eating fly
 VARIANTS = {
     "tiny-no-concepts": ("tiny", {"concepts": {"enabled": False}, "modulator": {"enabled": False}}, 0.5),
     "tiny-no-modulator": ("tiny", {"modulator": {"enabled": False}}, 0.65),
+    "tiny-visual-positions": ("tiny", {"fusion": {"visual_position_embeddings": True}}, None),
 }
 DEFAULT_SIZES = ["tiny", *VARIANTS, "base"]
 
@@ -180,6 +182,8 @@ def randomize(model: LightCap, seed: int, sep_bias: float | None = None) -> None
         elif isinstance(m, nn.LayerNorm):
             uniform(m.weight, 0.8, 1.2)
             normal(m.bias, 0.05)
+    if model.image_projection.position_embeddings is not None:  # of the dense output's order
+        normal(model.image_projection.position_embeddings, 1.0)
     for head in model.heads:
         normal(head.bias, 0.1)
         # [SEP] competes, so some captions end before max_length (tuned per size by a scan).

@@ -354,15 +354,22 @@ class BertModel(nn.Module):
 
 
 class ImageProjection(nn.Module):
-    """Grid tokens -> fusion hidden size: LayerNorm(dense(x))."""
+    """Grid tokens -> fusion hidden size: LayerNorm(dense(x)), or LayerNorm(dense(x) + P) with
+    a learned position embedding P [N, D] per grid cell (fusion.visual_position_embeddings)."""
 
-    def __init__(self, channels: int, hidden_size: int, eps: float):
+    def __init__(self, channels: int, hidden_size: int, eps: float, positions: int = 0):
         super().__init__()
         self.dense = nn.Linear(channels, hidden_size)
         self.LayerNorm = nn.LayerNorm(hidden_size, eps=eps)
+        self.position_embeddings = nn.Parameter(torch.zeros(positions, hidden_size)) if positions else None
 
     def forward(self, x):  # [B, N, C]
-        return self.LayerNorm(self.dense(x))  # [B, N, D]
+        y = self.dense(x)  # [B, N, D]
+        if self.position_embeddings is not None:
+            if y.shape[1] != self.position_embeddings.shape[0]:
+                raise ValueError(f"{y.shape[1]} visual tokens, {self.position_embeddings.shape[0]} positions")
+            y = y + self.position_embeddings
+        return self.LayerNorm(y)  # [B, N, D]
 
 
 class HeadTransform(nn.Module):
@@ -456,7 +463,9 @@ class LightCap(nn.Module):
             self.concepts = None
         self.modulator = Modulator(d, cfg.modulator.hidden_dim, c) if cfg.use_modulator else None
         self.bert = BertModel(cfg.fusion)
-        self.image_projection = ImageProjection(c, d, cfg.fusion.layer_norm_eps)
+        self.image_projection = ImageProjection(
+            c, d, cfg.fusion.layer_norm_eps,
+            cfg.num_visual_tokens if cfg.fusion.visual_position_embeddings else 0)
         self.heads = nn.ModuleList(
             PredictionHead(d, cfg.fusion.vocab_size, cfg.fusion.hidden_act, cfg.fusion.layer_norm_eps)
             for _ in range(cfg.heads.count))
@@ -475,6 +484,8 @@ class LightCap(nn.Module):
             elif isinstance(module, nn.LayerNorm):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
+        if self.image_projection.position_embeddings is not None:
+            nn.init.normal_(self.image_projection.position_embeddings, std=std)
 
     # --- image side ------------------------------------------------------------------
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:  # images: [B, 3, S, S]

@@ -42,6 +42,9 @@ from .model import LightCap
 from .trainer import Dist, Log, batch_rng, fit, parameter_count, setup_dist
 from .wordpiece import WordPiece
 
+#: The words that decide a relation: "to" (left/right) against "above"/"below", then left/right.
+RELATION_WORDS = ["to", "left", "right", "above", "below"]
+
 STAGES = ["data", "clip", "features", "concepts", "teacher", "student", "ensemble", "scst",
           "export", "evaluate"]
 
@@ -73,6 +76,8 @@ class Recipe:
     # (0) CLIP: first region pretraining (cell labels only), then the full objective
     clip_region_steps: int = 1000
     clip_relation_cells: bool = False  # region labels include each object's relation bits
+    visual_positions: bool = False  # fusion.visual_position_embeddings of teacher and student
+    relation_weight: float = 1.0  # cross-entropy weight of the relation words' tokens (RELATION_WORDS)
     clip_steps: int = 900
     clip_batch: int = 48
     clip_lr: float = 2e-3
@@ -154,7 +159,8 @@ def student_config(vocab_size: int, **sections) -> LightCapConfig:
 def teacher_config(r: Recipe, vocab_size: int) -> LightCapConfig:
     return student_config(vocab_size, fusion={
         "hidden_size": r.teacher_hidden, "num_hidden_layers": r.teacher_layers,
-        "num_attention_heads": 4, "intermediate_size": r.teacher_intermediate},
+        "num_attention_heads": 4, "intermediate_size": r.teacher_intermediate,
+        "visual_position_embeddings": r.visual_positions},
         heads={"count": 1}, name="teacher")
 
 
@@ -175,7 +181,7 @@ class Context:
     def __init__(self, r: Recipe, run: str, d: Dist, log: Log):
         self.r, self.run, self.d, self.log = r, run, d, log
         self.tok = tokenizer()
-        self.cfg = student_config(len(self.tok))
+        self.cfg = student_config(len(self.tok), fusion={"visual_position_embeddings": r.visual_positions})
         self._splits = {}
 
     def path(self, *parts) -> str:
@@ -188,6 +194,15 @@ class Context:
             self._splits[name] = D.load_split(name, seed, count, self.cfg.image.size, r.cache,
                                               r.workers, self.log)
         return self._splits[name]
+
+    def token_weights(self) -> torch.Tensor | None:
+        """[V] cross-entropy weight of each target token (None: all 1)."""
+        if self.r.relation_weight == 1.0:
+            return None
+        w = torch.ones(len(self.tok))
+        for word in RELATION_WORDS:
+            w[self.tok.token_id(word)] = self.r.relation_weight
+        return w
 
     def captions(self, split: D.Split, idx, rng) -> list[list[int]]:
         texts = D.sample_captions(split, idx, rng, self.r.primary_weight)
@@ -215,8 +230,16 @@ def fusion_logits(model: LightCap, grid, concept_ids, cb: D.CaptionBatch, hidden
     return model.head_logits(rows), (hs if hidden else None), (att if attentions else None)
 
 
-def token_ce(logits, targets) -> torch.Tensor:  # [B, M, V], [B, M]
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
+def token_ce(logits, targets, weights=None) -> torch.Tensor:  # [B, M, V], [B, M], [V] or None
+    """Mean cross-entropy of the valid targets; with `weights`, each target token's loss counts
+    weights[target] times (a weighted mean)."""
+    if weights is None:
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
+    t = targets.reshape(-1)
+    valid = t >= 0
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1])[valid], t[valid], reduction="none")
+    w = weights[t[valid]]
+    return (w * ce).sum() / w.sum()
 
 
 def soft_ce(student, teacher, targets, temperature: float) -> torch.Tensor:
@@ -689,11 +712,12 @@ class CrossEntropyObjective(nn.Module):
     def __init__(self, model: LightCap, batches: FusionBatches, batch: int, salt: int = 0):
         super().__init__()
         self.model, self.batches, self.batch, self.salt = model, batches, batch, salt
+        self.weights = batches.ctx.token_weights()
 
     def forward(self, step):
         grid, cids, cb, _ = self.batches(self.model, step, self.batch, self.salt)
         logits = fusion_logits(self.model, grid, cids, cb)[0]  # [B, H, M, V]
-        loss = sum(token_ce(logits[:, h], cb.targets) for h in range(logits.shape[1])) / logits.shape[1]
+        loss = sum(token_ce(logits[:, h], cb.targets, self.weights) for h in range(logits.shape[1])) / logits.shape[1]
         acc = (logits.mean(1).argmax(-1) == cb.targets)[cb.targets >= 0].float().mean()
         return loss, {"token_acc": acc.item()}
 
@@ -751,6 +775,7 @@ class DistillObjective(nn.Module):
         self.student, self.batches, self.batch = student, batches, batch
         self.teachers = teachers  # plain list: not parameters of the objective
         self.phase, self.temperature = phase, temperature
+        self.weights = batches.ctx.token_weights()
         ds, dt = student.config.fusion.hidden_size, teachers[-1].config.fusion.hidden_size
         self.project = nn.Linear(ds, dt)
 
@@ -772,7 +797,7 @@ class DistillObjective(nn.Module):
                 t_logits = fusion_logits(self.teachers[-1], grid, cids, cb)[0].mean(1)
             s = s_logits.mean(1)  # [B, M, V]
             kd = soft_ce(s, t_logits, cb.targets, self.temperature)
-            ce = token_ce(s, cb.targets)
+            ce = token_ce(s, cb.targets, self.weights)
             return kd + ce, {"kd": kd.item(), "ce": ce.item()}
         # ensemble: head h <- teacher h
         kd = ce = 0.0
@@ -782,7 +807,7 @@ class DistillObjective(nn.Module):
             with torch.no_grad():
                 t_logits = fusion_logits(teacher, grid, cids, cb)[0].mean(1)
             kd = kd + soft_ce(s_logits[:, h], t_logits, cb.targets, self.temperature) / heads
-            ce = ce + token_ce(s_logits[:, h], cb.targets) / heads
+            ce = ce + token_ce(s_logits[:, h], cb.targets, self.weights) / heads
         return kd + ce, {"kd": kd.item(), "ce": ce.item()}
 
 

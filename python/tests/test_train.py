@@ -27,7 +27,8 @@ def tiny_model(**sections):
     return LightCap(T.student_config(len(tok), **sections), tok, S.CONCEPTS).eval()
 
 
-@pytest.mark.parametrize("sections", [{}, {"concepts": {"enabled": False}, "modulator": {"enabled": False}}])
+@pytest.mark.parametrize("sections", [{}, {"concepts": {"enabled": False}, "modulator": {"enabled": False}},
+                                      {"fusion": {"visual_position_embeddings": True}}])
 def test_two_stream_batch_gives_the_decoders_logits(sections):
     model = tiny_model(**sections)
     images = torch.randn(2, 3, 128, 128)
@@ -52,6 +53,21 @@ def test_batched_greedy_equals_reference_greedy():
     ctx = model.prepare_images(images)
     ref = [c.ids for c in model.greedy(images, max_length=6)]
     assert T.greedy_on_grid(model, ctx.grid, ctx.concept_ids, max_length=6) == ref
+
+
+def test_weighted_token_ce_is_a_weighted_mean_of_per_token_losses():
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 4, 11, generator=gen)  # [B, M, V]
+    targets = torch.tensor([[1, 2, -100, 5], [7, 7, 1, -100], [10, 0, 3, 3]])
+    ones = torch.ones(11)
+    assert torch.allclose(T.token_ce(logits, targets, ones), T.token_ce(logits, targets))
+    w = ones.clone()
+    w[7] = 5.0
+    rows = [(b, m) for b in range(3) for m in range(4) if targets[b, m] >= 0]
+    losses = [-torch.log_softmax(logits[b, m], -1)[targets[b, m]] for b, m in rows]
+    weights = [w[targets[b, m]] for b, m in rows]
+    expected = sum(x * y for x, y in zip(weights, losses)) / sum(weights)
+    assert torch.allclose(T.token_ce(logits, targets, w), expected)
 
 
 def test_mentions_and_relations_on_references():
