@@ -78,6 +78,7 @@ class Recipe:
     clip_relation_cells: bool = False  # region labels include each object's relation bits
     visual_positions: bool = False  # fusion.visual_position_embeddings of teacher and student
     relation_weight: float = 1.0  # cross-entropy weight of the relation words' tokens (RELATION_WORDS)
+    binding_weight: float = 0.0  # attention supervision at relation words (binding_loss)
     clip_steps: int = 900
     clip_batch: int = 48
     clip_lr: float = 2e-3
@@ -248,6 +249,49 @@ def soft_ce(student, teacher, targets, temperature: float) -> torch.Tensor:
     s = F.log_softmax(student.reshape(-1, student.shape[-1])[valid] / temperature, -1)
     t = F.log_softmax(teacher.reshape(-1, teacher.shape[-1])[valid] / temperature, -1)
     return F.kl_div(s, t, log_target=True, reduction="batchmean") * temperature ** 2
+
+
+def binding_targets(tok: WordPiece, metas: list[dict], targets: torch.Tensor, side: int):
+    """Where a relation word must look. In a two-object scene whose caption says `X {relation}
+    Y`, the mask query predicting the relation's first word ("to", "above", "below") has just
+    named X; X's grid cells (the cell of its centre and every cell whose centre lies inside its
+    bounding circle) are where its position can be read. Returns [(row b, query j, cells)];
+    captions without a relation, or whose X matches both objects, give nothing."""
+    first = {tok.token_id(w) for w in ("to", "above", "below")}
+    words = {tok.token_id(w): w for w in (*S.SHAPES, *S.COLOURS, *S.SIZES)}
+    out = []
+    for b, meta in enumerate(metas):
+        objs = meta["objects"]
+        if len(objs) != 2:
+            continue
+        row = targets[b].tolist()
+        j = next((k for k, t in enumerate(row) if t in first), None)
+        if j is None or j < 2:
+            continue
+        named = {words.get(t) for t in row[max(0, j - 3):j]}
+        matches = [o for o in objs if o["shape"] in named and o["colour"] in named
+                   and (o["size"] in named or not named & set(S.SIZES))]
+        if len(matches) != 1:
+            continue
+        o = matches[0]
+        cell = meta.get("width", 256) / side  # render pixels per grid cell
+        (x, y), r = o["centre"], o["radius"]
+        cells = {min(int(y // cell), side - 1) * side + min(int(x // cell), side - 1)}
+        cells |= {gy * side + gx for gy in range(side) for gx in range(side)
+                  if ((gx + 0.5) * cell - x) ** 2 + ((gy + 0.5) * cell - y) ** 2 <= r * r}
+        out.append((b, j, sorted(cells)))
+    return out
+
+
+def binding_loss(att, cb: D.CaptionBatch, found, visual_tokens: int) -> torch.Tensor:
+    """-log of the attention mass that head 0 of the last layer puts on the named object's
+    cells, at each relation word of `found` (binding_targets), averaged. att: per layer
+    [B, h, L, L], the visual keys last."""
+    last = att[-1]
+    start = last.shape[-1] - visual_tokens
+    losses = [-torch.log(last[b, 0, cb.query_rows[b, j], [start + c for c in cells]].sum() + 1e-6)
+              for b, j, cells in found]
+    return torch.stack(losses).mean() if losses else last.new_zeros(())
 
 
 @torch.no_grad()
@@ -705,6 +749,12 @@ class FusionBatches:
         cb = D.caption_batch(model, self.ctx.captions(self.train, idx, rng), cids)
         return grid, cids, cb, idx
 
+    def binding(self, model: LightCap, idx, cb: D.CaptionBatch, att) -> torch.Tensor:
+        """binding_loss of a batch drawn by __call__ (idx: its train images)."""
+        metas = [self.train.objects[i] for i in idx]
+        found = binding_targets(self.ctx.tok, metas, cb.targets, model.config.grid_side)
+        return binding_loss(att, cb, found, model.config.num_visual_tokens)
+
 
 class CrossEntropyObjective(nn.Module):
     """Masked-token cross-entropy of every head (the teacher; the no-distillation rows)."""
@@ -715,11 +765,22 @@ class CrossEntropyObjective(nn.Module):
         self.weights = batches.ctx.token_weights()
 
     def forward(self, step):
-        grid, cids, cb, _ = self.batches(self.model, step, self.batch, self.salt)
-        logits = fusion_logits(self.model, grid, cids, cb)[0]  # [B, H, M, V]
+        grid, cids, cb, idx = self.batches(self.model, step, self.batch, self.salt)
+        bind = self.batches.ctx.r.binding_weight
+        logits, _, att = fusion_logits(self.model, grid, cids, cb, attentions=bind > 0)  # [B, H, M, V]
         loss = sum(token_ce(logits[:, h], cb.targets, self.weights) for h in range(logits.shape[1])) / logits.shape[1]
-        acc = (logits.mean(1).argmax(-1) == cb.targets)[cb.targets >= 0].float().mean()
-        return loss, {"token_acc": acc.item()}
+        extra = {}
+        if bind > 0:
+            b = self.batches.binding(self.model, idx, cb, att)
+            loss = loss + bind * b
+            extra["binding"] = b.item()
+        hit = logits.mean(1).argmax(-1) == cb.targets  # [B, M]
+        stats = {"token_acc": hit[cb.targets >= 0].float().mean().item()}
+        if self.weights is not None:  # accuracy on the weighted (relation) tokens alone
+            weighted = (cb.targets >= 0) & (self.weights[cb.targets.clamp(min=0)] != 1)
+            if weighted.any():
+                stats["relation_token_acc"] = hit[weighted].float().mean().item()
+        return loss, {**stats, **extra}
 
 
 def evaluate_fusion(ctx: Context, model: LightCap, feats: Features, split: str = "val",
@@ -780,8 +841,10 @@ class DistillObjective(nn.Module):
         self.project = nn.Linear(ds, dt)
 
     def forward(self, step):
-        grid, cids, cb, _ = self.batches(self.student, step, self.batch)
+        grid, cids, cb, idx = self.batches(self.student, step, self.batch)
         s_logits, s_hidden, s_att = fusion_logits(self.student, grid, cids, cb, hidden=True, attentions=True)
+        bind = self.batches.ctx.r.binding_weight
+        binding = self.batches.binding(self.student, idx, cb, s_att) if bind > 0 and self.phase != "layers" else None
         if self.phase == "layers":
             with torch.no_grad():
                 _, t_hidden, t_att = fusion_logits(self.teachers[-1], grid, cids, cb, True, True)
@@ -798,6 +861,8 @@ class DistillObjective(nn.Module):
             s = s_logits.mean(1)  # [B, M, V]
             kd = soft_ce(s, t_logits, cb.targets, self.temperature)
             ce = token_ce(s, cb.targets, self.weights)
+            if binding is not None:
+                return kd + ce + bind * binding, {"kd": kd.item(), "ce": ce.item(), "binding": binding.item()}
             return kd + ce, {"kd": kd.item(), "ce": ce.item()}
         # ensemble: head h <- teacher h
         kd = ce = 0.0
@@ -808,6 +873,8 @@ class DistillObjective(nn.Module):
                 t_logits = fusion_logits(teacher, grid, cids, cb)[0].mean(1)
             kd = kd + soft_ce(s_logits[:, h], t_logits, cb.targets, self.temperature) / heads
             ce = ce + token_ce(s_logits[:, h], cb.targets, self.weights) / heads
+        if binding is not None:
+            return kd + ce + bind * binding, {"kd": kd.item(), "ce": ce.item(), "binding": binding.item()}
         return kd + ce, {"kd": kd.item(), "ce": ce.item()}
 
 

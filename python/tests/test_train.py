@@ -70,6 +70,30 @@ def test_weighted_token_ce_is_a_weighted_mean_of_per_token_losses():
     assert torch.allclose(T.token_ce(logits, targets, w), expected)
 
 
+def test_binding_targets_point_at_the_object_named_before_the_relation():
+    tok = T.tokenizer()
+    small = {"shape": "ring", "colour": "yellow", "size": "small", "centre": [40.0, 200.0], "radius": 25.0}
+    large = {"shape": "star", "colour": "red", "size": "large", "centre": [60.0, 40.0], "radius": 60.0}
+    metas = [{"width": 256, "objects": [small, large]}] * 3 + [{"width": 256, "objects": [small]}]
+    caps = ["a small yellow ring below a large red star", "a large red star above a small yellow ring",
+            "a small yellow ring and a large red star", "a small yellow ring"]
+    model = tiny_model()
+    concepts = torch.zeros(4, model.config.concepts.top_k, dtype=torch.long)
+    cb = D.caption_batch(model, [tok.encode(c) for c in caps], concepts)
+    found = T.binding_targets(tok, metas, cb.targets, 4)
+    # 64-pixel cells: the ring's centre (40, 200) is in cell (row 3, col 0) = 12 and no other
+    # cell centre is within 25 px; of the star's (60, 40, radius 60) neighbours, the cell centres
+    # (32, 32) and (96, 32) are 28 and 37 px away, (32, 96) and (96, 96) 63 and 67 -> cells 0, 1.
+    assert found == [(0, 4, [12]), (1, 4, [0, 1])]
+    grid = torch.randn(4, 16, model.config.grid_channels)
+    _, _, att = T.fusion_logits(model, grid, concepts, cb, attentions=True)
+    loss = T.binding_loss(att, cb, found, 16)
+    last, start = att[-1], att[-1].shape[-1] - 16
+    mass = [last[0, 0, cb.query_rows[0, 4], start + 12],
+            last[1, 0, cb.query_rows[1, 4], start + torch.tensor([0, 1])].sum()]
+    assert torch.allclose(loss, -(torch.stack(mass) + 1e-6).log().mean())
+
+
 def test_mentions_and_relations_on_references():
     for i in range(300):
         sc = S.sample_scene(S.scene_rng("val", 4, i))
