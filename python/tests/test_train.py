@@ -204,3 +204,21 @@ def test_cell_targets_say_what_is_where_and_the_relations():
     out = torch.zeros(2, 16, T.CELL_OUTPUTS + len(T.CELL_RELATIONS), requires_grad=True)
     T.cell_loss(out, t).backward()
     assert out.grad[0, :, -len(T.CELL_RELATIONS):].abs().sum() > 0
+
+
+def test_relation_probe_tables(tmp_path):
+    from lightcap_train import relation_probe as P
+    a = {"shape": "ring", "colour": "yellow", "size": "small", "centre": [40.0, 200.0], "radius": 25.0}
+    b = {"shape": "star", "colour": "red", "size": "large", "centre": [60.0, 40.0], "radius": 60.0}
+    images = [{"image_id": 0, "objects": [a, b]}, {"image_id": 1, "objects": [a, b]}, {"image_id": 2, "objects": [a]}]
+    captions = {"0": "a small yellow ring below a large red star", "1": "a small yellow ring above a large red star",
+                "2": "a small yellow ring"}
+    (tmp_path / "eval.json").write_text(json.dumps({"captions": captions}))
+    (tmp_path / "objects.json").write_text(json.dumps({"images": images}))
+    table = P.said_table(str(tmp_path / "eval.json"), str(tmp_path / "objects.json"))
+    assert "| below | below | yes | 1 |" in table and "| below | above | no | 1 |" in table
+    # The probe's A cell: the left object's centre (40, 200) on a 4x4 grid of a 256 render.
+    grid = torch.zeros(2, 16, 3)
+    grid[0, 12] = torch.tensor([1.0, 2.0, 3.0])
+    cells, grids, labels = P.vertical_pairs(grid, [{"width": 256, "objects": [a, b]}, {"objects": [a]}], 4)
+    assert cells.tolist() == [[1.0, 2.0, 3.0]] and labels.tolist() == [0.0] and grids.shape == (1, 16, 3)
