@@ -76,9 +76,6 @@ class Recipe:
     # (0) CLIP: first region pretraining (cell labels only), then the full objective
     clip_region_steps: int = 1000
     clip_relation_cells: bool = False  # region labels include each object's relation bits
-    visual_positions: bool = False  # fusion.visual_position_embeddings of teacher and student
-    relation_weight: float = 1.0  # cross-entropy weight of the relation words' tokens (RELATION_WORDS)
-    binding_weight: float = 0.0  # attention supervision at relation words (binding_loss)
     clip_steps: int = 900
     clip_batch: int = 48
     clip_lr: float = 2e-3
@@ -88,6 +85,10 @@ class Recipe:
     concept_steps: int = 1000
     concept_batch: int = 256
     concept_lr: float = 2e-3
+    # (2)-(4) fusion models, teacher and student: relation experiments (docs/RESULTS.md), off
+    visual_positions: bool = False  # fusion.visual_position_embeddings of teacher and student
+    relation_weight: float = 1.0  # cross-entropy weight of the relation words' tokens (RELATION_WORDS)
+    binding_weight: float = 0.0  # attention supervision at relation words (binding_loss)
     # (2) teacher
     teacher_steps: int = 1800
     teacher_cycles: int = 3
