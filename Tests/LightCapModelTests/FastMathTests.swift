@@ -17,6 +17,21 @@ final class FastMathTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(FastMath.expNonPositive(-1000), 0)
     }
 
+    /// The SIMD16 exp is the scalar one lane by lane, bit for bit (same operations, same order),
+    /// on a sweep over [-100, 0] and the edges (-inf, -87, -0, the smallest magnitudes).
+    func testSIMDExpEqualsScalar() {
+        var values: [Float] = stride(from: -100, through: 0, by: 0.0071).map { Float($0) }
+        values += [-.infinity, -1e30, -87.5, -87, -86.99, -1e-30, -Float.leastNonzeroMagnitude, -0.0, 0]
+        while values.count % 16 != 0 { values.append(-1) }
+        for start in stride(from: 0, to: values.count, by: 16) {
+            let lanes = SIMD16<Float>(values[start..<(start + 16)])
+            let fast = FastMath.expNonPositive(lanes)
+            for l in 0..<16 {
+                XCTAssertEqual(fast[l].bitPattern, FastMath.expNonPositive(lanes[l]).bitPattern, "exp(\(lanes[l]))")
+            }
+        }
+    }
+
     func testErfAndGeluMatchReference() {
         var values: [Float] = stride(from: -12, through: 12, by: 0.001).map { Float($0) }
         values += [0, -0, 1e-30, -1e-30, 50, -50, 1e4, -1e4]
