@@ -168,8 +168,7 @@ enum Decoder {
         let deferred = (session as? CachedSession)?.argmaxOnly == true
         for _ in 0..<maxLength {
             let logits = try session.logits(prefixes: [tokens])[0]
-            var best = 0
-            for v in logits.indices where logits[v] > logits[best] { best = v }
+            let best = logits.withUnsafeBufferPointer { FastMath.firstIndexOfMax($0) }  // lowest id on ties
             chosen.append(best)
             if !deferred {
                 logps.append(logits[best] - Float(logits.withUnsafeBufferPointer { LogSoftmax.logSumExp($0) }))

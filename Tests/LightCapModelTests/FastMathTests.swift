@@ -32,6 +32,39 @@ final class FastMathTests: XCTestCase {
         }
     }
 
+    /// The SIMD first argmax against the scalar loop of greedy decoding (lowest index on ties):
+    /// odd lengths, many ties, the max in the scalar tail or at 0, -inf entries, all -inf, empty.
+    func testFirstIndexOfMaxEqualsScalarLoop() {
+        func scalar(_ x: [Float]) -> Int {
+            var best = 0
+            for j in x.indices where x[j] > x[best] { best = j }
+            return best
+        }
+        var state: UInt64 = 5
+        func next() -> Int {
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            return Int(state >> 33)
+        }
+        var rows: [[Float]] = [[], [1], [-.infinity, -.infinity], [Float](repeating: -.infinity, count: 40),
+                               [Float](repeating: 2, count: 33)]
+        for n in [2, 15, 16, 17, 31, 32, 33, 100, 1000, 30522] {
+            for distinct in [2, 7, 1000] {
+                var row = (0..<n).map { _ in Float(next() % distinct) - 3 }
+                if n > 3 { row[next() % n] = -.infinity }
+                rows.append(row)
+            }
+            var tailMax = (0..<n).map { _ in Float(next() % 100) }
+            tailMax[n - 1] = 1000
+            rows.append(tailMax)
+            var headMax = tailMax
+            headMax[0] = 2000
+            rows.append(headMax)
+        }
+        for (i, row) in rows.enumerated() {
+            XCTAssertEqual(row.withUnsafeBufferPointer { FastMath.firstIndexOfMax($0) }, scalar(row), "row \(i) (\(row.count) values)")
+        }
+    }
+
     func testErfAndGeluMatchReference() {
         var values: [Float] = stride(from: -12, through: 12, by: 0.001).map { Float($0) }
         values += [0, -0, 1e-30, -1e-30, 50, -50, 1e4, -1e4]

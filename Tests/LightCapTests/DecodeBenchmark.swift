@@ -126,11 +126,7 @@ final class DecodeBenchmark: XCTestCase {
                 cache = grown[0]
                 let states = timed("steps: head transforms") { captioner.heads.transformed(hidden) }
                 let logits = timed("steps: vocabulary INT8 + exact rescoring") { captioner.heads.argmaxExactLogits(transformed: states)[0] }
-                token = timed("steps: argmax") {
-                    var best = 0
-                    for v in logits.indices where logits[v] > logits[best] { best = v }
-                    return best
-                }
+                token = timed("steps: argmax") { logits.withUnsafeBufferPointer { FastMath.firstIndexOfMax($0) } }
                 chosen.append(token)
                 recorded.append(states)
             }
