@@ -8,10 +8,6 @@
 // falls back to its plain gemm), so one primitive per (M, thread count) is created on first
 // use (about 1 ms) and cached; more rows than `maxRows` run in chunks. The packed layout is the
 // same for every M here; should oneDNN prefer another one for some M, those calls run `plain`.
-// A layer may send calls of fewer than `minimumRows` rows to `plain` as well: at a few rows
-// sgemm streams the weights as fast (the fusion layers' 2-row steps) and needs no primitive
-// per row count; the packed product pays off where the rows reuse each weight (the ~80 image
-// rows of the fusion layers: 11.6 -> 7.1 ms for the 4 layers at base size).
 // Plain twin: `plain` (sgemm on the row-major weight, and `Reference.linear`), compared in
 // Tests/LightCapCoreTests/DenseKernelTests.swift.
 
@@ -48,8 +44,6 @@ public final class PackedLinear: @unchecked Sendable {
 
     /// Rows per primitive call; larger inputs run in chunks of this many rows.
     public static let maxRows = 64
-    /// Calls (and chunks) of fewer rows run `plain`.
-    public let minimumRows: Int
 
     /// Input features.
     public var inFeatures: Int { plain.inFeatures }
@@ -62,17 +56,15 @@ public final class PackedLinear: @unchecked Sendable {
     /// Whether calls run the packed primitive (false: oneDNN refused it, every call is `plain`).
     public var isPacked: Bool { packed != nil }
 
-    /// Packs `linear`'s weight (the row-major copy stays in `plain`); calls of fewer than
-    /// `minimumRows` rows will run `plain`.
-    public init(_ linear: Linear, minimumRows: Int = 1) {
+    /// Packs `linear`'s weight (the row-major copy stays in `plain`).
+    public init(_ linear: Linear) {
         plain = linear
-        self.minimumRows = max(minimumRows, 1)
         packed = Self.pack(linear)
     }
 
     /// A packed layer from a [out, in] weight and optional [out] bias.
-    public convenience init(weight: Tensor, bias: Tensor?, minimumRows: Int = 1) throws {
-        self.init(try Linear(weight: weight, bias: bias), minimumRows: minimumRows)
+    public convenience init(weight: Tensor, bias: Tensor?) throws {
+        self.init(try Linear(weight: weight, bias: bias))
     }
 
     private static func pack(_ linear: Linear) -> Packed? {
@@ -110,12 +102,12 @@ public final class PackedLinear: @unchecked Sendable {
 
     /// y = x W^T + b for `rows` rows: x is [rows, in], y is [rows, out] (both row-major).
     public func apply(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>) {
-        guard let packed, rows >= minimumRows else { return plain.apply(x, rows: rows, into: y) }
+        guard let packed else { return plain.apply(x, rows: rows, into: y) }
         var done = 0
         while done < rows {
             let m = min(Self.maxRows, rows - done)
             let (xm, ym) = (x + done * inFeatures, y + done * outFeatures)
-            if m >= minimumRows, let p = primitive(rows: m, packed) {
+            if let p = primitive(rows: m, packed) {
                 do {
                     try run(p, packed, xm, ym)
                 } catch {

@@ -91,15 +91,13 @@ public struct ImageProjection: Sendable {
     public func callAsFunction(_ grid: Tensor) -> Tensor { norm(dense(grid)) }
 }
 
-/// One post-LN BERT layer. Query, key and value are packed into one [3D, D] product. The
-/// products run on weights packed for oneDNN's matmul from `packedMinimumRows` rows on (the
-/// image rows, the uncached sequence), on sgemm below (the cached steps' rows).
+/// One post-LN BERT layer. Query, key and value are packed into one [3D, D] product.
 struct BertLayer: Sendable {
-    let qkv: PackedLinear  // [3D, D]
-    let attentionOutput: PackedLinear  // [D, D]
+    let qkv: Linear  // [3D, D]
+    let attentionOutput: Linear  // [D, D]
     let attentionNorm: LayerNorm
-    let intermediate: PackedLinear  // [I, D]
-    let output: PackedLinear  // [D, I]
+    let intermediate: Linear  // [I, D]
+    let output: Linear  // [D, I]
     let outputNorm: LayerNorm
     let heads: Int
 
@@ -114,23 +112,14 @@ struct BertLayer: Sendable {
             biases += try s.take("bias", shape: [d]).scalars
             s.releasePages(of: "weight")
         }
-        let rows = Self.packedMinimumRows
-        qkv = try PackedLinear(weight: Tensor(shape: [3 * d, d], scalars: weights), bias: Tensor(shape: [3 * d], scalars: biases),
-                               minimumRows: rows)
-        attentionOutput = PackedLinear(try Linear(attention.scoped("output").scoped("dense"), inFeatures: d, outFeatures: d),
-                                       minimumRows: rows)
+        qkv = try Linear(weight: Tensor(shape: [3 * d, d], scalars: weights), bias: Tensor(shape: [3 * d], scalars: biases))
+        attentionOutput = try Linear(attention.scoped("output").scoped("dense"), inFeatures: d, outFeatures: d)
         attentionNorm = try LayerNorm(attention.scoped("output").scoped("LayerNorm"), size: d, eps: f.layerNormEps)
-        intermediate = PackedLinear(try Linear(store.scoped("intermediate").scoped("dense"), inFeatures: d, outFeatures: f.intermediateSize),
-                                    minimumRows: rows)
-        output = PackedLinear(try Linear(store.scoped("output").scoped("dense"), inFeatures: f.intermediateSize, outFeatures: d),
-                              minimumRows: rows)
+        intermediate = try Linear(store.scoped("intermediate").scoped("dense"), inFeatures: d, outFeatures: f.intermediateSize)
+        output = try Linear(store.scoped("output").scoped("dense"), inFeatures: f.intermediateSize, outFeatures: d)
         outputNorm = try LayerNorm(store.scoped("output").scoped("LayerNorm"), size: d, eps: f.layerNormEps)
         heads = f.numAttentionHeads
     }
-
-    /// Products of fewer rows run sgemm: at the steps' 2 rows (2 x beam in beam search) both
-    /// stream the weights at the same rate, and sgemm needs no primitive per row count.
-    static let packedMinimumRows = 16
 
     var hiddenSize: Int { attentionOutput.outFeatures }
 

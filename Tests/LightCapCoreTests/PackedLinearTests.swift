@@ -39,19 +39,6 @@ final class PackedLinearTests: XCTestCase {
         }
     }
 
-    /// With `minimumRows`, small calls and small trailing chunks run sgemm, the rest the packed
-    /// matmul; every split gives the plain results (the fusion layers' setting, 16).
-    func testPackedLinearMinimumRowsSplitsCalls() throws {
-        var rng = SeededRandom(seed: 24)
-        let w = rng.tensor([1200, 312], scale: 0.1), b = rng.tensor([1200])
-        let layer = try PackedLinear(weight: w, bias: b, minimumRows: 16)
-        XCTAssertEqual(layer.minimumRows, 16)
-        for m in [1, 2, 15, 16, 17, 64, 70, 80, 64 + 15, 130] {
-            let x = rng.tensor([m, 312])
-            assertClose(layer(x), layer.plain(x), "\(m) rows")
-        }
-    }
-
     func testPackedLinearKeepsLeadingDimensions() throws {
         var rng = SeededRandom(seed: 22)
         let x = rng.tensor([2, 3, 5])
