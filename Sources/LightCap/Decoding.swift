@@ -168,8 +168,7 @@ enum Decoder {
         let deferred = (session as? CachedSession)?.argmaxOnly == true
         for _ in 0..<maxLength {
             let logits = try session.logits(prefixes: [tokens])[0]
-            var best = 0
-            for v in logits.indices where logits[v] > logits[best] { best = v }
+            let best = logits.withUnsafeBufferPointer { FastMath.firstIndexOfMax($0) }  // lowest id on ties
             chosen.append(best)
             if !deferred {
                 logps.append(logits[best] - Float(logits.withUnsafeBufferPointer { LogSoftmax.logSumExp($0) }))
@@ -253,14 +252,43 @@ struct TopCandidates {
 
 /// log-sum-exp of a logit row, the normaliser of log_softmax.
 enum LogSoftmax {
-    /// log(sum(exp(x))) with libm's expf (measured faster here than the polynomial for this
-    /// Double-accumulated loop) and a Double sum.
+    /// log(sum(exp(x))), vectorised: the max in 16 lanes, then e^(x - max) by FastMath's
+    /// branch-free exp (about 3e-7 relative per term), summed in Float lanes over blocks of 128
+    /// values (at most 8 additions per lane) and the blocks in Double, so the sum keeps about
+    /// 1e-7 relative error over 30522 values where one Float sum would lose 1e-5. About 4x
+    /// libm's `expf` loop at base size (0.06 ms a row). Twin: `logSumExpReference`; an empty or
+    /// all -inf row gives -inf.
     static func logSumExp(_ x: UnsafeBufferPointer<Float>) -> Double {
-        var m = -Float.infinity
-        for v in x { m = max(m, v) }
+        guard let base = x.baseAddress else { return -.infinity }
+        let n = x.count, raw = UnsafeRawPointer(base)
+        @inline(__always) func lanes(_ i: Int) -> SIMD16<Float> {
+            raw.loadUnaligned(fromByteOffset: i * MemoryLayout<Float>.stride, as: SIMD16<Float>.self)
+        }
+        var i = 0
+        var lanesMax = SIMD16<Float>(repeating: -.infinity)
+        while i + 16 <= n {
+            let v = lanes(i)
+            lanesMax = lanesMax.replacing(with: v, where: v .> lanesMax)
+            i += 16
+        }
+        var m = lanesMax.max()
+        while i < n { m = max(m, x[i]); i += 1 }
         if m == -.infinity { return -.infinity }
-        var sum = 0.0
-        for v in x { sum += Double(_expf(v - m)) }
+        var blocks = SIMD16<Double>()
+        i = 0
+        while i + 16 <= n {
+            var block = SIMD16<Float>()
+            let end = min(n - 15, i + 128)
+            while i < end {
+                block += FastMath.expNonPositive(lanes(i) - m)
+                i += 16
+            }
+            var wide = SIMD16<Double>()
+            for l in 0..<16 { wide[l] = Double(block[l]) }
+            blocks += wide
+        }
+        var sum = blocks.sum()
+        while i < n { sum += Double(FastMath.expNonPositive(x[i] - m)); i += 1 }
         return Double(m) + _log(sum)
     }
 
@@ -277,11 +305,9 @@ enum LogSoftmax {
 #if canImport(Glibc)
 import Glibc
 @inline(__always) func _exp(_ x: Double) -> Double { Glibc.exp(x) }
-@inline(__always) func _expf(_ x: Float) -> Float { Glibc.expf(x) }
 @inline(__always) func _log(_ x: Double) -> Double { Glibc.log(x) }
 #elseif canImport(Darwin)
 import Darwin
 @inline(__always) func _exp(_ x: Double) -> Double { Darwin.exp(x) }
-@inline(__always) func _expf(_ x: Float) -> Float { Darwin.expf(x) }
 @inline(__always) func _log(_ x: Double) -> Double { Darwin.log(x) }
 #endif

@@ -1,5 +1,6 @@
 // The one file that speaks to oneDNN (libdnnl 2.6, C API): engine, streams, threads, sgemm,
-// and the primitive helpers (memory descriptors, reorders, convolution, pooling) used by Conv2d.
+// and the primitive helpers (memory descriptors, reorders, convolution, pooling, matmul) used by
+// Conv2d and PackedLinear.
 
 import CDNNL
 #if canImport(Glibc)
@@ -292,6 +293,20 @@ extension DNNL {
             try Primitive(opDesc: UnsafeRawPointer($0), postOps: (sum, relu),
                           what: "convolution \(outChannels)x\(inChannels)x\(kernel)x\(kernel) stride \(stride)")
         }
+    }
+
+    /// A forward matmul dst [m, n] = src [m, k] x weights [k, n] (+ bias [1, n]): src and dst
+    /// row-major, the weights in the layout the primitive prefers (`any`: blocked for brgemm;
+    /// query `weightsDesc` and reorder them once).
+    static func matmul(m: Int, k: Int, n: Int, bias: Bool) throws -> Primitive {
+        var s = try desc([m, k], dnnl_ab)
+        var w = try desc([k, n], dnnl_format_tag_any)
+        var b = try desc([1, n], dnnl_ab)
+        var d = try desc([m, n], dnnl_ab)
+        var op = dnnl_matmul_desc_t()
+        try check(withUnsafePointer(to: &b) { bp in dnnl_matmul_desc_init(&op, &s, &w, bias ? bp : nil, &d) },
+                  "matmul desc \(m)x\(k)x\(n)")
+        return try withUnsafePointer(to: &op) { try Primitive(opDesc: UnsafeRawPointer($0), what: "matmul \(m)x\(k)x\(n)") }
     }
 
     /// Average pooling with window = stride = `kernel`, no padding, on `src` [1, C, H, W].

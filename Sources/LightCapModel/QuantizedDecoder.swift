@@ -74,11 +74,32 @@ public final class QuantizedDecoder: @unchecked Sendable {
                 for r in 0..<m {
                     let (s, ex, nq) = (xScale[r], errX[r], normXq[r])
                     // Pass 1: approximate logits and the best of them; its lower bound bounds the max.
+                    // 16 lanes at a time (the same operations per value as the scalar tail).
+                    var low = Float.infinity
                     var logits = [Float](unsafeUninitializedCapacity: v) { buffer, n in
                         acc.withUnsafeBufferPointer { c in
                             scales.withUnsafeBufferPointer { sc in
                                 bias.withUnsafeBufferPointer { b in
-                                    for j in 0..<v { buffer[j] = Float(c[r * v + j]) * (s * sc[j]) + b[j] }
+                                    let (cr, scr, br) = (UnsafeRawPointer(c.baseAddress! + r * v),
+                                                         UnsafeRawPointer(sc.baseAddress!), UnsafeRawPointer(b.baseAddress!))
+                                    let out = UnsafeMutableRawPointer(buffer.baseAddress!)
+                                    var minima = SIMD16<Float>(repeating: .infinity)
+                                    var j = 0
+                                    while j + 16 <= v {
+                                        let o = j * MemoryLayout<Float>.stride
+                                        let q = SIMD16<Float>(cr.loadUnaligned(fromByteOffset: o, as: SIMD16<Int32>.self))
+                                        let l = q * (s * scr.loadUnaligned(fromByteOffset: o, as: SIMD16<Float>.self))
+                                            + br.loadUnaligned(fromByteOffset: o, as: SIMD16<Float>.self)
+                                        out.storeBytes(of: l, toByteOffset: o, as: SIMD16<Float>.self)
+                                        minima = minima.replacing(with: l, where: l .< minima)
+                                        j += 16
+                                    }
+                                    low = minima.min()
+                                    while j < v {
+                                        buffer[j] = Float(c[r * v + j]) * (s * sc[j]) + b[j]
+                                        low = min(low, buffer[j])
+                                        j += 1
+                                    }
                                 }
                             }
                         }
@@ -88,21 +109,31 @@ public final class QuantizedDecoder: @unchecked Sendable {
                         // Cauchy-Schwarz bound + slack for the Float rounding of both sides.
                         ex * rowNorms[j] + nq * errorNorms[j] + 1e-5 * (1 + abs(l))
                     }
-                    var top = 0, low = logits[0]
-                    for j in 1..<max(v, 1) {
-                        if logits[j] > logits[top] { top = j }
-                        low = min(low, logits[j])
-                    }
+                    let top = logits.withUnsafeBufferPointer { FastMath.firstIndexOfMax($0) }
                     let threshold = logits[top] - bound(top, logits[top])
                     // Pass 2: every token whose upper bound reaches the threshold is recomputed
-                    // exactly; `loose` >= every row's bound, a cheap first filter.
+                    // exactly; `loose` >= every row's bound, a cheap first filter (16 lanes at a
+                    // time: a block none of whose values passes it is skipped whole).
                     let loose = ex * maxRowNorm + nq * maxErrorNorm + 1e-5 * (1 + max(abs(logits[top]), abs(low)))
                     let row = xp.baseAddress! + r * d
-                    for j in 0..<v where logits[j] + loose >= threshold && logits[j] + bound(j, logits[j]) >= threshold {
-                        let wr = w.baseAddress! + j * d
-                        var dot = 0.0
-                        for k in 0..<d { dot += Double(row[k]) * Double(wr[k]) }
-                        logits[j] = Float(dot + Double(bias[j]))
+                    logits.withUnsafeMutableBufferPointer { lp in
+                        let raw = UnsafeRawPointer(lp.baseAddress!)
+                        var j = 0
+                        while j < v {
+                            let end = min(j + 16, v)
+                            if end - j == 16,
+                               !any(raw.loadUnaligned(fromByteOffset: j * MemoryLayout<Float>.stride, as: SIMD16<Float>.self) + loose .>= threshold) {
+                                j = end
+                                continue
+                            }
+                            for k in j..<end where lp[k] + loose >= threshold && lp[k] + bound(k, lp[k]) >= threshold {
+                                let wr = w.baseAddress! + k * d
+                                var dot = 0.0
+                                for t in 0..<d { dot += Double(row[t]) * Double(wr[t]) }
+                                lp[k] = Float(dot + Double(bias[k]))
+                            }
+                            j = end
+                        }
                     }
                     out.append(logits)
                 }

@@ -81,6 +81,18 @@ final class DecodeBenchmark: XCTestCase {
         timings["  stage: after the loop, exact scores (F32 vocabulary, 20 rows)"] = median(repeats) {
             _ = captioner.heads.decode(transformed: steps)
         }
+        // The same pass whole (product + 20 log-sum-exps), fast and through the plain twins (sgemm
+        // on the row-major decoder, libm's exp in Double), in the same run.
+        func exactScores(_ logits: Tensor, _ lse: (UnsafeBufferPointer<Float>) -> Double) -> [Double] {
+            let v = logits.shape[1]
+            return logits.withUnsafeBufferPointer { p in (0..<logits.shape[0]).map { lse(UnsafeBufferPointer(rebasing: p[($0 * v)..<(($0 + 1) * v)])) } }
+        }
+        timings["  stage: exact scores, 20 rows: packed matmul + SIMD log-sum-exp"] = median(repeats) {
+            _ = exactScores(captioner.heads.decode(transformed: steps), LogSoftmax.logSumExp)
+        }
+        timings["  stage: exact scores, 20 rows: plain twins (sgemm + libm exp)"] = median(repeats) {
+            _ = exactScores(captioner.heads.decodePlain(transformed: steps), LogSoftmax.logSumExpReference)
+        }
         // The memory floor of a step: one read of as many bytes as a step's weights (F32 layers,
         // head transforms, INT8 vocabulary + its per-row arrays), from a buffer that is not the model's.
         let f = captioner.configuration.fusion, d = f.hiddenSize
@@ -126,11 +138,7 @@ final class DecodeBenchmark: XCTestCase {
                 cache = grown[0]
                 let states = timed("steps: head transforms") { captioner.heads.transformed(hidden) }
                 let logits = timed("steps: vocabulary INT8 + exact rescoring") { captioner.heads.argmaxExactLogits(transformed: states)[0] }
-                token = timed("steps: argmax") {
-                    var best = 0
-                    for v in logits.indices where logits[v] > logits[best] { best = v }
-                    return best
-                }
+                token = timed("steps: argmax") { logits.withUnsafeBufferPointer { FastMath.firstIndexOfMax($0) } }
                 chosen.append(token)
                 recorded.append(states)
             }

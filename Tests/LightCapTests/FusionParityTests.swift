@@ -173,7 +173,40 @@ final class FusionParityTests: XCTestCase {
         }
     }
 
-    /// The log-sum-exp (Float expf, Double sum) against libm's exp in Double.
+    /// At base size, the packed F32 vocabulary product against its sgemm twin, and the exact
+    /// scores after cached greedy decoding (`CachedSession.exactLogProbabilities`: packed product,
+    /// SIMD log-sum-exp) against the plain twins (sgemm, libm exp in Double), on 20 rows: the
+    /// fixture's final hidden rows and random states. Tolerances: logits 1e-5 x the row scale
+    /// (Float rounding of 312-term dot products), log-probabilities 1e-5 (as cached vs uncached).
+    func testExactScoresMatchPlainTwins() throws {
+        guard let fx = try FixtureSet.load(size: "base") else { throw XCTSkip("LIGHTCAP_FIXTURES not set") }
+        let cap = fx.captioner, heads = cap.heads, d = cap.configuration.fusion.hiddenSize
+        let features = try cap.imageFeatures(grid: try fx.tensor(fx.cases[0], "grid"))
+        let input = try cap.fusionInput(captionSegment: [cap.special.cls, cap.special.mask], features: features)
+        let last = try cap.forward(input, features: features).hidden.last!
+        var generator = SeededRandom(seed: 13)
+        let k = min(8, last.shape[0])
+        let rows = last.rows(0..<k).scalars + (0..<((20 - k) * d)).map { _ in Float(generator.nextGaussian()) }
+        let states = heads.transformed(Tensor(shape: [20, d], scalars: rows))
+        let fast = heads.decode(transformed: states), plain = heads.decodePlain(transformed: states)
+        assertClose(fast, plain, relative: 1e-5, "packed vs sgemm vocabulary product")
+
+        let v = heads.vocabularySize
+        let plainRows = (0..<20).map { Array(plain.scalars[($0 * v)..<(($0 + 1) * v)]) }
+        let tokens = plainRows.map { row in row.indices.max { row[$0] < row[$1] || (row[$0] == row[$1] && $0 > $1) }! }
+        let session = try CachedSession(fusion: cap.fusion, heads: heads, special: cap.special,
+                                        context: ImageContext(conceptPieces: cap.conceptSegment(features.concepts),
+                                                              visualTokens: features.visualTokens),
+                                        captionSegmentLength: cap.configuration.decoding.captionSegmentLength)
+        session.transformedStates = (0..<20).map { states.rows($0..<($0 + 1)) }
+        let exact = session.exactLogProbabilities(of: tokens)
+        for (r, row) in plainRows.enumerated() {
+            let reference = Double(row[tokens[r]]) - row.withUnsafeBufferPointer { LogSoftmax.logSumExpReference($0) }
+            XCTAssertEqual(Double(exact[r]), reference, accuracy: 1e-5, "row \(r): log-probability of token \(tokens[r])")
+        }
+    }
+
+    /// The log-sum-exp (SIMD, FastMath exp) against libm's exp in Double.
     func testLogSumExpMatchesReference() {
         var generator = SeededRandom(seed: 3)
         for scale in [0.01, 1.0, 10.0, 100.0] {
