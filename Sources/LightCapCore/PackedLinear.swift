@@ -9,7 +9,7 @@
 // use (about 1 ms) and cached; more rows than `maxRows` run in chunks. The packed layout is the
 // same for every M here; should oneDNN prefer another one for some M, those calls run `plain`.
 // Plain twin: `plain` (sgemm on the row-major weight, and `Reference.linear`), compared in
-// Tests/LightCapCoreTests/DenseKernelTests.swift.
+// Tests/LightCapCoreTests/PackedLinearTests.swift.
 
 import CDNNL
 #if canImport(Glibc)
