@@ -21,9 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from . import evaluate as E
-
-RELATIONS = ["to the left of", "to the right of", "above", "below"]
-
+from .train import centre_cell
 
 def vertical_pairs(grid: torch.Tensor, metas: list[dict], side: int):
     """(A-cell features [n, C], all cells [n, N, C], labels [n] 1 = A above B) of the vertical
@@ -36,9 +34,7 @@ def vertical_pairs(grid: torch.Tensor, metas: list[dict], side: int):
         rel = E.true_relation(objs[0], objs[1])
         if rel not in ("above", "below"):
             continue
-        size = m.get("width", 256) / side
-        x, y = objs[0]["centre"]
-        c = min(int(y // size), side - 1) * side + min(int(x // size), side - 1)
+        c = centre_cell(objs[0], side, m.get("width", 256))
         g = grid[i].float()  # [N, C]
         cells.append(g[c])
         grids.append(g)
@@ -88,7 +84,7 @@ def said_table(eval_path: str, objects_path: str) -> str:
         cap = captions.get(str(im["image_id"]))
         if len(objs) != 2 or cap is None:
             continue
-        said = next((r for r in RELATIONS if f" {r} " in f" {cap} "), "none")
+        said = next((r for r in E.RELATIONS if f" {r} " in f" {cap} "), "none")
         counts[(E.true_relation(objs[0], objs[1]), said, E.relation_correct(cap, objs))] += 1
     out = ["| true relation (A to B) | said | right | count |", "|---|---|---|---|"]
     for (true, said, ok), n in sorted(counts.items(), key=lambda kv: (kv[0][0], -kv[1])):

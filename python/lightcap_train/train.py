@@ -277,7 +277,7 @@ def binding_targets(tok: WordPiece, metas: list[dict], targets: torch.Tensor, si
         o = matches[0]
         cell = meta.get("width", 256) / side  # render pixels per grid cell
         (x, y), r = o["centre"], o["radius"]
-        cells = {min(int(y // cell), side - 1) * side + min(int(x // cell), side - 1)}
+        cells = {centre_cell(o, side, meta.get("width", 256))}
         cells |= {gy * side + gx for gy in range(side) for gx in range(side)
                   if ((gx + 0.5) * cell - x) ** 2 + ((gy + 0.5) * cell - y) ** 2 <= r * r}
         out.append((b, j, sorted(cells)))
@@ -463,12 +463,17 @@ CELL_RELATIONS = ("to the left of", "to the right of", "above", "below")
 CELL_OUTPUTS = 1 + len(S.COLOURS) + len(S.SHAPES) + len(S.SIZES) + 2  # + len(CELL_RELATIONS) with relations
 
 
+def centre_cell(o: dict, side: int, image_side: float = 256.0) -> int:
+    """Row-major index of the grid cell holding object `o`'s centre (render pixel units)."""
+    x, y = o["centre"]
+    return min(side - 1, int(y / image_side * side)) * side + min(side - 1, int(x / image_side * side))
+
+
 def labelled_cells(metas: list[dict], side: int, image_side: float = 256.0):
     """(image, cell, object) of every object, the larger object last where two share a cell."""
     for i, m in enumerate(metas):
         for o in sorted(m["objects"], key=lambda o: o["radius"]):
-            x, y = o["centre"]
-            yield i, min(side - 1, int(y / image_side * side)) * side + min(side - 1, int(x / image_side * side)), o
+            yield i, centre_cell(o, side, image_side), o
 
 
 @torch.no_grad()
