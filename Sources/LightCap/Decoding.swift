@@ -259,28 +259,16 @@ enum LogSoftmax {
     /// libm's `expf` loop at base size (0.06 ms a row). Twin: `logSumExpReference`; an empty or
     /// all -inf row gives -inf.
     static func logSumExp(_ x: UnsafeBufferPointer<Float>) -> Double {
-        guard let base = x.baseAddress else { return -.infinity }
-        let n = x.count, raw = UnsafeRawPointer(base)
-        @inline(__always) func lanes(_ i: Int) -> SIMD16<Float> {
-            raw.loadUnaligned(fromByteOffset: i * MemoryLayout<Float>.stride, as: SIMD16<Float>.self)
-        }
-        var i = 0
-        var lanesMax = SIMD16<Float>(repeating: -.infinity)
-        while i + 16 <= n {
-            let v = lanes(i)
-            lanesMax = lanesMax.replacing(with: v, where: v .> lanesMax)
-            i += 16
-        }
-        var m = lanesMax.max()
-        while i < n { m = max(m, x[i]); i += 1 }
+        let n = x.count
+        let m = FastMath.maximum(x)
         if m == -.infinity { return -.infinity }
         var blocks = SIMD16<Double>()
-        i = 0
+        var i = 0
         while i + 16 <= n {
             var block = SIMD16<Float>()
             let end = min(n - 15, i + 128)
             while i < end {
-                block += FastMath.expNonPositive(lanes(i) - m)
+                block += FastMath.expNonPositive(FastMath.lanes(x, i) - m)
                 i += 16
             }
             var wide = SIMD16<Double>()

@@ -11,7 +11,7 @@ import Darwin
 /// A fully connected layer `y[M, out] = x[M, in] W^T + b`, PyTorch's `nn.Linear`.
 /// The weight is packed once at load into an owned, 64-byte aligned F32 buffer (the file's
 /// pages are then released); every call is one oneDNN sgemm.
-public struct Linear: Sendable {
+public struct Linear: RowLinear, Sendable {
     /// Input features.
     public let inFeatures: Int
     /// Output features.
@@ -58,9 +58,22 @@ public struct Linear: Sendable {
         }
     }
 
+}
+
+/// A fully connected layer run through a row-pointer kernel (`Linear`, `PackedLinear`).
+public protocol RowLinear {
+    /// Input features.
+    var inFeatures: Int { get }
+    /// Output features.
+    var outFeatures: Int { get }
+    /// y = x W^T + b for `rows` rows: x is [rows, in], y is [rows, out] (both row-major).
+    func apply(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>)
+}
+
+extension RowLinear {
     /// x [..., in] -> [..., out].
     public func callAsFunction(_ x: Tensor) -> Tensor {
-        precondition(x.shape.last == inFeatures, "Linear: input \(x.shape) does not end with \(inFeatures)")
+        precondition(x.shape.last == inFeatures, "\(Self.self): input \(x.shape) does not end with \(inFeatures)")
         let rows = x.count / max(inFeatures, 1)
         var y = Tensor(zeros: Array(x.shape.dropLast()) + [outFeatures])
         x.withUnsafeBufferPointer { xp in

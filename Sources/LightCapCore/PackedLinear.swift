@@ -20,7 +20,7 @@ import Darwin
 
 /// `y[M, out] = x[M, in] W^T + b` (PyTorch's `nn.Linear`) through oneDNN's matmul on a weight
 /// packed once. Read-only after init; calls from several threads at once are safe.
-public final class PackedLinear: @unchecked Sendable {
+public final class PackedLinear: RowLinear, @unchecked Sendable {
     /// The same layer unpacked (row-major weight, one sgemm per call): the plain twin, and the
     /// path taken where the packed one is unavailable.
     public let plain: Linear
@@ -138,17 +138,6 @@ public final class PackedLinear: @unchecked Sendable {
             try p.execute(stream, args)
             stream.wait()
         }
-    }
-
-    /// x [..., in] -> [..., out].
-    public func callAsFunction(_ x: Tensor) -> Tensor {
-        precondition(x.shape.last == inFeatures, "PackedLinear: input \(x.shape) does not end with \(inFeatures)")
-        let rows = x.count / max(inFeatures, 1)
-        var y = Tensor(zeros: Array(x.shape.dropLast()) + [outFeatures])
-        x.withUnsafeBufferPointer { xp in
-            y.withUnsafeMutableBufferPointer { yp in apply(xp.baseAddress!, rows: rows, into: yp.baseAddress!) }
-        }
-        return y
     }
 }
 

@@ -4,14 +4,17 @@ import LightCapTestSupport
 
 /// Fast kernels against their `Reference` twins on random and odd shapes.
 /// Tolerance: 1e-5 relative to the output scale (Float32 accumulation vs Double).
+/// `a` equals `b` within `tolerance` times b's scale (max |b|, at least 1); shared by the fast
+/// kernels' tests of this target (DenseKernelTests, PackedLinearTests).
+func assertClose(_ a: Tensor, _ b: Tensor, tolerance: Float = 1e-5, _ what: String,
+                 file: StaticString = #filePath, line: UInt = #line) {
+    XCTAssertEqual(a.shape, b.shape, what, file: file, line: line)
+    let scale = max(b.maxAbs, 1)
+    let diff = a.maxAbsDifference(b)
+    XCTAssertLessThanOrEqual(diff, tolerance * scale, "\(what): max abs diff \(diff), scale \(scale)", file: file, line: line)
+}
+
 final class DenseKernelTests: XCTestCase {
-    func assertClose(_ a: Tensor, _ b: Tensor, tolerance: Float = 1e-5, _ what: String,
-                     file: StaticString = #filePath, line: UInt = #line) {
-        XCTAssertEqual(a.shape, b.shape, what, file: file, line: line)
-        let scale = max(b.maxAbs, 1)
-        let diff = a.maxAbsDifference(b)
-        XCTAssertLessThanOrEqual(diff, tolerance * scale, "\(what): max abs diff \(diff), scale \(scale)", file: file, line: line)
-    }
 
     func testLinearMatchesReference() throws {
         var rng = SeededRandom(seed: 1)

@@ -10,13 +10,6 @@ import LightCapTestSupport
 /// row, the vocabulary product (20 x 312 by 30522), odd widths, and more rows than one
 /// primitive call takes (chunks of `PackedLinear.maxRows`).
 final class PackedLinearTests: XCTestCase {
-    func assertClose(_ a: Tensor, _ b: Tensor, tolerance: Float = 1e-5, _ what: String,
-                     file: StaticString = #filePath, line: UInt = #line) {
-        XCTAssertEqual(a.shape, b.shape, what, file: file, line: line)
-        let scale = max(b.maxAbs, 1)
-        let diff = a.maxAbsDifference(b)
-        XCTAssertLessThanOrEqual(diff, tolerance * scale, "\(what): max abs diff \(diff), scale \(scale)", file: file, line: line)
-    }
 
     func testPackedLinearMatchesPlainTwins() throws {
         var rng = SeededRandom(seed: 21)
