@@ -7,7 +7,13 @@
    regression on A's own grid cell (the cell of its centre), one on the mean of all cells (no
    position), and one on every cell flattened. Trained on train, scored on val.
 2. With --eval (an evaluate stage's eval.json and its test split's objects.json): what the
-   model said for each kind of pair, as a table of true relation x said relation.
+   model said for each kind of pair, as a table of true relation x said relation, and the
+   accuracy by how diagonal the pair is (min(|dx|, |dy|) / max(|dx|, |dy|): near 1 the
+   horizontal / vertical call is a matter of a few pixels).
+3. With --fusion FILE (a teacher snapshot of the run, e.g. DIR/teacher/snapshot2.pt): the
+   same probe on the fusion model's hidden states of the vertical pairs, captioned "a {A}":
+   at the [MASK] query that predicts the relation word, and at A's visual token, per layer.
+   Where the visual token knows and the query does not, the model does not route it.
 """
 
 from __future__ import annotations
@@ -92,16 +98,93 @@ def said_table(eval_path: str, objects_path: str) -> str:
     return "\n".join(out)
 
 
+def diagonal_table(eval_path: str, objects_path: str) -> str:
+    captions = json.load(open(eval_path))["captions"]
+    images = json.load(open(objects_path))["images"]
+    edges = [(0.0, 0.5), (0.5, 0.8), (0.8, 1.01)]
+    counts = Counter()
+    for im in images:
+        objs = im["objects"]
+        cap = captions.get(str(im["image_id"]))
+        if len(objs) != 2 or cap is None:
+            continue
+        dx = abs(objs[0]["centre"][0] - objs[1]["centre"][0])
+        dy = abs(objs[0]["centre"][1] - objs[1]["centre"][1])
+        ratio = min(dx, dy) / max(dx, dy, 1e-9)
+        k = next(i for i, (lo, hi) in enumerate(edges) if lo <= ratio < hi)
+        counts[k, "all"] += 1
+        counts[k, "right"] += bool(E.relation_correct(cap, objs))
+    out = ["| min(dx, dy) / max(dx, dy) | pairs | right | accuracy |", "|---|---|---|---|"]
+    for k, (lo, hi) in enumerate(edges):
+        n, r = counts[k, "all"], counts[k, "right"]
+        out.append(f"| {lo:.1f} - {min(hi, 1.0):.1f} | {n} | {r} | {r / max(n, 1):.3f} |")
+    return "\n".join(out)
+
+
+def fusion_probe_table(run: str, snapshot: str, limit: int = 6000) -> str:
+    """Probes on a teacher snapshot's hidden states (the run's recipe and stage 0-1 outputs)."""
+    from . import data as D
+    from . import train as T
+    from .trainer import Log
+
+    r = T.Recipe(**json.load(open(os.path.join(run, "recipe.json"))))
+    ctx = T.Context(r, run, T.setup_dist(), Log(os.path.join(run, "probe"), T.setup_dist()))
+    feats = T.Features(ctx)
+    ids = ctx.load_final("concepts")["ids"]
+    model = T.fusion_model(ctx, T.teacher_config(r, len(ctx.tok)))
+    model.load_state_dict(torch.load(snapshot, map_location="cpu"))
+    model.eval()
+    side, n = model.config.grid_side, model.config.num_visual_tokens
+
+    def states(split):
+        metas = feats.meta[split][:limit]
+        rows = [(i, m) for i, m in enumerate(metas) if len(m["objects"]) == 2
+                and E.true_relation(*m["objects"]) in ("above", "below")]
+        query, cell = [], []
+        for k in range(0, len(rows), 100):
+            chunk = rows[k:k + 100]
+            idx = [i for i, _ in chunk]
+            caps = [ctx.tok.encode("a {size} {colour} {shape}".format(**m["objects"][0])) for _, m in chunk]
+            cb = D.caption_batch(model, caps, ids[split][idx])
+            with torch.no_grad():
+                _, hs, _ = T.fusion_logits(model, feats.grid[split][idx].float(), ids[split][idx], cb, hidden=True)
+            b = torch.arange(len(idx))
+            j = torch.tensor([len(c) for c in caps])  # the query predicting the word after "a {A}"
+            a_cell = torch.tensor([centre_cell(m["objects"][0], side, m.get("width", 256)) for _, m in chunk])
+            query.append(torch.stack([h[b, cb.query_rows[b, j]] for h in hs]))
+            cell.append(torch.stack([h[b, h.shape[1] - n + a_cell] for h in hs]))
+        labels = torch.tensor([1.0 if E.true_relation(*m["objects"]) == "above" else 0.0 for _, m in rows])
+        return torch.cat(query, 1), torch.cat(cell, 1), labels
+
+    qt, ct, yt = states("train")
+    qv, cv, yv = states("val")
+    out = [f"Fusion model {snapshot}: vertical pairs, {len(yt)} train / {len(yv)} val, captioned \"a {{A}}\".",
+           "", "| layer | query of the relation word: train / val | A's visual token: train / val |",
+           "|---|---|---|"]
+    for layer in range(qt.shape[0]):
+        q = logistic_probe(qt[layer], yt, qv[layer], yv)
+        c = logistic_probe(ct[layer], yt, cv[layer], yv)
+        out.append(f"| {layer} | {q[0]:.3f} / {q[1]:.3f} | {c[0]:.3f} / {c[1]:.3f} |")
+    return "\n".join(out)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run", required=True, help="run directory with features/final.pt")
     p.add_argument("--eval", help="eval.json of a model (captions of the test split)")
     p.add_argument("--objects", default="data/test/objects.json", help="the test split's objects.json")
+    p.add_argument("--fusion", metavar="SNAPSHOT", help="a teacher snapshot of the run: probe its hidden states")
     a = p.parse_args(argv)
+    torch.set_num_threads(1)
     print(probe_table(a.run))
     if a.eval:
         print()
         print(said_table(a.eval, a.objects))
+        print()
+        print(diagonal_table(a.eval, a.objects))
+    if a.fusion:
+        print()
+        print(fusion_probe_table(a.run, a.fusion))
 
 
 if __name__ == "__main__":

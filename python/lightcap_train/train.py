@@ -85,7 +85,9 @@ class Recipe:
     concept_steps: int = 1000
     concept_batch: int = 256
     concept_lr: float = 2e-3
-    # (2)-(4) fusion models, teacher and student: relation experiments (docs/RESULTS.md), off
+    # (2)-(4) fusion models, teacher and student
+    relation_extra: int = 24  # two-object scenes added to each batch, captioned with their relation
+    # relation experiments that did not help (docs/RESULTS.md), off
     visual_positions: bool = False  # fusion.visual_position_embeddings of teacher and student
     relation_weight: float = 1.0  # cross-entropy weight of the relation words' tokens (RELATION_WORDS)
     binding_weight: float = 0.0  # attention supervision at relation words (binding_loss)
@@ -123,7 +125,7 @@ class Recipe:
                        ensemble_steps=3, scst_steps=2, scst_batch=4, warmup=1,
                        checkpoint_every=2, log_every=1, eval_batch=8, workers=1,
                        teacher_hidden=64, teacher_layers=2, teacher_intermediate=128,
-                       text_width=32, text_layers=1)
+                       text_width=32, text_layers=1, relation_extra=4)
         raise ValueError(f"no recipe preset {name!r} (default, smoke)")
 
     def updated(self, assignments: list[str]) -> "Recipe":
@@ -738,6 +740,11 @@ def trainable(model: nn.Module):
     return [p for p in model.parameters() if p.requires_grad]
 
 
+def two_object_scenes(metas: list[dict]) -> np.ndarray:
+    """Indices of the scenes with exactly two objects (their primary caption states a relation)."""
+    return np.array([i for i, m in enumerate(metas) if len(m["objects"]) == 2], dtype=np.int64)
+
+
 class FusionBatches:
     """Training batches on cached features: grid, concept ids, two-stream caption batch."""
 
@@ -745,14 +752,24 @@ class FusionBatches:
         self.ctx, self.feats = ctx, feats
         self.ids = ctx.load_final("concepts")["ids"]
         self.train = ctx.split("train")
+        self.pairs = two_object_scenes(self.train.objects)
 
     def __call__(self, model: LightCap, step: int, batch: int, salt: int = 0):
+        """`batch` train images with a caption each (the primary family with primary_weight),
+        then `relation_extra` two-object images captioned with the primary family, which
+        states their relation. Without the extra rows the fusion models never learn which of
+        two objects is on top (docs/RESULTS.md)."""
         r = self.ctx.r
         rng = batch_rng(r.seed + 1000 * salt, self.ctx.d, step)
         idx = rng.choice(len(self.train), batch, replace=False)
+        captions = self.ctx.captions(self.train, idx, rng)
+        if r.relation_extra and len(self.pairs):
+            extra = rng.choice(self.pairs, min(r.relation_extra, len(self.pairs)), replace=False)
+            captions += [self.ctx.tok.encode(t) for t in D.sample_captions(self.train, extra, rng, 1.0)]
+            idx = np.concatenate([idx, extra])
         grid = self.feats.grid["train"][idx].float()
         cids = self.ids["train"][idx] if model.concepts is not None else None
-        cb = D.caption_batch(model, self.ctx.captions(self.train, idx, rng), cids)
+        cb = D.caption_batch(model, captions, cids)
         return grid, cids, cb, idx
 
     def binding(self, model: LightCap, idx, cb: D.CaptionBatch, att) -> torch.Tensor:
@@ -1060,7 +1077,8 @@ def stage_evaluate(ctx: Context) -> None:
 def stage_ablation(ctx: Context, seeds: int = 1) -> None:
     """Rows on the test split, each student trained with the same number of steps and batch as
     the distilled student (stages 3 + 4): without distillation (cross-entropy only), without the
-    concept extractor, without the modulator; plus the full student and the teacher."""
+    concept extractor, without the modulator; plus the full student and the teacher. The three
+    variants train first, so that the ablation can run beside the recipe's fusion stages."""
     r = ctx.r
     feats = Features(ctx)
     batches = FusionBatches(ctx, feats)
@@ -1076,14 +1094,9 @@ def stage_ablation(ctx: Context, seeds: int = 1) -> None:
         ctx.log(f"ablation: {name} (seed {seed}) " + fmt(scores) + f" [{time.time() - t0:.0f} s]")
         if ctx.d.main:  # written after every row: a partial table survives an interrupted run
             with open(ctx.path("ablation.json"), "w") as f:
-                json.dump({"steps": steps, "batch": r.student_batch, "rows": rows}, f, indent=1)
+                json.dump({"steps": steps, "batch": r.student_batch, "relation_extra": r.relation_extra,
+                           "rows": rows}, f, indent=1)
 
-    while not ctx.done("ensemble"):  # the ablation may start beside the recipe's later stages
-        time.sleep(30)
-    row("teacher", load_teachers(ctx)[-1])
-    full = student_model(ctx)
-    full.load_state_dict(ctx.load_final("ensemble")["model"])
-    row("full student (distilled)", full)
     variants = {"no distillation": {}, "no concept extractor": {"concepts": {"enabled": False},
                                                                "modulator": {"enabled": False}},
                 "no modulator": {"modulator": {"enabled": False}}}
@@ -1098,6 +1111,12 @@ def stage_ablation(ctx: Context, seeds: int = 1) -> None:
                 name=f"ablation/{name}/{seed}", warmup=r.warmup, checkpoint_every=r.checkpoint_every,
                 log_every=r.log_every * 5)
             row(name, model, seed)
+    while not ctx.done("ensemble"):  # the ablation may start beside the recipe's fusion stages
+        time.sleep(30)
+    row("teacher", load_teachers(ctx)[-1])
+    full = student_model(ctx)
+    full.load_state_dict(ctx.load_final("ensemble")["model"])
+    row("full student (distilled)", full)
 
 
 # ----------------------------------------------------------------------------------------------

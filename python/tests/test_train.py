@@ -94,6 +94,49 @@ def test_binding_targets_point_at_the_object_named_before_the_relation():
     assert torch.allclose(loss, -(torch.stack(mass) + 1e-6).log().mean())
 
 
+def test_fusion_batches_add_two_object_scenes_captioned_with_their_relation():
+    tok = T.tokenizer()
+    one = {"objects": [{"shape": "ring"}]}
+    two = {"objects": [{"shape": "ring"}, {"shape": "star"}]}
+    metas = [one, two, one, two, two, one, one, one]
+    # Caption f of image i: "a {colour i} {shape f}" (words of the vocabulary).
+    colours, shapes = list(S.COLOURS), list(S.SHAPES)
+    captions = [[f"a {colours[i]} {shapes[f]}" for f in range(5)] for i in range(len(metas))]
+    split = D.Split(np.zeros((8, 2, 2, 3), np.uint8), captions, metas)
+    model = tiny_model()
+
+    class Ctx:  # what FusionBatches reads of a Context
+        def __init__(self, extra):
+            self.r = T.Recipe(relation_extra=extra, primary_weight=0.0)
+            self.d, self.tok = T.setup_dist(), tok
+
+        def load_final(self, stage):
+            assert stage == "concepts"
+            return {"ids": {"train": torch.arange(8)[:, None].repeat(1, 8)}}
+
+        def split(self, name):
+            return split
+
+        def captions(self, split, idx, rng):
+            return T.Context.captions(self, split, idx, rng)
+
+    feats = type("F", (), {"grid": {"train": torch.arange(8.0)[:, None, None].repeat(1, 16, 4)}})()
+    assert T.two_object_scenes(metas).tolist() == [1, 3, 4]
+    grid, cids, cb, idx = T.FusionBatches(Ctx(2), feats)(model, step=5, batch=3)
+    assert len(idx) == 5 and len(set(idx[:3].tolist())) == 3 and set(idx[3:].tolist()) <= {1, 3, 4}
+    assert grid[:, 0, 0].tolist() == [float(i) for i in idx] and cids[:, 0].tolist() == idx.tolist()
+    for row, i in enumerate(idx):  # primary_weight 0: the sampled rows never use family 1 ...
+        words = tok.decode([t for t in cb.targets[row].tolist() if t >= 0 and t != model.sep_id])
+        assert words.startswith(f"a {colours[i]} ")
+        if row >= 3:  # ... the two-object extras always do (it states the relation)
+            assert words == f"a {colours[i]} {shapes[1]}"
+        else:
+            assert words != f"a {colours[i]} {shapes[1]}"
+    # Without extras the draw is the one of the recipe before relation_extra existed.
+    _, _, cb0, idx0 = T.FusionBatches(Ctx(0), feats)(model, step=5, batch=3)
+    assert idx0.tolist() == idx[:3].tolist() and cb0.targets.shape[0] == 3
+
+
 def test_mentions_and_relations_on_references():
     for i in range(300):
         sc = S.sample_scene(S.scene_rng("val", 4, i))
@@ -176,6 +219,19 @@ def test_smoke_recipe_runs_every_stage_and_resumes(tmp_path):
     os.remove(tmp_path / "run" / "ensemble" / "final.pt")
     log = _smoke(tmp_path, [PYTHON], "run", "teacher,ensemble")
     assert "ensemble: resuming at step 3/3" in log and "teacher: done already" in log
+    # The ablation table: three students trained from scratch, then the teacher and the full one.
+    _smoke(tmp_path, [PYTHON], "run", "ablation")
+    ablation = json.loads((tmp_path / "run" / "ablation.json").read_text())
+    assert ablation["steps"] == 9 and ablation["relation_extra"] == 4
+    assert [r["row"] for r in ablation["rows"]] == ["no distillation", "no concept extractor", "no modulator",
+                                                    "teacher", "full student (distilled)"]
+    assert ablation["rows"][1]["parameters"] < ablation["rows"][0]["parameters"] == ablation["rows"][4]["parameters"]
+    assert "| no modulator |" in results.ablation_table(str(tmp_path / "run" / "ablation.json"))
+    # The relation probes on the smoke teacher: a table with one row per hidden state.
+    from lightcap_train import relation_probe as P
+    table = P.fusion_probe_table(str(tmp_path / "run"), str(tmp_path / "run" / "teacher" / "snapshot2.pt"))
+    rows = [line.split(" | ")[0] for line in table.splitlines() if line[:3] in ("| 0", "| 1", "| 2", "| 3")]
+    assert rows == ["| 0", "| 1", "| 2"]  # the embeddings and the smoke teacher's 2 layers
 
 
 def test_smoke_recipe_under_torchrun_ddp(tmp_path):
@@ -217,6 +273,9 @@ def test_relation_probe_tables(tmp_path):
     (tmp_path / "objects.json").write_text(json.dumps({"images": images}))
     table = P.said_table(str(tmp_path / "eval.json"), str(tmp_path / "objects.json"))
     assert "| below | below | yes | 1 |" in table and "| below | above | no | 1 |" in table
+    # dx 20, dy 160: ratio 0.125, one of the two captions right.
+    diagonal = P.diagonal_table(str(tmp_path / "eval.json"), str(tmp_path / "objects.json"))
+    assert "| 0.0 - 0.5 | 2 | 1 | 0.500 |" in diagonal and "| 0.8 - 1.0 | 0 | 0 | 0.000 |" in diagonal
     # The probe's A cell: the left object's centre (40, 200) on a 4x4 grid of a 256 render.
     grid = torch.zeros(2, 16, 3)
     grid[0, 12] = torch.tensor([1.0, 2.0, 3.0])
