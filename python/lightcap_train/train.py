@@ -847,6 +847,13 @@ def load_teachers(ctx: Context) -> list[LightCap]:
     return teachers
 
 
+def ensemble_teacher(head: int, heads: int, snapshots: int) -> int:
+    """The teacher snapshot that head `head` of `heads` learns from in stage 4: the h-th of the
+    last `heads` snapshots (the earlier snapshots are the weaker ones, so with more cycles than
+    heads the first teach no head), cyclically when there are fewer snapshots than heads."""
+    return (snapshots - heads + head) % snapshots
+
+
 class DistillObjective(nn.Module):
     """Stage 3. phase "layers": attention (KL per query row) + hidden-state (MSE through one
     linear map W) distillation, student layer l <- teacher layer l * Lt / Ls, embeddings
@@ -887,11 +894,11 @@ class DistillObjective(nn.Module):
             if binding is not None:
                 return kd + ce + bind * binding, {"kd": kd.item(), "ce": ce.item(), "binding": binding.item()}
             return kd + ce, {"kd": kd.item(), "ce": ce.item()}
-        # ensemble: head h <- teacher h
+        # ensemble: head h <- teacher snapshot ensemble_teacher(h)
         kd = ce = 0.0
         heads = s_logits.shape[1]
         for h in range(heads):
-            teacher = self.teachers[h % len(self.teachers)]
+            teacher = self.teachers[ensemble_teacher(h, heads, len(self.teachers))]
             with torch.no_grad():
                 t_logits = fusion_logits(teacher, grid, cids, cb)[0].mean(1)
             kd = kd + soft_ce(s_logits[:, h], t_logits, cb.targets, self.temperature) / heads

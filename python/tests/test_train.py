@@ -137,6 +137,13 @@ def test_fusion_batches_add_two_object_scenes_captioned_with_their_relation():
     assert idx0.tolist() == idx[:3].tolist() and cb0.targets.shape[0] == 3
 
 
+def test_ensemble_heads_learn_from_the_last_snapshots():
+    assert [T.ensemble_teacher(h, 3, 3) for h in range(3)] == [0, 1, 2]
+    assert [T.ensemble_teacher(h, 3, 4) for h in range(3)] == [1, 2, 3]
+    assert [T.ensemble_teacher(h, 3, 1) for h in range(3)] == [0, 0, 0]
+    assert [T.ensemble_teacher(h, 3, 2) for h in range(3)] == [1, 0, 1]
+
+
 def test_mentions_and_relations_on_references():
     for i in range(300):
         sc = S.sample_scene(S.scene_rng("val", 4, i))
