@@ -92,8 +92,8 @@ class Recipe:
     relation_weight: float = 1.0  # cross-entropy weight of the relation words' tokens (RELATION_WORDS)
     binding_weight: float = 0.0  # attention supervision at relation words (binding_loss)
     # (2) teacher
-    teacher_steps: int = 1800
-    teacher_cycles: int = 3
+    teacher_steps: int = 2400
+    teacher_cycles: int = 4
     teacher_batch: int = 48
     teacher_lr: float = 1e-3
     # (3) student
