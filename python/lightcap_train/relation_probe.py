@@ -128,7 +128,7 @@ def fusion_probe_table(run: str, snapshot: str, limit: int = 6000) -> str:
     from .trainer import Log
 
     r = T.Recipe(**json.load(open(os.path.join(run, "recipe.json"))))
-    ctx = T.Context(r, run, T.setup_dist(), Log(os.path.join(run, "probe"), T.setup_dist()))
+    ctx = T.Context(r, run, T.setup_dist(), Log(run, T.setup_dist()))  # logs nothing
     feats = T.Features(ctx)
     ids = ctx.load_final("concepts")["ids"]
     model = T.fusion_model(ctx, T.teacher_config(r, len(ctx.tok)))
