@@ -838,7 +838,8 @@ def stage_teacher(ctx: Context) -> None:
 
 def load_teachers(ctx: Context) -> list[LightCap]:
     teachers = []
-    for path in ctx.load_final("teacher")["snapshots"]:
+    for saved in ctx.load_final("teacher")["snapshots"]:
+        path = ctx.path("teacher", os.path.basename(saved))  # the run directory may have moved
         t = fusion_model(ctx, teacher_config(ctx.r, len(ctx.tok)))
         t.load_state_dict(torch.load(path, map_location="cpu"))
         for p in t.parameters():

@@ -226,17 +226,19 @@ def test_smoke_recipe_runs_every_stage_and_resumes(tmp_path):
     os.remove(tmp_path / "run" / "ensemble" / "final.pt")
     log = _smoke(tmp_path, [PYTHON], "run", "teacher,ensemble")
     assert "ensemble: resuming at step 3/3" in log and "teacher: done already" in log
-    # The ablation table: three students trained from scratch, then the teacher and the full one.
-    _smoke(tmp_path, [PYTHON], "run", "ablation")
-    ablation = json.loads((tmp_path / "run" / "ablation.json").read_text())
+    # The ablation table: three students trained from scratch, then the teacher and the full one,
+    # in a run directory that was moved after training (the teacher snapshots are found in it).
+    os.rename(tmp_path / "run", tmp_path / "moved")
+    _smoke(tmp_path, [PYTHON], "moved", "ablation")
+    ablation = json.loads((tmp_path / "moved" / "ablation.json").read_text())
     assert ablation["steps"] == 9 and ablation["relation_extra"] == 4
     assert [r["row"] for r in ablation["rows"]] == ["no distillation", "no concept extractor", "no modulator",
                                                     "teacher", "full student (distilled)"]
     assert ablation["rows"][1]["parameters"] < ablation["rows"][0]["parameters"] == ablation["rows"][4]["parameters"]
-    assert "| no modulator |" in results.ablation_table(str(tmp_path / "run" / "ablation.json"))
+    assert "| no modulator |" in results.ablation_table(str(tmp_path / "moved" / "ablation.json"))
     # The relation probes on the smoke teacher: a table with one row per hidden state.
     from lightcap_train import relation_probe as P
-    table = P.fusion_probe_table(str(tmp_path / "run"), str(tmp_path / "run" / "teacher" / "snapshot2.pt"))
+    table = P.fusion_probe_table(str(tmp_path / "moved"), str(tmp_path / "moved" / "teacher" / "snapshot2.pt"))
     rows = [line.split(" | ")[0] for line in table.splitlines() if line[:3] in ("| 0", "| 1", "| 2", "| 3")]
     assert rows == ["| 0", "| 1", "| 2"]  # the embeddings and the smoke teacher's 2 layers
 
