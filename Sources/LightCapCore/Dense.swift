@@ -57,7 +57,6 @@ public struct Linear: RowLinear, Sendable {
                        a: x, lda: inFeatures, b: w.baseAddress!, ldb: inFeatures, beta: beta, c: y, ldc: outFeatures)
         }
     }
-
 }
 
 /// A fully connected layer run through a row-pointer kernel (`Linear`, `PackedLinear`).

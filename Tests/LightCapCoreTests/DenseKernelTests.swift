@@ -2,8 +2,6 @@ import XCTest
 @testable import LightCapCore
 import LightCapTestSupport
 
-/// Fast kernels against their `Reference` twins on random and odd shapes.
-/// Tolerance: 1e-5 relative to the output scale (Float32 accumulation vs Double).
 /// `a` equals `b` within `tolerance` times b's scale (max |b|, at least 1); shared by the fast
 /// kernels' tests of this target (DenseKernelTests, PackedLinearTests).
 func assertClose(_ a: Tensor, _ b: Tensor, tolerance: Float = 1e-5, _ what: String,
@@ -14,8 +12,9 @@ func assertClose(_ a: Tensor, _ b: Tensor, tolerance: Float = 1e-5, _ what: Stri
     XCTAssertLessThanOrEqual(diff, tolerance * scale, "\(what): max abs diff \(diff), scale \(scale)", file: file, line: line)
 }
 
+/// Fast kernels against their `Reference` twins on random and odd shapes.
+/// Tolerance: 1e-5 relative to the output scale (Float32 accumulation vs Double).
 final class DenseKernelTests: XCTestCase {
-
     func testLinearMatchesReference() throws {
         var rng = SeededRandom(seed: 1)
         for (rows, inF, outF) in [(1, 1, 1), (1, 312, 312), (2, 312, 1200), (7, 13, 5), (49, 2048, 312), (3, 17, 1)] {

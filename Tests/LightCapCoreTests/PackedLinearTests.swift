@@ -10,7 +10,6 @@ import LightCapTestSupport
 /// row, the vocabulary product (20 x 312 by 30522), odd widths, and more rows than one
 /// primitive call takes (chunks of `PackedLinear.maxRows`).
 final class PackedLinearTests: XCTestCase {
-
     func testPackedLinearMatchesPlainTwins() throws {
         var rng = SeededRandom(seed: 21)
         let rows = PackedLinear.maxRows

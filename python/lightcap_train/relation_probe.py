@@ -29,22 +29,29 @@ import torch.nn.functional as F
 from . import evaluate as E
 from .train import centre_cell
 
+
+def a_above_b(meta: dict) -> float | None:
+    """1.0 if the left object A of a vertical two-object scene is above B, 0.0 if below; None
+    for any other scene."""
+    objs = meta["objects"]
+    if len(objs) != 2:
+        return None
+    rel = E.true_relation(objs[0], objs[1])
+    return {"above": 1.0, "below": 0.0}.get(rel)
+
+
 def vertical_pairs(grid: torch.Tensor, metas: list[dict], side: int):
     """(A-cell features [n, C], all cells [n, N, C], labels [n] 1 = A above B) of the vertical
     two-object scenes."""
     cells, grids, labels = [], [], []
     for i, m in enumerate(metas):
-        objs = m["objects"]
-        if len(objs) != 2:
+        label = a_above_b(m)
+        if label is None:
             continue
-        rel = E.true_relation(objs[0], objs[1])
-        if rel not in ("above", "below"):
-            continue
-        c = centre_cell(objs[0], side, m.get("width", 256))
         g = grid[i].float()  # [N, C]
-        cells.append(g[c])
+        cells.append(g[centre_cell(m["objects"][0], side, m.get("width", 256))])
         grids.append(g)
-        labels.append(1.0 if rel == "above" else 0.0)
+        labels.append(label)
     return torch.stack(cells), torch.stack(grids), torch.tensor(labels)
 
 
@@ -81,15 +88,18 @@ def probe_table(run: str) -> str:
     return "\n".join(out)
 
 
-def said_table(eval_path: str, objects_path: str) -> str:
+def two_object_captions(eval_path: str, objects_path: str):
+    """(objects, caption) of every two-object scene of objects.json captioned in eval.json."""
     captions = json.load(open(eval_path))["captions"]
-    images = json.load(open(objects_path))["images"]
-    counts = Counter()
-    for im in images:
-        objs = im["objects"]
+    for im in json.load(open(objects_path))["images"]:
         cap = captions.get(str(im["image_id"]))
-        if len(objs) != 2 or cap is None:
-            continue
+        if len(im["objects"]) == 2 and cap is not None:
+            yield im["objects"], cap
+
+
+def said_table(eval_path: str, objects_path: str) -> str:
+    counts = Counter()
+    for objs, cap in two_object_captions(eval_path, objects_path):
         said = next((r for r in E.RELATIONS if f" {r} " in f" {cap} "), "none")
         counts[(E.true_relation(objs[0], objs[1]), said, E.relation_correct(cap, objs))] += 1
     out = ["| true relation (A to B) | said | right | count |", "|---|---|---|---|"]
@@ -99,15 +109,9 @@ def said_table(eval_path: str, objects_path: str) -> str:
 
 
 def diagonal_table(eval_path: str, objects_path: str) -> str:
-    captions = json.load(open(eval_path))["captions"]
-    images = json.load(open(objects_path))["images"]
     edges = [(0.0, 0.5), (0.5, 0.8), (0.8, 1.01)]
     counts = Counter()
-    for im in images:
-        objs = im["objects"]
-        cap = captions.get(str(im["image_id"]))
-        if len(objs) != 2 or cap is None:
-            continue
+    for objs, cap in two_object_captions(eval_path, objects_path):
         dx = abs(objs[0]["centre"][0] - objs[1]["centre"][0])
         dy = abs(objs[0]["centre"][1] - objs[1]["centre"][1])
         ratio = min(dx, dy) / max(dx, dy, 1e-9)
@@ -138,8 +142,7 @@ def fusion_probe_table(run: str, snapshot: str, limit: int = 6000) -> str:
 
     def states(split):
         metas = feats.meta[split][:limit]
-        rows = [(i, m) for i, m in enumerate(metas) if len(m["objects"]) == 2
-                and E.true_relation(*m["objects"]) in ("above", "below")]
+        rows = [(i, m) for i, m in enumerate(metas) if a_above_b(m) is not None]
         query, cell = [], []
         for k in range(0, len(rows), 100):
             chunk = rows[k:k + 100]
@@ -153,7 +156,7 @@ def fusion_probe_table(run: str, snapshot: str, limit: int = 6000) -> str:
             a_cell = torch.tensor([centre_cell(m["objects"][0], side, m.get("width", 256)) for _, m in chunk])
             query.append(torch.stack([h[b, cb.query_rows[b, j]] for h in hs]))
             cell.append(torch.stack([h[b, h.shape[1] - n + a_cell] for h in hs]))
-        labels = torch.tensor([1.0 if E.true_relation(*m["objects"]) == "above" else 0.0 for _, m in rows])
+        labels = torch.tensor([a_above_b(m) for _, m in rows])
         return torch.cat(query, 1), torch.cat(cell, 1), labels
 
     qt, ct, yt = states("train")

@@ -859,7 +859,7 @@ class DistillObjective(nn.Module):
     """Stage 3. phase "layers": attention (KL per query row) + hidden-state (MSE through one
     linear map W) distillation, student layer l <- teacher layer l * Lt / Ls, embeddings
     included (TinyBERT). phase "output": T^2 KL(teacher/T || student/T) + cross-entropy on the
-    heads' ensemble. phase "ensemble" (stage 4): head h learns from teacher h."""
+    heads' ensemble. phase "ensemble" (stage 4): head h learns from snapshot ensemble_teacher(h)."""
 
     def __init__(self, student: LightCap, teachers: list[LightCap], batches: FusionBatches,
                  batch: int, phase: str, temperature: float):
@@ -892,18 +892,15 @@ class DistillObjective(nn.Module):
             s = s_logits.mean(1)  # [B, M, V]
             kd = soft_ce(s, t_logits, cb.targets, self.temperature)
             ce = token_ce(s, cb.targets, self.weights)
-            if binding is not None:
-                return kd + ce + bind * binding, {"kd": kd.item(), "ce": ce.item(), "binding": binding.item()}
-            return kd + ce, {"kd": kd.item(), "ce": ce.item()}
-        # ensemble: head h <- teacher snapshot ensemble_teacher(h)
-        kd = ce = 0.0
-        heads = s_logits.shape[1]
-        for h in range(heads):
-            teacher = self.teachers[ensemble_teacher(h, heads, len(self.teachers))]
-            with torch.no_grad():
-                t_logits = fusion_logits(teacher, grid, cids, cb)[0].mean(1)
-            kd = kd + soft_ce(s_logits[:, h], t_logits, cb.targets, self.temperature) / heads
-            ce = ce + token_ce(s_logits[:, h], cb.targets, self.weights) / heads
+        else:  # ensemble: head h <- teacher snapshot ensemble_teacher(h)
+            kd = ce = 0.0
+            heads = s_logits.shape[1]
+            for h in range(heads):
+                teacher = self.teachers[ensemble_teacher(h, heads, len(self.teachers))]
+                with torch.no_grad():
+                    t_logits = fusion_logits(teacher, grid, cids, cb)[0].mean(1)
+                kd = kd + soft_ce(s_logits[:, h], t_logits, cb.targets, self.temperature) / heads
+                ce = ce + token_ce(s_logits[:, h], cb.targets, self.weights) / heads
         if binding is not None:
             return kd + ce + bind * binding, {"kd": kd.item(), "ce": ce.item(), "binding": binding.item()}
         return kd + ce, {"kd": kd.item(), "ce": ce.item()}
