@@ -87,6 +87,7 @@ class Recipe:
     concept_lr: float = 2e-3
     # (2)-(4) fusion models, teacher and student
     relation_extra: int = 24  # two-object scenes added to each batch, captioned with their relation
+    relation_hard: float = 0.0  # share of those drawn from near-diagonal pairs (HARD_PAIR_RATIO)
     # relation experiments that did not help (docs/RESULTS.md), off
     visual_positions: bool = False  # fusion.visual_position_embeddings of teacher and student
     relation_weight: float = 1.0  # cross-entropy weight of the relation words' tokens (RELATION_WORDS)
@@ -745,6 +746,17 @@ def two_object_scenes(metas: list[dict]) -> np.ndarray:
     return np.array([i for i, m in enumerate(metas) if len(m["objects"]) == 2], dtype=np.int64)
 
 
+HARD_PAIR_RATIO = 0.6  # min(|dx|, |dy|) / max(|dx|, |dy|) from which a pair counts as near-diagonal
+
+
+def diagonality(meta: dict) -> float:
+    """min(|dx|, |dy|) / max(|dx|, |dy|) of a two-object scene's centres: near 1, whether the
+    relation is horizontal or vertical is a matter of a few pixels."""
+    (ax, ay), (bx, by) = (o["centre"] for o in meta["objects"])
+    dx, dy = abs(ax - bx), abs(ay - by)
+    return min(dx, dy) / max(dx, dy, 1e-9)
+
+
 class FusionBatches:
     """Training batches on cached features: grid, concept ids, two-stream caption batch."""
 
@@ -753,18 +765,28 @@ class FusionBatches:
         self.ids = ctx.load_final("concepts")["ids"]
         self.train = ctx.split("train")
         self.pairs = two_object_scenes(self.train.objects)
+        if ctx.r.relation_hard > 0:
+            hard = np.array([diagonality(self.train.objects[i]) >= HARD_PAIR_RATIO for i in self.pairs], dtype=bool)
+            self.hard_pairs, self.easy_pairs = self.pairs[hard], self.pairs[~hard]
 
     def __call__(self, model: LightCap, step: int, batch: int, salt: int = 0):
         """`batch` train images with a caption each (the primary family with primary_weight),
         then `relation_extra` two-object images captioned with the primary family, which
         states their relation. Without the extra rows the fusion models never learn which of
-        two objects is on top (docs/RESULTS.md)."""
+        two objects is on top (docs/RESULTS.md). A share `relation_hard` of them are near-diagonal
+        pairs, the rest the other pairs; with 0 they are drawn from all pairs alike."""
         r = self.ctx.r
         rng = batch_rng(r.seed + 1000 * salt, self.ctx.d, step)
         idx = rng.choice(len(self.train), batch, replace=False)
         captions = self.ctx.captions(self.train, idx, rng)
         if r.relation_extra and len(self.pairs):
-            extra = rng.choice(self.pairs, min(r.relation_extra, len(self.pairs)), replace=False)
+            n = min(r.relation_extra, len(self.pairs))
+            if r.relation_hard > 0:
+                hard = min(int(round(n * r.relation_hard)), len(self.hard_pairs))
+                extra = np.concatenate([rng.choice(self.hard_pairs, hard, replace=False),
+                                        rng.choice(self.easy_pairs, min(n - hard, len(self.easy_pairs)), replace=False)])
+            else:
+                extra = rng.choice(self.pairs, n, replace=False)
             captions += [self.ctx.tok.encode(t) for t in D.sample_captions(self.train, extra, rng, 1.0)]
             idx = np.concatenate([idx, extra])
         grid = self.feats.grid["train"][idx].float()

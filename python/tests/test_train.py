@@ -137,6 +137,41 @@ def test_fusion_batches_add_two_object_scenes_captioned_with_their_relation():
     assert idx0.tolist() == idx[:3].tolist() and cb0.targets.shape[0] == 3
 
 
+def test_relation_hard_draws_that_share_of_the_extras_from_near_diagonal_pairs():
+    def scene(a, b):
+        return {"objects": [{"centre": a}, {"centre": b}]}
+    diagonal = scene([10.0, 10.0], [50.0, 46.0])  # ratio 0.9
+    straight = scene([10.0, 10.0], [50.0, 12.0])  # ratio 0.05
+    one = {"objects": [{"centre": [5.0, 5.0]}]}
+    assert T.diagonality(diagonal) == pytest.approx(0.9) and T.diagonality(straight) == pytest.approx(0.05)
+    metas = [one, diagonal, straight, diagonal, straight, straight, straight, one]
+    split = D.Split(np.zeros((8, 2, 2, 3), np.uint8), [["a ring"] * 5] * 8, metas)
+
+    class Ctx:
+        def __init__(self, hard):
+            self.r = T.Recipe(relation_extra=4, relation_hard=hard)
+            self.d, self.tok = T.setup_dist(), T.tokenizer()
+
+        def load_final(self, stage):
+            return {"ids": {"train": torch.zeros(8, 8, dtype=torch.long)}}
+
+        def split(self, name):
+            return split
+
+        def captions(self, split, idx, rng):
+            return [self.tok.encode("a ring") for _ in idx]
+
+    feats = type("F", (), {"grid": {"train": torch.zeros(8, 16, 4)}})()
+    for hard, want in [(0.5, 2), (0.75, 2), (0.25, 1)]:  # only two near-diagonal pairs exist
+        batches = T.FusionBatches(Ctx(hard), feats)
+        assert batches.hard_pairs.tolist() == [1, 3] and batches.easy_pairs.tolist() == [2, 4, 5, 6]
+        for step in range(5):
+            idx = batches(tiny_model(), step=step, batch=2)[3]
+            extra = idx[2:].tolist()
+            assert len(extra) == 4 and len(set(extra)) == 4
+            assert sum(i in (1, 3) for i in extra) == want
+
+
 def test_ensemble_heads_learn_from_the_last_snapshots():
     assert [T.ensemble_teacher(h, 3, 3) for h in range(3)] == [0, 1, 2]
     assert [T.ensemble_teacher(h, 3, 4) for h in range(3)] == [1, 2, 3]
