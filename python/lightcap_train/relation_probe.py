@@ -10,6 +10,10 @@
    model said for each kind of pair, as a table of true relation x said relation, and the
    accuracy by how diagonal the pair is (min(|dx|, |dy|) / max(|dx|, |dy|): near 1 the
    horizontal / vertical call is a matter of a few pixels).
+   With --grid-relation: how well the frozen grid itself tells the four relations apart, by the
+   same diagonality bins: a small MLP (per-cell projection, then all cells) trained on the
+   train split's two-object scenes, scored on the test split's. Its accuracy is a rough
+   ceiling for what a model can read off the grid, to set the captions' accuracy against.
 3. With --fusion FILE (a teacher snapshot of the run, e.g. DIR/teacher/snapshot2.pt): the
    same probe on the fusion model's hidden states of the vertical pairs, captioned "a {A}":
    at the [MASK] query that predicts the relation word, and at A's visual token, per layer.
@@ -27,7 +31,14 @@ import torch
 import torch.nn.functional as F
 
 from . import evaluate as E
-from .train import centre_cell
+from .train import centre_cell, diagonality
+
+DIAGONAL_BINS = [(0.0, 0.5), (0.5, 0.8), (0.8, 1.01)]  # min(|dx|, |dy|) / max(|dx|, |dy|)
+
+
+def diagonal_bin(meta: dict) -> int:
+    ratio = diagonality(meta)
+    return next(i for i, (lo, hi) in enumerate(DIAGONAL_BINS) if lo <= ratio < hi)
 
 
 def a_above_b(meta: dict) -> float | None:
@@ -109,19 +120,64 @@ def said_table(eval_path: str, objects_path: str) -> str:
 
 
 def diagonal_table(eval_path: str, objects_path: str) -> str:
-    edges = [(0.0, 0.5), (0.5, 0.8), (0.8, 1.01)]
     counts = Counter()
     for objs, cap in two_object_captions(eval_path, objects_path):
-        dx = abs(objs[0]["centre"][0] - objs[1]["centre"][0])
-        dy = abs(objs[0]["centre"][1] - objs[1]["centre"][1])
-        ratio = min(dx, dy) / max(dx, dy, 1e-9)
-        k = next(i for i, (lo, hi) in enumerate(edges) if lo <= ratio < hi)
+        k = diagonal_bin({"objects": objs})
         counts[k, "all"] += 1
         counts[k, "right"] += bool(E.relation_correct(cap, objs))
     out = ["| min(dx, dy) / max(dx, dy) | pairs | right | accuracy |", "|---|---|---|---|"]
-    for k, (lo, hi) in enumerate(edges):
+    for k, (lo, hi) in enumerate(DIAGONAL_BINS):
         n, r = counts[k, "all"], counts[k, "right"]
         out.append(f"| {lo:.1f} - {min(hi, 1.0):.1f} | {n} | {r} | {r / max(n, 1):.3f} |")
+    return "\n".join(out)
+
+
+def relation_pairs(grid: torch.Tensor, metas: list[dict]):
+    """(grids [n, N, C], relation of A to B as an index of E.RELATIONS [n], diagonal bins [n]) of
+    the two-object scenes."""
+    rows = [i for i, m in enumerate(metas) if len(m["objects"]) == 2]
+    labels = [E.RELATIONS.index(E.true_relation(*metas[i]["objects"])) for i in rows]
+    return (grid[rows].float(), torch.tensor(labels, dtype=torch.long),
+            torch.tensor([diagonal_bin(metas[i]) for i in rows], dtype=torch.long))
+
+
+def grid_relation_probe(xt, yt, xv, epochs: int = 20, seed: int = 0, hidden: int = 64) -> torch.Tensor:
+    """Predicted relations of xv [n, N, C] by an MLP trained on (xt, yt): each cell projected to
+    `hidden`, GELU, all cells flattened, 256 hidden units, GELU, 4 relations. AdamW, batches of
+    128, features standardised per cell and channel with the train statistics."""
+    mu, sd = xt.mean(0), xt.std(0) + 1e-5
+    xt, xv = (xt - mu) / sd, (xv - mu) / sd
+    torch.manual_seed(seed)
+    mlp = torch.nn.Sequential(torch.nn.Linear(xt.shape[2], hidden), torch.nn.GELU(), torch.nn.Flatten(),
+                              torch.nn.Linear(xt.shape[1] * hidden, 256), torch.nn.GELU(),
+                              torch.nn.Linear(256, len(E.RELATIONS)))
+    opt = torch.optim.AdamW(mlp.parameters(), 1e-3, weight_decay=0.05)
+    for _ in range(epochs):
+        order = torch.randperm(len(yt))
+        for k in range(0, len(yt), 128):
+            j = order[k:k + 128]
+            loss = F.cross_entropy(mlp(xt[j]), yt[j])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    with torch.no_grad():
+        return mlp(xv).argmax(1)
+
+
+def grid_relation_table(run: str, epochs: int = 20, seeds: int = 2) -> str:
+    """Test accuracy by diagonality of grid_relation_probe on the run's frozen features."""
+    f = torch.load(os.path.join(run, "features", "final.pt"), map_location="cpu", weights_only=False)
+    xt, yt, _ = relation_pairs(f["train"]["grid"], f["train"]["meta"])
+    xv, yv, bins = relation_pairs(f["test"]["grid"], f["test"]["meta"])
+    right = torch.stack([grid_relation_probe(xt, yt, xv, epochs, seed) == yv for seed in range(seeds)]).float()
+    out = [f"MLP probe of the relation on the frozen grid: {len(yt)} train / {len(yv)} test two-object scenes, "
+           f"{seeds} seed(s), accuracy per seed.", "",
+           "| min(dx, dy) / max(dx, dy) | pairs | probe accuracy |", "|---|---|---|"]
+    for k, (lo, hi) in enumerate(DIAGONAL_BINS + [(0.0, 1.01)]):
+        sel = bins == k if k < len(DIAGONAL_BINS) else torch.ones_like(bins, dtype=torch.bool)
+        accs = " / ".join(f"{a:.3f}" for a in right[:, sel].mean(1).tolist()) if sel.any() else "-"
+        name = "all" if k == len(DIAGONAL_BINS) else f"{lo:.1f} - {min(hi, 1.0):.1f}"
+        out.append(f"| {name} | {int(sel.sum())} | {accs} |")
     return "\n".join(out)
 
 
@@ -177,6 +233,8 @@ def main(argv=None) -> None:
     p.add_argument("--eval", help="eval.json of a model (captions of the test split)")
     p.add_argument("--objects", default="data/test/objects.json", help="the test split's objects.json")
     p.add_argument("--fusion", metavar="SNAPSHOT", help="a teacher snapshot of the run: probe its hidden states")
+    p.add_argument("--grid-relation", action="store_true",
+                   help="also probe the four relations on the frozen grid, by diagonality (about a minute)")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     print(probe_table(a.run))
@@ -185,6 +243,9 @@ def main(argv=None) -> None:
         print(said_table(a.eval, a.objects))
         print()
         print(diagonal_table(a.eval, a.objects))
+    if a.grid_relation:
+        print()
+        print(grid_relation_table(a.run))
     if a.fusion:
         print()
         print(fusion_probe_table(a.run, a.fusion))

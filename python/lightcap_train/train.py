@@ -87,13 +87,13 @@ class Recipe:
     concept_lr: float = 2e-3
     # (2)-(4) fusion models, teacher and student
     relation_extra: int = 24  # two-object scenes added to each batch, captioned with their relation
-    relation_hard: float = 0.0  # share of those drawn from near-diagonal pairs (HARD_PAIR_RATIO)
+    relation_hard: float = 0.75  # share of those drawn from near-diagonal pairs (HARD_PAIR_RATIO)
     # relation experiments that did not help (docs/RESULTS.md), off
     visual_positions: bool = False  # fusion.visual_position_embeddings of teacher and student
     relation_weight: float = 1.0  # cross-entropy weight of the relation words' tokens (RELATION_WORDS)
     binding_weight: float = 0.0  # attention supervision at relation words (binding_loss)
     # (2) teacher
-    teacher_steps: int = 2400
+    teacher_steps: int = 3600
     teacher_cycles: int = 4
     teacher_batch: int = 48
     teacher_lr: float = 1e-3

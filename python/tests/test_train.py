@@ -107,7 +107,7 @@ def test_fusion_batches_add_two_object_scenes_captioned_with_their_relation():
 
     class Ctx:  # what FusionBatches reads of a Context
         def __init__(self, extra):
-            self.r = T.Recipe(relation_extra=extra, primary_weight=0.0)
+            self.r = T.Recipe(relation_extra=extra, relation_hard=0.0, primary_weight=0.0)
             self.d, self.tok = T.setup_dist(), tok
 
         def load_final(self, stage):
@@ -276,6 +276,8 @@ def test_smoke_recipe_runs_every_stage_and_resumes(tmp_path):
     table = P.fusion_probe_table(str(tmp_path / "moved"), str(tmp_path / "moved" / "teacher" / "snapshot2.pt"))
     rows = [line.split(" | ")[0] for line in table.splitlines() if line[:3] in ("| 0", "| 1", "| 2", "| 3")]
     assert rows == ["| 0", "| 1", "| 2"]  # the embeddings and the smoke teacher's 2 layers
+    grid_table = P.grid_relation_table(str(tmp_path / "moved"), epochs=2, seeds=1)
+    assert "| all |" in grid_table and "| 0.8 - 1.0 |" in grid_table
 
 
 def test_smoke_recipe_under_torchrun_ddp(tmp_path):
@@ -325,3 +327,19 @@ def test_relation_probe_tables(tmp_path):
     grid[0, 12] = torch.tensor([1.0, 2.0, 3.0])
     cells, grids, labels = P.vertical_pairs(grid, [{"width": 256, "objects": [a, b]}, {"objects": [a]}], 4)
     assert cells.tolist() == [[1.0, 2.0, 3.0]] and labels.tolist() == [0.0] and grids.shape == (1, 16, 3)
+    # The grid relation probe: labels from the true relation, bins from the diagonality.
+    c = {**b, "centre": [200.0, 190.0]}  # from a: dx 160, dy 10 -> "to the left of", bin 0
+    d = {**b, "centre": [140.0, 110.0]}  # dx 100, dy 90 -> "to the left of", ratio 0.9, bin 2
+    metas = [{"objects": [a, b]}, {"objects": [a]}, {"objects": [a, c]}, {"objects": [a, d]}]
+    xs, ys, bins = P.relation_pairs(torch.arange(4.0)[:, None, None].repeat(1, 16, 3), metas)
+    assert xs[:, 0, 0].tolist() == [0.0, 2.0, 3.0] and bins.tolist() == [0, 0, 2]
+    assert [E.RELATIONS[y] for y in ys.tolist()] == ["below", "to the left of", "to the left of"]
+    # It learns a relation written into one cell's channels, and is not handed the answer.
+    torch.manual_seed(0)
+    y = torch.randint(0, 4, (2400,))
+    x = torch.randn(2400, 16, 8)
+    x[torch.arange(2400), 5, y] += 4.0
+    predicted = P.grid_relation_probe(x[:2000], y[:2000], x[2000:], epochs=10)
+    assert (predicted == y[2000:]).float().mean() > 0.9
+    noise = P.grid_relation_probe(torch.randn(2000, 16, 8), y[:2000], torch.randn(400, 16, 8), epochs=10)
+    assert (noise == y[2000:]).float().mean() < 0.4
