@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from . import evaluate as E
-from .train import centre_cell, diagonality
+from .train import centre_cell, diagonality, two_object_scenes
 
 DIAGONAL_BINS = [(0.0, 0.5), (0.5, 0.8), (0.8, 1.01)]  # min(|dx|, |dy|) / max(|dx|, |dy|)
 
@@ -66,10 +66,15 @@ def vertical_pairs(grid: torch.Tensor, metas: list[dict], side: int):
     return torch.stack(cells), torch.stack(grids), torch.tensor(labels)
 
 
+def standardised(xt, xv):
+    """xt and xv standardised per feature with xt's mean and standard deviation."""
+    mu, sd = xt.mean(0), xt.std(0) + 1e-5
+    return (xt - mu) / sd, (xv - mu) / sd
+
+
 def logistic_probe(xt, yt, xv, yv, steps: int = 400, seed: int = 0) -> tuple[float, float]:
     """Train / val accuracy of an L2-regularised logistic regression on standardised features."""
-    mu, sd = xt.mean(0), xt.std(0) + 1e-5
-    xt, xv = (xt - mu) / sd, (xv - mu) / sd
+    xt, xv = standardised(xt, xv)
     torch.manual_seed(seed)
     lin = torch.nn.Linear(xt.shape[1], 1)
     opt = torch.optim.AdamW(lin.parameters(), 1e-2, weight_decay=0.1)
@@ -135,7 +140,7 @@ def diagonal_table(eval_path: str, objects_path: str) -> str:
 def relation_pairs(grid: torch.Tensor, metas: list[dict]):
     """(grids [n, N, C], relation of A to B as an index of E.RELATIONS [n], diagonal bins [n]) of
     the two-object scenes."""
-    rows = [i for i, m in enumerate(metas) if len(m["objects"]) == 2]
+    rows = two_object_scenes(metas).tolist()
     labels = [E.RELATIONS.index(E.true_relation(*metas[i]["objects"])) for i in rows]
     return (grid[rows].float(), torch.tensor(labels, dtype=torch.long),
             torch.tensor([diagonal_bin(metas[i]) for i in rows], dtype=torch.long))
@@ -145,8 +150,7 @@ def grid_relation_probe(xt, yt, xv, epochs: int = 20, seed: int = 0, hidden: int
     """Predicted relations of xv [n, N, C] by an MLP trained on (xt, yt): each cell projected to
     `hidden`, GELU, all cells flattened, 256 hidden units, GELU, 4 relations. AdamW, batches of
     128, features standardised per cell and channel with the train statistics."""
-    mu, sd = xt.mean(0), xt.std(0) + 1e-5
-    xt, xv = (xt - mu) / sd, (xv - mu) / sd
+    xt, xv = standardised(xt, xv)
     torch.manual_seed(seed)
     mlp = torch.nn.Sequential(torch.nn.Linear(xt.shape[2], hidden), torch.nn.GELU(), torch.nn.Flatten(),
                               torch.nn.Linear(xt.shape[1] * hidden, 256), torch.nn.GELU(),
@@ -173,10 +177,9 @@ def grid_relation_table(run: str, epochs: int = 20, seeds: int = 2) -> str:
     out = [f"MLP probe of the relation on the frozen grid: {len(yt)} train / {len(yv)} test two-object scenes, "
            f"{seeds} seed(s), accuracy per seed.", "",
            "| min(dx, dy) / max(dx, dy) | pairs | probe accuracy |", "|---|---|---|"]
-    for k, (lo, hi) in enumerate(DIAGONAL_BINS + [(0.0, 1.01)]):
-        sel = bins == k if k < len(DIAGONAL_BINS) else torch.ones_like(bins, dtype=torch.bool)
+    rows = [(f"{lo:.1f} - {min(hi, 1.0):.1f}", bins == k) for k, (lo, hi) in enumerate(DIAGONAL_BINS)]
+    for name, sel in rows + [("all", torch.ones_like(bins, dtype=torch.bool))]:
         accs = " / ".join(f"{a:.3f}" for a in right[:, sel].mean(1).tolist()) if sel.any() else "-"
-        name = "all" if k == len(DIAGONAL_BINS) else f"{lo:.1f} - {min(hi, 1.0):.1f}"
         out.append(f"| {name} | {int(sel.sum())} | {accs} |")
     return "\n".join(out)
 
