@@ -35,7 +35,7 @@ from . import scenes as S
 SIZE_WORDS, COLOUR_WORDS = set(S.SIZES), set(S.COLOURS)
 SHAPE_OF = {**{s: s for s in S.SHAPES}, **{p: s for s, p in S.PLURALS.items()}}
 COUNT_WORDS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4}
-RELATIONS = ("to the left of", "to the right of", "above", "below")
+RELATIONS = S.RELATIONS
 
 
 def words_of(caption: str) -> list[str]:
@@ -104,10 +104,8 @@ def attribute_counts(caption: str, objects: list[dict]) -> tuple[int, int, int]:
 
 
 def true_relation(a: dict, b: dict) -> str:
-    dx, dy = a["centre"][0] - b["centre"][0], a["centre"][1] - b["centre"][1]
-    if abs(dx) > abs(dy):
-        return "to the left of" if dx < 0 else "to the right of"
-    return "above" if dy < 0 else "below"
+    """scenes.relation of two objects of objects.json."""
+    return S.relation_of_centres(a["centre"], b["centre"])
 
 
 def relation_correct(caption: str, objects: list[dict]) -> bool | None:

@@ -196,12 +196,21 @@ def article(phrase: str) -> str:
     return ("an " if phrase[0] in "aeiou" else "a ") + phrase
 
 
-def relation(a: SceneObject, b: SceneObject) -> str:
-    """Where A is relative to B (y grows downwards in the image)."""
-    dx, dy = a.centre[0] - b.centre[0], a.centre[1] - b.centre[1]
+RELATIONS = ("to the left of", "to the right of", "above", "below")
+
+
+def relation_of_centres(a, b) -> str:
+    """Where a centre (x, y) is relative to another (y grows downwards in the image): left/right
+    when the horizontal distance is the larger, else above/below."""
+    dx, dy = a[0] - b[0], a[1] - b[1]
     if abs(dx) > abs(dy):
         return "to the left of" if dx < 0 else "to the right of"
     return "above" if dy < 0 else "below"
+
+
+def relation(a: SceneObject, b: SceneObject) -> str:
+    """Where A is relative to B."""
+    return relation_of_centres(a.centre, b.centre)
 
 
 INVERSE = {"to the left of": "to the right of", "to the right of": "to the left of",

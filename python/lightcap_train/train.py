@@ -73,6 +73,7 @@ class Recipe:
     text_layers: int = 3
     text_heads: int = 4
     text_context: int = 40
+    image_size: int = 128  # input side; the grid is image_size / 32 cells a side
     # (0) CLIP: first region pretraining (cell labels only), then the full objective
     clip_region_steps: int = 1000
     clip_relation_cells: bool = False  # region labels include each object's relation bits
@@ -149,29 +150,29 @@ def tokenizer() -> WordPiece:
     return WordPiece(S.vocabulary())
 
 
-def student_config(vocab_size: int, **sections) -> LightCapConfig:
+def student_config(vocab_size: int, image_size: int = 128, **sections) -> LightCapConfig:
     """The committed `tiny` size: FORMAT.md's example, with room for the longest scenes caption
     (22 tokens: four objects listed with their sizes). Greedy by default: on the test split it
     beats beam 5 on every score (attribute F1 0.987 vs 0.949, CIDEr-D 4.29 vs 4.22; beam search
     prefers the shorter families that leave sizes out, docs/RESULTS.md)."""
     cfg = LightCapConfig.tiny(vocab_size).replace(
         decoding={"max_length": 24, "caption_segment_length": 26, "beam_size": 1},
-        visual={"batchnorm_folded": False}, concepts={"prompt": PROMPT_NOTE},
+        image={"size": image_size}, visual={"batchnorm_folded": False}, concepts={"prompt": PROMPT_NOTE},
         fusion={"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0})
     return cfg.replace(**sections) if sections else cfg
 
 
 def teacher_config(r: Recipe, vocab_size: int) -> LightCapConfig:
-    return student_config(vocab_size, fusion={
+    return student_config(vocab_size, r.image_size, fusion={
         "hidden_size": r.teacher_hidden, "num_hidden_layers": r.teacher_layers,
         "num_attention_heads": 4, "intermediate_size": r.teacher_intermediate,
         "visual_position_embeddings": r.visual_positions},
         heads={"count": 1}, name="teacher")
 
 
-def clip_config(vocab_size: int) -> LightCapConfig:
+def clip_config(r: Recipe, vocab_size: int) -> LightCapConfig:
     """Stage 0's image side (with its attention pool) + a captioning decoder (no concepts)."""
-    return student_config(vocab_size, visual={"attention_pool": True},
+    return student_config(vocab_size, r.image_size, visual={"attention_pool": True},
                           concepts={"enabled": False}, modulator={"enabled": False},
                           heads={"count": 1}, name="clip")
 
@@ -186,7 +187,7 @@ class Context:
     def __init__(self, r: Recipe, run: str, d: Dist, log: Log):
         self.r, self.run, self.d, self.log = r, run, d, log
         self.tok = tokenizer()
-        self.cfg = student_config(len(self.tok), fusion={"visual_position_embeddings": r.visual_positions})
+        self.cfg = student_config(len(self.tok), r.image_size, fusion={"visual_position_embeddings": r.visual_positions})
         self._splits = {}
 
     def path(self, *parts) -> str:
@@ -413,7 +414,7 @@ class ClipObjective(nn.Module):
         super().__init__()
         r = ctx.r
         self.ctx = ctx
-        self.model = LightCap(clip_config(len(ctx.tok)), ctx.tok, [])
+        self.model = LightCap(clip_config(ctx.r, len(ctx.tok)), ctx.tok, [])
         pool = self.model.visual.attnpool
         pool.positional_embedding.data.zero_()
         pool.positional_embedding.requires_grad_(False)
@@ -462,7 +463,7 @@ class ClipObjective(nn.Module):
         return cell_loss(out, t), cell_shape_accuracy(out, t)
 
 
-CELL_RELATIONS = ("to the left of", "to the right of", "above", "below")
+CELL_RELATIONS = S.RELATIONS
 CELL_OUTPUTS = 1 + len(S.COLOURS) + len(S.SHAPES) + len(S.SIZES) + 2  # + len(CELL_RELATIONS) with relations
 
 
@@ -917,11 +918,13 @@ class DistillObjective(nn.Module):
         else:  # ensemble: head h <- teacher snapshot ensemble_teacher(h)
             kd = ce = 0.0
             heads = s_logits.shape[1]
+            t_logits = {}  # by snapshot: with fewer snapshots than heads, one teaches several heads
             for h in range(heads):
-                teacher = self.teachers[ensemble_teacher(h, heads, len(self.teachers))]
-                with torch.no_grad():
-                    t_logits = fusion_logits(teacher, grid, cids, cb)[0].mean(1)
-                kd = kd + soft_ce(s_logits[:, h], t_logits, cb.targets, self.temperature) / heads
+                k = ensemble_teacher(h, heads, len(self.teachers))
+                if k not in t_logits:
+                    with torch.no_grad():
+                        t_logits[k] = fusion_logits(self.teachers[k], grid, cids, cb)[0].mean(1)
+                kd = kd + soft_ce(s_logits[:, h], t_logits[k], cb.targets, self.temperature) / heads
                 ce = ce + token_ce(s_logits[:, h], cb.targets, self.weights) / heads
         if binding is not None:
             return kd + ce + bind * binding, {"kd": kd.item(), "ce": ce.item(), "binding": binding.item()}

@@ -172,6 +172,18 @@ def test_relation_hard_draws_that_share_of_the_extras_from_near_diagonal_pairs()
             assert sum(i in (1, 3) for i in extra) == want
 
 
+def test_recipe_image_size_sets_every_stage_s_input_and_grid():
+    r = T.Recipe(image_size=160)
+    vocab = len(T.tokenizer())
+    for cfg in (T.clip_config(r, vocab), T.teacher_config(r, vocab), T.student_config(vocab, r.image_size)):
+        assert (cfg.image.size, cfg.grid_side, cfg.num_visual_tokens) == (160, 5, 25)
+    model = LightCap(T.teacher_config(r, vocab), T.tokenizer(), S.CONCEPTS).eval()
+    with torch.no_grad():
+        ctx = model.prepare_images(torch.randn(1, 3, 160, 160))
+    assert ctx.grid.shape[1] == 25
+    assert T.clip_config(T.Recipe(), vocab).image.size == 128
+
+
 def test_ensemble_heads_learn_from_the_last_snapshots():
     assert [T.ensemble_teacher(h, 3, 3) for h in range(3)] == [0, 1, 2]
     assert [T.ensemble_teacher(h, 3, 4) for h in range(3)] == [1, 2, 3]
