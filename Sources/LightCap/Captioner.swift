@@ -101,7 +101,7 @@ public final class Captioner: Sendable {
         }
 
         let store = try directory.weightStore()
-        visual = try CLIPResNet(store, configuration: config)
+        visual = try CLIPResNet(store, configuration: config, threads: threads)
         preprocessor = CLIPPreprocessor(size: config.image.size, mean: config.image.mean, std: config.image.std)
         conceptExtractor = config.concepts.enabled
             ? try ConceptExtractor(store.scoped("concepts"), configuration: config, names: names) : nil

@@ -90,6 +90,10 @@ public final class ConvolutionNetwork: @unchecked Sendable {
     let scratchpadBytes: Int
     let outputDesc: DNNL.MemoryDesc
     let outputReorder: DNNL.Primitive
+    /// The oneDNN threads the network was built for and runs on (oneDNN sizes a primitive's
+    /// split of the work for the threads current when it is created: a network built on one
+    /// thread and run on two would leave the second idle).
+    public let threads: Int
     /// Input shape.
     public let inputShape: Shape
     /// Output shape; `run` writes it as tokens [height * width, channels] (row-major).
@@ -115,6 +119,7 @@ public final class ConvolutionNetwork: @unchecked Sendable {
     init(builder: Builder, output: Value) throws {
         var ops = builder.ops
         let values = builder.values
+        threads = builder.threads
         inputShape = values[0].shape
         outputShape = values[output.index].shape
         // Last use of each value.
@@ -232,10 +237,12 @@ public final class ConvolutionNetwork: @unchecked Sendable {
         }
         try workspace.inputMemory.setPointer(UnsafeMutableRawPointer(mutating: input))
         try workspace.outputMemory.setPointer(UnsafeMutableRawPointer(output))
-        for (primitive, args) in workspace.calls {
-            try primitive.execute(workspace.stream, args)
+        try Threads.with(threads) {
+            for (primitive, args) in workspace.calls {
+                try primitive.execute(workspace.stream, args)
+            }
+            workspace.stream.wait()
         }
-        workspace.stream.wait()
     }
 
     /// Runs the network on a [C, H, W] tensor; returns [H' * W', C'] tokens.
@@ -256,13 +263,18 @@ public final class ConvolutionNetwork: @unchecked Sendable {
         var ops: [Op] = []
         var values: [ValueInfo] = []
         let algorithm: ConvolutionAlgorithm
+        /// The oneDNN threads the network is built for (`ConvolutionNetwork.threads`).
+        public let threads: Int
 
         /// The network input, [channels, height, width] in CHW layout.
         public let input: Value
 
-        /// A builder for an input of `channels` x `height` x `width`.
-        public init(channels: Int, height: Int, width: Int, algorithm: ConvolutionAlgorithm = .direct) throws {
+        /// A builder for an input of `channels` x `height` x `width`, for a network that runs on
+        /// `threads` oneDNN threads.
+        public init(channels: Int, height: Int, width: Int, algorithm: ConvolutionAlgorithm = .direct, threads: Int = 1) throws {
+            guard threads >= 1 else { throw LightCapError.invalidArgument(reason: "threads must be at least 1, got \(threads)") }
             self.algorithm = algorithm
+            self.threads = threads
             let shape = Shape(channels: channels, height: height, width: width)
             values.append(ValueInfo(shape: shape, desc: try DNNL.desc([1, channels, height, width], .nchw)))
             input = Value(index: 0)
@@ -288,6 +300,10 @@ public final class ConvolutionNetwork: @unchecked Sendable {
         /// conv(x) + bias, then `+ residual` (if given), then ReLU (if `relu`). The residual's
         /// buffer is reused for the output, so it must not be read afterwards.
         public func convolution(_ x: Value, _ conv: Conv2d, relu: Bool, residual: Value? = nil, label: String = "conv") throws -> Value {
+            try Threads.with(threads) { try addConvolution(x, conv, relu: relu, residual: residual, label: label) }
+        }
+
+        private func addConvolution(_ x: Value, _ conv: Conv2d, relu: Bool, residual: Value?, label: String) throws -> Value {
             let s = shape(x)
             guard conv.inChannels == s.channels else {
                 throw LightCapError.invalidArgument(reason: "\(label): input has \(s.channels) channels, weight \(conv.weight.shape)")
@@ -371,6 +387,10 @@ public final class ConvolutionNetwork: @unchecked Sendable {
         /// Average pool with window = stride = `kernel` (PyTorch `AvgPool2d(kernel)`); the
         /// sides must be multiples of `kernel`.
         public func averagePool(_ x: Value, kernel: Int, label: String = "avgpool") throws -> Value {
+            try Threads.with(threads) { try addAveragePool(x, kernel: kernel, label: label) }
+        }
+
+        private func addAveragePool(_ x: Value, kernel: Int, label: String) throws -> Value {
             let s = shape(x)
             guard kernel >= 1, s.height % kernel == 0, s.width % kernel == 0 else {
                 throw LightCapError.invalidArgument(reason: "\(label): \(s.height)x\(s.width) is not a multiple of \(kernel)")
@@ -384,7 +404,7 @@ public final class ConvolutionNetwork: @unchecked Sendable {
 
         /// The finished network producing `output`.
         public func build(output: Value) throws -> ConvolutionNetwork {
-            try ConvolutionNetwork(builder: self, output: output)
+            try Threads.with(threads) { try ConvolutionNetwork(builder: self, output: output) }
         }
     }
 }

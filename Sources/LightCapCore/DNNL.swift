@@ -68,16 +68,27 @@ public enum Threads {
         return dlsym(handle, name)
     }
 
+    private static let setNumThreads = symbol("omp_set_num_threads").map { unsafeBitCast($0, to: SetFn.self) }
+    private static let getMaxThreads = symbol("omp_get_max_threads").map { unsafeBitCast($0, to: GetFn.self) }
+
     /// Sets the oneDNN (OpenMP) thread count for kernels run from the calling thread.
     public static func set(_ count: Int) {
-        guard count >= 1, let p = symbol("omp_set_num_threads") else { return }
-        unsafeBitCast(p, to: SetFn.self)(Int32(count))
+        guard count >= 1, let f = setNumThreads else { return }
+        f(Int32(count))
     }
 
     /// The thread count kernels started from the calling thread will use.
     public static var current: Int {
-        guard let p = symbol("omp_get_max_threads") else { return 1 }
-        return Int(unsafeBitCast(p, to: GetFn.self)())
+        guard let f = getMaxThreads else { return 1 }
+        return Int(f())
+    }
+
+    /// Runs `body` with `count` threads current on the calling thread, then restores the count.
+    public static func with<T>(_ count: Int, _ body: () throws -> T) rethrows -> T {
+        let previous = current
+        if previous != count { set(count) }
+        defer { if previous != count { set(previous) } }
+        return try body()
     }
 }
 

@@ -25,16 +25,19 @@ public final class CLIPResNet: Sendable {
     /// A per-caller workspace (activation buffers, oneDNN stream).
     public typealias Workspace = ConvolutionNetwork.Workspace
 
-    /// Loads the tower from `store` (the root scope; keys under `visual.`) for `configuration`.
-    /// Every `visual.` key the configuration implies is taken with its exact shape.
-    public init(_ store: WeightStore, configuration: Configuration, algorithm: ConvolutionAlgorithm = .direct) throws {
+    /// Loads the tower from `store` (the root scope; keys under `visual.`) for `configuration`,
+    /// to run on `threads` oneDNN threads. Every `visual.` key the configuration implies is
+    /// taken with its exact shape.
+    public init(_ store: WeightStore, configuration: Configuration, algorithm: ConvolutionAlgorithm = .direct,
+                threads: Int = 1) throws {
         let visual = configuration.visual
         imageSize = configuration.image.size
         channels = configuration.gridChannels
         gridSide = configuration.gridSide
         self.algorithm = algorithm
         let loader = ConvLoader(store: store.scoped("visual"), folded: visual.batchnormFolded)
-        let b = try ConvolutionNetwork.Builder(channels: 3, height: imageSize, width: imageSize, algorithm: algorithm)
+        let b = try ConvolutionNetwork.Builder(channels: 3, height: imageSize, width: imageSize, algorithm: algorithm,
+                                                 threads: threads)
         let width = visual.width
 
         // Stem: conv1 (stride 2), conv2, conv3, each + BN + ReLU; AvgPool 2.

@@ -149,10 +149,10 @@ public enum VisualBenchmark {
         }
         defer { if let temporary { try? FileManager.default.removeItem(at: temporary) } }
 
-        func load(_ algorithm: ConvolutionAlgorithm) throws -> (CLIPResNet, Double) {
+        func load(_ algorithm: ConvolutionAlgorithm, threads: Int = 1) throws -> (CLIPResNet, Double) {
             let start = DispatchTime.now().uptimeNanoseconds
             let store = WeightStore(file: try SafetensorsFile(url: weightsURL!))
-            let model = try CLIPResNet(store, configuration: config, algorithm: algorithm)
+            let model = try CLIPResNet(store, configuration: config, algorithm: algorithm, threads: threads)
             try store.finish()
             return (model, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6)
         }
@@ -192,7 +192,9 @@ public enum VisualBenchmark {
             if algorithm == .direct { directGrid = grid }
             let error = directGrid.map { Double(grid.maxAbsDifference($0) / max($0.maxAbs, 1e-30)) } ?? .nan
             for t in options.threads {
-                Threads.set(t)
+                // The network runs on the threads it was built for (ConvolutionNetwork.threads).
+                let runner = t == model!.network.threads ? model! : try load(algorithm, threads: t).0
+                let runnerWorkspace = runner === model! ? workspace : try runner.makeWorkspace()
                 var out = Tensor(zeros: grid.shape)
                 var samples: [Double] = []
                 var cpuStart = 0.0
@@ -201,7 +203,7 @@ public enum VisualBenchmark {
                         for i in 0..<(options.warmup + options.iterations) {
                             if i == options.warmup { cpuStart = PeakFLOPS.processCPUSeconds() }
                             let start = DispatchTime.now().uptimeNanoseconds
-                            try model!.grid(pixels: x.baseAddress!, into: y.baseAddress!, workspace: workspace)
+                            try runner.grid(pixels: x.baseAddress!, into: y.baseAddress!, workspace: runnerWorkspace)
                             let ms = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6
                             if i >= options.warmup { samples.append(ms) }
                         }
@@ -220,7 +222,6 @@ public enum VisualBenchmark {
                            algorithm.rawValue, t, med, samples.min() ?? med, gflops, 100 * gflops / max(peak, 1e-9), peak,
                            cpuMs, cpuGflops, 100 * cpuGflops / max(peaks[t]?.cpuGflops ?? 0, 1e-9), peaks[t]?.cpuGflops ?? 0))
             }
-            Threads.set(1)
         }
         return Report(configurationName: config.name, imageSize: config.image.size, convolutionGflop: Double(flops) / 1e9,
                       fmaISA: PeakFLOPS.isa, loadMs: loadMs, firstLoadMs: firstLoad, packedWeightMB: packedMB,

@@ -80,6 +80,28 @@ final class ConvolutionTests: XCTestCase {
         }
     }
 
+    /// A network built for two threads gives the reference's result (both algorithms), runs
+    /// on its own thread count and leaves the caller's count as it was.
+    func testNetworkBuiltForTwoThreadsMatchesReferenceAndRestoresTheCallersThreads() throws {
+        var rng = SeededRandom(seed: 35)
+        let x = rng.tensor([32, 16, 16])
+        let a = try Conv2d(weight: rng.tensor([64, 32, 1, 1], scale: 0.3), bias: rng.tensor([64], scale: 0.1))
+        let w = try Conv2d(weight: rng.tensor([64, 64, 3, 3], scale: 0.1), bias: rng.tensor([64], scale: 0.1), padding: 1)
+        func ref(_ t: Tensor, _ k: Conv2d) -> Tensor { Reference.conv2d(t, weight: k.weight, bias: k.bias, stride: k.stride, padding: k.padding) }
+        let expected = Reference.tokens(Reference.avgPool2d(Reference.relu(ref(Reference.relu(ref(x, a)), w)), kernel: 2))
+        let caller = Threads.current
+        for algorithm in [ConvolutionAlgorithm.direct, .winograd] {
+            let b = try ConvolutionNetwork.Builder(channels: 32, height: 16, width: 16, algorithm: algorithm, threads: 2)
+            let y = try b.averagePool(try b.convolution(try b.convolution(b.input, a, relu: true), w, relu: true), kernel: 2)
+            let net = try b.build(output: y)
+            XCTAssertEqual(net.threads, 2)
+            XCTAssertEqual(Threads.current, caller, "building changed the caller's thread count")
+            assertClose(try net(x), expected, tolerance: algorithm == .direct ? 1e-5 : 1e-4, "2 threads \(algorithm)")
+            XCTAssertEqual(Threads.current, caller, "running changed the caller's thread count")
+        }
+        XCTAssertThrowsError(try ConvolutionNetwork.Builder(channels: 3, height: 8, width: 8, threads: 0))
+    }
+
     /// Winograd layers (3x3 stride 1, side >= 14, >= 64 outputs) between direct 1x1 layers
     /// (layouts differ: reorders in between) against the reference; error bound 1e-4 of scale.
     func testWinogradLayersMatchReference() throws {
