@@ -3,6 +3,8 @@
 // once, when the network is built; activations stay in oneDNN's blocked layout between ops
 // and live in a few reused buffers of a per-call Workspace. (oneDNN itself: DNNL.swift.)
 
+import Dispatch
+
 /// A 2-D convolution's weights and geometry (PyTorch `nn.Conv2d`, square kernel, OIHW).
 public struct Conv2d: Sendable {
     /// [out, in, k, k].
@@ -242,6 +244,49 @@ public final class ConvolutionNetwork: @unchecked Sendable {
                 try primitive.execute(workspace.stream, args)
             }
             workspace.stream.wait()
+        }
+    }
+
+    /// The time of one op of the network (`profile`).
+    public struct OpTime: Codable, Sendable {
+        public let label: String
+        /// oneDNN's implementation name.
+        public let implementation: String
+        /// Floating-point operations (convolutions; 0 for reorders and pools).
+        public let flops: Int
+        /// Median milliseconds over the runs.
+        public let milliseconds: Double
+    }
+
+    /// Runs the network `runs` times (after one warm-up run), timing each op on its own: the
+    /// median milliseconds of every op, in order. The ops run exactly as in `run` (same
+    /// buffers, threads and order), with a clock read between them.
+    public func profile(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, workspace: Workspace,
+                        runs: Int) throws -> [OpTime] {
+        guard workspace.network === self else {
+            throw LightCapError.invalidArgument(reason: "the workspace belongs to another network")
+        }
+        guard runs >= 1 else { throw LightCapError.invalidArgument(reason: "profile needs at least one run, got \(runs)") }
+        try workspace.inputMemory.setPointer(UnsafeMutableRawPointer(mutating: input))
+        try workspace.outputMemory.setPointer(UnsafeMutableRawPointer(output))
+        var samples = [[Double]](repeating: [], count: ops.count)
+        try Threads.with(threads) {
+            for run in 0...runs {
+                for (i, (primitive, args)) in workspace.calls.enumerated() {
+                    let start = DispatchTime.now().uptimeNanoseconds
+                    try primitive.execute(workspace.stream, args)
+                    workspace.stream.wait()
+                    if run > 0 { samples[i].append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6) }
+                }
+            }
+        }
+        return zip(ops, samples).map { op, times in
+            let sorted = times.sorted()
+            let flops: Int
+            if case .convolution(_, _, _, let f) = op.kind { flops = f } else { flops = 0 }
+            return OpTime(label: op.label, implementation: op.primitive.implementation, flops: flops,
+                          milliseconds: sorted.count % 2 == 1 ? sorted[sorted.count / 2]
+                              : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2)
         }
     }
 

@@ -228,6 +228,40 @@ public enum VisualBenchmark {
                       rssBeforeMB: rssBefore, peakRSSMB: Memory.peakMB(), rows: rows, implementations: implementations)
     }
 
+    /// Per-op times of the trunk for each of `options.algorithms`, on `options.threads.first`
+    /// threads: `options.warmup` forwards, then `ConvolutionNetwork.profile` over
+    /// `options.iterations` runs. Shows where the time goes inside the network (each op with
+    /// the caches as the ops before it left them), unlike timing a layer alone.
+    public static func profile(_ options: Options, log: (String) -> Void = { _ in }) throws -> [String: [ConvolutionNetwork.OpTime]] {
+        let config = options.configuration
+        let url = options.weights ?? FileManager.default.temporaryDirectory
+            .appendingPathComponent("lightcap-profile-\(ProcessInfo.processInfo.processIdentifier).safetensors")
+        if options.weights == nil {
+            log("writing random \(config.name) weights to \(url.path)")
+            try writeRandomWeights(config, to: url, seed: options.seed)
+        }
+        defer { if options.weights == nil { try? FileManager.default.removeItem(at: url) } }
+        let threads = options.threads.first ?? 1
+        let pixels = (0..<(3 * config.image.size * config.image.size)).map { Float(($0 * 7919) % 4001) / 1000 - 2 }
+        var result: [String: [ConvolutionNetwork.OpTime]] = [:]
+        for algorithm in options.algorithms {
+            let store = WeightStore(file: try SafetensorsFile(url: url))
+            let model = try CLIPResNet(store, configuration: config, algorithm: algorithm, threads: threads)
+            try store.finish()
+            let workspace = try model.makeWorkspace()
+            var out = Tensor(zeros: [model.gridSide * model.gridSide, model.channels])
+            result[algorithm.rawValue] = try pixels.withUnsafeBufferPointer { x in
+                try out.withUnsafeMutableBufferPointer { y in
+                    for _ in 0..<options.warmup { try model.grid(pixels: x.baseAddress!, into: y.baseAddress!, workspace: workspace) }
+                    return try model.network.profile(input: x.baseAddress!, output: y.baseAddress!, workspace: workspace,
+                                                     runs: options.iterations)
+                }
+            }
+            log("profiled \(algorithm.rawValue) on \(threads) thread(s)")
+        }
+        return result
+    }
+
     static func median(_ xs: [Double]) -> Double {
         guard !xs.isEmpty else { return .nan }
         let s = xs.sorted()

@@ -102,6 +102,34 @@ final class ConvolutionTests: XCTestCase {
         XCTAssertThrowsError(try ConvolutionNetwork.Builder(channels: 3, height: 8, width: 8, threads: 0))
     }
 
+    /// `profile` runs the same ops as `run` (same output), one time per op in order, and its
+    /// convolution flops add up to the network's.
+    func testProfileTimesEveryOpAndComputesTheSameOutput() throws {
+        var rng = SeededRandom(seed: 36)
+        let x = rng.tensor([16, 12, 12])
+        let a = try Conv2d(weight: rng.tensor([32, 16, 1, 1], scale: 0.3), bias: rng.tensor([32], scale: 0.1))
+        let w = try Conv2d(weight: rng.tensor([32, 32, 3, 3], scale: 0.1), bias: nil, padding: 1)
+        let b = try ConvolutionNetwork.Builder(channels: 16, height: 12, width: 12)
+        let y = try b.averagePool(try b.convolution(try b.convolution(b.input, a, relu: true, label: "a"), w, relu: true, label: "w"),
+                                  kernel: 2, label: "pool")
+        let net = try b.build(output: y)
+        let ws = try net.makeWorkspace()
+        let expected = try net(x, workspace: ws)
+        var out = Tensor(zeros: expected.shape)
+        let times = try x.withUnsafeBufferPointer { xp in
+            try out.withUnsafeMutableBufferPointer { yp in try net.profile(input: xp.baseAddress!, output: yp.baseAddress!, workspace: ws, runs: 3) }
+        }
+        XCTAssertEqual(out.maxAbsDifference(expected), 0, "profile's output differs from run's")
+        XCTAssertEqual(times.map(\.label), net.implementations.map(\.label))
+        XCTAssertEqual(times.map(\.implementation), net.implementations.map(\.implementation))
+        XCTAssertEqual(times.filter { ["a", "w", "pool"].contains($0.label) }.map(\.label), ["a", "w", "pool"])
+        XCTAssertEqual(times.reduce(0) { $0 + $1.flops }, net.convolutionFlops)
+        XCTAssertTrue(times.allSatisfy { $0.milliseconds >= 0 && $0.milliseconds.isFinite })
+        XCTAssertThrowsError(try x.withUnsafeBufferPointer { xp in
+            try out.withUnsafeMutableBufferPointer { yp in _ = try net.profile(input: xp.baseAddress!, output: yp.baseAddress!, workspace: ws, runs: 0) }
+        })
+    }
+
     /// Winograd layers (3x3 stride 1, side >= 14, >= 64 outputs) between direct 1x1 layers
     /// (layouts differ: reorders in between) against the reference; error bound 1e-4 of scale.
     func testWinogradLayersMatchReference() throws {
