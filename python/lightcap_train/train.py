@@ -93,6 +93,8 @@ class Recipe:
     visual_positions: bool = False  # fusion.visual_position_embeddings of teacher and student
     relation_weight: float = 1.0  # cross-entropy weight of the relation words' tokens (RELATION_WORDS)
     binding_weight: float = 0.0  # attention supervision at relation words (binding_loss)
+    # teacher: regress the pair's offset at the relation word (CrossEntropyObjective, offset_targets)
+    offset_weight: float = 0.0
     # (2) teacher
     teacher_steps: int = 3600
     teacher_cycles: int = 4
@@ -256,12 +258,11 @@ def soft_ce(student, teacher, targets, temperature: float) -> torch.Tensor:
     return F.kl_div(s, t, log_target=True, reduction="batchmean") * temperature ** 2
 
 
-def binding_targets(tok: WordPiece, metas: list[dict], targets: torch.Tensor, side: int):
-    """Where a relation word must look. In a two-object scene whose caption says `X {relation}
-    Y`, the mask query predicting the relation's first word ("to", "above", "below") has just
-    named X; X's grid cells (the cell of its centre and every cell whose centre lies inside its
-    bounding circle) are where its position can be read. Returns [(row b, query j, cells)];
-    captions without a relation, or whose X matches both objects, give nothing."""
+def relation_queries(tok: WordPiece, metas: list[dict], targets: torch.Tensor):
+    """The relation words of a batch. In a two-object scene whose caption says `X {relation} Y`,
+    the mask query predicting the relation's first word ("to", "above", "below") has just named
+    X. Returns [(row b, query j, X, the other object)]; captions without a relation, or whose X
+    matches both objects, give nothing."""
     first = {tok.token_id(w) for w in ("to", "above", "below")}
     words = {tok.token_id(w): w for w in (*S.SHAPES, *S.COLOURS, *S.SIZES)}
     out = []
@@ -278,14 +279,41 @@ def binding_targets(tok: WordPiece, metas: list[dict], targets: torch.Tensor, si
                    and (o["size"] in named or not named & set(S.SIZES))]
         if len(matches) != 1:
             continue
-        o = matches[0]
-        cell = meta.get("width", 256) / side  # render pixels per grid cell
+        out.append((b, j, matches[0], objs[1] if matches[0] is objs[0] else objs[0]))
+    return out
+
+
+def binding_targets(tok: WordPiece, metas: list[dict], targets: torch.Tensor, side: int):
+    """Where a relation word must look: the grid cells of the object it follows (the cell of
+    its centre and every cell whose centre lies inside its bounding circle), where its position
+    can be read. Returns [(row b, query j, cells)] for relation_queries' rows."""
+    out = []
+    for b, j, o, _ in relation_queries(tok, metas, targets):
+        cell = metas[b].get("width", 256) / side  # render pixels per grid cell
         (x, y), r = o["centre"], o["radius"]
-        cells = {centre_cell(o, side, meta.get("width", 256))}
+        cells = {centre_cell(o, side, metas[b].get("width", 256))}
         cells |= {gy * side + gx for gy in range(side) for gx in range(side)
                   if ((gx + 0.5) * cell - x) ** 2 + ((gy + 0.5) * cell - y) ** 2 <= r * r}
         out.append((b, j, sorted(cells)))
     return out
+
+
+OFFSET_SCALE = 0.25  # offsets are regressed in quarters of the image side
+
+
+def offset_targets(tok: WordPiece, metas: list[dict], targets: torch.Tensor):
+    """What the relation word's query must know: the offset from the object it follows (X) to
+    the other (Y), as (dx, dy, |dx| - |dy|) in quarters of the image side. The sign of the
+    third decides horizontal against vertical (scenes.relation_of_centres); near the diagonal
+    it is small. Returns (rows b, queries j, [n, 3] targets) for relation_queries' rows."""
+    found = relation_queries(tok, metas, targets)
+    rows, queries, values = [], [], []
+    for b, j, x, y in found:
+        side = metas[b].get("width", 256)
+        dx, dy = ((x["centre"][k] - y["centre"][k]) / side / OFFSET_SCALE for k in (0, 1))
+        rows.append(b), queries.append(j), values.append((dx, dy, abs(dx) - abs(dy)))
+    return torch.tensor(rows, dtype=torch.long), torch.tensor(queries, dtype=torch.long), \
+        torch.tensor(values, dtype=torch.float32).reshape(-1, 3)
 
 
 def binding_loss(att, cb: D.CaptionBatch, found, visual_tokens: int) -> torch.Tensor:
@@ -801,25 +829,43 @@ class FusionBatches:
         found = binding_targets(self.ctx.tok, metas, cb.targets, model.config.grid_side)
         return binding_loss(att, cb, found, model.config.num_visual_tokens)
 
+    def offsets(self, idx, cb: D.CaptionBatch):
+        """offset_targets of a batch drawn by __call__ (idx: its train images)."""
+        return offset_targets(self.ctx.tok, [self.train.objects[i] for i in idx], cb.targets)
+
 
 class CrossEntropyObjective(nn.Module):
-    """Masked-token cross-entropy of every head (the teacher; the no-distillation rows)."""
+    """Masked-token cross-entropy of every head (the teacher; the no-distillation rows). With
+    `offset_weight`, a linear map (training only, not exported) also regresses, from the last
+    hidden state of each relation word's query, the offset between the two objects
+    (offset_targets; MSE): the quantity the relation word is a threshold of."""
 
-    def __init__(self, model: LightCap, batches: FusionBatches, batch: int, salt: int = 0):
+    def __init__(self, model: LightCap, batches: FusionBatches, batch: int, salt: int = 0,
+                 offset_weight: float = 0.0):
         super().__init__()
         self.model, self.batches, self.batch, self.salt = model, batches, batch, salt
         self.weights = batches.ctx.token_weights()
+        self.offset_weight = offset_weight
+        if offset_weight > 0:
+            self.offset = nn.Linear(model.config.fusion.hidden_size, 3)
 
     def forward(self, step):
         grid, cids, cb, idx = self.batches(self.model, step, self.batch, self.salt)
         bind = self.batches.ctx.r.binding_weight
-        logits, _, att = fusion_logits(self.model, grid, cids, cb, attentions=bind > 0)  # [B, H, M, V]
+        logits, hs, att = fusion_logits(self.model, grid, cids, cb, hidden=self.offset_weight > 0,
+                                        attentions=bind > 0)  # [B, H, M, V]
         loss = sum(token_ce(logits[:, h], cb.targets, self.weights) for h in range(logits.shape[1])) / logits.shape[1]
         extra = {}
         if bind > 0:
             b = self.batches.binding(self.model, idx, cb, att)
             loss = loss + bind * b
             extra["binding"] = b.item()
+        if self.offset_weight > 0:
+            rows, queries, target = self.batches.offsets(idx, cb)
+            if len(rows):
+                o = F.mse_loss(self.offset(hs[-1][rows, cb.query_rows[rows, queries]]), target)
+                loss = loss + self.offset_weight * o
+                extra["offset"] = o.item()
         hit = logits.mean(1).argmax(-1) == cb.targets  # [B, M]
         stats = {"token_acc": hit[cb.targets >= 0].float().mean().item()}
         if self.weights is not None:  # accuracy on the weighted (relation) tokens alone
@@ -841,7 +887,7 @@ def stage_teacher(ctx: Context) -> None:
     feats = Features(ctx)
     model = fusion_model(ctx, teacher_config(r, len(ctx.tok)))
     ctx.log(f"teacher: {parameter_count(model, ('visual', 'concepts')) / 1e6:.2f} M fusion parameters")
-    obj = CrossEntropyObjective(model, FusionBatches(ctx, feats), r.teacher_batch)
+    obj = CrossEntropyObjective(model, FusionBatches(ctx, feats), r.teacher_batch, offset_weight=r.offset_weight)
 
     def snapshot(c: int) -> None:
         torch.save(model.state_dict(), ctx.path("teacher", f"snapshot{c}.pt"))
@@ -851,7 +897,7 @@ def stage_teacher(ctx: Context) -> None:
         else:
             ctx.log(f"teacher: snapshot {c} saved")
 
-    fit(obj, trainable(model), steps=r.teacher_steps, lr=r.teacher_lr, out_dir=ctx.path("teacher"),
+    fit(obj, trainable(obj), steps=r.teacher_steps, lr=r.teacher_lr, out_dir=ctx.path("teacher"),
         log=ctx.log, d=ctx.d, name="teacher", warmup=r.warmup, cycles=r.teacher_cycles,
         checkpoint_every=r.checkpoint_every, log_every=r.log_every, on_cycle_end=snapshot)
     ctx.log("teacher: val " + fmt(evaluate_fusion(ctx, model.eval(), feats)))

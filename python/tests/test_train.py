@@ -94,6 +94,25 @@ def test_binding_targets_point_at_the_object_named_before_the_relation():
     assert torch.allclose(loss, -(torch.stack(mass) + 1e-6).log().mean())
 
 
+def test_offset_targets_are_the_named_object_s_offset_to_the_other_and_decide_the_relation():
+    tok = T.tokenizer()
+    small = {"shape": "ring", "colour": "yellow", "size": "small", "centre": [40.0, 200.0], "radius": 25.0}
+    large = {"shape": "star", "colour": "red", "size": "large", "centre": [60.0, 40.0], "radius": 60.0}
+    metas = [{"width": 256, "objects": [small, large]}] * 3
+    caps = ["a small yellow ring below a large red star", "a large red star above a small yellow ring",
+            "a small yellow ring and a large red star"]
+    model = tiny_model()
+    concepts = torch.zeros(3, model.config.concepts.top_k, dtype=torch.long)
+    cb = D.caption_batch(model, [tok.encode(c) for c in caps], concepts)
+    rows, queries, target = T.offset_targets(tok, metas, cb.targets)
+    assert rows.tolist() == [0, 1] and queries.tolist() == [4, 4]
+    # ring - star = (-20, 160) render pixels = (-0.078125, 0.625) image sides = (-0.3125, 2.5) quarters
+    expected = torch.tensor([[-0.3125, 2.5, 0.3125 - 2.5], [0.3125, -2.5, 0.3125 - 2.5]])
+    assert torch.allclose(target, expected)
+    # horizontal against vertical is the sign of |dx| - |dy|, as the scenes' own rule has it
+    assert (target[0, 2] > 0) == (S.relation_of_centres(small["centre"], large["centre"]).startswith("to"))
+
+
 def test_fusion_batches_add_two_object_scenes_captioned_with_their_relation():
     tok = T.tokenizer()
     one = {"objects": [{"shape": "ring"}]}
