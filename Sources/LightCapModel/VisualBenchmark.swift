@@ -193,8 +193,8 @@ public enum VisualBenchmark {
             let error = directGrid.map { Double(grid.maxAbsDifference($0) / max($0.maxAbs, 1e-30)) } ?? .nan
             for t in options.threads {
                 // The network runs on the threads it was built for (ConvolutionNetwork.threads).
-                let runner = t == model!.network.threads ? model! : try load(algorithm, threads: t).0
-                let runnerWorkspace = runner === model! ? workspace : try runner.makeWorkspace()
+                let (runner, runnerWorkspace) = t == model!.network.threads
+                    ? (model!, workspace) : try { let m = try load(algorithm, threads: t).0; return (m, try m.makeWorkspace()) }()
                 var out = Tensor(zeros: grid.shape)
                 var samples: [Double] = []
                 var cpuStart = 0.0

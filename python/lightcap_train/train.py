@@ -524,8 +524,6 @@ def cell_targets(metas: list[dict], side: int, image_side: float = 256.0,
     no object), its centre (fraction of the image side) and, with `relations`, its relation
     bits (CELL_RELATIONS: is there another object that this one is to the left of / right of /
     above / below)."""
-    from .evaluate import true_relation
-
     b, n = len(metas), side * side
     t = {"present": torch.zeros(b, n), "colour": torch.full((b, n), -100, dtype=torch.long),
          "centre": torch.zeros(b, n, 2)}
@@ -543,7 +541,7 @@ def cell_targets(metas: list[dict], side: int, image_side: float = 256.0,
             t["relations"][i, c] = 0
             for other in metas[i]["objects"]:
                 if other is not o:
-                    t["relations"][i, c, CELL_RELATIONS.index(true_relation(o, other))] = 1
+                    t["relations"][i, c, CELL_RELATIONS.index(S.relation_of_centres(o["centre"], other["centre"]))] = 1
     return t
 
 
