@@ -18,6 +18,8 @@
    same probe on the fusion model's hidden states of the vertical pairs, captioned "a {A}":
    at the [MASK] query that predicts the relation word, and at A's visual token, per layer.
    Where the visual token knows and the query does not, the model does not route it.
+4. With --snapshots: each teacher snapshot's greedy captions of the test split: relation
+   accuracy overall and by diagonality bin, and attribute F1.
 """
 
 from __future__ import annotations
@@ -230,12 +232,48 @@ def fusion_probe_table(run: str, snapshot: str, limit: int = 6000) -> str:
     return "\n".join(out)
 
 
+def snapshot_table(run: str) -> str:
+    """Test-split relation accuracy (overall, by diagonality bin) and attribute F1 of each of
+    the run's teacher snapshots, greedy."""
+    from . import train as T
+    from .trainer import Log
+
+    r = T.Recipe(**json.load(open(os.path.join(run, "recipe.json"))))
+    ctx = T.Context(r, run, T.setup_dist(), Log(run, T.setup_dist()))  # logs nothing
+    feats = T.Features(ctx)
+    ids, metas = ctx.load_final("concepts")["ids"]["test"], feats.meta["test"]
+    bins = " | ".join(f"{lo:.1f} - {min(hi, 1.0):.1f}" for lo, hi in DIAGONAL_BINS)
+    out = [f"| snapshot | relation acc | {bins} | attr F1 |", "|---" * (3 + len(DIAGONAL_BINS)) + "|"]
+    for c in range(r.teacher_cycles):
+        model = T.fusion_model(ctx, T.teacher_config(r, len(ctx.tok)))
+        model.load_state_dict(torch.load(ctx.path("teacher", f"snapshot{c}.pt"), map_location="cpu"))
+        model.eval()
+        caps = {}
+        for i in range(0, len(metas), r.eval_batch):
+            for j, toks in enumerate(T.greedy_on_grid(model, feats.grid["test"][i:i + r.eval_batch].float(),
+                                                      ids[i:i + r.eval_batch])):
+                caps[i + j] = ctx.tok.decode(toks)
+        counts = Counter()
+        for i, m in enumerate(metas):
+            if len(m["objects"]) == 2:
+                right = bool(E.relation_correct(caps[i], m["objects"]))
+                for key in ("all", diagonal_bin(m)):
+                    counts[key, "n"] += 1
+                    counts[key, "right"] += right
+        f1 = E.scene_scores(caps, dict(enumerate(metas)))["attribute_f1"]
+        cells = " | ".join(f"{counts[k, 'right']}/{counts[k, 'n']}" for k in range(len(DIAGONAL_BINS)))
+        out.append(f"| {c} | {counts['all', 'right'] / max(counts['all', 'n'], 1):.3f} | {cells} | {f1:.3f} |")
+    return "\n".join(out)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run", required=True, help="run directory with features/final.pt")
     p.add_argument("--eval", help="eval.json of a model (captions of the test split)")
     p.add_argument("--objects", default="data/test/objects.json", help="the test split's objects.json")
     p.add_argument("--fusion", metavar="SNAPSHOT", help="a teacher snapshot of the run: probe its hidden states")
+    p.add_argument("--snapshots", action="store_true",
+                   help="also score every teacher snapshot on the test split (a minute or two)")
     p.add_argument("--grid-relation", action="store_true",
                    help="also probe the four relations on the frozen grid, by diagonality (about a minute)")
     a = p.parse_args(argv)
@@ -252,6 +290,9 @@ def main(argv=None) -> None:
     if a.fusion:
         print()
         print(fusion_probe_table(a.run, a.fusion))
+    if a.snapshots:
+        print()
+        print(snapshot_table(a.run))
 
 
 if __name__ == "__main__":

@@ -309,6 +309,8 @@ def test_smoke_recipe_runs_every_stage_and_resumes(tmp_path):
     assert rows == ["| 0", "| 1", "| 2"]  # the embeddings and the smoke teacher's 2 layers
     grid_table = P.grid_relation_table(str(tmp_path / "moved"), epochs=2, seeds=1)
     assert "| all |" in grid_table and "| 0.8 - 1.0 |" in grid_table
+    snapshots = P.snapshot_table(str(tmp_path / "moved")).splitlines()
+    assert [line.split(" | ")[0] for line in snapshots[2:]] == ["| 0", "| 1", "| 2"]  # the smoke teacher's 3 cycles
 
 
 def test_smoke_recipe_under_torchrun_ddp(tmp_path):
