@@ -95,7 +95,7 @@ class Recipe:
     binding_weight: float = 0.0  # attention supervision at relation words (binding_loss)
     # the teacher, and the student's output and ensemble phases, also regress the pair's offset
     # at the relation word (offset_targets; docs/RESULTS.md: test relation accuracy 0.908 ->
-    # 0.950; weight 1 held back the teacher's language learning). Not the ablation's rows.
+    # 0.950; weight 1 held back the teacher's language learning); the ablation's rows too.
     offset_weight: float = 0.1
     # (2) teacher
     teacher_steps: int = 3600
@@ -1198,8 +1198,8 @@ def stage_ablation(ctx: Context, seeds: int = 1) -> None:
             model = student_model(ctx, ctx.cfg.replace(**change) if change else ctx.cfg)
             torch.manual_seed(1000 + seed)
             model.reset_parameters()
-            obj = CrossEntropyObjective(model, batches, r.student_batch, salt=seed)  # no offset target (docs/RESULTS.md)
-            fit(obj, trainable(model), steps=steps, lr=r.student_lr, out_dir=path, log=ctx.log, d=ctx.d,
+            obj = CrossEntropyObjective(model, batches, r.student_batch, salt=seed, offset_weight=r.offset_weight)
+            fit(obj, trainable(obj), steps=steps, lr=r.student_lr, out_dir=path, log=ctx.log, d=ctx.d,
                 name=f"ablation/{name}/{seed}", warmup=r.warmup, checkpoint_every=r.checkpoint_every,
                 log_every=r.log_every * 5)
             row(name, model, seed)
