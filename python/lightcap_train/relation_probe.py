@@ -247,12 +247,7 @@ def snapshot_table(run: str) -> str:
     for c in range(r.teacher_cycles):
         model = T.fusion_model(ctx, T.teacher_config(r, len(ctx.tok)))
         model.load_state_dict(torch.load(ctx.path("teacher", f"snapshot{c}.pt"), map_location="cpu"))
-        model.eval()
-        caps = {}
-        for i in range(0, len(metas), r.eval_batch):
-            for j, toks in enumerate(T.greedy_on_grid(model, feats.grid["test"][i:i + r.eval_batch].float(),
-                                                      ids[i:i + r.eval_batch])):
-                caps[i + j] = ctx.tok.decode(toks)
+        caps = T.greedy_captions(ctx, model, feats.grid["test"], ids, r.eval_batch)
         counts = Counter()
         for i, m in enumerate(metas):
             if len(m["objects"]) == 2:

@@ -357,16 +357,22 @@ def greedy_on_grid(model: LightCap, grid, concept_ids, max_length=None) -> list[
     return tokens
 
 
-def quick_eval(ctx: Context, model: LightCap, grids, concept_ids, metas, refs=None, batch=100) -> dict:
-    """Attribute / relation scores (and CIDEr-D when references are given) of greedy captions."""
-    from .evaluate import coco_scores, scene_scores
-
+def greedy_captions(ctx: Context, model: LightCap, grids, concept_ids, batch=100) -> dict[int, str]:
+    """Greedy captions of the grids, by index."""
     model.eval()
     caps = {}
     for i in range(0, len(grids), batch):
         cids = None if concept_ids is None or model.concepts is None else concept_ids[i:i + batch]
         for j, toks in enumerate(greedy_on_grid(model, grids[i:i + batch].float(), cids)):
             caps[i + j] = ctx.tok.decode(toks)
+    return caps
+
+
+def quick_eval(ctx: Context, model: LightCap, grids, concept_ids, metas, refs=None, batch=100) -> dict:
+    """Attribute / relation scores (and CIDEr-D when references are given) of greedy captions."""
+    from .evaluate import coco_scores, scene_scores
+
+    caps = greedy_captions(ctx, model, grids, concept_ids, batch)
     out = scene_scores(caps, {i: m for i, m in enumerate(metas)})
     if refs is not None:
         try:
