@@ -281,12 +281,10 @@ public final class ConvolutionNetwork: @unchecked Sendable {
             }
         }
         return zip(ops, samples).map { op, times in
-            let sorted = times.sorted()
             let flops: Int
             if case .convolution(_, _, _, let f) = op.kind { flops = f } else { flops = 0 }
             return OpTime(label: op.label, implementation: op.primitive.implementation, flops: flops,
-                          milliseconds: sorted.count % 2 == 1 ? sorted[sorted.count / 2]
-                              : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2)
+                          milliseconds: Statistics.median(times))
         }
     }
 

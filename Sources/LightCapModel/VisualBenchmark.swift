@@ -178,7 +178,7 @@ public enum VisualBenchmark {
                 times.append(ms)
                 model = m
             }
-            loadMs[algorithm.rawValue] = median(times)
+            loadMs[algorithm.rawValue] = Statistics.median(times)
             let net = model!.network
             flops = net.convolutionFlops
             if algorithm == .direct {
@@ -211,7 +211,7 @@ public enum VisualBenchmark {
                 }
                 let cpuMs = (PeakFLOPS.processCPUSeconds() - cpuStart) * 1e3 / Double(max(samples.count, 1))
                 let cpuGflops = Double(flops) / (cpuMs / Double(t) / 1e3) / 1e9
-                let med = median(samples)
+                let med = Statistics.median(samples)
                 let gflops = Double(flops) / (med / 1e3) / 1e9
                 let peak = peaks[t]?.wallGflops ?? 0
                 rows.append(Row(algorithm: algorithm.rawValue, threads: t, medianMs: med, minMs: samples.min() ?? med,
@@ -260,12 +260,6 @@ public enum VisualBenchmark {
             log("profiled \(algorithm.rawValue) on \(threads) thread(s)")
         }
         return result
-    }
-
-    static func median(_ xs: [Double]) -> Double {
-        guard !xs.isEmpty else { return .nan }
-        let s = xs.sorted()
-        return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
     }
 
     /// Process memory from /proc (Linux; 0 elsewhere).

@@ -28,7 +28,7 @@ final class DecodeBenchmark: XCTestCase {
                 try body()
                 times.append((threadCPUTime() - start) * 1e3)
             }
-            return times.sorted()[times.count / 2]
+            return Statistics.median(times)
         }
         let features = try captioner.imageFeatures(grid: grid)
         if let runs = Int(ProcessInfo.processInfo.environment["LIGHTCAP_BENCH_PROFILE"] ?? "") {

@@ -126,15 +126,23 @@ def said_table(eval_path: str, objects_path: str) -> str:
     return "\n".join(out)
 
 
-def diagonal_table(eval_path: str, objects_path: str) -> str:
+def relation_counts(pairs) -> Counter:
+    """Counter of (key, "n") and (key, "right") over (objects, caption) pairs of two-object
+    scenes, key "all" and each pair's diagonal bin."""
     counts = Counter()
-    for objs, cap in two_object_captions(eval_path, objects_path):
-        k = diagonal_bin({"objects": objs})
-        counts[k, "all"] += 1
-        counts[k, "right"] += bool(E.relation_correct(cap, objs))
+    for objs, cap in pairs:
+        right = bool(E.relation_correct(cap, objs))
+        for key in ("all", diagonal_bin({"objects": objs})):
+            counts[key, "n"] += 1
+            counts[key, "right"] += right
+    return counts
+
+
+def diagonal_table(eval_path: str, objects_path: str) -> str:
+    counts = relation_counts(two_object_captions(eval_path, objects_path))
     out = ["| min(dx, dy) / max(dx, dy) | pairs | right | accuracy |", "|---|---|---|---|"]
     for k, (lo, hi) in enumerate(DIAGONAL_BINS):
-        n, r = counts[k, "all"], counts[k, "right"]
+        n, r = counts[k, "n"], counts[k, "right"]
         out.append(f"| {lo:.1f} - {min(hi, 1.0):.1f} | {n} | {r} | {r / max(n, 1):.3f} |")
     return "\n".join(out)
 
@@ -248,13 +256,7 @@ def snapshot_table(run: str) -> str:
         model = T.fusion_model(ctx, T.teacher_config(r, len(ctx.tok)))
         model.load_state_dict(torch.load(ctx.path("teacher", f"snapshot{c}.pt"), map_location="cpu"))
         caps = T.greedy_captions(ctx, model, feats.grid["test"], ids, r.eval_batch)
-        counts = Counter()
-        for i, m in enumerate(metas):
-            if len(m["objects"]) == 2:
-                right = bool(E.relation_correct(caps[i], m["objects"]))
-                for key in ("all", diagonal_bin(m)):
-                    counts[key, "n"] += 1
-                    counts[key, "right"] += right
+        counts = relation_counts((m["objects"], caps[i]) for i, m in enumerate(metas) if len(m["objects"]) == 2)
         f1 = E.scene_scores(caps, dict(enumerate(metas)))["attribute_f1"]
         cells = " | ".join(f"{counts[k, 'right']}/{counts[k, 'n']}" for k in range(len(DIAGONAL_BINS)))
         out.append(f"| {c} | {counts['all', 'right'] / max(counts['all', 'n'], 1):.3f} | {cells} | {f1:.3f} |")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import sys
@@ -260,13 +261,19 @@ def soft_ce(student, teacher, targets, temperature: float) -> torch.Tensor:
     return F.kl_div(s, t, log_target=True, reduction="batchmean") * temperature ** 2
 
 
+@functools.cache
+def relation_token_ids(tok: WordPiece) -> tuple[frozenset[int], dict[int, str]]:
+    """(ids of a relation's first words, {id: word} of the shapes, colours and sizes)."""
+    return (frozenset(tok.token_id(w) for w in ("to", "above", "below")),
+            {tok.token_id(w): w for w in (*S.SHAPES, *S.COLOURS, *S.SIZES)})
+
+
 def relation_queries(tok: WordPiece, metas: list[dict], targets: torch.Tensor):
     """The relation words of a batch. In a two-object scene whose caption says `X {relation} Y`,
     the mask query predicting the relation's first word ("to", "above", "below") has just named
     X. Returns [(row b, query j, X, the other object)]; captions without a relation, or whose X
     matches both objects, give nothing."""
-    first = {tok.token_id(w) for w in ("to", "above", "below")}
-    words = {tok.token_id(w): w for w in (*S.SHAPES, *S.COLOURS, *S.SIZES)}
+    first, words = relation_token_ids(tok)
     out = []
     for b, meta in enumerate(metas):
         objs = meta["objects"]
@@ -458,7 +465,7 @@ class ClipObjective(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(float(np.log(1 / 0.07))))
         self.model.visual.to(memory_format=torch.channels_last)
         self.cells = nn.Linear(self.model.config.grid_channels,
-                               CELL_OUTPUTS + (len(CELL_RELATIONS) if r.clip_relation_cells else 0))
+                               CELL_OUTPUTS + (len(S.RELATIONS) if r.clip_relation_cells else 0))
 
     def forward(self, step):
         ctx, r = self.ctx, self.ctx.r
@@ -499,8 +506,7 @@ class ClipObjective(nn.Module):
         return cell_loss(out, t), cell_shape_accuracy(out, t)
 
 
-CELL_RELATIONS = S.RELATIONS
-CELL_OUTPUTS = 1 + len(S.COLOURS) + len(S.SHAPES) + len(S.SIZES) + 2  # + len(CELL_RELATIONS) with relations
+CELL_OUTPUTS = 1 + len(S.COLOURS) + len(S.SHAPES) + len(S.SIZES) + 2  # + len(S.RELATIONS) with relations
 
 
 def centre_cell(o: dict, side: int, image_side: float = 256.0) -> int:
@@ -530,13 +536,13 @@ def cell_targets(metas: list[dict], side: int, image_side: float = 256.0,
     """The region labels of `cell_loss` for a batch of scenes (scenes.scene_metadata): per grid
     cell, whether an object's centre lies in it, its colour / shape / size index (-100 where
     no object), its centre (fraction of the image side) and, with `relations`, its relation
-    bits (CELL_RELATIONS: is there another object that this one is to the left of / right of /
+    bits (scenes.RELATIONS: is there another object that this one is to the left of / right of /
     above / below)."""
     b, n = len(metas), side * side
     t = {"present": torch.zeros(b, n), "colour": torch.full((b, n), -100, dtype=torch.long),
          "centre": torch.zeros(b, n, 2)}
     if relations:
-        t["relations"] = torch.zeros(b, n, len(CELL_RELATIONS))
+        t["relations"] = torch.zeros(b, n, len(S.RELATIONS))
     t["shape"], t["size"] = t["colour"].clone(), t["colour"].clone()
     colours, shapes, sizes = list(S.COLOURS), list(S.SHAPES), list(S.SIZES)
     for i, c, o in labelled_cells(metas, side, image_side):  # the larger one wins a shared cell
@@ -549,7 +555,7 @@ def cell_targets(metas: list[dict], side: int, image_side: float = 256.0,
             t["relations"][i, c] = 0
             for other in metas[i]["objects"]:
                 if other is not o:
-                    t["relations"][i, c, CELL_RELATIONS.index(S.relation_of_centres(o["centre"], other["centre"]))] = 1
+                    t["relations"][i, c, S.RELATIONS.index(S.relation_of_centres(o["centre"], other["centre"]))] = 1
     return t
 
 
@@ -846,17 +852,16 @@ class FusionBatches:
 
 class CrossEntropyObjective(nn.Module):
     """Masked-token cross-entropy of every head (the teacher; the no-distillation rows). With
-    `offset_weight`, a linear map (training only, not exported) also regresses, from the last
-    hidden state of each relation word's query, the offset between the two objects
+    the recipe's `offset_weight`, a linear map (training only, not exported) also regresses,
+    from the last hidden state of each relation word's query, the offset between the two objects
     (offset_targets; MSE): the quantity the relation word is a threshold of."""
 
-    def __init__(self, model: LightCap, batches: FusionBatches, batch: int, salt: int = 0,
-                 offset_weight: float = 0.0):
+    def __init__(self, model: LightCap, batches: FusionBatches, batch: int, salt: int = 0):
         super().__init__()
         self.model, self.batches, self.batch, self.salt = model, batches, batch, salt
         self.weights = batches.ctx.token_weights()
-        self.offset_weight = offset_weight
-        if offset_weight > 0:
+        self.offset_weight = batches.ctx.r.offset_weight
+        if self.offset_weight > 0:
             self.offset = nn.Linear(model.config.fusion.hidden_size, 3)
 
     def forward(self, step):
@@ -895,7 +900,7 @@ def stage_teacher(ctx: Context) -> None:
     feats = Features(ctx)
     model = fusion_model(ctx, teacher_config(r, len(ctx.tok)))
     ctx.log(f"teacher: {parameter_count(model, ('visual', 'concepts')) / 1e6:.2f} M fusion parameters")
-    obj = CrossEntropyObjective(model, FusionBatches(ctx, feats), r.teacher_batch, offset_weight=r.offset_weight)
+    obj = CrossEntropyObjective(model, FusionBatches(ctx, feats), r.teacher_batch)
 
     def snapshot(c: int) -> None:
         torch.save(model.state_dict(), ctx.path("teacher", f"snapshot{c}.pt"))
@@ -946,6 +951,8 @@ class DistillObjective(nn.Module):
         self.phase, self.temperature = phase, temperature
         self.weights = batches.ctx.token_weights()
         ds, dt = student.config.fusion.hidden_size, teachers[-1].config.fusion.hidden_size
+        # used by the layer phase only; created in every phase because its initialisation draws
+        # from torch's random stream, which the committed model's offset map comes after
         self.project = nn.Linear(ds, dt)
         # the teacher's offset target (CrossEntropyObjective) beside the output phases' losses
         self.offset_weight = batches.ctx.r.offset_weight if phase != "layers" else 0.0
@@ -1204,7 +1211,7 @@ def stage_ablation(ctx: Context, seeds: int = 1) -> None:
             model = student_model(ctx, ctx.cfg.replace(**change) if change else ctx.cfg)
             torch.manual_seed(1000 + seed)
             model.reset_parameters()
-            obj = CrossEntropyObjective(model, batches, r.student_batch, salt=seed, offset_weight=r.offset_weight)
+            obj = CrossEntropyObjective(model, batches, r.student_batch, salt=seed)
             fit(obj, trainable(obj), steps=steps, lr=r.student_lr, out_dir=path, log=ctx.log, d=ctx.d,
                 name=f"ablation/{name}/{seed}", warmup=r.warmup, checkpoint_every=r.checkpoint_every,
                 log_every=r.log_every * 5)

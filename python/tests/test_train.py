@@ -332,13 +332,13 @@ def test_cell_targets_say_what_is_where_and_the_relations():
     assert t["present"][0].nonzero().flatten().tolist() == [0, 12]
     assert t["shape"][0, 12] == list(S.SHAPES).index("star") and t["shape"][0, 5] == -100
     assert torch.allclose(t["centre"][0, 0], torch.tensor([40 / 256, 30 / 256]))
-    rel = lambda i, cell: {T.CELL_RELATIONS[k] for k in t["relations"][i, cell].nonzero().flatten().tolist()}
+    rel = lambda i, cell: {S.RELATIONS[k] for k in t["relations"][i, cell].nonzero().flatten().tolist()}
     assert rel(0, 0) == {"above"} and rel(0, 12) == {"below"}
     assert rel(1, 12) == {"below", "to the left of"} and rel(1, 15) == {"to the right of"}
     T.cell_loss(torch.zeros(2, 16, T.CELL_OUTPUTS), T.cell_targets(scenes, 4))  # off by default: no relation outputs
-    out = torch.zeros(2, 16, T.CELL_OUTPUTS + len(T.CELL_RELATIONS), requires_grad=True)
+    out = torch.zeros(2, 16, T.CELL_OUTPUTS + len(S.RELATIONS), requires_grad=True)
     T.cell_loss(out, t).backward()
-    assert out.grad[0, :, -len(T.CELL_RELATIONS):].abs().sum() > 0
+    assert out.grad[0, :, -len(S.RELATIONS):].abs().sum() > 0
 
 
 def test_relation_probe_tables(tmp_path):
