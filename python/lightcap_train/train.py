@@ -55,7 +55,7 @@ class Recipe:
     """Every knob of a training run (saved as DIR/recipe.json)."""
     seed: int = 0
     cache: str = "data/cache"
-    threads: int = 1
+    threads: int = 1  # 2: about 1.6x faster, deterministic too, but a different model (docs/RESULTS.md)
     workers: int = 2  # rendering processes
     train_seed: int = 1
     train_count: int = 12000
