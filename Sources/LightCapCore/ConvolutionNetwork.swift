@@ -370,17 +370,24 @@ public final class ConvolutionNetwork: @unchecked Sendable {
             }
             var primitive: DNNL.Primitive?
             var lastError: Error?
-            // Winograd kernels read and write nChw16c; direct (brgconv) kernels run fastest on
-            // nhwc, which they choose themselves. Reorders go between the two kinds.
-            let blocked = algorithms.first == .winograd && s.channels % 16 == 0 && conv.outChannels % 16 == 0
             for alg in algorithms {
+                // Winograd kernels read and write nChw16c; direct (brgconv) kernels run fastest on
+                // nhwc, which they choose themselves. Reorders go between the two kinds.
+                let blocked = alg == .winograd && s.channels % 16 == 0 && conv.outChannels % 16 == 0
                 do {
-                    primitive = try DNNL.convolution(
+                    let candidate = try DNNL.convolution(
                         src: try DNNL.desc([1, s.channels, s.height, s.width], blocked ? .nChw16c : .any),
                         outChannels: conv.outChannels, inChannels: conv.inChannels, kernel: conv.kernel,
                         outHeight: outShape.height, outWidth: outShape.width, stride: conv.stride, padding: conv.padding,
                         bias: conv.bias != nil, sum: residual != nil, relu: relu, algorithm: alg,
                         dstLayout: blocked ? .nChw16c : .any)
+                    // Without AVX-512 oneDNN has no Winograd kernels and answers with its reference
+                    // loop nest (ref:any), far slower than the direct kernel: take the direct kernel instead.
+                    if alg == .winograd && candidate.implementation.hasPrefix("ref") && alg != algorithms.last {
+                        lastError = LightCapError.invalidArgument(reason: "\(label): oneDNN has only \(candidate.implementation) for Winograd here")
+                        continue
+                    }
+                    primitive = candidate
                     break
                 } catch { lastError = error }
             }

@@ -2,7 +2,13 @@
 //
 // logits = x W^T + b with W the [V, D] word embeddings (30522 x 312 at base size: 38 MB in F32)
 // is memory-bound at one or two rows. This decoder keeps W packed once as INT8 (one scale per
-// row, 9.5 MB) and runs oneDNN's s8s8s32 GEMM on the input quantised per row. Every
+// row, 9.5 MB) and runs oneDNN's s8s8s32 GEMM on the input quantised per row. The weights use
+// 7-bit levels (+-63), the input 8-bit levels (+-127): on a CPU without VNNI (AVX2, or AVX-512
+// without VNNI) oneDNN shifts the input to u8 (x + 128) and multiplies with `vpmaddubsw`, which
+// adds two u8 x s8 products into a saturating int16; with |w~| <= 63 each pair is at most
+// 2 x 255 x 63 = 32130 < 32767, so the int32 result is the exact integer product on every CPU
+// (RowQuantizationTests checks the levels, QuantizedDecoderTests the exactness on worst-case
+// rows; `.ci/run` runs the latter again under DNNL_MAX_CPU_ISA=AVX2). Every
 // approximate logit comes with a rigorous bound on its error,
 //     |x.w - x~.w~| <= ||x - x~|| ||w|| + ||x~|| ||w - w~||   (Cauchy-Schwarz),
 // so every token whose logit could still be the largest (upper bound >= the best lower bound)
@@ -26,6 +32,10 @@ public final class QuantizedDecoder: @unchecked Sendable {
     let bias: [Float]  // [V]
     let maxRowNorm: Float, maxErrorNorm: Float
 
+    /// Largest level of the packed weights (7 bits: no int16 saturation in oneDNN's u8 x s8
+    /// kernels, see the top of this file) and of the quantised input (8 bits).
+    static let weightLevels = 63, inputLevels = 127
+
     /// Packs `weight` [V, D] (kept for exact rescoring) with the added `bias` [V].
     public init(weight: Tensor, bias: [Float]) {
         precondition(weight.rank == 2 && bias.count == weight.shape[0], "QuantizedDecoder: weight \(weight.shape), bias \(bias.count)")
@@ -34,7 +44,8 @@ public final class QuantizedDecoder: @unchecked Sendable {
         width = d
         let quantized = UnsafeMutablePointer<Int8>.allocate(capacity: max(v * d, 1))
         let packed = weight.withUnsafeBufferPointer {
-            RowQuantization($0, width: d, into: UnsafeMutableBufferPointer(start: quantized, count: v * d))
+            RowQuantization($0, width: d, levels: QuantizedDecoder.weightLevels,
+                            into: UnsafeMutableBufferPointer(start: quantized, count: v * d))
         }
         self.quantized = quantized
         scales = packed.scales
@@ -54,21 +65,13 @@ public final class QuantizedDecoder: @unchecked Sendable {
         let (m, d, v) = (x.shape[0], width, rows)
         precondition(x.shape == [m, d], "QuantizedDecoder: input \(x.shape) is not [M, \(d)]")
         var xq = [Int8](repeating: 0, count: m * d)
-        let input = x.withUnsafeBufferPointer { p in xq.withUnsafeMutableBufferPointer { RowQuantization(p, width: d, into: $0) } }
+        let input = x.withUnsafeBufferPointer { p in
+            xq.withUnsafeMutableBufferPointer { RowQuantization(p, width: d, levels: QuantizedDecoder.inputLevels, into: $0) }
+        }
         let (xScale, errX, normXq) = (input.scales, input.errorNorms, input.quantizedNorms)
         var out: [[Float]] = []
         out.reserveCapacity(m)
-        // One s8s8s32 product for all rows (the packed weights are read once).
-        var acc = [Int32](unsafeUninitializedCapacity: m * v) { _, n in n = m * v }
-        var zero: Int32 = 0
-        let status = xq.withUnsafeBufferPointer { a in
-            acc.withUnsafeMutableBufferPointer { c in
-                dnnl_gemm_s8s8s32(CChar(UInt8(ascii: "N")), CChar(UInt8(ascii: "T")), CChar(UInt8(ascii: "F")),
-                                  dnnl_dim_t(m), dnnl_dim_t(v), dnnl_dim_t(d), 1, a.baseAddress!, dnnl_dim_t(d), 0,
-                                  quantized, dnnl_dim_t(d), 0, 0, c.baseAddress!, dnnl_dim_t(v), &zero)
-            }
-        }
-        precondition(status == dnnl_success, "oneDNN gemm_s8s8s32 failed (status \(status.rawValue))")
+        let acc = integerProduct(xq, rows: m)
         x.withUnsafeBufferPointer { xp in
             exact.withUnsafeBufferPointer { w in
                 for r in 0..<m {
@@ -141,19 +144,40 @@ public final class QuantizedDecoder: @unchecked Sendable {
         }
         return out
     }
+
+    /// The integer products of the quantised input rows `xq` [M, D] with every packed weight row,
+    /// [M, V] row-major: one s8s8s32 product for all rows (the packed weights are read once).
+    func integerProduct(_ xq: [Int8], rows m: Int) -> [Int32] {
+        let (d, v) = (width, rows)
+        precondition(xq.count == m * d, "QuantizedDecoder: \(xq.count) input levels for \(m) rows of \(d)")
+        var acc = [Int32](unsafeUninitializedCapacity: m * v) { _, n in n = m * v }
+        var zero: Int32 = 0
+        let status = xq.withUnsafeBufferPointer { a in
+            acc.withUnsafeMutableBufferPointer { c in
+                dnnl_gemm_s8s8s32(CChar(UInt8(ascii: "N")), CChar(UInt8(ascii: "T")), CChar(UInt8(ascii: "F")),
+                                  dnnl_dim_t(m), dnnl_dim_t(v), dnnl_dim_t(d), 1, a.baseAddress!, dnnl_dim_t(d), 0,
+                                  quantized, dnnl_dim_t(d), 0, 0, c.baseAddress!, dnnl_dim_t(v), &zero)
+            }
+        }
+        precondition(status == dnnl_success, "oneDNN gemm_s8s8s32 failed (status \(status.rawValue))")
+        return acc
+    }
 }
 
 /// Symmetric per-row INT8 quantisation of a row-major [rows, width] matrix x, the one rule for
-/// the packed weights and the decoder's input: scale = max|x_r| / 127 (1 for a zero row),
-/// q = round(x / scale) clamped to [-127, 127], x~ = q * scale. Keeps, per row, the norms that
-/// the error bound needs (accumulated in Double).
+/// the packed weights and the decoder's input, with L = `levels` (at most 127):
+/// scale = max|x_r| / L (1 for a zero row), q = round(x / scale) clamped to [-L, L],
+/// x~ = q * scale. Keeps, per row, the norms that the error bound needs (accumulated in Double).
 struct RowQuantization {
     /// Per row: the scale, ||x_r||, ||x_r - x~_r|| and ||x~_r||.
     var scales: [Float], norms: [Float], errorNorms: [Float], quantizedNorms: [Float]
 
-    /// Quantises the rows of x (x.count / width of them) into `q` (as many Int8).
-    init(_ x: UnsafeBufferPointer<Float>, width: Int, into q: UnsafeMutableBufferPointer<Int8>) {
+    /// Quantises the rows of x (x.count / width of them) into `q` (as many Int8) on the levels
+    /// -L...L, L = `levels`.
+    init(_ x: UnsafeBufferPointer<Float>, width: Int, levels: Int, into q: UnsafeMutableBufferPointer<Int8>) {
         precondition(width > 0 && x.count % width == 0 && q.count == x.count, "RowQuantization: \(x.count) values, width \(width), \(q.count) outputs")
+        precondition((1...127).contains(levels), "RowQuantization: \(levels) levels")
+        let limit = Float(levels)
         let rows = x.count / width
         scales = [Float](repeating: 1, count: rows)
         norms = [Float](repeating: 0, count: rows)
@@ -164,10 +188,10 @@ struct RowQuantization {
             let out = UnsafeMutableBufferPointer(rebasing: q[(r * width)..<((r + 1) * width)])
             var m: Float = 0
             for k in 0..<width { m = max(m, abs(row[k])) }
-            let scale = m > 0 ? m / 127 : 1
+            let scale = m > 0 ? m / limit : 1
             var norm = 0.0, error = 0.0, quantizedNorm = 0.0
             for k in 0..<width {
-                let level = max(-127, min(127, (row[k] / scale).rounded()))
+                let level = max(-limit, min(limit, (row[k] / scale).rounded()))
                 out[k] = Int8(level)
                 let back = Double(level) * Double(scale)
                 norm += Double(row[k]) * Double(row[k])

@@ -93,6 +93,7 @@ class Recipe:
     # relation experiments that did not help (docs/RESULTS.md), off
     visual_positions: bool = False  # fusion.visual_position_embeddings of teacher and student
     relation_weight: float = 1.0  # cross-entropy weight of the relation words' tokens (RELATION_WORDS)
+    relation_distill_weight: float = 1.0  # the same for the student's distillation KL (output, ensemble)
     binding_weight: float = 0.0  # attention supervision at relation words (binding_loss)
     # the teacher, and the student's output and ensemble phases, also regress the pair's offset
     # at the relation word (offset_targets; docs/RESULTS.md: test relation accuracy 0.908 ->
@@ -206,13 +207,15 @@ class Context:
                                               r.workers, self.log)
         return self._splits[name]
 
-    def token_weights(self) -> torch.Tensor | None:
-        """[V] cross-entropy weight of each target token (None: all 1)."""
-        if self.r.relation_weight == 1.0:
+    def token_weights(self, relation_weight: float | None = None) -> torch.Tensor | None:
+        """[V] loss weight of each target token: the relation words' weigh `relation_weight`
+        (default: the recipe's cross-entropy weight), others 1; None when all are 1."""
+        weight = self.r.relation_weight if relation_weight is None else relation_weight
+        if weight == 1.0:
             return None
         w = torch.ones(len(self.tok))
         for word in RELATION_WORDS:
-            w[self.tok.token_id(word)] = self.r.relation_weight
+            w[self.tok.token_id(word)] = weight
         return w
 
     def captions(self, split: D.Split, idx, rng) -> list[list[int]]:
@@ -253,12 +256,18 @@ def token_ce(logits, targets, weights=None) -> torch.Tensor:  # [B, M, V], [B, M
     return (w * ce).sum() / w.sum()
 
 
-def soft_ce(student, teacher, targets, temperature: float) -> torch.Tensor:
-    """T^2 * KL(teacher/T || student/T) over the valid rows."""
-    valid = targets.reshape(-1) >= 0
+def soft_ce(student, teacher, targets, temperature: float, weights=None) -> torch.Tensor:
+    """T^2 * KL(teacher/T || student/T), the mean over the valid rows; with `weights` [V], each
+    row counts weights[its target] times (a weighted mean, as token_ce)."""
+    t_ids = targets.reshape(-1)
+    valid = t_ids >= 0
     s = F.log_softmax(student.reshape(-1, student.shape[-1])[valid] / temperature, -1)
     t = F.log_softmax(teacher.reshape(-1, teacher.shape[-1])[valid] / temperature, -1)
-    return F.kl_div(s, t, log_target=True, reduction="batchmean") * temperature ** 2
+    if weights is None:
+        return F.kl_div(s, t, log_target=True, reduction="batchmean") * temperature ** 2
+    kl = F.kl_div(s, t, log_target=True, reduction="none").sum(-1)
+    w = weights[t_ids[valid]]
+    return (w * kl).sum() / w.sum() * temperature ** 2
 
 
 @functools.cache
@@ -860,6 +869,7 @@ class CrossEntropyObjective(nn.Module):
         super().__init__()
         self.model, self.batches, self.batch, self.salt = model, batches, batch, salt
         self.weights = batches.ctx.token_weights()
+        self.distill_weights = batches.ctx.token_weights(batches.ctx.r.relation_distill_weight)
         self.offset_weight = batches.ctx.r.offset_weight
         if self.offset_weight > 0:
             self.offset = nn.Linear(model.config.fusion.hidden_size, 3)
@@ -950,6 +960,7 @@ class DistillObjective(nn.Module):
         self.teachers = teachers  # plain list: not parameters of the objective
         self.phase, self.temperature = phase, temperature
         self.weights = batches.ctx.token_weights()
+        self.distill_weights = batches.ctx.token_weights(batches.ctx.r.relation_distill_weight)
         ds, dt = student.config.fusion.hidden_size, teachers[-1].config.fusion.hidden_size
         # used by the layer phase only; created in every phase because its initialisation draws
         # from torch's random stream, which the committed model's offset map comes after
@@ -978,7 +989,7 @@ class DistillObjective(nn.Module):
             with torch.no_grad():
                 t_logits = fusion_logits(self.teachers[-1], grid, cids, cb)[0].mean(1)
             s = s_logits.mean(1)  # [B, M, V]
-            kd = soft_ce(s, t_logits, cb.targets, self.temperature)
+            kd = soft_ce(s, t_logits, cb.targets, self.temperature, self.distill_weights)
             ce = token_ce(s, cb.targets, self.weights)
         else:  # ensemble: head h <- teacher snapshot ensemble_teacher(h)
             kd = ce = 0.0
@@ -989,7 +1000,7 @@ class DistillObjective(nn.Module):
                 if k not in t_logits:
                     with torch.no_grad():
                         t_logits[k] = fusion_logits(self.teachers[k], grid, cids, cb)[0].mean(1)
-                kd = kd + soft_ce(s_logits[:, h], t_logits[k], cb.targets, self.temperature) / heads
+                kd = kd + soft_ce(s_logits[:, h], t_logits[k], cb.targets, self.temperature, self.distill_weights) / heads
                 ce = ce + token_ce(s_logits[:, h], cb.targets, self.weights) / heads
         loss, stats = kd + ce, {"kd": kd.item(), "ce": ce.item()}
         if binding is not None:

@@ -70,6 +70,27 @@ def test_weighted_token_ce_is_a_weighted_mean_of_per_token_losses():
     assert torch.allclose(T.token_ce(logits, targets, w), expected)
 
 
+def test_weighted_soft_ce_is_a_weighted_mean_of_per_row_kl():
+    gen = torch.Generator().manual_seed(1)
+    student, teacher = torch.randn(2, 3, 9, generator=gen), torch.randn(2, 3, 9, generator=gen)
+    targets = torch.tensor([[4, -100, 2], [4, 8, 0]])
+    temperature = 2.0
+    ones = torch.ones(9)
+    assert torch.allclose(T.soft_ce(student, teacher, targets, temperature, ones),
+                          T.soft_ce(student, teacher, targets, temperature))
+    w = ones.clone()
+    w[4] = 3.0
+    rows = [(b, m) for b in range(2) for m in range(3) if targets[b, m] >= 0]
+    kls, weights = [], []
+    for b, m in rows:
+        p = torch.softmax(teacher[b, m] / temperature, -1)
+        kls.append((p * (p.log() - torch.log_softmax(student[b, m] / temperature, -1))).sum())
+        weights.append(w[targets[b, m]])
+    expected = sum(x * y for x, y in zip(weights, kls)) / sum(weights) * temperature ** 2
+    assert torch.allclose(T.soft_ce(student, teacher, targets, temperature, w), expected)
+    assert torch.allclose(T.soft_ce(student, teacher, targets, temperature), sum(kls) / len(kls) * temperature ** 2)
+
+
 def test_binding_targets_point_at_the_object_named_before_the_relation():
     tok = T.tokenizer()
     small = {"shape": "ring", "colour": "yellow", "size": "small", "centre": [40.0, 200.0], "radius": 25.0}

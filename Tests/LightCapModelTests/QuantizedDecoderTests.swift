@@ -1,0 +1,85 @@
+// The INT8 vocabulary product on worst-case rows: every input level at +-127 and every weight row
+// carrying the sign pattern of an input row (or its opposite), so that each pair of products that
+// a u8 x s8 kernel adds into int16 is as large as the levels allow. With 8-bit weights oneDNN's
+// AVX2 kernels saturate on these rows (the product is then silently wrong); the decoder's 7-bit
+// weights must give the exact integer product on any CPU. `.ci/run` runs this file a second time
+// under DNNL_MAX_CPU_ISA=AVX2, so the non-VNNI kernels are checked on every host.
+// Twins: the integer product computed here in Int, and the logits in Double from the F32 rows.
+import XCTest
+@testable import LightCapCore
+@testable import LightCapModel
+import LightCapTestSupport
+
+final class QuantizedDecoderTests: XCTestCase {
+    /// Input rows [M, D] of random signs at full scale, weights [V, D] whose row n has the signs of
+    /// input row n % M (negated for odd n / M) and magnitudes in [0.9, 1].
+    func worstCase(rows m: Int, vocabulary v: Int, width d: Int, seed: UInt64) -> (x: Tensor, weight: Tensor) {
+        var random = SeededRandom(seed: seed)
+        let signs = (0..<(m * d)).map { _ in random.uniform(1) < 0 ? Float(-1) : Float(1) }
+        let x = Tensor(shape: [m, d], scalars: signs.map { $0 * 0.5 })
+        var w = [Float](repeating: 0, count: v * d)
+        for n in 0..<v {
+            let flip: Float = (n / m) % 2 == 0 ? 1 : -1
+            for k in 0..<d { w[n * d + k] = flip * signs[(n % m) * d + k] * (0.95 + random.uniform(0.05)) }
+        }
+        return (x, Tensor(shape: [v, d], scalars: w))
+    }
+
+    func testIntegerProductIsExactOnWorstCaseRows() {
+        for (m, v, d) in [(1, 4099, 312), (3, 2048, 128), (8, 1000, 312)] {
+            let (x, weight) = worstCase(rows: m, vocabulary: v, width: d, seed: UInt64(m * 1000 + d))
+            let decoder = QuantizedDecoder(weight: weight, bias: [Float](repeating: 0, count: v))
+            var xq = [Int8](repeating: 0, count: m * d)
+            _ = x.withUnsafeBufferPointer { p in
+                xq.withUnsafeMutableBufferPointer { RowQuantization(p, width: d, levels: QuantizedDecoder.inputLevels, into: $0) }
+            }
+            XCTAssertEqual(xq.map { abs(Int($0)) }.min(), 127, "the input is at full scale")
+            XCTAssertEqual((0..<(v * d)).map { abs(Int(decoder.quantized[$0])) }.max(), QuantizedDecoder.weightLevels)
+            let product = decoder.integerProduct(xq, rows: m)
+            var wrong = 0
+            for r in 0..<m {
+                for n in 0..<v {
+                    var sum = 0
+                    for k in 0..<d { sum += Int(xq[r * d + k]) * Int(decoder.quantized[n * d + k]) }
+                    if Int(product[r * v + n]) != sum { wrong += 1 }
+                }
+            }
+            XCTAssertEqual(wrong, 0, "\(m) x \(v) x \(d): integer products that differ from the exact sum")
+        }
+    }
+
+    /// On the same rows (plus a bias), every approximate logit is within the stated bound of the
+    /// exact one, and the argmax and its logit are exact.
+    func testLogitsWithinTheirBoundOnWorstCaseRows() {
+        let (m, v, d) = (4, 3001, 312)
+        let (x, weight) = worstCase(rows: m, vocabulary: v, width: d, seed: 5)
+        var random = SeededRandom(seed: 6)
+        let bias = (0..<v).map { _ in random.uniform(2) }
+        let decoder = QuantizedDecoder(weight: weight, bias: bias)
+        let fast = decoder.logits(x)
+        var xq = [Int8](repeating: 0, count: m * d)
+        let input = x.withUnsafeBufferPointer { p in
+            xq.withUnsafeMutableBufferPointer { RowQuantization(p, width: d, levels: QuantizedDecoder.inputLevels, into: $0) }
+        }
+        let xs = x.scalars, ws = weight.scalars
+        for r in 0..<m {
+            var exact = [Double](repeating: 0, count: v)
+            for n in 0..<v {
+                var dot = Double(bias[n])
+                for k in 0..<d { dot += Double(xs[r * d + k]) * Double(ws[n * d + k]) }
+                exact[n] = dot
+            }
+            let best = exact.indices.max { exact[$0] < exact[$1] || (exact[$0] == exact[$1] && $0 > $1) }!
+            let fastBest = fast[r].indices.max { fast[r][$0] < fast[r][$1] || (fast[r][$0] == fast[r][$1] && $0 > $1) }!
+            XCTAssertEqual(fastBest, best, "row \(r): argmax")
+            XCTAssertEqual(Double(fast[r][best]), exact[best], accuracy: 1e-5 * max(1, abs(exact[best])), "row \(r): logit at argmax")
+            var outside = 0
+            for n in 0..<v {
+                let bound = Double(input.errorNorms[r] * decoder.rowNorms[n] + input.quantizedNorms[r] * decoder.errorNorms[n])
+                    + 1e-5 * (1 + abs(exact[n]))
+                if abs(Double(fast[r][n]) - exact[n]) > bound { outside += 1 }
+            }
+            XCTAssertEqual(outside, 0, "row \(r): logits outside their error bound")
+        }
+    }
+}
