@@ -230,8 +230,10 @@ public final class Captioner: Sendable {
 
     /// Decodes the caption tokens of prepared image features (greedy when beamSize is 1).
     /// `f32Vocabulary` makes cached greedy decoding use the F32 vocabulary product every step
-    /// (benchmarks compare it with the INT8 product).
-    func decode(features: ImageFeatures, options: DecodingOptions, f32Vocabulary: Bool = false) throws -> Hypothesis {
+    /// instead of the INT8 one with exact rescoring; by default only where oneDNN has no VNNI
+    /// kernels (QuantizedDecoder.hasVNNI). Both give the exact argmax.
+    func decode(features: ImageFeatures, options: DecodingOptions,
+                f32Vocabulary: Bool = !QuantizedDecoder.hasVNNI) throws -> Hypothesis {
         let a = configuration.decoding.captionSegmentLength
         guard options.beamSize >= 1 else {
             throw LightCapError.invalidArgument(reason: "beamSize must be at least 1, got \(options.beamSize)")
@@ -244,7 +246,8 @@ public final class Captioner: Sendable {
             ? try CachedSession(fusion: fusion, heads: heads, special: special, context: context, captionSegmentLength: a)
             : UncachedSession(fusion: fusion, heads: heads, special: special, context: context, captionSegmentLength: a)
         if options.beamSize == 1 {
-            // Greedy needs the exact argmax only: the INT8 vocabulary product with exact rescoring.
+            // Greedy needs the exact argmax only: with VNNI the INT8 vocabulary product with
+            // exact rescoring is the fastest way to it.
             (session as? CachedSession)?.argmaxOnly = !f32Vocabulary
             return try Decoder.greedy(session, sep: special.sep, maxLength: options.maxLength)
         }

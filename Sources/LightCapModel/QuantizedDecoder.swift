@@ -2,14 +2,15 @@
 //
 // logits = x W^T + b with W the [V, D] word embeddings (30522 x 312 at base size: 38 MB in F32)
 // is memory-bound at one or two rows. This decoder keeps W packed once as INT8 (one scale per
-// row, 9.5 MB) and runs oneDNN's s8s8s32 GEMM on the input quantised per row. The weights use
-// 7-bit levels (+-63), the input 8-bit levels (+-127): on a CPU without VNNI (AVX2, or AVX-512
-// without VNNI) oneDNN shifts the input to u8 (x + 128) and multiplies with `vpmaddubsw`, which
-// adds two u8 x s8 products into a saturating int16; with |w~| <= 63 each pair is at most
-// 2 x 255 x 63 = 32130 < 32767, so the int32 result is the exact integer product on every CPU
-// (RowQuantizationTests checks the levels, QuantizedDecoderTests the exactness on worst-case
-// rows; `.ci/run` runs the latter again under DNNL_MAX_CPU_ISA=AVX2). Every
-// approximate logit comes with a rigorous bound on its error,
+// row, 9.5 MB) and runs oneDNN's s8s8s32 GEMM on the input quantised per row (8-bit levels).
+// The int32 result must be the exact integer product. With VNNI (AVX-512 VNNI, AVX-VNNI) oneDNN
+// adds four u8 x s8 products straight into int32 and the weights use 8-bit levels. Without it
+// (AVX2, AVX-512 without VNNI) oneDNN shifts the input to u8 (x + 128) and multiplies with
+// `vpmaddubsw`, which adds two u8 x s8 products into a saturating int16: the weights then use
+// 7-bit levels (+-63), each pair at most 2 x 255 x 63 = 32130 < 32767. QuantizedDecoderTests
+// checks the exactness on worst-case rows; the test script runs it again under
+// DNNL_MAX_CPU_ISA=AVX2, so both kinds of kernel are checked on a VNNI host. Every approximate
+// logit comes with a rigorous bound on its error,
 //     |x.w - x~.w~| <= ||x - x~|| ||w|| + ||x~|| ||w - w~||   (Cauchy-Schwarz),
 // so every token whose logit could still be the largest (upper bound >= the best lower bound)
 // is recomputed exactly in F32 from the original rows. The argmax is therefore the exact one;
@@ -32,9 +33,18 @@ public final class QuantizedDecoder: @unchecked Sendable {
     let bias: [Float]  // [V]
     let maxRowNorm: Float, maxErrorNorm: Float
 
-    /// Largest level of the packed weights (7 bits: no int16 saturation in oneDNN's u8 x s8
-    /// kernels, see the top of this file) and of the quantised input (8 bits).
-    static let weightLevels = 63, inputLevels = 127
+    /// Whether oneDNN runs its VNNI int8 kernels here (the effective ISA, which
+    /// DNNL_MAX_CPU_ISA can lower). Without VNNI its s8s8s32 GEMM is also slow (at 1-2 rows by
+    /// 30522 x 312 on an AVX2 EPYC, 5-6 ms against 1.5 ms for the packed F32 product), so greedy
+    /// decoding takes the F32 vocabulary product there (`Captioner.decode`).
+    public static let hasVNNI: Bool = {
+        let isa = dnnl_get_effective_cpu_isa().rawValue
+        return isa == dnnl_cpu_isa_avx2_vnni.rawValue || isa & dnnl_cpu_isa_avx512_core_vnni.rawValue == dnnl_cpu_isa_avx512_core_vnni.rawValue
+    }()
+
+    /// Largest level of the packed weights (8 bits with VNNI, else 7: no int16 saturation in
+    /// oneDNN's u8 x s8 kernels, see the top of this file) and of the quantised input (8 bits).
+    static let weightLevels = hasVNNI ? 127 : 63, inputLevels = 127
 
     /// Packs `weight` [V, D] (kept for exact rescoring) with the added `bias` [V].
     public init(weight: Tensor, bias: [Float]) {

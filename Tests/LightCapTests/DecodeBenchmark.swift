@@ -38,8 +38,11 @@ final class DecodeBenchmark: XCTestCase {
         var timings: [String: Double] = [:]
         timings["Swift image features (concepts, modulator, projection)"] = try median(repeats) { _ = try captioner.imageFeatures(grid: grid) }
         let greedy = try captioner.decode(features: features, options: .init(beamSize: 1, maxLength: 20, useCache: true))
-        timings["greedy 20, Swift cached"] = try median(repeats) {
+        timings["greedy 20, Swift cached (default: \(QuantizedDecoder.hasVNNI ? "INT8" : "F32") vocabulary here)"] = try median(repeats) {
             _ = try captioner.decode(features: features, options: .init(beamSize: 1, maxLength: 20, useCache: true))
+        }
+        timings["greedy 20, Swift cached, INT8 vocabulary"] = try median(repeats) {
+            _ = try captioner.decode(features: features, options: .init(beamSize: 1, maxLength: 20, useCache: true), f32Vocabulary: false)
         }
         timings["greedy 20, Swift cached, F32 vocabulary"] = try median(repeats) {
             _ = try captioner.decode(features: features, options: .init(beamSize: 1, maxLength: 20, useCache: true), f32Vocabulary: true)

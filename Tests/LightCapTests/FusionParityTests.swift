@@ -106,10 +106,13 @@ final class FusionParityTests: XCTestCase {
 
             // Decoding: cached and uncached, greedy and beam, equal to the reference.
             for useCache in [true, false] {
-                let greedy = try cap.decode(features: features, options: .init(beamSize: 1, maxLength: fx.maxLength, useCache: useCache))
-                XCTAssertEqual(greedy.tokens, try fx.ints(c, "greedy_ids"), "\(size) \(c) greedy ids (cache \(useCache))")
-                XCTAssertEqual(greedy.score, Double(try fx.tensor(c, "greedy_score")[flat: 0]), accuracy: 1e-4,
-                               "\(size) \(c) greedy score (cache \(useCache))")
+                for f32Vocabulary in [true, false] {  // cached greedy: F32 or INT8 vocabulary product
+                    let greedy = try cap.decode(features: features, options: .init(beamSize: 1, maxLength: fx.maxLength, useCache: useCache),
+                                                f32Vocabulary: f32Vocabulary)
+                    XCTAssertEqual(greedy.tokens, try fx.ints(c, "greedy_ids"), "\(size) \(c) greedy ids (cache \(useCache), F32 \(f32Vocabulary))")
+                    XCTAssertEqual(greedy.score, Double(try fx.tensor(c, "greedy_score")[flat: 0]), accuracy: 1e-4,
+                                   "\(size) \(c) greedy score (cache \(useCache), F32 \(f32Vocabulary))")
+                }
                 let beam = try cap.decode(features: features, options: .init(beamSize: fx.beamSize, maxLength: fx.maxLength, useCache: useCache))
                 XCTAssertEqual(beam.tokens, try fx.ints(c, "beam_ids"), "\(size) \(c) beam ids (cache \(useCache))")
                 XCTAssertEqual(beam.score, Double(try fx.tensor(c, "beam_score")[flat: 0]), accuracy: 1e-4,
