@@ -1,9 +1,10 @@
 // The INT8 vocabulary product on worst-case rows: every input level at +-127 and every weight row
 // carrying the sign pattern of an input row (or its opposite), so that each pair of products that
 // a u8 x s8 kernel adds into int16 is as large as the levels allow. With 8-bit weights oneDNN's
-// AVX2 kernels saturate on these rows (the product is then silently wrong); the decoder's 7-bit
-// weights must give the exact integer product on any CPU. `.ci/run` runs this file a second time
-// under DNNL_MAX_CPU_ISA=AVX2, so the non-VNNI kernels are checked on every host.
+// AVX2 kernels saturate on these rows (the product is then silently wrong); the decoder's levels
+// (8-bit with VNNI, 7-bit without) must give the exact integer product on any CPU. The test
+// script runs this file a second time under DNNL_MAX_CPU_ISA=AVX2, so the non-VNNI kernels and
+// their 7-bit weights are checked on every host.
 // Twins: the integer product computed here in Int, and the logits in Double from the F32 rows.
 import XCTest
 @testable import LightCapCore
