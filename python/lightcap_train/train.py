@@ -869,7 +869,6 @@ class CrossEntropyObjective(nn.Module):
         super().__init__()
         self.model, self.batches, self.batch, self.salt = model, batches, batch, salt
         self.weights = batches.ctx.token_weights()
-        self.distill_weights = batches.ctx.token_weights(batches.ctx.r.relation_distill_weight)
         self.offset_weight = batches.ctx.r.offset_weight
         if self.offset_weight > 0:
             self.offset = nn.Linear(model.config.fusion.hidden_size, 3)
