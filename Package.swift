@@ -28,7 +28,9 @@ let package = Package(
                        providers: [.apt(["libdeflate-dev"])]),
 
         // Tensor, safetensors, weight store, configuration, kernels (oneDNN + plain reference twins).
-        .target(name: "LightCapCore", dependencies: ["CDNNL", "CPeakFLOPS"]),
+        .target(name: "LightCapCore", dependencies: ["CDNNL", "CPeakFLOPS", "CWinograd"]),
+        // Winograd F(4x4, 3x3) input/output transforms (AVX2+FMA or generic, chosen at run time).
+        .target(name: "CWinograd"),
         // An FMA loop measuring the FP32 peak (benchmarks report the fraction of it they reach).
         .target(name: "CPeakFLOPS"),
         // WordPiece tokenizer / detokenizer.

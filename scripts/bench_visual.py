@@ -99,7 +99,7 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=1, help="repeat every measurement, keep the best median")
-    parser.add_argument("--algorithms", default="direct,winograd")
+    parser.add_argument("--algorithms", default="direct,winograd,winograd4x4")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--binary", type=Path, default=ROOT / ".build/release/lightcap-bench-visual")
     args = parser.parse_args()

@@ -48,6 +48,9 @@ public enum ConvolutionAlgorithm: String, Sendable, CaseIterable {
     case winograd
     /// oneDNN chooses per convolution.
     case auto
+    /// LightCap's own Winograd F(4x4, 3x3) (`WinogradConvolution`) for the 3x3 stride-1
+    /// convolutions without a residual, on any x86-64 CPU; others direct.
+    case winograd4x4
 }
 
 /// A built, read-only network; run it with one `Workspace` per concurrent caller.
@@ -65,6 +68,8 @@ public final class ConvolutionNetwork: @unchecked Sendable {
 
     enum Kind {
         case convolution(weights: DNNL.Buffer, bias: DNNL.Buffer?, residual: Value?, flops: Int)
+        /// `primitive` is its batched matmul.
+        case winograd(WinogradConvolution, flops: Int)
         case pool
         case reorder
     }
@@ -75,6 +80,20 @@ public final class ConvolutionNetwork: @unchecked Sendable {
         let input: Value
         let output: Value
         let label: String
+
+        /// Floating-point operations of the convolution it computes (0 for other ops).
+        var flops: Int {
+            switch kind {
+            case .convolution(_, _, _, let f), .winograd(_, let f): return f
+            case .pool, .reorder: return 0
+            }
+        }
+
+        /// oneDNN's implementation name, or the Winograd transforms' and their matmul's.
+        var implementation: String {
+            if case .winograd = kind { return "lightcap_wino_4x3:\(WinogradConvolution.isa)+\(primitive.implementation)" }
+            return primitive.implementation
+        }
     }
 
     struct ValueInfo {
@@ -103,18 +122,22 @@ public final class ConvolutionNetwork: @unchecked Sendable {
 
     /// Floating-point operations of all convolutions (2 per multiply-add).
     public var convolutionFlops: Int {
-        ops.reduce(0) { if case .convolution(_, _, _, let f) = $1.kind { return $0 + f } else { return $0 } }
+        ops.reduce(0) { $0 + $1.flops }
     }
 
     /// oneDNN implementation of each op, for reports.
     public var implementations: [(label: String, implementation: String)] {
-        ops.map { ($0.label, $0.primitive.implementation) }
+        ops.map { ($0.label, $0.implementation) }
     }
 
     /// Bytes of packed weights and biases.
     public var packedWeightBytes: Int {
         ops.reduce(0) {
-            if case .convolution(let w, let b, _, _) = $1.kind { return $0 + w.bytes + (b?.bytes ?? 0) } else { return $0 }
+            switch $1.kind {
+            case .convolution(let w, let b, _, _): return $0 + w.bytes + (b?.bytes ?? 0)
+            case .winograd(let w, _): return $0 + w.weights.bytes + w.bias.bytes
+            case .pool, .reorder: return $0
+            }
         }
     }
 
@@ -184,8 +207,16 @@ public final class ConvolutionNetwork: @unchecked Sendable {
         let memories: [DNNL.Memory?]
         let inputMemory: DNNL.Memory
         let outputMemory: DNNL.Memory
+        /// Winograd ops' transformed inputs and products (the largest of any op).
+        let winogradInput: DNNL.Buffer
+        let winogradProducts: DNNL.Buffer
         var keep: [DNNL.Memory] = []
-        var calls: [(DNNL.Primitive, DNNL.Arguments)] = []
+        var calls: [Call] = []
+
+        enum Call {
+            case primitive(DNNL.Primitive, DNNL.Arguments)
+            case winograd(WinogradConvolution, src: UnsafeMutableRawPointer, dst: UnsafeMutableRawPointer, DNNL.Arguments)
+        }
 
         init(_ network: ConvolutionNetwork) throws {
             self.network = network
@@ -200,6 +231,15 @@ public final class ConvolutionNetwork: @unchecked Sendable {
                 memories.append(s >= 0 ? try DNNL.Memory(network.values[v].desc, buffers[s].pointer) : nil)
             }
             self.memories = memories
+            var inputFloats = 0, productFloats = 0
+            for op in network.ops {
+                if case .winograd(let w, _) = op.kind {
+                    inputFloats = max(inputFloats, w.inputTransformCount)
+                    productFloats = max(productFloats, w.productCount)
+                }
+            }
+            winogradInput = DNNL.Buffer(bytes: inputFloats * MemoryLayout<Float>.size)
+            winogradProducts = DNNL.Buffer(bytes: productFloats * MemoryLayout<Float>.size)
             let scratchMemories = try network.ops.map {
                 try DNNL.Memory($0.primitive.scratchpadDesc, scratchpad.pointer)
             }
@@ -219,11 +259,19 @@ public final class ConvolutionNetwork: @unchecked Sendable {
                         keep.append(bm)
                         args.append(.bias, bm)
                     }
+                case .winograd(let w, _):
+                    // Never the network's input (value 0) or output: both are reordered.
+                    let src = buffers[network.slots[op.input.index]].pointer
+                    let dst = buffers[network.slots[op.output.index]].pointer
+                    let margs = try w.arguments(v: winogradInput.pointer, m: winogradProducts.pointer,
+                                                scratchpad: scratchpad.pointer, keep: &keep)
+                    calls.append(.winograd(w, src: src, dst: dst, margs))
+                    continue
                 case .pool, .reorder:
                     args.append(.src, memories[op.input.index]!)
                     args.append(.dst, i == network.ops.count - 1 ? outputMemory : memories[op.output.index]!)
                 }
-                calls.append((op.primitive, args))
+                calls.append(.primitive(op.primitive, args))
             }
         }
     }
@@ -240,10 +288,23 @@ public final class ConvolutionNetwork: @unchecked Sendable {
         try workspace.inputMemory.setPointer(UnsafeMutableRawPointer(mutating: input))
         try workspace.outputMemory.setPointer(UnsafeMutableRawPointer(output))
         try Threads.with(threads) {
-            for (primitive, args) in workspace.calls {
-                try primitive.execute(workspace.stream, args)
+            for call in workspace.calls {
+                try execute(call, workspace)
             }
             workspace.stream.wait()
+        }
+    }
+
+    private func execute(_ call: Workspace.Call, _ workspace: Workspace) throws {
+        switch call {
+        case .primitive(let primitive, let args):
+            try primitive.execute(workspace.stream, args)
+        case .winograd(let w, let src, let dst, let args):
+            workspace.stream.wait()
+            try w.run(src: src.assumingMemoryBound(to: Float.self), dst: dst.assumingMemoryBound(to: Float.self),
+                      v: workspace.winogradInput.pointer.assumingMemoryBound(to: Float.self),
+                      m: workspace.winogradProducts.pointer.assumingMemoryBound(to: Float.self),
+                      arguments: args, stream: workspace.stream, threads: threads)
         }
     }
 
@@ -272,19 +333,17 @@ public final class ConvolutionNetwork: @unchecked Sendable {
         var samples = [[Double]](repeating: [], count: ops.count)
         try Threads.with(threads) {
             for run in 0...runs {
-                for (i, (primitive, args)) in workspace.calls.enumerated() {
+                for (i, call) in workspace.calls.enumerated() {
                     let start = DispatchTime.now().uptimeNanoseconds
-                    try primitive.execute(workspace.stream, args)
+                    try execute(call, workspace)
                     workspace.stream.wait()
                     if run > 0 { samples[i].append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6) }
                 }
             }
         }
         return zip(ops, samples).map { op, times in
-            let flops: Int
-            if case .convolution(_, _, _, let f) = op.kind { flops = f } else { flops = 0 }
-            return OpTime(label: op.label, implementation: op.primitive.implementation, flops: flops,
-                          milliseconds: Statistics.median(times))
+            OpTime(label: op.label, implementation: op.implementation, flops: op.flops,
+                   milliseconds: Statistics.median(times))
         }
     }
 
@@ -367,6 +426,7 @@ public final class ConvolutionNetwork: @unchecked Sendable {
             case .direct: algorithms = [.direct]
             case .winograd: algorithms = isWinogradShape ? [.winograd, .direct] : [.direct]
             case .auto: algorithms = [.auto, .direct]
+            case .winograd4x4: algorithms = [.direct]
             }
             var primitive: DNNL.Primitive?
             var lastError: Error?
@@ -392,6 +452,10 @@ public final class ConvolutionNetwork: @unchecked Sendable {
                 } catch { lastError = error }
             }
             guard let primitive else { throw lastError! }
+            if algorithm == .winograd4x4 && residual == nil && WinogradConvolution.supports(conv)
+                && Self.winograd4x4Helps(conv, outShape) {
+                return try addWinograd(x, conv, relu: relu, outShape: outShape, direct: primitive, label: label)
+            }
             let src = try converted(x, to: primitive.srcDesc)
             // Pack weights (OIHW -> the primitive's layout) and bias, once.
             let wDesc = primitive.weightsDesc
@@ -423,6 +487,37 @@ public final class ConvolutionNetwork: @unchecked Sendable {
             let flops = 2 * conv.outChannels * conv.inChannels * conv.kernel * conv.kernel * outShape.height * outShape.width
             ops.append(Op(kind: .convolution(weights: weights, bias: bias, residual: residualValue, flops: flops),
                           primitive: primitive, input: src, output: out, label: label))
+            return out
+        }
+
+        /// Where LightCap's Winograd F(4x4, 3x3) beats oneDNN's direct kernel (`winograd4x4`):
+        /// output side >= 12. On the RN50 trunk (AVX2, `lightcap-bench-visual --profile`) the
+        /// 3x3 layers at sides 112 to 14 ran 1.6-3.3x faster than direct; at side 7 (4 tiles of
+        /// 4x4 for 49 outputs, the 36 transformed 512x512 weights read for 4 rows each) it
+        /// was no faster.
+        static func winograd4x4Helps(_ conv: Conv2d, _ out: Shape) -> Bool {
+            out.height >= 12 && out.width >= 12
+        }
+
+        /// A `WinogradConvolution` reading and writing the layouts the direct kernel `direct`
+        /// would (so its neighbours need no reorders), nhwc where the transforms can't.
+        private func addWinograd(_ x: Value, _ conv: Conv2d, relu: Bool, outShape: Shape, direct: DNNL.Primitive,
+                                 label: String) throws -> Value {
+            let s = shape(x)
+            func layout(_ desc: DNNL.MemoryDesc, _ shape: Shape) throws -> ChannelLayout {
+                for l in ChannelLayout.allCases where l.fits(shape.channels) {
+                    if DNNL.equal(desc, try DNNL.desc([1, shape.channels, shape.height, shape.width], l.dnnl)) { return l }
+                }
+                return .nhwc
+            }
+            let srcLayout = try layout(direct.srcDesc, s), dstLayout = try layout(direct.dstDesc, outShape)
+            let w = try WinogradConvolution(conv, height: s.height, width: s.width, relu: relu,
+                                            srcLayout: srcLayout, dstLayout: dstLayout)
+            var src = try converted(x, to: try DNNL.desc([1, s.channels, s.height, s.width], srcLayout.dnnl))
+            if src.index == 0 { src = try copy(src) }
+            let out = add(outShape, try DNNL.desc([1, outShape.channels, outShape.height, outShape.width], dstLayout.dnnl))
+            let flops = 2 * conv.outChannels * conv.inChannels * 9 * outShape.height * outShape.width
+            ops.append(Op(kind: .winograd(w, flops: flops), primitive: w.matmul, input: src, output: out, label: label))
             return out
         }
 

@@ -106,10 +106,11 @@ extension DNNL {
 
     /// Plain layouts (and `any`: the primitive chooses).
     enum Layout {
-        case any, nchw, nhwc, nChw16c, oihw, x
+        case any, nchw, nhwc, nChw8c, nChw16c, oihw, x
         var tag: dnnl_format_tag_t {
             switch self {
             case .any: return dnnl_format_tag_any
+            case .nChw8c: return dnnl_nChw8c
             case .nChw16c: return dnnl_nChw16c
             case .nchw: return dnnl_nchw
             case .nhwc: return dnnl_nhwc
@@ -318,6 +319,19 @@ extension DNNL {
         try check(withUnsafePointer(to: &b) { bp in dnnl_matmul_desc_init(&op, &s, &w, bias ? bp : nil, &d) },
                   "matmul desc \(m)x\(k)x\(n)")
         return try withUnsafePointer(to: &op) { try Primitive(opDesc: UnsafeRawPointer($0), what: "matmul \(m)x\(k)x\(n)") }
+    }
+
+    /// `batch` independent matmuls dst [b, m, n] = src [b, m, k] x weights [b, k, n], src and
+    /// dst row-major, the weights in the layout the primitive prefers (query `weightsDesc`).
+    static func batchedMatmul(batch: Int, m: Int, k: Int, n: Int) throws -> Primitive {
+        var s = try desc([batch, m, k], dnnl_abc)
+        var w = try desc([batch, k, n], dnnl_format_tag_any)
+        var d = try desc([batch, m, n], dnnl_abc)
+        var op = dnnl_matmul_desc_t()
+        try check(dnnl_matmul_desc_init(&op, &s, &w, nil, &d), "matmul desc \(batch)x\(m)x\(k)x\(n)")
+        return try withUnsafePointer(to: &op) {
+            try Primitive(opDesc: UnsafeRawPointer($0), what: "matmul \(batch)x\(m)x\(k)x\(n)")
+        }
     }
 
     /// Average pooling with window = stride = `kernel`, no padding, on `src` [1, C, H, W].

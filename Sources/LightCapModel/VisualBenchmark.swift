@@ -16,7 +16,7 @@ public enum VisualBenchmark {
         /// The model configuration (default: `base` at 224, no attention pool).
         public var configuration: Configuration = VisualBenchmark.baseConfiguration()
         public var threads: [Int] = [1, 2]
-        public var algorithms: [ConvolutionAlgorithm] = [.direct, .winograd]
+        public var algorithms: [ConvolutionAlgorithm] = [.direct, .winograd, .winograd4x4]
         public var warmup: Int = 3
         public var iterations: Int = 20
         public var seed: UInt64 = 0

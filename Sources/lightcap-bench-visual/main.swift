@@ -1,6 +1,6 @@
 // lightcap-bench-visual: times the CLIP ResNet trunk (base, 224) on random or given weights.
 //   swift run -c release lightcap-bench-visual [--weights FILE] [--threads 1,2]
-//       [--algorithms direct,winograd] [--iterations 20] [--warmup 3] [--json]
+//       [--algorithms direct,winograd,winograd4x4] [--iterations 20] [--warmup 3] [--json]
 //   --memory [--runs N]: only load and run N times (default 2) on 1 thread, then print the
 //             load time and the peak resident memory (MB) of this process (the backbone alone).
 //   --profile: the time of every op inside the network (median of --iterations runs) on the
@@ -33,7 +33,7 @@ func pad(_ s: String, _ width: Int) -> String {
 }
 
 func algorithm(_ s: Substring) -> ConvolutionAlgorithm {
-    guard let a = ConvolutionAlgorithm(rawValue: String(s)) else { fail("unknown algorithm '\(s)' (direct, winograd, auto)") }
+    guard let a = ConvolutionAlgorithm(rawValue: String(s)) else { fail("unknown algorithm '\(s)' (direct, winograd, winograd4x4, auto)") }
     return a
 }
 
@@ -55,7 +55,7 @@ while !args.isEmpty {
     case "--runs": memoryRuns = int(Substring(value()), flag)
     case "--profile": profileOnly = true
     case "--help", "-h":
-        print("usage: lightcap-bench-visual [--weights FILE] [--threads 1,2] [--algorithms direct,winograd,auto] [--iterations N] [--warmup N] [--json] [--memory [--runs N]] [--profile]")
+        print("usage: lightcap-bench-visual [--weights FILE] [--threads 1,2] [--algorithms direct,winograd,winograd4x4,auto] [--iterations N] [--warmup N] [--json] [--memory [--runs N]] [--profile]")
         exit(0)
     default: fail("unknown option \(flag)")
     }

@@ -1,0 +1,31 @@
+// Winograd F(4x4, 3x3) transforms for LightCap's own 3x3 convolution (WinogradConvolution.swift).
+// oneDNN has Winograd kernels only for AVX-512; these transforms, with oneDNN's batched matmul
+// for the 36 products, give Winograd on every x86-64 CPU. Channels go 8 at a time.
+#ifndef LIGHTCAP_WINOGRAD_H
+#define LIGHTCAP_WINOGRAD_H
+
+/// Where the 8 channels [8 * chunk, 8 * chunk + 8) of pixel `p` (= y * width + x) are:
+/// base + (chunk / group) * outer + (chunk % group) * 8 + p * pixel floats.
+/// nhwc: group = C / 8, outer = 0, pixel = C. nChw8c: group = 1, outer = H * W * 8, pixel = 8.
+/// nChw16c: group = 2, outer = H * W * 16, pixel = 16.
+typedef struct {
+    long group, outer, pixel;
+} lightcap_channel_layout;
+
+/// Input transform V = B^T d B of the 6x6 input tiles [tile0, tile1) (row-major over a
+/// tiles_w-wide grid of 4x4 output tiles; tile (ty, tx) reads rows 4 ty - pad ... 4 ty - pad + 5,
+/// zeros outside the image). V is [36][tiles][channels]; channels % 8 == 0.
+void lightcap_winograd_input(const float *src, lightcap_channel_layout layout, long height, long width,
+                             long channels, long pad, long tiles_w, long tiles, long tile0, long tile1,
+                             float *v);
+
+/// Output transform Y = A^T M A of the tiles [tile0, tile1), plus bias (may be NULL), then ReLU
+/// when `relu` != 0, written where inside the out_h x out_w output. M is [36][tiles][channels].
+void lightcap_winograd_output(const float *m, long tiles, long channels, const float *bias, int relu,
+                              float *dst, lightcap_channel_layout layout, long out_h, long out_w,
+                              long tiles_w, long tile0, long tile1);
+
+/// Name of the vector path the transforms use ("avx2+fma" or "generic").
+const char *lightcap_winograd_isa(void);
+
+#endif

@@ -1,0 +1,171 @@
+// Winograd F(4x4, 3x3) input and output transforms (Lavin & Gray 2015, interpolation points
+// 0, +-1, +-2, infinity), 8 channels per vector. The bodies are compiled twice, for AVX2+FMA
+// and for baseline x86-64, and chosen once at run time.
+#include "winograd.h"
+
+// The vector helpers are always inlined into the per-ISA functions, so their ABI never shows.
+#pragma clang diagnostic ignored "-Wpsabi"
+
+#include <string.h>
+
+typedef float v8 __attribute__((vector_size(32)));
+
+static inline __attribute__((always_inline)) v8 load8(const float *p) {
+    v8 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline __attribute__((always_inline)) void store8(float *p, v8 v) { memcpy(p, &v, sizeof v); }
+
+static inline __attribute__((always_inline)) const float *chunk_at(const float *base, lightcap_channel_layout l,
+                                                                    long chunk, long pixel) {
+    return base + (chunk / l.group) * l.outer + (chunk % l.group) * 8 + pixel * l.pixel;
+}
+
+// t = B^T d for one column of six values (also used on rows: V = (B^T d) B = B^T (B^T d)^T ...).
+static inline __attribute__((always_inline)) void bt6(const v8 d[6], v8 t[6]) {
+    const v8 four = {4, 4, 4, 4, 4, 4, 4, 4}, five = {5, 5, 5, 5, 5, 5, 5, 5};
+    v8 a = d[4] - four * d[2];  // d4 - 4 d2
+    v8 b = d[3] - four * d[1];  // d3 - 4 d1
+    v8 c = d[4] - d[2];
+    v8 e = d[3] - d[1];
+    t[0] = four * d[0] - five * d[2] + d[4];
+    t[1] = a + b;
+    t[2] = a - b;
+    t[3] = c + e + e;
+    t[4] = c - e - e;
+    t[5] = four * d[1] - five * d[3] + d[5];
+}
+
+// o = A^T m for six values.
+static inline __attribute__((always_inline)) void at6(const v8 m[6], v8 o[4]) {
+    v8 p = m[1] + m[2], q = m[1] - m[2], r = m[3] + m[4], s = m[3] - m[4];
+    o[0] = m[0] + p + r;
+    o[1] = q + s + s;
+    o[2] = p + 4 * r;
+    o[3] = q + 8 * s + m[5];
+}
+
+static inline __attribute__((always_inline)) void input_body(
+    const float *src, lightcap_channel_layout l, long height, long width, long channels, long pad,
+    long tiles_w, long tiles, long tile0, long tile1, float *v) {
+    const long chunks = channels / 8;
+    const v8 zero = {0};
+    for (long t = tile0; t < tile1; t++) {
+        const long y0 = (t / tiles_w) * 4 - pad, x0 = (t % tiles_w) * 4 - pad;
+        const int inside = y0 >= 0 && x0 >= 0 && y0 + 6 <= height && x0 + 6 <= width;
+        for (long k = 0; k < chunks; k++) {
+            v8 d[6][6], w[6][6];
+            for (int i = 0; i < 6; i++) {
+                for (int j = 0; j < 6; j++) {
+                    const long y = y0 + i, x = x0 + j;
+                    d[i][j] = (inside || (y >= 0 && y < height && x >= 0 && x < width))
+                        ? load8(chunk_at(src, l, k, y * width + x)) : zero;
+                }
+            }
+            for (int j = 0; j < 6; j++) {  // columns: w[.][j] = B^T d[.][j]
+                v8 col[6], out[6];
+                for (int i = 0; i < 6; i++) col[i] = d[i][j];
+                bt6(col, out);
+                for (int i = 0; i < 6; i++) w[i][j] = out[i];
+            }
+            for (int i = 0; i < 6; i++) {  // rows: V[i][.] = w[i][.] B
+                v8 out[6];
+                bt6(w[i], out);
+                for (int j = 0; j < 6; j++) store8(v + ((i * 6 + j) * tiles + t) * channels + k * 8, out[j]);
+            }
+        }
+    }
+}
+
+static inline __attribute__((always_inline)) void output_body(
+    const float *m, long tiles, long channels, const float *bias, int relu, float *dst,
+    lightcap_channel_layout l, long out_h, long out_w, long tiles_w, long tile0, long tile1) {
+    const long chunks = channels / 8;
+    const v8 zero = {0};
+    for (long t = tile0; t < tile1; t++) {
+        const long y0 = (t / tiles_w) * 4, x0 = (t % tiles_w) * 4;
+        for (long k = 0; k < chunks; k++) {
+            v8 w[4][6];
+            for (int j = 0; j < 6; j++) {  // columns: w[.][j] = A^T M[.][j]
+                v8 col[6], out[4];
+                for (int i = 0; i < 6; i++) col[i] = load8(m + ((i * 6 + j) * tiles + t) * channels + k * 8);
+                at6(col, out);
+                for (int i = 0; i < 4; i++) w[i][j] = out[i];
+            }
+            const v8 b = bias ? load8(bias + k * 8) : zero;
+            for (int i = 0; i < 4; i++) {  // rows: Y[i][.] = w[i][.] A
+                if (y0 + i >= out_h) break;
+                v8 out[4];
+                at6(w[i], out);
+                for (int j = 0; j < 4 && x0 + j < out_w; j++) {
+                    v8 y = out[j] + b;
+                    if (relu) y = __builtin_elementwise_max(y, zero);
+                    store8((float *)chunk_at(dst, l, k, (y0 + i) * out_w + x0 + j), y);
+                }
+            }
+        }
+    }
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx2,fma")))
+static void input_avx2(const float *src, lightcap_channel_layout l, long h, long w, long c, long pad,
+                       long tw, long tiles, long t0, long t1, float *v) {
+    input_body(src, l, h, w, c, pad, tw, tiles, t0, t1, v);
+}
+
+__attribute__((target("avx2,fma")))
+static void output_avx2(const float *m, long tiles, long c, const float *bias, int relu, float *dst,
+                        lightcap_channel_layout l, long oh, long ow, long tw, long t0, long t1) {
+    output_body(m, tiles, c, bias, relu, dst, l, oh, ow, tw, t0, t1);
+}
+
+static int has_avx2(void) {
+    static int known = -1;
+    if (known < 0) {
+        __builtin_cpu_init();
+        known = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    }
+    return known;
+}
+#else
+static int has_avx2(void) { return 0; }
+#endif
+
+static void input_generic(const float *src, lightcap_channel_layout l, long h, long w, long c, long pad,
+                          long tw, long tiles, long t0, long t1, float *v) {
+    input_body(src, l, h, w, c, pad, tw, tiles, t0, t1, v);
+}
+
+static void output_generic(const float *m, long tiles, long c, const float *bias, int relu, float *dst,
+                           lightcap_channel_layout l, long oh, long ow, long tw, long t0, long t1) {
+    output_body(m, tiles, c, bias, relu, dst, l, oh, ow, tw, t0, t1);
+}
+
+void lightcap_winograd_input(const float *src, lightcap_channel_layout layout, long height, long width,
+                             long channels, long pad, long tiles_w, long tiles, long tile0, long tile1,
+                             float *v) {
+#if defined(__x86_64__)
+    if (has_avx2()) {
+        input_avx2(src, layout, height, width, channels, pad, tiles_w, tiles, tile0, tile1, v);
+        return;
+    }
+#endif
+    input_generic(src, layout, height, width, channels, pad, tiles_w, tiles, tile0, tile1, v);
+}
+
+void lightcap_winograd_output(const float *m, long tiles, long channels, const float *bias, int relu,
+                              float *dst, lightcap_channel_layout layout, long out_h, long out_w,
+                              long tiles_w, long tile0, long tile1) {
+#if defined(__x86_64__)
+    if (has_avx2()) {
+        output_avx2(m, tiles, channels, bias, relu, dst, layout, out_h, out_w, tiles_w, tile0, tile1);
+        return;
+    }
+#endif
+    output_generic(m, tiles, channels, bias, relu, dst, layout, out_h, out_w, tiles_w, tile0, tile1);
+}
+
+const char *lightcap_winograd_isa(void) { return has_avx2() ? "avx2+fma" : "generic"; }

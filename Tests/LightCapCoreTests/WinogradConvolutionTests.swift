@@ -1,0 +1,146 @@
+import XCTest
+@testable import LightCapCore
+import LightCapTestSupport
+
+/// LightCap's own Winograd F(4x4, 3x3) (`WinogradConvolution`, transforms in CWinograd) against
+/// the plain `Reference` convolution, in every channel layout it reads and writes, on odd
+/// sides (partial tiles), with and without bias and ReLU, padding 0 to 2.
+///
+/// Tolerance: 1e-4 of the output's scale. F(4x4, 3x3) in single precision scales values by up
+/// to ~100 in its transforms, so it is less exact than a direct convolution (1e-5 there); a
+/// wrong transform coefficient, a wrong tile edge or a wrong layout gives errors of order 1.
+final class WinogradConvolutionTests: XCTestCase {
+    func assertClose(_ a: Tensor, _ b: Tensor, tolerance: Float, _ what: String, file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertEqual(a.shape, b.shape, what, file: file, line: line)
+        let scale = max(b.maxAbs, 1e-6)
+        let diff = a.maxAbsDifference(b)
+        XCTAssertLessThanOrEqual(diff, tolerance * scale, "\(what): max abs diff \(diff), scale \(scale)", file: file, line: line)
+    }
+
+    /// Runs `w` on the CHW tensor `x`: reorders x into w's source layout, runs, reorders the
+    /// result back to CHW.
+    func run(_ w: WinogradConvolution, _ x: Tensor, threads: Int = 1) throws -> Tensor {
+        let src = DNNL.Buffer(bytes: x.count * 4)
+        try x.withUnsafeBufferPointer {
+            try DNNL.reorder(UnsafeRawPointer($0.baseAddress!), try DNNL.desc([1, w.inChannels, w.height, w.width], .nchw),
+                             into: src.pointer, try DNNL.desc([1, w.inChannels, w.height, w.width], w.srcLayout.dnnl))
+        }
+        let outDims = [1, w.outChannels, w.outHeight, w.outWidth]
+        let dst = DNNL.Buffer(bytes: outDims.reduce(1, *) * 4)
+        let v = DNNL.Buffer(bytes: w.inputTransformCount * 4), m = DNNL.Buffer(bytes: w.productCount * 4)
+        let scratch = DNNL.Buffer(bytes: w.matmul.scratchpadBytes)
+        var keep: [DNNL.Memory] = []
+        let args = try w.arguments(v: v.pointer, m: m.pointer, scratchpad: scratch.pointer, keep: &keep)
+        let stream = try DNNL.Stream()
+        try Threads.with(threads) {
+            try w.run(src: src.pointer.assumingMemoryBound(to: Float.self), dst: dst.pointer.assumingMemoryBound(to: Float.self),
+                      v: v.pointer.assumingMemoryBound(to: Float.self), m: m.pointer.assumingMemoryBound(to: Float.self),
+                      arguments: args, stream: stream, threads: threads)
+        }
+        var y = Tensor(zeros: [w.outChannels, w.outHeight, w.outWidth])
+        try y.withUnsafeMutableBufferPointer {
+            try DNNL.reorder(UnsafeRawPointer(dst.pointer), try DNNL.desc(outDims, w.dstLayout.dnnl),
+                             into: UnsafeMutableRawPointer($0.baseAddress!), try DNNL.desc(outDims, .nchw))
+        }
+        return y
+    }
+
+    func testMatchesReferenceInEveryLayout() throws {
+        var rng = SeededRandom(seed: 41)
+        // (in, out, height, width, padding, bias, relu)
+        let cases: [(Int, Int, Int, Int, Int, Bool, Bool)] = [
+            (16, 32, 13, 9, 1, true, true),   // partial tiles on both sides
+            (32, 16, 8, 8, 1, true, false),   // whole tiles
+            (16, 16, 7, 7, 1, false, true),   // RN50's last stage side
+            (16, 48, 5, 11, 0, true, false),  // no padding
+            (32, 16, 3, 4, 2, true, true),    // padding 2, fewer pixels than one tile
+            (16, 16, 1, 1, 1, true, false),   // one pixel
+        ]
+        for (cin, cout, h, wd, pad, hasBias, relu) in cases {
+            let x = rng.tensor([cin, h, wd])
+            let weight = rng.tensor([cout, cin, 3, 3], scale: 0.3)
+            let b = hasBias ? rng.tensor([cout], scale: 0.2) : nil
+            let conv = try Conv2d(weight: weight, bias: b, stride: 1, padding: pad)
+            var expected = Reference.conv2d(x, weight: weight, bias: b, stride: 1, padding: pad)
+            if relu { expected = Reference.relu(expected) }
+            for src in ChannelLayout.allCases where src.fits(cin) {
+                for dst in ChannelLayout.allCases where dst.fits(cout) {
+                    let w = try WinogradConvolution(conv, height: h, width: wd, relu: relu, srcLayout: src, dstLayout: dst)
+                    assertClose(try run(w, x), expected, tolerance: 1e-4, "\(cin)->\(cout) \(h)x\(wd) pad \(pad) \(src)->\(dst)")
+                }
+            }
+        }
+    }
+
+    /// The transforms split their tiles over two threads: the same result as one thread.
+    func testTwoThreadsGiveTheSameResult() throws {
+        var rng = SeededRandom(seed: 42)
+        let x = rng.tensor([24, 17, 15])
+        let conv = try Conv2d(weight: rng.tensor([40, 24, 3, 3], scale: 0.3), bias: rng.tensor([40]), stride: 1, padding: 1)
+        let w = try WinogradConvolution(conv, height: 17, width: 15, relu: true, srcLayout: .nhwc, dstLayout: .nChw8c)
+        let one = try run(w, x), two = try run(w, x, threads: 2)
+        assertClose(two, one, tolerance: 1e-6, "2 threads vs 1")
+        assertClose(one, Reference.relu(Reference.conv2d(x, weight: conv.weight, bias: conv.bias, stride: 1, padding: 1)),
+                    tolerance: 1e-4, "against the reference")
+    }
+
+    /// In a network (`.winograd4x4`): 3x3 layers between 1x1 layers, a residual, a pool, on
+    /// one and two threads, against the reference; the 3x3 layers really are LightCap's.
+    func testNetworkWithWinograd4x4LayersMatchesReference() throws {
+        var rng = SeededRandom(seed: 43)
+        let x = rng.tensor([32, 14, 14])
+        let a = try Conv2d(weight: rng.tensor([64, 32, 1, 1], scale: 0.3), bias: rng.tensor([64], scale: 0.1))
+        let w = try Conv2d(weight: rng.tensor([64, 64, 3, 3], scale: 0.1), bias: rng.tensor([64], scale: 0.1), padding: 1)
+        let c = try Conv2d(weight: rng.tensor([64, 64, 1, 1], scale: 0.2), bias: nil)
+        let w2 = try Conv2d(weight: rng.tensor([32, 64, 3, 3], scale: 0.1), bias: nil, padding: 1)
+        func ref(_ t: Tensor, _ k: Conv2d) -> Tensor { Reference.conv2d(t, weight: k.weight, bias: k.bias, stride: k.stride, padding: k.padding) }
+        let rh = Reference.relu(ref(x, a))
+        let rb = Reference.relu(Reference.add(ref(Reference.relu(ref(rh, w)), c), rh))
+        let expected = Reference.tokens(Reference.avgPool2d(ref(rb, w2), kernel: 2))
+        for threads in [1, 2] {
+            let b = try ConvolutionNetwork.Builder(channels: 32, height: 14, width: 14, algorithm: .winograd4x4, threads: threads)
+            let h = try b.convolution(b.input, a, relu: true)
+            let block = try b.convolution(try b.convolution(h, w, relu: true, label: "w"), c, relu: true, residual: h)
+            let y = try b.averagePool(try b.convolution(block, w2, relu: false, label: "w2"), kernel: 2)
+            let net = try b.build(output: y)
+            let kinds = net.implementations.filter { ["w", "w2"].contains($0.label) }.map(\.implementation)
+            XCTAssertEqual(kinds.count, 2)
+            XCTAssertTrue(kinds.allSatisfy { $0.hasPrefix("lightcap_wino_4x3") }, "\(net.implementations)")
+            XCTAssertEqual(net.convolutionFlops, 2 * 14 * 14 * (64 * 32 + 64 * 64 * 9 + 64 * 64 + 32 * 64 * 9))
+            let ws = try net.makeWorkspace()
+            assertClose(try net(x, workspace: ws), expected, tolerance: 1e-4, "winograd4x4 network, \(threads) thread(s)")
+            assertClose(try net(x, workspace: ws), expected, tolerance: 1e-4, "rerun, \(threads) thread(s)")
+        }
+    }
+
+    /// Convolutions F(4x4, 3x3) can't compute are errors that say why; in a network they take
+    /// the direct kernel.
+    func testUnsupportedConvolutionsAreErrorsOrDirect() throws {
+        var rng = SeededRandom(seed: 44)
+        let bad: [(Conv2d, String)] = [
+            (try Conv2d(weight: rng.tensor([8, 8, 3, 3]), bias: nil, stride: 2, padding: 1), "stride 2"),
+            (try Conv2d(weight: rng.tensor([8, 8, 1, 1]), bias: nil), "1x1"),
+            (try Conv2d(weight: rng.tensor([8, 3, 3, 3]), bias: nil, padding: 1), "3 input channels"),
+            (try Conv2d(weight: rng.tensor([12, 8, 3, 3]), bias: nil, padding: 1), "12 output channels"),
+            (try Conv2d(weight: rng.tensor([8, 8, 3, 3]), bias: nil, padding: 3), "padding 3"),
+        ]
+        for (conv, what) in bad {
+            XCTAssertFalse(WinogradConvolution.supports(conv), what)
+            XCTAssertThrowsError(try WinogradConvolution(conv, height: 8, width: 8, relu: false, srcLayout: .nhwc, dstLayout: .nhwc), what) {
+                XCTAssertTrue("\($0)".contains("Winograd"), "\(what): \($0)")
+            }
+        }
+        let ok = try Conv2d(weight: rng.tensor([16, 16, 3, 3]), bias: nil, padding: 1)
+        XCTAssertNoThrow(try WinogradConvolution(ok, height: 8, width: 8, relu: false, srcLayout: .nChw16c, dstLayout: .nChw16c))
+        let odd = try Conv2d(weight: rng.tensor([24, 16, 3, 3]), bias: nil, padding: 1)
+        XCTAssertThrowsError(try WinogradConvolution(odd, height: 8, width: 8, relu: false, srcLayout: .nhwc, dstLayout: .nChw16c))
+        // In a network: the stride-2 stem convolution on 3 channels is direct, and still right.
+        let stem = try Conv2d(weight: rng.tensor([8, 3, 3, 3], scale: 0.3), bias: rng.tensor([8]), stride: 2, padding: 1)
+        let x = rng.tensor([3, 9, 9])
+        let b = try ConvolutionNetwork.Builder(channels: 3, height: 9, width: 9, algorithm: .winograd4x4)
+        let net = try b.build(output: try b.convolution(b.input, stem, relu: true))
+        XCTAssertFalse(net.implementations.contains { $0.implementation.hasPrefix("lightcap_wino") })
+        assertClose(try net(x), Reference.tokens(Reference.relu(Reference.conv2d(x, weight: stem.weight, bias: stem.bias, stride: 2, padding: 1))),
+                    tolerance: 1e-5, "stem")
+    }
+}
