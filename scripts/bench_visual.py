@@ -169,9 +169,10 @@ def main() -> None:
                     extra[f"{row['algorithm']}_relative_error_vs_direct"] = row["relativeErrorVsDirect"]
             extra["swift_load_ms_warm_primitive_cache"] = report["loadMs"]
             extra["swift_first_load_ms"] = report["firstLoadMs"]
-            mem = subprocess.run([str(args.binary), "--memory", "--weights", str(weights)],
-                                 check=True, capture_output=True, text=True).stdout
-            extra["swift_backbone_process"] = json.loads(mem)
+            for algorithm in args.algorithms.split(","):  # a process holding only the backbone
+                mem = subprocess.run([str(args.binary), "--memory", "--weights", str(weights), "--algorithms", algorithm],
+                                     check=True, capture_output=True, text=True).stdout
+                extra[f"swift_backbone_process_{algorithm}"] = json.loads(mem)
 
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     print(f"CLIP RN50 trunk, {size}x{size}, {flops / 1e9:.2f} GFLOP of convolutions; {cpu}; "

@@ -108,24 +108,27 @@ final class WinogradConvolution: @unchecked Sendable {
     /// U[xi][c][k] = (G g[k][c] G^T)[xi] for a [out, in, 3, 3] weight, computed in Double.
     static func transformedWeights(_ weight: Tensor) -> [Float] {
         let (o, i) = (weight.shape[0], weight.shape[1])
-        let g: [[Double]] = [[1.0 / 4, 0, 0], [-1.0 / 6, -1.0 / 6, -1.0 / 6], [-1.0 / 6, 1.0 / 6, -1.0 / 6],
-                             [1.0 / 24, 1.0 / 12, 1.0 / 6], [1.0 / 24, -1.0 / 12, 1.0 / 6], [0, 0, 1]]
+        // G (6x3, row-major): Lavin & Gray's F(4x4, 3x3) with points 0, +-1, +-2, infinity
+        let g: [Double] = [1.0 / 4, 0, 0, -1.0 / 6, -1.0 / 6, -1.0 / 6, -1.0 / 6, 1.0 / 6, -1.0 / 6,
+                           1.0 / 24, 1.0 / 12, 1.0 / 6, 1.0 / 24, -1.0 / 12, 1.0 / 6, 0, 0, 1]
         var u = [Float](repeating: 0, count: points * i * o)
-        weight.withUnsafeBufferPointer { w in
-            for k in 0..<o {
+        u.withUnsafeMutableBufferPointer { u in
+            weight.withUnsafeBufferPointer { w in
+                var t = [Double](repeating: 0, count: 18)  // G f, 6x3
                 for c in 0..<i {
-                    let f = w.baseAddress! + (k * i + c) * 9
-                    // t = G f (6x3), then t G^T (6x6)
-                    var t = [[Double]](repeating: [0, 0, 0], count: 6)
-                    for r in 0..<6 {
-                        for col in 0..<3 {
-                            t[r][col] = (0..<3).reduce(0.0) { $0 + g[r][$1] * Double(f[$1 * 3 + col]) }
+                    for k in 0..<o {  // k innermost: the writes to U are contiguous
+                        let f = w.baseAddress! + (k * i + c) * 9
+                        for r in 0..<6 {
+                            for col in 0..<3 {
+                                t[r * 3 + col] = g[r * 3] * Double(f[col]) + g[r * 3 + 1] * Double(f[3 + col])
+                                    + g[r * 3 + 2] * Double(f[6 + col])
+                            }
                         }
-                    }
-                    for r in 0..<6 {
-                        for s in 0..<6 {
-                            let v = (0..<3).reduce(0.0) { $0 + t[r][$1] * g[s][$1] }
-                            u[((r * 6 + s) * i + c) * o + k] = Float(v)
+                        for r in 0..<6 {
+                            for s in 0..<6 {
+                                let v = t[r * 3] * g[s * 3] + t[r * 3 + 1] * g[s * 3 + 1] + t[r * 3 + 2] * g[s * 3 + 2]
+                                u[((r * 6 + s) * i + c) * o + k] = Float(v)
+                            }
                         }
                     }
                 }

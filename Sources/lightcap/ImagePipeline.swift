@@ -13,9 +13,9 @@ final class ImagePipeline: Sendable {
 
     var configuration: Configuration { captioner.configuration }
 
-    init(modelDirectory: URL, threads: Int) throws {
+    init(modelDirectory: URL, threads: Int, convolutions: ConvolutionAlgorithm = .direct) throws {
         directory = modelDirectory
-        captioner = try Captioner(modelDirectory: modelDirectory, threads: threads)
+        captioner = try Captioner(modelDirectory: modelDirectory, threads: threads, convolutions: convolutions)
     }
 
     /// Captions an image file; timings in milliseconds per stage (decode, preprocess, backbone,

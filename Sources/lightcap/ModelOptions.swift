@@ -3,6 +3,7 @@
 import ArgumentParser
 import Foundation
 import LightCap
+import LightCapCore
 
 struct ModelOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("Model directory (config.json, model.safetensors, vocab.txt, concepts.txt).",
@@ -12,6 +13,11 @@ struct ModelOptions: ParsableArguments {
 
     @Option(name: .long, help: "Threads for the kernels (oneDNN).")
     var threads: Int = 1
+
+    @Option(name: .long, help: ArgumentHelp(
+        "How the backbone computes its 3x3 convolutions: direct (exact), winograd4x4 (LightCap's Winograd F(4x4, 3x3), faster on large models), winograd (oneDNN's, AVX-512 only; else direct) or auto.",
+        valueName: "kind"))
+    var convolutions: ConvolutionAlgorithm = .direct
 
     func validate() throws {
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1, got \(threads)") }
@@ -40,7 +46,7 @@ struct ModelOptions: ParsableArguments {
     }
 
     func loadPipeline() throws -> ImagePipeline {
-        try ImagePipeline(modelDirectory: try modelDirectory(), threads: threads)
+        try ImagePipeline(modelDirectory: try modelDirectory(), threads: threads, convolutions: convolutions)
     }
 }
 
@@ -70,3 +76,5 @@ struct DecodingFlags: ParsableArguments {
 func printError(_ message: String) {
     FileHandle.standardError.write(Data((message + "\n").utf8))
 }
+
+extension ConvolutionAlgorithm: ExpressibleByArgument {}

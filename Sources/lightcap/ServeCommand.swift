@@ -4,6 +4,7 @@ import ArgumentParser
 import Dispatch
 import Foundation
 import LightCap
+import LightCapCore
 import LightCapServer
 
 struct ServeCommand: ParsableCommand {
@@ -32,6 +33,10 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "Threads for the kernels (oneDNN) in each caption.")
     var threads: Int = 1
 
+    @Option(help: ArgumentHelp("How the backbone computes its 3x3 convolutions: direct (exact) or winograd4x4 (faster on large models); as for caption.",
+                               valueName: "kind"))
+    var convolutions: ConvolutionAlgorithm = .direct
+
     func validate() throws {
         guard (1...65535).contains(port) else { throw ValidationError("--port must lie in 1...65535, got \(port)") }
         guard maxBodyMB > 0, maxBodyMB <= 1024 else {
@@ -50,7 +55,7 @@ struct ServeCommand: ParsableCommand {
         } else {
             throw ValidationError("no model: pass --model DIR or set LIGHTCAP_MODEL (models/default was not found)")
         }
-        let captioner = try Captioner(modelDirectory: directory, threads: threads)
+        let captioner = try Captioner(modelDirectory: directory, threads: threads, convolutions: convolutions)
         let configuration = ServerConfiguration(
             host: host, port: port, maxBodyBytes: Int(maxBodyMB * 1024 * 1024), maxConcurrentCaptions: concurrency,
             modelDirectory: directory)

@@ -122,16 +122,18 @@ final class FusionParityTests: XCTestCase {
     }
 
     /// The whole pipeline from the fixture pixels (backbone included) gives the reference captions.
-    func runPipeline(size: String) throws {
+    func runPipeline(size: String, convolutions: ConvolutionAlgorithm = .direct) throws {
         guard let fx = try FixtureSet.load(size: size) else { throw XCTSkip("LIGHTCAP_FIXTURES not set") }
+        let captioner = convolutions == .direct ? fx.captioner
+            : try Captioner(modelDirectory: fx.folder.appendingPathComponent("model"), convolutions: convolutions)
         for c in fx.cases {
             let pixels = try fx.tensor(c, "input").scalars
-            let greedy = try fx.captioner.caption(pixels: pixels, options: .init(beamSize: 1, maxLength: fx.maxLength))
+            let greedy = try captioner.caption(pixels: pixels, options: .init(beamSize: 1, maxLength: fx.maxLength))
             XCTAssertEqual(greedy.tokenIds, try fx.ints(c, "greedy_ids"), "\(size) \(c) greedy from pixels")
             let conceptIDs = fx.has(c, "concept_ids") ? try fx.ints(c, "concept_ids") : []
-            XCTAssertEqual(greedy.concepts.map(\.name), conceptIDs.map { fx.captioner.conceptNames[$0] })
+            XCTAssertEqual(greedy.concepts.map(\.name), conceptIDs.map { captioner.conceptNames[$0] })
             for stage in ["backbone", "concepts", "fusion"] { XCTAssertNotNil(greedy.timings[stage], stage) }
-            let beam = try fx.captioner.caption(pixels: pixels, options: .init(beamSize: fx.beamSize, maxLength: fx.maxLength))
+            let beam = try captioner.caption(pixels: pixels, options: .init(beamSize: fx.beamSize, maxLength: fx.maxLength))
             XCTAssertEqual(beam.tokenIds, try fx.ints(c, "beam_ids"), "\(size) \(c) beam from pixels")
             if let captions = fx.json["captions"] as? [String: [String: String]], let expected = captions[c] {
                 XCTAssertEqual(greedy.text, expected["greedy"], "\(size) \(c) greedy text")
@@ -142,6 +144,9 @@ final class FusionParityTests: XCTestCase {
 
     func testTinyPipeline() throws { try runPipeline(size: "tiny") }
     func testBasePipeline() throws { try runPipeline(size: "base") }
+    /// LightCap's Winograd backbone gives the same captions as the reference (docs/VISUAL.md).
+    func testTinyPipelineWithWinograd4x4() throws { try runPipeline(size: "tiny", convolutions: .winograd4x4) }
+    func testBasePipelineWithWinograd4x4() throws { try runPipeline(size: "base", convolutions: .winograd4x4) }
     func testTinyNoConceptsPipeline() throws { try runPipeline(size: "tiny-no-concepts") }
     func testTinyNoModulatorPipeline() throws { try runPipeline(size: "tiny-no-modulator") }
     func testTinyVisualPositionsPipeline() throws { try runPipeline(size: "tiny-visual-positions") }
