@@ -453,8 +453,9 @@ public final class ConvolutionNetwork: @unchecked Sendable {
             }
             guard let primitive else { throw lastError! }
             if algorithm == .winograd4x4 && residual == nil && WinogradConvolution.supports(conv)
-                && Self.winograd4x4Helps(conv, outShape) {
-                return try addWinograd(x, conv, relu: relu, outShape: outShape, direct: primitive, label: label)
+                && Self.winograd4x4Helps(conv, outShape),
+               let out = try? addWinograd(x, conv, relu: relu, outShape: outShape, direct: primitive, label: label) {
+                return out  // else (no fast batched matmul here) the direct kernel
             }
             let src = try converted(x, to: primitive.srcDesc)
             // Pack weights (OIHW -> the primitive's layout) and bias, once.

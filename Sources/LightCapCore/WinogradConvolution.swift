@@ -90,6 +90,9 @@ final class WinogradConvolution: @unchecked Sendable {
         self.srcLayout = srcLayout
         self.dstLayout = dstLayout
         matmul = try DNNL.batchedMatmul(batch: Self.points, m: tiles, k: inChannels, n: outChannels)
+        guard !matmul.implementation.hasPrefix("ref") else {  // oneDNN's reference loops: far slower than direct
+            throw LightCapError.invalidArgument(reason: "Winograd: oneDNN has only \(matmul.implementation) for the batched matmul here")
+        }
         let transformed = Self.transformedWeights(conv.weight)
         let desc = matmul.weightsDesc
         let packed = DNNL.Buffer(bytes: DNNL.bytes(desc))
