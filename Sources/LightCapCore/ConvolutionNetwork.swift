@@ -260,7 +260,7 @@ public final class ConvolutionNetwork: @unchecked Sendable {
                         args.append(.bias, bm)
                     }
                 case .winograd(let w, _):
-                    // Never the network's input (value 0) or output: both are reordered.
+                    // Never the network's input (value 0 has no buffer): addWinograd copies it first.
                     let src = buffers[network.slots[op.input.index]].pointer
                     let dst = buffers[network.slots[op.output.index]].pointer
                     let margs = try w.arguments(v: winogradInput.pointer, m: winogradProducts.pointer,
