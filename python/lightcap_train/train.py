@@ -55,7 +55,7 @@ class Recipe:
     """Every knob of a training run (saved as DIR/recipe.json)."""
     seed: int = 0
     cache: str = "data/cache"
-    threads: int = 1  # 2: about 1.6x faster, deterministic too, but a different model (docs/RESULTS.md)
+    threads: int = 2  # torch threads: deterministic for a given count (1: 1.6x slower, a different model)
     workers: int = 2  # rendering processes
     train_seed: int = 1
     train_count: int = 12000
@@ -67,6 +67,7 @@ class Recipe:
     primary_weight: float = D.PRIMARY_WEIGHT
     # sizes
     student: str = "tiny"  # LightCapConfig.tiny + the settings in student_config()
+    student_layers: int = 3  # fusion.num_hidden_layers of the student (as the teacher's; 2: test relation 0.915-0.935)
     teacher_hidden: int = 192
     teacher_layers: int = 3
     teacher_intermediate: int = 768
@@ -100,7 +101,7 @@ class Recipe:
     # 0.950; weight 1 held back the teacher's language learning); the ablation's rows too.
     offset_weight: float = 0.1
     # (2) teacher
-    teacher_steps: int = 3600
+    teacher_steps: int = 4200
     teacher_cycles: int = 4
     teacher_batch: int = 48
     teacher_lr: float = 1e-3
@@ -193,7 +194,8 @@ class Context:
     def __init__(self, r: Recipe, run: str, d: Dist, log: Log):
         self.r, self.run, self.d, self.log = r, run, d, log
         self.tok = tokenizer()
-        self.cfg = student_config(len(self.tok), r.image_size, fusion={"visual_position_embeddings": r.visual_positions})
+        self.cfg = student_config(len(self.tok), r.image_size, fusion={
+            "visual_position_embeddings": r.visual_positions, "num_hidden_layers": r.student_layers})
         self._splits = {}
 
     def path(self, *parts) -> str:
