@@ -135,7 +135,7 @@ public final class ConvolutionNetwork: @unchecked Sendable {
         ops.reduce(0) {
             switch $1.kind {
             case .convolution(let w, let b, _, _): return $0 + w.bytes + (b?.bytes ?? 0)
-            case .winograd(let w, _): return $0 + w.weights.bytes + w.bias.bytes
+            case .winograd(let w, _): return $0 + w.weights.bytes + (w.bias?.bytes ?? 0)
             case .pool, .reorder: return $0
             }
         }

@@ -307,31 +307,23 @@ extension DNNL {
         }
     }
 
-    /// A forward matmul dst [m, n] = src [m, k] x weights [k, n] (+ bias [1, n]): src and dst
-    /// row-major, the weights in the layout the primitive prefers (`any`: blocked for brgemm;
-    /// query `weightsDesc` and reorder them once).
-    static func matmul(m: Int, k: Int, n: Int, bias: Bool) throws -> Primitive {
-        var s = try desc([m, k], dnnl_ab)
-        var w = try desc([k, n], dnnl_format_tag_any)
+    /// A forward matmul dst [m, n] = src [m, k] x weights [k, n] (+ bias [1, n]), or with `batch`
+    /// > 1 that many independent ones, dst [b, m, n] = src [b, m, k] x weights [b, k, n] (no
+    /// bias). src and dst row-major, the weights in the layout the primitive prefers (`any`:
+    /// blocked for brgemm; query `weightsDesc` and reorder them once).
+    static func matmul(batch: Int = 1, m: Int, k: Int, n: Int, bias: Bool) throws -> Primitive {
+        precondition(batch == 1 || !bias, "a batched matmul has no bias")
+        let lead = batch == 1 ? [] : [batch]
+        let rowMajor = batch == 1 ? dnnl_ab : dnnl_abc
+        var s = try desc(lead + [m, k], rowMajor)
+        var w = try desc(lead + [k, n], dnnl_format_tag_any)
         var b = try desc([1, n], dnnl_ab)
-        var d = try desc([m, n], dnnl_ab)
+        var d = try desc(lead + [m, n], rowMajor)
+        let what = "matmul " + (batch == 1 ? "" : "\(batch)x") + "\(m)x\(k)x\(n)"
         var op = dnnl_matmul_desc_t()
         try check(withUnsafePointer(to: &b) { bp in dnnl_matmul_desc_init(&op, &s, &w, bias ? bp : nil, &d) },
-                  "matmul desc \(m)x\(k)x\(n)")
-        return try withUnsafePointer(to: &op) { try Primitive(opDesc: UnsafeRawPointer($0), what: "matmul \(m)x\(k)x\(n)") }
-    }
-
-    /// `batch` independent matmuls dst [b, m, n] = src [b, m, k] x weights [b, k, n], src and
-    /// dst row-major, the weights in the layout the primitive prefers (query `weightsDesc`).
-    static func batchedMatmul(batch: Int, m: Int, k: Int, n: Int) throws -> Primitive {
-        var s = try desc([batch, m, k], dnnl_abc)
-        var w = try desc([batch, k, n], dnnl_format_tag_any)
-        var d = try desc([batch, m, n], dnnl_abc)
-        var op = dnnl_matmul_desc_t()
-        try check(dnnl_matmul_desc_init(&op, &s, &w, nil, &d), "matmul desc \(batch)x\(m)x\(k)x\(n)")
-        return try withUnsafePointer(to: &op) {
-            try Primitive(opDesc: UnsafeRawPointer($0), what: "matmul \(batch)x\(m)x\(k)x\(n)")
-        }
+                  what.replacingOccurrences(of: "matmul", with: "matmul desc"))
+        return try withUnsafePointer(to: &op) { try Primitive(opDesc: UnsafeRawPointer($0), what: what) }
     }
 
     /// Average pooling with window = stride = `kernel`, no padding, on `src` [1, C, H, W].

@@ -53,9 +53,8 @@ final class WinogradConvolution: @unchecked Sendable {
     let matmul: DNNL.Primitive
     /// U = G g G^T in the matmul's weight layout.
     let weights: DNNL.Buffer
-    /// [out] (zeros when the convolution has none).
-    let bias: DNNL.Buffer
-    let hasBias: Bool
+    /// [out], nil when the convolution has none.
+    let bias: DNNL.Buffer?
 
     /// Floats of the transformed input V and of the products M.
     var inputTransformCount: Int { Self.points * tiles * inChannels }
@@ -89,7 +88,7 @@ final class WinogradConvolution: @unchecked Sendable {
         self.relu = relu
         self.srcLayout = srcLayout
         self.dstLayout = dstLayout
-        matmul = try DNNL.batchedMatmul(batch: Self.points, m: tiles, k: inChannels, n: outChannels)
+        matmul = try DNNL.matmul(batch: Self.points, m: tiles, k: inChannels, n: outChannels, bias: false)
         guard !matmul.implementation.hasPrefix("ref") else {  // oneDNN's reference loops: far slower than direct
             throw LightCapError.invalidArgument(reason: "Winograd: oneDNN has only \(matmul.implementation) for the batched matmul here")
         }
@@ -101,10 +100,10 @@ final class WinogradConvolution: @unchecked Sendable {
             try DNNL.reorder(UnsafeRawPointer($0.baseAddress!), plain, into: packed.pointer, desc)
         }
         weights = packed
-        bias = DNNL.Buffer(bytes: outChannels * MemoryLayout<Float>.size)
-        hasBias = conv.bias != nil
-        if let b = conv.bias {
-            b.withUnsafeBufferPointer { bias.pointer.copyMemory(from: $0.baseAddress!, byteCount: outChannels * MemoryLayout<Float>.size) }
+        bias = conv.bias.map { b in
+            let buffer = DNNL.Buffer(bytes: b.count * MemoryLayout<Float>.size)
+            b.withUnsafeBufferPointer { buffer.pointer.copyMemory(from: $0.baseAddress!, byteCount: buffer.bytes) }
+            return buffer
         }
     }
 
@@ -163,7 +162,7 @@ final class WinogradConvolution: @unchecked Sendable {
              m: UnsafePointer<Float>, arguments: DNNL.Arguments, stream: DNNL.Stream, threads: Int) throws {
         let inLayout = srcLayout.addressing(channels: inChannels, height: height, width: width)
         let outLayout = dstLayout.addressing(channels: outChannels, height: outHeight, width: outWidth)
-        let b: UnsafePointer<Float>? = hasBias ? UnsafePointer(bias.pointer.assumingMemoryBound(to: Float.self)) : nil
+        let b = bias.map { UnsafePointer($0.pointer.assumingMemoryBound(to: Float.self)) }
         Self.split(tiles, threads) { t0, t1 in
             lightcap_winograd_input(src, inLayout, height, width, inChannels, padding, tilesWide, tiles, t0, t1, v)
         }

@@ -4,10 +4,11 @@ import LightCapTestSupport
 
 /// `a` equals `b` within `tolerance` times b's scale (max |b|, at least 1); shared by the fast
 /// kernels' tests of this target (DenseKernelTests, PackedLinearTests).
-func assertClose(_ a: Tensor, _ b: Tensor, tolerance: Float = 1e-5, _ what: String,
+/// `a` equals `b` within `tolerance` times b's scale: max |b|, but at least `minimumScale`.
+func assertClose(_ a: Tensor, _ b: Tensor, tolerance: Float = 1e-5, minimumScale: Float = 1, _ what: String,
                  file: StaticString = #filePath, line: UInt = #line) {
     XCTAssertEqual(a.shape, b.shape, what, file: file, line: line)
-    let scale = max(b.maxAbs, 1)
+    let scale = max(b.maxAbs, minimumScale)
     let diff = a.maxAbsDifference(b)
     XCTAssertLessThanOrEqual(diff, tolerance * scale, "\(what): max abs diff \(diff), scale \(scale)", file: file, line: line)
 }
