@@ -48,9 +48,8 @@ public enum ConvolutionAlgorithm: String, Sendable, CaseIterable {
     case winograd
     /// oneDNN chooses per convolution.
     case auto
-    /// LightCap's own Winograd (`WinogradConvolution`) for the 3x3 stride-1 convolutions without
-    /// a residual, on any x86-64 CPU: F(4x4, 3x3) at output sides >= 12, F(2x2, 3x3) at 6 to
-    /// 11; others direct.
+    /// LightCap's own Winograd F(4x4, 3x3) (`WinogradConvolution`) for the 3x3 stride-1
+    /// convolutions without a residual, on any x86-64 CPU; others direct.
     case winograd4x4
 }
 
@@ -69,7 +68,7 @@ public final class ConvolutionNetwork: @unchecked Sendable {
 
     enum Kind {
         case convolution(weights: DNNL.Buffer, bias: DNNL.Buffer?, residual: Value?, flops: Int)
-        /// (no primitive: the WinogradConvolution holds what computes its products)
+        /// `primitive` is its batched matmul.
         case winograd(WinogradConvolution, flops: Int)
         case pool
         case reorder
@@ -77,8 +76,7 @@ public final class ConvolutionNetwork: @unchecked Sendable {
 
     struct Op {
         let kind: Kind
-        /// oneDNN's primitive; nil for `.winograd`.
-        let primitive: DNNL.Primitive?
+        let primitive: DNNL.Primitive
         let input: Value
         let output: Value
         let label: String
@@ -91,16 +89,10 @@ public final class ConvolutionNetwork: @unchecked Sendable {
             }
         }
 
-        /// oneDNN's implementation name, or the Winograd transforms' and their products'.
+        /// oneDNN's implementation name, or the Winograd transforms' and their matmul's.
         var implementation: String {
-            if case .winograd(let w, _) = kind { return w.implementation }
-            return primitive?.implementation ?? "?"
-        }
-
-        /// Bytes of oneDNN scratchpad it needs.
-        var scratchpadBytes: Int {
-            if case .winograd(let w, _) = kind { return w.scratchpadBytes }
-            return primitive?.scratchpadBytes ?? 0
+            if case .winograd = kind { return "lightcap_wino_4x3:\(WinogradConvolution.isa)+\(primitive.implementation)" }
+            return primitive.implementation
         }
     }
 
@@ -143,7 +135,7 @@ public final class ConvolutionNetwork: @unchecked Sendable {
         ops.reduce(0) {
             switch $1.kind {
             case .convolution(let w, let b, _, _): return $0 + w.bytes + (b?.bytes ?? 0)
-            case .winograd(let w, _): return $0 + w.weightBytes + (w.bias?.bytes ?? 0)
+            case .winograd(let w, _): return $0 + w.weights.bytes + (w.bias?.bytes ?? 0)
             case .pool, .reorder: return $0
             }
         }
@@ -201,7 +193,7 @@ public final class ConvolutionNetwork: @unchecked Sendable {
         ops.append(Op(kind: .reorder, primitive: outputReorder, input: output, output: output, label: "output"))
         self.ops = ops
         self.outputValue = output
-        scratchpadBytes = ops.map(\.scratchpadBytes).max() ?? 0
+        scratchpadBytes = ops.map { $0.primitive.scratchpadBytes }.max() ?? 0
     }
 
     let outputValue: Value
@@ -223,7 +215,7 @@ public final class ConvolutionNetwork: @unchecked Sendable {
 
         enum Call {
             case primitive(DNNL.Primitive, DNNL.Arguments)
-            case winograd(WinogradConvolution, src: UnsafeMutableRawPointer, dst: UnsafeMutableRawPointer, DNNL.Arguments?)
+            case winograd(WinogradConvolution, src: UnsafeMutableRawPointer, dst: UnsafeMutableRawPointer, DNNL.Arguments)
         }
 
         init(_ network: ConvolutionNetwork) throws {
@@ -248,8 +240,26 @@ public final class ConvolutionNetwork: @unchecked Sendable {
             }
             winogradInput = DNNL.Buffer(bytes: inputFloats * MemoryLayout<Float>.size)
             winogradProducts = DNNL.Buffer(bytes: productFloats * MemoryLayout<Float>.size)
+            let scratchMemories = try network.ops.map {
+                try DNNL.Memory($0.primitive.scratchpadDesc, scratchpad.pointer)
+            }
+            keep.append(contentsOf: scratchMemories)
             for (i, op) in network.ops.enumerated() {
-                if case .winograd(let w, _) = op.kind {
+                var args = DNNL.Arguments()
+                args.append(.scratchpad, scratchMemories[i])
+                switch op.kind {
+                case .convolution(let w, let b, _, _):
+                    args.append(.src, memories[op.input.index]!)
+                    args.append(.dst, memories[op.output.index]!)
+                    let wm = try DNNL.Memory(op.primitive.weightsDesc, w.pointer)
+                    keep.append(wm)
+                    args.append(.weights, wm)
+                    if let b {
+                        let bm = try DNNL.Memory(op.primitive.biasDesc, b.pointer)
+                        keep.append(bm)
+                        args.append(.bias, bm)
+                    }
+                case .winograd(let w, _):
                     // Never the network's input (value 0 has no buffer): addWinograd copies it first.
                     let src = buffers[network.slots[op.input.index]].pointer
                     let dst = buffers[network.slots[op.output.index]].pointer
@@ -257,31 +267,11 @@ public final class ConvolutionNetwork: @unchecked Sendable {
                                                 scratchpad: scratchpad.pointer, keep: &keep)
                     calls.append(.winograd(w, src: src, dst: dst, margs))
                     continue
-                }
-                guard let primitive = op.primitive else { throw LightCapError.invalidArgument(reason: "\(op.label): no primitive") }
-                let scratch = try DNNL.Memory(primitive.scratchpadDesc, scratchpad.pointer)
-                keep.append(scratch)
-                var args = DNNL.Arguments()
-                args.append(.scratchpad, scratch)
-                switch op.kind {
-                case .convolution(let w, let b, _, _):
-                    args.append(.src, memories[op.input.index]!)
-                    args.append(.dst, memories[op.output.index]!)
-                    let wm = try DNNL.Memory(primitive.weightsDesc, w.pointer)
-                    keep.append(wm)
-                    args.append(.weights, wm)
-                    if let b {
-                        let bm = try DNNL.Memory(primitive.biasDesc, b.pointer)
-                        keep.append(bm)
-                        args.append(.bias, bm)
-                    }
-                case .winograd:
-                    continue  // above
                 case .pool, .reorder:
                     args.append(.src, memories[op.input.index]!)
                     args.append(.dst, i == network.ops.count - 1 ? outputMemory : memories[op.output.index]!)
                 }
-                calls.append(.primitive(primitive, args))
+                calls.append(.primitive(op.primitive, args))
             }
         }
     }
@@ -462,9 +452,9 @@ public final class ConvolutionNetwork: @unchecked Sendable {
                 } catch { lastError = error }
             }
             guard let primitive else { throw lastError! }
-            if algorithm == .winograd4x4 && residual == nil && WinogradConvolution.supports(conv),
-               let tile = Self.winogradTile(conv, outShape),
-               let out = try? addWinograd(x, conv, relu: relu, outShape: outShape, tile: tile, direct: primitive, label: label) {
+            if algorithm == .winograd4x4 && residual == nil && WinogradConvolution.supports(conv)
+                && Self.winograd4x4Helps(conv, outShape),
+               let out = try? addWinograd(x, conv, relu: relu, outShape: outShape, direct: primitive, label: label) {
                 return out  // else (no fast batched matmul here) the direct kernel
             }
             let src = try converted(x, to: primitive.srcDesc)
@@ -501,21 +491,19 @@ public final class ConvolutionNetwork: @unchecked Sendable {
             return out
         }
 
-        /// Which of LightCap's Winograd convolutions beats oneDNN's direct kernel (`winograd4x4`):
-        /// F(4x4, 3x3) at output side >= 12, F(2x2, 3x3) at sides 6 to 11, none below. On the
-        /// RN50 trunk (AVX2, `lightcap-bench-visual --profile`, one thread) F(4x4) ran the 3x3
-        /// layers at sides 112 to 14 1.6-3.3x faster than direct, but at side 7 (4 tiles for 49
-        /// outputs, 37.7 MB of transformed weights read for them) no faster; F(2x2) at side 7
-        /// (16 tiles, 16.8 MB, products by the panel kernel) took 2.8-3.0 ms against 4.4-4.7.
-        static func winogradTile(_ conv: Conv2d, _ out: Shape) -> Int? {
-            let side = min(out.height, out.width)
-            return side >= 12 ? 4 : side >= 6 ? 2 : nil
+        /// Where LightCap's Winograd F(4x4, 3x3) beats oneDNN's direct kernel (`winograd4x4`):
+        /// output side >= 12. On the RN50 trunk (AVX2, `lightcap-bench-visual --profile`) the
+        /// 3x3 layers at sides 112 to 14 ran 1.6-3.3x faster than direct; at side 7 (4 tiles of
+        /// 4x4 for 49 outputs, the 36 transformed 512x512 weights read for 4 rows each) it
+        /// was no faster.
+        static func winograd4x4Helps(_ conv: Conv2d, _ out: Shape) -> Bool {
+            out.height >= 12 && out.width >= 12
         }
 
         /// A `WinogradConvolution` reading and writing the layouts the direct kernel `direct`
         /// would (so its neighbours need no reorders), nhwc where the transforms can't.
-        private func addWinograd(_ x: Value, _ conv: Conv2d, relu: Bool, outShape: Shape, tile: Int,
-                                 direct: DNNL.Primitive, label: String) throws -> Value {
+        private func addWinograd(_ x: Value, _ conv: Conv2d, relu: Bool, outShape: Shape, direct: DNNL.Primitive,
+                                 label: String) throws -> Value {
             let s = shape(x)
             func layout(_ desc: DNNL.MemoryDesc, _ shape: Shape) throws -> ChannelLayout {
                 for l in ChannelLayout.allCases where l.fits(shape.channels) {
@@ -525,12 +513,12 @@ public final class ConvolutionNetwork: @unchecked Sendable {
             }
             let srcLayout = try layout(direct.srcDesc, s), dstLayout = try layout(direct.dstDesc, outShape)
             let w = try WinogradConvolution(conv, height: s.height, width: s.width, relu: relu,
-                                            srcLayout: srcLayout, dstLayout: dstLayout, tile: tile)
+                                            srcLayout: srcLayout, dstLayout: dstLayout)
             var src = try converted(x, to: try DNNL.desc([1, s.channels, s.height, s.width], srcLayout.dnnl))
             if src.index == 0 { src = try copy(src) }
             let out = add(outShape, try DNNL.desc([1, outShape.channels, outShape.height, outShape.width], dstLayout.dnnl))
             let flops = 2 * conv.outChannels * conv.inChannels * 9 * outShape.height * outShape.width
-            ops.append(Op(kind: .winograd(w, flops: flops), primitive: nil, input: src, output: out, label: label))
+            ops.append(Op(kind: .winograd(w, flops: flops), primitive: w.matmul, input: src, output: out, label: label))
             return out
         }
 

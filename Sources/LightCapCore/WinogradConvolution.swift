@@ -1,12 +1,10 @@
-// WinogradConvolution: LightCap's own Winograd F(4x4, 3x3) and F(2x2, 3x3) for 3x3 stride-1
-// convolutions, on every x86-64 CPU (oneDNN 2.6 has Winograd kernels only for AVX-512). Each
-// TxT output tile comes from a (T+2)x(T+2) input tile: V = B^T d B (CWinograd, 8 channels per
-// vector), then (T+2)^2 independent products M[xi] = V[xi] x U[xi] over the channels (one
-// oneDNN batched matmul, U = G g G^T packed once at load), then Y = A^T M A + bias, ReLU
-// (CWinograd). F(4x4, 3x3): 36 multiplies per 16 outputs instead of 144 (4x fewer FLOPs, at a
-// small cost in rounding: the transforms scale values by up to ~100). F(2x2, 3x3): 16 per 4
-// instead of 36 (2.25x), but 2.25x less transformed weight to read and 4x more rows per
-// product, which wins on small images with many channels.
+// WinogradConvolution: LightCap's own Winograd F(4x4, 3x3) for 3x3 stride-1 convolutions, on
+// every x86-64 CPU (oneDNN 2.6 has Winograd kernels only for AVX-512). Each 4x4 output tile
+// comes from a 6x6 input tile: V = B^T d B (CWinograd, 8 channels per vector), then 36
+// independent products M[xi] = V[xi] x U[xi] over the channels (one oneDNN batched matmul,
+// U = G g G^T packed once at load), then Y = A^T M A + bias, ReLU (CWinograd). 36 multiplies
+// per 16 outputs instead of 144: 4x fewer FLOPs, at a small cost in rounding (the transforms
+// scale values by up to ~100).
 
 import CDNNL
 import CWinograd
@@ -40,12 +38,10 @@ enum ChannelLayout: Sendable, CaseIterable {
     }
 }
 
-/// One 3x3 stride-1 convolution (+ bias, + ReLU) by Winograd F(T x T, 3x3), T = 4 or 2.
+/// One 3x3 stride-1 convolution (+ bias, + ReLU) by Winograd F(4x4, 3x3).
 final class WinogradConvolution: @unchecked Sendable {
-    /// Output tile side T (4 or 2).
-    let tile: Int
-    /// Transform points per tile, (T + 2)^2: 36 or 16.
-    var points: Int { (tile + 2) * (tile + 2) }
+    static let tile = 4
+    static let points = 36
 
     let inChannels: Int, outChannels: Int
     let height: Int, width: Int, padding: Int
@@ -53,66 +49,26 @@ final class WinogradConvolution: @unchecked Sendable {
     let tilesWide: Int, tiles: Int
     let relu: Bool
     let srcLayout: ChannelLayout, dstLayout: ChannelLayout
-    /// How the products [points, tiles, in] x [points, in, out] are computed.
-    enum Products {
-        /// oneDNN's batched matmul; U = G g G^T in its weight layout.
-        case matmul(DNNL.Primitive, weights: DNNL.Buffer)
-        /// CWinograd's few-tile kernel (`lightcap_winograd_products`); U packed in panels of 16
-        /// output channels.
-        case panels(DNNL.Buffer)
-    }
-    let products: Products
-    /// Below this many tiles the panel kernel computes the products: oneDNN's AVX2 matmul
-    /// (gemm:jit) repacks U on every call, which for 16 tiles costs as much as the multiplies
-    /// (36 x [16, 512] x [512, 512]: 37 GFLOPS, the panel kernel 64; at 49 tiles and more the
-    /// two are within 10% of each other, measured on the RN50 shapes).
-    static let panelTiles = 32
+    /// The 36 products, [36, tiles, in] x [36, in, out].
+    let matmul: DNNL.Primitive
+    /// U = G g G^T in the matmul's weight layout.
+    let weights: DNNL.Buffer
     /// [out], nil when the convolution has none.
     let bias: DNNL.Buffer?
 
     /// Floats of the transformed input V and of the products M.
-    var inputTransformCount: Int { points * tiles * inChannels }
-    var productCount: Int { points * tiles * outChannels }
+    var inputTransformCount: Int { Self.points * tiles * inChannels }
+    var productCount: Int { Self.points * tiles * outChannels }
 
-    /// Its name in profiles: "lightcap_wino_4x3" or "lightcap_wino_2x3", the transforms' vector
-    /// path and what computes the products.
-    var implementation: String {
-        let how: String
-        switch products {
-        case .matmul(let primitive, _): how = primitive.implementation
-        case .panels: how = "panels"
-        }
-        return "lightcap_wino_\(tile)x3:\(Self.isa)+\(how)"
-    }
-
-    /// Bytes of the transformed weights.
-    var weightBytes: Int {
-        switch products {
-        case .matmul(_, let weights): return weights.bytes
-        case .panels(let packed): return packed.bytes
-        }
-    }
-
-    /// Bytes of oneDNN scratchpad the products need.
-    var scratchpadBytes: Int {
-        if case .matmul(let primitive, _) = products { return primitive.scratchpadBytes }
-        return 0
-    }
-
-    /// Whether Winograd can compute `conv` (3x3, stride 1, padding <= 2, channels in multiples
-    /// of 8).
+    /// Whether Winograd F(4x4, 3x3) can compute `conv` (3x3, stride 1, padding <= 2, channels
+    /// in multiples of 8).
     static func supports(_ conv: Conv2d) -> Bool {
         conv.kernel == 3 && conv.stride == 1 && conv.padding <= 2 && conv.inChannels % 8 == 0 && conv.outChannels % 8 == 0
     }
 
-    /// `panels`: whether the panel kernel computes the products (nil: below `panelTiles` tiles).
-    init(_ conv: Conv2d, height: Int, width: Int, relu: Bool, srcLayout: ChannelLayout, dstLayout: ChannelLayout,
-         tile: Int = 4, panels: Bool? = nil) throws {
-        guard tile == 4 || tile == 2 else {
-            throw LightCapError.invalidArgument(reason: "Winograd: output tiles are 4x4 or 2x2, not \(tile)x\(tile)")
-        }
+    init(_ conv: Conv2d, height: Int, width: Int, relu: Bool, srcLayout: ChannelLayout, dstLayout: ChannelLayout) throws {
         guard Self.supports(conv) else {
-            throw LightCapError.invalidArgument(reason: "Winograd F(\(tile)x\(tile), 3x3) needs a 3x3 stride-1 convolution with padding <= 2 and channels in multiples of 8, got \(conv.weight.shape) stride \(conv.stride) padding \(conv.padding)")
+            throw LightCapError.invalidArgument(reason: "Winograd F(4x4, 3x3) needs a 3x3 stride-1 convolution with padding <= 2 and channels in multiples of 8, got \(conv.weight.shape) stride \(conv.stride) padding \(conv.padding)")
         }
         guard srcLayout.fits(conv.inChannels), dstLayout.fits(conv.outChannels) else {
             throw LightCapError.invalidArgument(reason: "Winograd: \(conv.inChannels) -> \(conv.outChannels) channels do not fit \(srcLayout) -> \(dstLayout)")
@@ -127,35 +83,23 @@ final class WinogradConvolution: @unchecked Sendable {
         guard outHeight > 0, outWidth > 0 else {
             throw LightCapError.invalidArgument(reason: "Winograd: input \(height)x\(width) too small")
         }
-        self.tile = tile
-        tilesWide = (outWidth + tile - 1) / tile
-        tiles = tilesWide * ((outHeight + tile - 1) / tile)
+        tilesWide = (outWidth + Self.tile - 1) / Self.tile
+        tiles = tilesWide * ((outHeight + Self.tile - 1) / Self.tile)
         self.relu = relu
         self.srcLayout = srcLayout
         self.dstLayout = dstLayout
-        let points = (tile + 2) * (tile + 2)
-        if panels ?? (tiles < Self.panelTiles) {
-            let transformed = Self.transformedWeights(conv.weight, tile: tile)
-            let packed = DNNL.Buffer(bytes: lightcap_winograd_packed_floats(points, inChannels, outChannels) * MemoryLayout<Float>.size)
-            transformed.withUnsafeBufferPointer {
-                lightcap_winograd_pack($0.baseAddress!, points, conv.inChannels, conv.outChannels,
-                                       packed.pointer.assumingMemoryBound(to: Float.self))
-            }
-            products = .panels(packed)
-        } else {
-            let matmul = try DNNL.matmul(batch: points, m: tiles, k: inChannels, n: outChannels, bias: false)
-            guard !matmul.implementation.hasPrefix("ref") else {  // oneDNN's reference loops: far slower than direct
-                throw LightCapError.invalidArgument(reason: "Winograd: oneDNN has only \(matmul.implementation) for the batched matmul here")
-            }
-            let transformed = Self.transformedWeights(conv.weight, tile: tile)
-            let desc = matmul.weightsDesc
-            let packed = DNNL.Buffer(bytes: DNNL.bytes(desc))
-            let plain = try DNNL.desc([points, conv.inChannels, conv.outChannels], dnnl_abc)
-            try transformed.withUnsafeBufferPointer {
-                try DNNL.reorder(UnsafeRawPointer($0.baseAddress!), plain, into: packed.pointer, desc)
-            }
-            products = .matmul(matmul, weights: packed)
+        matmul = try DNNL.matmul(batch: Self.points, m: tiles, k: inChannels, n: outChannels, bias: false)
+        guard !matmul.implementation.hasPrefix("ref") else {  // oneDNN's reference loops: far slower than direct
+            throw LightCapError.invalidArgument(reason: "Winograd: oneDNN has only \(matmul.implementation) for the batched matmul here")
         }
+        let transformed = Self.transformedWeights(conv.weight)
+        let desc = matmul.weightsDesc
+        let packed = DNNL.Buffer(bytes: DNNL.bytes(desc))
+        let plain = try DNNL.desc([Self.points, conv.inChannels, conv.outChannels], dnnl_abc)
+        try transformed.withUnsafeBufferPointer {
+            try DNNL.reorder(UnsafeRawPointer($0.baseAddress!), plain, into: packed.pointer, desc)
+        }
+        weights = packed
         bias = conv.bias.map { b in
             let buffer = DNNL.Buffer(bytes: b.count * MemoryLayout<Float>.size)
             b.withUnsafeBufferPointer { buffer.pointer.copyMemory(from: $0.baseAddress!, byteCount: buffer.bytes) }
@@ -164,32 +108,28 @@ final class WinogradConvolution: @unchecked Sendable {
     }
 
     /// U[xi][c][k] = (G g[k][c] G^T)[xi] for a [out, in, 3, 3] weight, computed in Double.
-    static func transformedWeights(_ weight: Tensor, tile: Int) -> [Float] {
+    static func transformedWeights(_ weight: Tensor) -> [Float] {
         let (o, i) = (weight.shape[0], weight.shape[1])
-        let n = tile + 2
-        // G (n x 3, row-major), Lavin & Gray's: F(4x4, 3x3) with points 0, +-1, +-2, infinity;
-        // F(2x2, 3x3) with points 0, +-1, infinity.
-        let g4: [Double] = [1.0 / 4, 0, 0, -1.0 / 6, -1.0 / 6, -1.0 / 6, -1.0 / 6, 1.0 / 6, -1.0 / 6,
-                            1.0 / 24, 1.0 / 12, 1.0 / 6, 1.0 / 24, -1.0 / 12, 1.0 / 6, 0, 0, 1]
-        let g2: [Double] = [1, 0, 0, 0.5, 0.5, 0.5, 0.5, -0.5, 0.5, 0, 0, 1]
-        let g = tile == 4 ? g4 : g2
-        var u = [Float](repeating: 0, count: n * n * i * o)
+        // G (6x3, row-major): Lavin & Gray's F(4x4, 3x3) with points 0, +-1, +-2, infinity
+        let g: [Double] = [1.0 / 4, 0, 0, -1.0 / 6, -1.0 / 6, -1.0 / 6, -1.0 / 6, 1.0 / 6, -1.0 / 6,
+                           1.0 / 24, 1.0 / 12, 1.0 / 6, 1.0 / 24, -1.0 / 12, 1.0 / 6, 0, 0, 1]
+        var u = [Float](repeating: 0, count: points * i * o)
         u.withUnsafeMutableBufferPointer { u in
             weight.withUnsafeBufferPointer { w in
-                var t = [Double](repeating: 0, count: 18)  // G f, n x 3
+                var t = [Double](repeating: 0, count: 18)  // G f, 6x3
                 for c in 0..<i {
                     for k in 0..<o {  // k innermost: the writes to U are contiguous
                         let f = w.baseAddress! + (k * i + c) * 9
-                        for r in 0..<n {
+                        for r in 0..<6 {
                             for col in 0..<3 {
                                 t[r * 3 + col] = g[r * 3] * Double(f[col]) + g[r * 3 + 1] * Double(f[3 + col])
                                     + g[r * 3 + 2] * Double(f[6 + col])
                             }
                         }
-                        for r in 0..<n {
-                            for s in 0..<n {
+                        for r in 0..<6 {
+                            for s in 0..<6 {
                                 let v = t[r * 3] * g[s * 3] + t[r * 3 + 1] * g[s * 3 + 1] + t[r * 3 + 2] * g[s * 3 + 2]
-                                u[((r * n + s) * i + c) * o + k] = Float(v)
+                                u[((r * 6 + s) * i + c) * o + k] = Float(v)
                             }
                         }
                     }
@@ -199,12 +139,11 @@ final class WinogradConvolution: @unchecked Sendable {
         return u
     }
 
-    /// Prepared matmul arguments over a workspace's V and M buffers (nil for the panel kernel).
+    /// Prepared matmul arguments over a workspace's V and M buffers.
     func arguments(v: UnsafeMutableRawPointer, m: UnsafeMutableRawPointer, scratchpad: UnsafeMutableRawPointer,
-                   keep: inout [DNNL.Memory]) throws -> DNNL.Arguments? {
-        guard case .matmul(let matmul, let weights) = products else { return nil }
-        let src = try DNNL.Memory(try DNNL.desc([points, tiles, inChannels], dnnl_abc), v)
-        let dst = try DNNL.Memory(try DNNL.desc([points, tiles, outChannels], dnnl_abc), m)
+                   keep: inout [DNNL.Memory]) throws -> DNNL.Arguments {
+        let src = try DNNL.Memory(try DNNL.desc([Self.points, tiles, inChannels], dnnl_abc), v)
+        let dst = try DNNL.Memory(try DNNL.desc([Self.points, tiles, outChannels], dnnl_abc), m)
         let w = try DNNL.Memory(matmul.weightsDesc, weights.pointer)
         let s = try DNNL.Memory(matmul.scratchpadDesc, scratchpad)
         keep += [src, dst, w, s]
@@ -218,29 +157,19 @@ final class WinogradConvolution: @unchecked Sendable {
 
     /// Runs the convolution: src (srcLayout) -> dst (dstLayout), through V and M, whose
     /// matmul `arguments` were made over the same buffers. The transforms split their tiles
-    /// and the panel kernel its points over `threads` threads; the matmul runs on the caller's
-    /// oneDNN threads.
+    /// over `threads` threads; the matmul runs on the caller's oneDNN threads.
     func run(src: UnsafePointer<Float>, dst: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>,
-             m: UnsafeMutablePointer<Float>, arguments: DNNL.Arguments?, stream: DNNL.Stream, threads: Int) throws {
+             m: UnsafePointer<Float>, arguments: DNNL.Arguments, stream: DNNL.Stream, threads: Int) throws {
         let inLayout = srcLayout.addressing(channels: inChannels, height: height, width: width)
         let outLayout = dstLayout.addressing(channels: outChannels, height: outHeight, width: outWidth)
         let b = bias.map { UnsafePointer($0.pointer.assumingMemoryBound(to: Float.self)) }
         Self.split(tiles, threads) { t0, t1 in
-            lightcap_winograd_input(tile, src, inLayout, height, width, inChannels, padding, tilesWide, tiles, t0, t1, v)
+            lightcap_winograd_input(src, inLayout, height, width, inChannels, padding, tilesWide, tiles, t0, t1, v)
         }
-        switch products {
-        case .matmul(let matmul, _):
-            guard let arguments else { throw LightCapError.invalidArgument(reason: "Winograd: no matmul arguments") }
-            try matmul.execute(stream, arguments)
-            stream.wait()
-        case .panels(let packed):
-            let u = UnsafePointer(packed.pointer.assumingMemoryBound(to: Float.self))
-            Self.split(points, threads) { p0, p1 in
-                lightcap_winograd_products(v, u, tiles, inChannels, outChannels, p0, p1, m)
-            }
-        }
+        try matmul.execute(stream, arguments)
+        stream.wait()
         Self.split(tiles, threads) { t0, t1 in
-            lightcap_winograd_output(tile, m, tiles, outChannels, b, relu ? 1 : 0, dst, outLayout, outHeight, outWidth,
+            lightcap_winograd_output(m, tiles, outChannels, b, relu ? 1 : 0, dst, outLayout, outHeight, outWidth,
                                      tilesWide, t0, t1)
         }
     }

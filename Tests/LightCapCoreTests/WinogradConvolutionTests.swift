@@ -2,15 +2,13 @@ import XCTest
 @testable import LightCapCore
 import LightCapTestSupport
 
-/// LightCap's own Winograd F(4x4, 3x3) and F(2x2, 3x3) (`WinogradConvolution`, transforms and
-/// the few-tile products kernel in CWinograd) against the plain `Reference` convolution, with
-/// the products from oneDNN's matmul and from the panel kernel, in every channel layout it
-/// reads and writes, on odd sides (partial tiles), with and without bias and ReLU, padding 0 to 2.
+/// LightCap's own Winograd F(4x4, 3x3) (`WinogradConvolution`, transforms in CWinograd) against
+/// the plain `Reference` convolution, in every channel layout it reads and writes, on odd
+/// sides (partial tiles), with and without bias and ReLU, padding 0 to 2.
 ///
 /// Tolerance: 1e-4 of the output's scale. F(4x4, 3x3) in single precision scales values by up
 /// to ~100 in its transforms, so it is less exact than a direct convolution (1e-5 there); a
-/// wrong transform coefficient, a wrong tile edge, a wrong layout or a wrong panel gives errors
-/// of order 1.
+/// wrong transform coefficient, a wrong tile edge or a wrong layout gives errors of order 1.
 final class WinogradConvolutionTests: XCTestCase {
     /// Runs `w` on the CHW tensor `x`: reorders x into w's source layout, runs, reorders the
     /// result back to CHW.
@@ -23,7 +21,7 @@ final class WinogradConvolutionTests: XCTestCase {
         let outDims = [1, w.outChannels, w.outHeight, w.outWidth]
         let dst = DNNL.Buffer(bytes: outDims.reduce(1, *) * 4)
         let v = DNNL.Buffer(bytes: w.inputTransformCount * 4), m = DNNL.Buffer(bytes: w.productCount * 4)
-        let scratch = DNNL.Buffer(bytes: w.scratchpadBytes)
+        let scratch = DNNL.Buffer(bytes: w.matmul.scratchpadBytes)
         var keep: [DNNL.Memory] = []
         let args = try w.arguments(v: v.pointer, m: m.pointer, scratchpad: scratch.pointer, keep: &keep)
         let stream = try DNNL.Stream()
@@ -50,7 +48,6 @@ final class WinogradConvolutionTests: XCTestCase {
             (16, 48, 5, 11, 0, true, false),  // no padding
             (32, 16, 3, 4, 2, true, true),    // padding 2, fewer pixels than one tile
             (16, 16, 1, 1, 1, true, false),   // one pixel
-            (16, 24, 7, 10, 1, true, true),   // 24 outputs: a half panel
         ]
         for (cin, cout, h, wd, pad, hasBias, relu) in cases {
             let x = rng.tensor([cin, h, wd])
@@ -61,49 +58,23 @@ final class WinogradConvolutionTests: XCTestCase {
             if relu { expected = Reference.relu(expected) }
             for src in ChannelLayout.allCases where src.fits(cin) {
                 for dst in ChannelLayout.allCases where dst.fits(cout) {
-                    for tile in [4, 2] {
-                        for panels in [false, true] {
-                            let w = try WinogradConvolution(conv, height: h, width: wd, relu: relu, srcLayout: src, dstLayout: dst,
-                                                            tile: tile, panels: panels)
-                            XCTAssertEqual(w.implementation.hasSuffix("panels"), panels)
-                            assertClose(try run(w, x), expected, tolerance: 1e-4, minimumScale: 1e-6,
-                                        "F(\(tile)x\(tile)) panels \(panels) \(cin)->\(cout) \(h)x\(wd) pad \(pad) \(src)->\(dst)")
-                        }
-                    }
+                    let w = try WinogradConvolution(conv, height: h, width: wd, relu: relu, srcLayout: src, dstLayout: dst)
+                    assertClose(try run(w, x), expected, tolerance: 1e-4, minimumScale: 1e-6, "\(cin)->\(cout) \(h)x\(wd) pad \(pad) \(src)->\(dst)")
                 }
             }
         }
     }
 
-    /// The transforms split their tiles, the panel kernel its points, over two threads: the
-    /// same result as one thread.
+    /// The transforms split their tiles over two threads: the same result as one thread.
     func testTwoThreadsGiveTheSameResult() throws {
         var rng = SeededRandom(seed: 42)
         let x = rng.tensor([24, 17, 15])
         let conv = try Conv2d(weight: rng.tensor([40, 24, 3, 3], scale: 0.3), bias: rng.tensor([40]), stride: 1, padding: 1)
-        for (tile, panels) in [(4, false), (4, true), (2, true)] {
-            let w = try WinogradConvolution(conv, height: 17, width: 15, relu: true, srcLayout: .nhwc, dstLayout: .nChw8c,
-                                            tile: tile, panels: panels)
-            let one = try run(w, x), two = try run(w, x, threads: 2)
-            assertClose(two, one, tolerance: 1e-6, minimumScale: 1e-6, "F(\(tile)x\(tile)) panels \(panels): 2 threads vs 1")
-            assertClose(one, Reference.relu(Reference.conv2d(x, weight: conv.weight, bias: conv.bias, stride: 1, padding: 1)),
-                        tolerance: 1e-4, minimumScale: 1e-6, "F(\(tile)x\(tile)) panels \(panels): against the reference")
-        }
-    }
-
-    /// The panel kernel, as chosen by tile count, on a larger product (16 tiles: two 6-row
-    /// blocks and a 4-row tail; 96 -> 80 channels: five panels) against the reference convolution.
-    func testPanelKernelOnRN50LikeShape() throws {
-        var rng = SeededRandom(seed: 45)
-        let x = rng.tensor([96, 14, 14])
-        let conv = try Conv2d(weight: rng.tensor([80, 96, 3, 3], scale: 0.05), bias: rng.tensor([80], scale: 0.1), padding: 1)
-        let expected = Reference.conv2d(x, weight: conv.weight, bias: conv.bias, stride: 1, padding: 1)
-        for threads in [1, 2] {
-            let w = try WinogradConvolution(conv, height: 14, width: 14, relu: false, srcLayout: .nChw16c, dstLayout: .nChw16c)
-            XCTAssertEqual(w.tiles, 16)
-            XCTAssertTrue(w.implementation.hasSuffix("panels"), w.implementation)  // < panelTiles tiles
-            assertClose(try run(w, x, threads: threads), expected, tolerance: 1e-4, minimumScale: 1e-6, "\(threads) thread(s)")
-        }
+        let w = try WinogradConvolution(conv, height: 17, width: 15, relu: true, srcLayout: .nhwc, dstLayout: .nChw8c)
+        let one = try run(w, x), two = try run(w, x, threads: 2)
+        assertClose(two, one, tolerance: 1e-6, minimumScale: 1e-6, "2 threads vs 1")
+        assertClose(one, Reference.relu(Reference.conv2d(x, weight: conv.weight, bias: conv.bias, stride: 1, padding: 1)),
+                    tolerance: 1e-4, minimumScale: 1e-6, "against the reference")
     }
 
     /// In a network (`.winograd4x4`): 3x3 layers between 1x1 layers, a residual, a pool, on
@@ -127,31 +98,11 @@ final class WinogradConvolutionTests: XCTestCase {
             let net = try b.build(output: y)
             let kinds = net.implementations.filter { ["w", "w2"].contains($0.label) }.map(\.implementation)
             XCTAssertEqual(kinds.count, 2)
-            XCTAssertTrue(kinds.allSatisfy { $0.hasPrefix("lightcap_wino_") }, "\(net.implementations)")
+            XCTAssertTrue(kinds.allSatisfy { $0.hasPrefix("lightcap_wino_4x3") }, "\(net.implementations)")
             XCTAssertEqual(net.convolutionFlops, 2 * 14 * 14 * (64 * 32 + 64 * 64 * 9 + 64 * 64 + 32 * 64 * 9))
             let ws = try net.makeWorkspace()
             assertClose(try net(x, workspace: ws), expected, tolerance: 1e-4, minimumScale: 1e-6, "winograd4x4 network, \(threads) thread(s)")
             assertClose(try net(x, workspace: ws), expected, tolerance: 1e-4, minimumScale: 1e-6, "rerun, \(threads) thread(s)")
-        }
-    }
-
-    /// The network picks the tile by output side: F(4x4) at 12 and more, F(2x2) at 6 to 11,
-    /// direct below; the products of fewer than 32 tiles go to the panel kernel.
-    func testNetworkPicksTheTileBySide() throws {
-        var rng = SeededRandom(seed: 46)
-        let conv = try Conv2d(weight: rng.tensor([16, 16, 3, 3], scale: 0.2), bias: rng.tensor([16], scale: 0.1), padding: 1)
-        for (side, expected) in [(12, "lightcap_wino_4x3"), (11, "lightcap_wino_2x3"), (7, "lightcap_wino_2x3"), (6, "lightcap_wino_2x3"),
-                                 (5, "jit")] {
-            let x = rng.tensor([16, side, side])
-            let b = try ConvolutionNetwork.Builder(channels: 16, height: side, width: side, algorithm: .winograd4x4)
-            let net = try b.build(output: try b.convolution(b.input, conv, relu: true, label: "w"))
-            let kind = net.implementations.first { $0.label == "w" }!.implementation
-            XCTAssertTrue(kind.hasPrefix(expected), "side \(side): \(kind)")
-            if expected.hasPrefix("lightcap") {  // tiles: 9 at side 12, 36 at 11, 16 at 7, 9 at 6
-                XCTAssertEqual(kind.hasSuffix("panels"), side != 11, "side \(side): \(kind)")
-            }
-            assertClose(try net(x), Reference.tokens(Reference.relu(Reference.conv2d(x, weight: conv.weight, bias: conv.bias, stride: 1, padding: 1))),
-                        tolerance: 1e-4, minimumScale: 1e-6, "side \(side)")
         }
     }
 
@@ -174,9 +125,6 @@ final class WinogradConvolutionTests: XCTestCase {
         }
         let ok = try Conv2d(weight: rng.tensor([16, 16, 3, 3]), bias: nil, padding: 1)
         XCTAssertNoThrow(try WinogradConvolution(ok, height: 8, width: 8, relu: false, srcLayout: .nChw16c, dstLayout: .nChw16c))
-        XCTAssertThrowsError(try WinogradConvolution(ok, height: 8, width: 8, relu: false, srcLayout: .nhwc, dstLayout: .nhwc, tile: 3)) {
-            XCTAssertTrue("\($0)".contains("4x4 or 2x2"), "\($0)")
-        }
         let odd = try Conv2d(weight: rng.tensor([24, 16, 3, 3]), bias: nil, padding: 1)
         XCTAssertThrowsError(try WinogradConvolution(odd, height: 8, width: 8, relu: false, srcLayout: .nhwc, dstLayout: .nChw16c))
         // In a network: the stride-2 stem convolution on 3 channels is direct, and still right.
