@@ -319,11 +319,11 @@ extension DNNL {
         var w = try desc(lead + [k, n], dnnl_format_tag_any)
         var b = try desc([1, n], dnnl_ab)
         var d = try desc(lead + [m, n], rowMajor)
-        let what = "matmul " + (batch == 1 ? "" : "\(batch)x") + "\(m)x\(k)x\(n)"
+        let dims = (batch == 1 ? "" : "\(batch)x") + "\(m)x\(k)x\(n)"
         var op = dnnl_matmul_desc_t()
         try check(withUnsafePointer(to: &b) { bp in dnnl_matmul_desc_init(&op, &s, &w, bias ? bp : nil, &d) },
-                  what.replacingOccurrences(of: "matmul", with: "matmul desc"))
-        return try withUnsafePointer(to: &op) { try Primitive(opDesc: UnsafeRawPointer($0), what: what) }
+                  "matmul desc \(dims)")
+        return try withUnsafePointer(to: &op) { try Primitive(opDesc: UnsafeRawPointer($0), what: "matmul \(dims)") }
     }
 
     /// Average pooling with window = stride = `kernel`, no padding, on `src` [1, C, H, W].

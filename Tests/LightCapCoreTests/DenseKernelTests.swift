@@ -2,9 +2,9 @@ import XCTest
 @testable import LightCapCore
 import LightCapTestSupport
 
-/// `a` equals `b` within `tolerance` times b's scale (max |b|, at least 1); shared by the fast
-/// kernels' tests of this target (DenseKernelTests, PackedLinearTests).
-/// `a` equals `b` within `tolerance` times b's scale: max |b|, but at least `minimumScale`.
+/// `a` equals `b` within `tolerance` times b's scale: max |b|, but at least `minimumScale`;
+/// shared by the fast kernels' tests of this target (DenseKernelTests, PackedLinearTests, and
+/// with minimumScale 1e-6 ConvolutionTests, WinogradConvolutionTests).
 func assertClose(_ a: Tensor, _ b: Tensor, tolerance: Float = 1e-5, minimumScale: Float = 1, _ what: String,
                  file: StaticString = #filePath, line: UInt = #line) {
     XCTAssertEqual(a.shape, b.shape, what, file: file, line: line)
