@@ -109,6 +109,45 @@ static inline __attribute__((always_inline)) void output_body(
     }
 }
 
+
+// U = G g G^T for the input channels [c0, c1) of a [out][in][3][3] weight, 8 output channels per
+// vector; U is [36][in][out]. G (6x3) rows: (1/4, 0, 0), -(1, 1, 1)/6, -(1, -1, 1)/6,
+// (1/24, 1/12, 1/6), (1/24, -1/12, 1/6), (0, 0, 1).
+static inline __attribute__((always_inline)) void g3(v8 a, v8 b, v8 c, v8 o[6]) {
+    const v8 quarter = {0.25f, 0.25f, 0.25f, 0.25f, 0.25f, 0.25f, 0.25f, 0.25f};
+    const v8 sixth = {1.f / 6, 1.f / 6, 1.f / 6, 1.f / 6, 1.f / 6, 1.f / 6, 1.f / 6, 1.f / 6};
+    const v8 twelfth = sixth * 0.5f, twentyfourth = sixth * 0.25f;
+    const v8 p = a * twentyfourth + c * sixth, q = b * twelfth;
+    o[0] = a * quarter;
+    o[1] = -(a + b + c) * sixth;
+    o[2] = -(a - b + c) * sixth;
+    o[3] = p + q;
+    o[4] = p - q;
+    o[5] = c;
+}
+
+static inline __attribute__((always_inline)) void weights_body(const float *w, long out, long in, long c0, long c1,
+                                                               float *u) {
+    for (long c = c0; c < c1; c++) {
+        for (long k = 0; k < out; k += 8) {
+            v8 f[9];
+            for (int j = 0; j < 9; j++)
+                for (int l = 0; l < 8; l++) f[j][l] = w[((k + l) * in + c) * 9 + j];
+            v8 t[6][3];  // G f
+            for (int col = 0; col < 3; col++) {
+                v8 o[6];
+                g3(f[col], f[3 + col], f[6 + col], o);
+                for (int r = 0; r < 6; r++) t[r][col] = o[r];
+            }
+            for (int r = 0; r < 6; r++) {  // (G f) G^T
+                v8 o[6];
+                g3(t[r][0], t[r][1], t[r][2], o);
+                for (int s = 0; s < 6; s++) store8(u + ((r * 6 + s) * in + c) * out + k, o[s]);
+            }
+        }
+    }
+}
+
 #if defined(__x86_64__)
 __attribute__((target("avx2,fma")))
 static void input_avx2(const float *src, lightcap_channel_layout l, long h, long w, long c, long pad,
@@ -120,6 +159,11 @@ __attribute__((target("avx2,fma")))
 static void output_avx2(const float *m, long tiles, long c, const float *bias, int relu, float *dst,
                         lightcap_channel_layout l, long oh, long ow, long tw, long t0, long t1) {
     output_body(m, tiles, c, bias, relu, dst, l, oh, ow, tw, t0, t1);
+}
+
+__attribute__((target("avx2,fma")))
+static void weights_avx2(const float *w, long out, long in, long c0, long c1, float *u) {
+    weights_body(w, out, in, c0, c1, u);
 }
 
 static int has_avx2(void) {
@@ -142,6 +186,21 @@ static void input_generic(const float *src, lightcap_channel_layout l, long h, l
 static void output_generic(const float *m, long tiles, long c, const float *bias, int relu, float *dst,
                            lightcap_channel_layout l, long oh, long ow, long tw, long t0, long t1) {
     output_body(m, tiles, c, bias, relu, dst, l, oh, ow, tw, t0, t1);
+}
+
+static void weights_generic(const float *w, long out, long in, long c0, long c1, float *u) {
+    weights_body(w, out, in, c0, c1, u);
+}
+
+void lightcap_winograd_weights(const float *weight, long out_channels, long in_channels, long c0, long c1,
+                               float *u) {
+#if defined(__x86_64__)
+    if (has_avx2()) {
+        weights_avx2(weight, out_channels, in_channels, c0, c1, u);
+        return;
+    }
+#endif
+    weights_generic(weight, out_channels, in_channels, c0, c1, u);
 }
 
 void lightcap_winograd_input(const float *src, lightcap_channel_layout layout, long height, long width,

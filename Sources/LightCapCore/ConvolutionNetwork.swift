@@ -513,7 +513,7 @@ public final class ConvolutionNetwork: @unchecked Sendable {
             }
             let srcLayout = try layout(direct.srcDesc, s), dstLayout = try layout(direct.dstDesc, outShape)
             let w = try WinogradConvolution(conv, height: s.height, width: s.width, relu: relu,
-                                            srcLayout: srcLayout, dstLayout: dstLayout)
+                                            srcLayout: srcLayout, dstLayout: dstLayout, threads: threads)
             var src = try converted(x, to: try DNNL.desc([1, s.channels, s.height, s.width], srcLayout.dnnl))
             if src.index == 0 { src = try copy(src) }
             let out = add(outShape, try DNNL.desc([1, outShape.channels, outShape.height, outShape.width], dstLayout.dnnl))

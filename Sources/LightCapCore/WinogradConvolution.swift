@@ -66,7 +66,9 @@ final class WinogradConvolution: @unchecked Sendable {
         conv.kernel == 3 && conv.stride == 1 && conv.padding <= 2 && conv.inChannels % 8 == 0 && conv.outChannels % 8 == 0
     }
 
-    init(_ conv: Conv2d, height: Int, width: Int, relu: Bool, srcLayout: ChannelLayout, dstLayout: ChannelLayout) throws {
+    /// `threads` split the weight transform at load.
+    init(_ conv: Conv2d, height: Int, width: Int, relu: Bool, srcLayout: ChannelLayout, dstLayout: ChannelLayout,
+         threads: Int = 1) throws {
         guard Self.supports(conv) else {
             throw LightCapError.invalidArgument(reason: "Winograd F(4x4, 3x3) needs a 3x3 stride-1 convolution with padding <= 2 and channels in multiples of 8, got \(conv.weight.shape) stride \(conv.stride) padding \(conv.padding)")
         }
@@ -92,12 +94,15 @@ final class WinogradConvolution: @unchecked Sendable {
         guard !matmul.implementation.hasPrefix("ref") else {  // oneDNN's reference loops: far slower than direct
             throw LightCapError.invalidArgument(reason: "Winograd: oneDNN has only \(matmul.implementation) for the batched matmul here")
         }
-        let transformed = Self.transformedWeights(conv.weight)
         let desc = matmul.weightsDesc
         let packed = DNNL.Buffer(bytes: DNNL.bytes(desc))
         let plain = try DNNL.desc([Self.points, conv.inChannels, conv.outChannels], dnnl_abc)
-        try transformed.withUnsafeBufferPointer {
-            try DNNL.reorder(UnsafeRawPointer($0.baseAddress!), plain, into: packed.pointer, desc)
+        if DNNL.equal(desc, plain) {  // gemm:jit takes U as it is: transform straight into it
+            Self.transformWeights(conv.weight, into: packed.pointer.assumingMemoryBound(to: Float.self), threads: threads)
+        } else {
+            let u = TensorStorage(count: Self.points * conv.inChannels * conv.outChannels)
+            Self.transformWeights(conv.weight, into: u.base, threads: threads)
+            try DNNL.reorder(UnsafeRawPointer(u.base), plain, into: packed.pointer, desc)
         }
         weights = packed
         bias = conv.bias.map { b in
@@ -107,7 +112,18 @@ final class WinogradConvolution: @unchecked Sendable {
         }
     }
 
-    /// U[xi][c][k] = (G g[k][c] G^T)[xi] for a [out, in, 3, 3] weight, computed in Double.
+    /// U[xi][c][k] = (G g[k][c] G^T)[xi] for a [out, in, 3, 3] weight (out % 8 == 0), into
+    /// [36, in, out] floats at `u`: the C transform in float, 8 output channels per vector,
+    /// the input channels split over `threads`.
+    static func transformWeights(_ weight: Tensor, into u: UnsafeMutablePointer<Float>, threads: Int) {
+        let (o, i) = (weight.shape[0], weight.shape[1])
+        weight.withUnsafeBufferPointer { w in
+            nonisolated(unsafe) let u = u
+            split(i, threads) { c0, c1 in lightcap_winograd_weights(w.baseAddress!, o, i, c0, c1, u) }
+        }
+    }
+
+    /// The plain twin of `transformWeights`: U computed in Double, one value at a time.
     static func transformedWeights(_ weight: Tensor) -> [Float] {
         let (o, i) = (weight.shape[0], weight.shape[1])
         // G (6x3, row-major): Lavin & Gray's F(4x4, 3x3) with points 0, +-1, +-2, infinity

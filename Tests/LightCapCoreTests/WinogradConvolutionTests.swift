@@ -65,6 +65,22 @@ final class WinogradConvolutionTests: XCTestCase {
         }
     }
 
+    /// The weight transform (C, float, 8 output channels per vector, input channels split over
+    /// threads) against its plain twin in Double, on shapes with odd input channel counts.
+    func testWeightTransformMatchesPlainTwin() throws {
+        var rng = SeededRandom(seed: 40)
+        for (cout, cin) in [(8, 1), (16, 3), (24, 17), (64, 32)] {
+            let weight = rng.tensor([cout, cin, 3, 3], scale: 0.5)
+            let expected = Tensor(shape: [36, cin, cout], scalars: WinogradConvolution.transformedWeights(weight))
+            for threads in [1, 2] {
+                let u = TensorStorage(count: 36 * cin * cout)
+                WinogradConvolution.transformWeights(weight, into: u.base, threads: threads)
+                assertClose(Tensor(shape: [36, cin, cout], storage: u), expected, tolerance: 1e-6, minimumScale: 1e-6,
+                            "\(cout)x\(cin) on \(threads) thread(s)")
+            }
+        }
+    }
+
     /// The transforms split their tiles over two threads: the same result as one thread.
     func testTwoThreadsGiveTheSameResult() throws {
         var rng = SeededRandom(seed: 42)

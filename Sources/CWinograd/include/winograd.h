@@ -12,6 +12,11 @@ typedef struct {
     long group, outer, pixel;
 } lightcap_channel_layout;
 
+/// Weight transform U = G g G^T of the input channels [c0, c1) of a [out][in][3][3] weight g,
+/// in float: U is [36][in][out]; out_channels % 8 == 0.
+void lightcap_winograd_weights(const float *weight, long out_channels, long in_channels, long c0, long c1,
+                               float *u);
+
 /// Input transform V = B^T d B of the 6x6 input tiles [tile0, tile1) (row-major over a
 /// tiles_w-wide grid of 4x4 output tiles; tile (ty, tx) reads rows 4 ty - pad ... 4 ty - pad + 5,
 /// zeros outside the image). V is [36][tiles][channels]; channels % 8 == 0.
