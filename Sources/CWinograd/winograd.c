@@ -6,6 +6,8 @@
 // The vector helpers are always inlined into the per-ISA functions, so their ABI never shows.
 #pragma clang diagnostic ignored "-Wpsabi"
 
+#include <dlfcn.h>
+#include <pthread.h>
 #include <string.h>
 
 typedef float v8 __attribute__((vector_size(32)));
@@ -192,8 +194,8 @@ static void weights_generic(const float *w, long out, long in, long c0, long c1,
     weights_body(w, out, in, c0, c1, u);
 }
 
-void lightcap_winograd_weights(const float *weight, long out_channels, long in_channels, long c0, long c1,
-                               float *u) {
+static void weights_range(const float *weight, long out_channels, long in_channels, long c0, long c1,
+                          float *u) {
 #if defined(__x86_64__)
     if (has_avx2()) {
         weights_avx2(weight, out_channels, in_channels, c0, c1, u);
@@ -203,9 +205,8 @@ void lightcap_winograd_weights(const float *weight, long out_channels, long in_c
     weights_generic(weight, out_channels, in_channels, c0, c1, u);
 }
 
-void lightcap_winograd_input(const float *src, lightcap_channel_layout layout, long height, long width,
-                             long channels, long pad, long tiles_w, long tiles, long tile0, long tile1,
-                             float *v) {
+static void input_range(const float *src, lightcap_channel_layout layout, long height, long width,
+                        long channels, long pad, long tiles_w, long tiles, long tile0, long tile1, float *v) {
 #if defined(__x86_64__)
     if (has_avx2()) {
         input_avx2(src, layout, height, width, channels, pad, tiles_w, tiles, tile0, tile1, v);
@@ -215,9 +216,9 @@ void lightcap_winograd_input(const float *src, lightcap_channel_layout layout, l
     input_generic(src, layout, height, width, channels, pad, tiles_w, tiles, tile0, tile1, v);
 }
 
-void lightcap_winograd_output(const float *m, long tiles, long channels, const float *bias, int relu,
-                              float *dst, lightcap_channel_layout layout, long out_h, long out_w,
-                              long tiles_w, long tile0, long tile1) {
+static void output_range(const float *m, long tiles, long channels, const float *bias, int relu, float *dst,
+                         lightcap_channel_layout layout, long out_h, long out_w, long tiles_w, long tile0,
+                         long tile1) {
 #if defined(__x86_64__)
     if (has_avx2()) {
         output_avx2(m, tiles, channels, bias, relu, dst, layout, out_h, out_w, tiles_w, tile0, tile1);
@@ -228,3 +229,113 @@ void lightcap_winograd_output(const float *m, long tiles, long channels, const f
 }
 
 const char *lightcap_winograd_isa(void) { return has_avx2() ? "avx2+fma" : "generic"; }
+
+// Threads: the work is split over an OpenMP team through libgomp's own entry points (the ABI
+// GCC's `#pragma omp parallel` calls), found at run time in the libgomp that oneDNN loads. The
+// transforms then run on the same threads as oneDNN's kernels between them: with a second pool
+// (Dispatch) the OpenMP threads, still spinning after each oneDNN call, took the cores the
+// transforms wanted. Without libgomp in the process the work runs on the calling thread.
+typedef void (*gomp_parallel_fn)(void (*)(void *), void *, unsigned, unsigned);
+typedef int (*omp_int_fn)(void);
+static gomp_parallel_fn gomp_parallel;
+static omp_int_fn omp_thread_num, omp_num_threads;
+static pthread_once_t omp_once = PTHREAD_ONCE_INIT;
+
+static void omp_lookup(void) {
+    gomp_parallel_fn p = (gomp_parallel_fn)dlsym(RTLD_DEFAULT, "GOMP_parallel");
+    omp_int_fn n = (omp_int_fn)dlsym(RTLD_DEFAULT, "omp_get_thread_num");
+    omp_int_fn c = (omp_int_fn)dlsym(RTLD_DEFAULT, "omp_get_num_threads");
+    if (p && n && c) {
+        gomp_parallel = p;
+        omp_thread_num = n;
+        omp_num_threads = c;
+    }
+}
+
+typedef struct {
+    void (*body)(const void *args, long begin, long end);
+    const void *args;
+    long count;
+} parallel_task;
+
+static void parallel_part(void *p) {
+    const parallel_task *task = p;
+    const long i = omp_thread_num(), n = omp_num_threads();
+    const long begin = task->count * i / n, end = task->count * (i + 1) / n;
+    if (begin < end) task->body(task->args, begin, end);
+}
+
+// body(args, begin, end) over contiguous parts of [0, count), one per thread of a team of
+// min(threads, count) (fewer if OpenMP gives fewer, e.g. inside another parallel region).
+static void parallel_for(long count, long threads, void (*body)(const void *, long, long), const void *args) {
+    if (threads > count) threads = count;
+    if (threads > 1) pthread_once(&omp_once, omp_lookup);
+    if (threads <= 1 || !gomp_parallel) {
+        if (count > 0) body(args, 0, count);
+        return;
+    }
+    parallel_task task = {body, args, count};
+    gomp_parallel(parallel_part, &task, (unsigned)threads, 0);
+}
+
+typedef struct {
+    const float *weight;
+    long out, in;
+    float *u;
+} weights_args;
+
+static void weights_part(const void *p, long begin, long end) {
+    const weights_args *a = p;
+    weights_range(a->weight, a->out, a->in, begin, end, a->u);
+}
+
+void lightcap_winograd_weights(const float *weight, long out_channels, long in_channels, float *u, long threads) {
+    weights_args a = {weight, out_channels, in_channels, u};
+    parallel_for(in_channels, threads, weights_part, &a);
+}
+
+typedef struct {
+    const float *src;
+    lightcap_channel_layout layout;
+    long height, width, channels, pad, tiles_w, tiles;
+    float *v;
+} input_args;
+
+static void input_part(const void *p, long begin, long end) {
+    const input_args *a = p;
+    input_range(a->src, a->layout, a->height, a->width, a->channels, a->pad, a->tiles_w, a->tiles, begin, end, a->v);
+}
+
+void lightcap_winograd_input(const float *src, lightcap_channel_layout layout, long height, long width,
+                             long channels, long pad, long tiles_w, long tiles, float *v, long threads) {
+    input_args a = {src, layout, height, width, channels, pad, tiles_w, tiles, v};
+    parallel_for(tiles, threads, input_part, &a);
+}
+
+typedef struct {
+    const float *m;
+    long tiles, channels;
+    const float *bias;
+    int relu;
+    float *dst;
+    lightcap_channel_layout layout;
+    long out_h, out_w, tiles_w;
+} output_args;
+
+static void output_part(const void *p, long begin, long end) {
+    const output_args *a = p;
+    output_range(a->m, a->tiles, a->channels, a->bias, a->relu, a->dst, a->layout, a->out_h, a->out_w, a->tiles_w,
+                 begin, end);
+}
+
+void lightcap_winograd_output(const float *m, long tiles, long channels, const float *bias, int relu,
+                              float *dst, lightcap_channel_layout layout, long out_h, long out_w,
+                              long tiles_w, long threads) {
+    output_args a = {m, tiles, channels, bias, relu, dst, layout, out_h, out_w, tiles_w};
+    parallel_for(tiles, threads, output_part, &a);
+}
+
+int lightcap_winograd_uses_openmp(void) {
+    pthread_once(&omp_once, omp_lookup);
+    return gomp_parallel != 0;
+}

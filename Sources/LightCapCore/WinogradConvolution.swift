@@ -8,7 +8,6 @@
 
 import CDNNL
 import CWinograd
-import Dispatch
 
 /// How the channels of an activation are laid out in memory (the layouts oneDNN's convolutions
 /// give and take that the transforms read and write directly).
@@ -117,10 +116,7 @@ final class WinogradConvolution: @unchecked Sendable {
     /// the input channels split over `threads`.
     static func transformWeights(_ weight: Tensor, into u: UnsafeMutablePointer<Float>, threads: Int) {
         let (o, i) = (weight.shape[0], weight.shape[1])
-        weight.withUnsafeBufferPointer { w in
-            nonisolated(unsafe) let u = u
-            split(i, threads) { c0, c1 in lightcap_winograd_weights(w.baseAddress!, o, i, c0, c1, u) }
-        }
+        weight.withUnsafeBufferPointer { lightcap_winograd_weights($0.baseAddress!, o, i, u, threads) }
     }
 
     /// The plain twin of `transformWeights`: U computed in Double, one value at a time.
@@ -173,33 +169,21 @@ final class WinogradConvolution: @unchecked Sendable {
 
     /// Runs the convolution: src (srcLayout) -> dst (dstLayout), through V and M, whose
     /// matmul `arguments` were made over the same buffers. The transforms split their tiles
-    /// over `threads` threads; the matmul runs on the caller's oneDNN threads.
+    /// over `threads` threads of the OpenMP team the matmul (oneDNN) runs on.
     func run(src: UnsafePointer<Float>, dst: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>,
              m: UnsafePointer<Float>, arguments: DNNL.Arguments, stream: DNNL.Stream, threads: Int) throws {
         let inLayout = srcLayout.addressing(channels: inChannels, height: height, width: width)
         let outLayout = dstLayout.addressing(channels: outChannels, height: outHeight, width: outWidth)
         let b = bias.map { UnsafePointer($0.pointer.assumingMemoryBound(to: Float.self)) }
-        Self.split(tiles, threads) { t0, t1 in
-            lightcap_winograd_input(src, inLayout, height, width, inChannels, padding, tilesWide, tiles, t0, t1, v)
-        }
+        lightcap_winograd_input(src, inLayout, height, width, inChannels, padding, tilesWide, tiles, v, threads)
         try matmul.execute(stream, arguments)
         stream.wait()
-        Self.split(tiles, threads) { t0, t1 in
-            lightcap_winograd_output(m, tiles, outChannels, b, relu ? 1 : 0, dst, outLayout, outHeight, outWidth,
-                                     tilesWide, t0, t1)
-        }
+        lightcap_winograd_output(m, tiles, outChannels, b, relu ? 1 : 0, dst, outLayout, outHeight, outWidth, tilesWide,
+                                 threads)
     }
 
-    /// Calls `body` on `parts` contiguous ranges of 0..<count, concurrently when parts > 1.
-    static func split(_ count: Int, _ parts: Int, _ body: (Int, Int) -> Void) {
-        let n = max(1, min(parts, count))
-        if n == 1 { return body(0, count) }
-        withoutActuallyEscaping(body) { body in
-            // The parts write disjoint tiles; concurrentPerform returns when all are done.
-            nonisolated(unsafe) let body = body
-            DispatchQueue.concurrentPerform(iterations: n) { p in body(count * p / n, count * (p + 1) / n) }
-        }
-    }
+    /// Whether the transforms' threads are OpenMP's (libgomp, loaded with oneDNN), not only the caller.
+    static var threadsFromOpenMP: Bool { lightcap_winograd_uses_openmp() != 0 }
 
     /// The transforms' vector path ("avx2+fma" or "generic").
     static var isa: String { String(cString: lightcap_winograd_isa()) }

@@ -81,8 +81,10 @@ final class WinogradConvolutionTests: XCTestCase {
         }
     }
 
-    /// The transforms split their tiles over two threads: the same result as one thread.
+    /// The transforms split their tiles over two threads (of oneDNN's OpenMP team): the same
+    /// result as one thread.
     func testTwoThreadsGiveTheSameResult() throws {
+        XCTAssertTrue(WinogradConvolution.threadsFromOpenMP, "libgomp's GOMP_parallel not found beside oneDNN")
         var rng = SeededRandom(seed: 42)
         let x = rng.tensor([24, 17, 15])
         let conv = try Conv2d(weight: rng.tensor([40, 24, 3, 3], scale: 0.3), bias: rng.tensor([40]), stride: 1, padding: 1)

@@ -12,23 +12,27 @@ typedef struct {
     long group, outer, pixel;
 } lightcap_channel_layout;
 
-/// Weight transform U = G g G^T of the input channels [c0, c1) of a [out][in][3][3] weight g,
-/// in float: U is [36][in][out]; out_channels % 8 == 0.
-void lightcap_winograd_weights(const float *weight, long out_channels, long in_channels, long c0, long c1,
-                               float *u);
+/// Each function splits its work over `threads` threads of an OpenMP team (libgomp's, the
+/// one oneDNN's kernels run on), or runs it on the calling thread when threads <= 1.
 
-/// Input transform V = B^T d B of the 6x6 input tiles [tile0, tile1) (row-major over a
-/// tiles_w-wide grid of 4x4 output tiles; tile (ty, tx) reads rows 4 ty - pad ... 4 ty - pad + 5,
-/// zeros outside the image). V is [36][tiles][channels]; channels % 8 == 0.
+/// Weight transform U = G g G^T of a [out][in][3][3] weight g, in float: U is
+/// [36][in][out]; out_channels % 8 == 0.
+void lightcap_winograd_weights(const float *weight, long out_channels, long in_channels, float *u, long threads);
+
+/// Input transform V = B^T d B of the 6x6 input tiles (row-major over a tiles_w-wide grid of
+/// 4x4 output tiles; tile (ty, tx) reads rows 4 ty - pad ... 4 ty - pad + 5, zeros outside the
+/// image). V is [36][tiles][channels]; channels % 8 == 0.
 void lightcap_winograd_input(const float *src, lightcap_channel_layout layout, long height, long width,
-                             long channels, long pad, long tiles_w, long tiles, long tile0, long tile1,
-                             float *v);
+                             long channels, long pad, long tiles_w, long tiles, float *v, long threads);
 
-/// Output transform Y = A^T M A of the tiles [tile0, tile1), plus bias (may be NULL), then ReLU
-/// when `relu` != 0, written where inside the out_h x out_w output. M is [36][tiles][channels].
+/// Output transform Y = A^T M A of the tiles, plus bias (may be NULL), then ReLU when
+/// `relu` != 0, written where inside the out_h x out_w output. M is [36][tiles][channels].
 void lightcap_winograd_output(const float *m, long tiles, long channels, const float *bias, int relu,
                               float *dst, lightcap_channel_layout layout, long out_h, long out_w,
-                              long tiles_w, long tile0, long tile1);
+                              long tiles_w, long threads);
+
+/// Whether the threads come from libgomp (found in the process) rather than none.
+int lightcap_winograd_uses_openmp(void);
 
 /// Name of the vector path the transforms use ("avx2+fma" or "generic").
 const char *lightcap_winograd_isa(void);
