@@ -60,7 +60,7 @@ let package = Package(
 
         // What the test targets share: the seeded random generator.
         .target(name: "LightCapTestSupport", dependencies: ["LightCapCore"], path: "Tests/LightCapTestSupport"),
-        .testTarget(name: "LightCapCoreTests", dependencies: ["LightCapCore", "LightCapTestSupport"]),
+        .testTarget(name: "LightCapCoreTests", dependencies: ["LightCapCore", "CWinograd", "LightCapTestSupport"]),
         .testTarget(name: "LightCapTextTests", dependencies: ["LightCapText"]),
         .testTarget(name: "LightCapModelTests", dependencies: ["LightCapModel", "LightCapCore", "LightCapTestSupport"]),
         .testTarget(name: "LightCapImageTests", dependencies: ["LightCapImage"]),

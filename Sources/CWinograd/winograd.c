@@ -112,8 +112,59 @@ static inline __attribute__((always_inline)) void output_body(
 }
 
 
+// The products M[xi] = V[xi] U[xi] ([tiles, in] x [in, out]) for few tiles, where a general
+// GEMM that packs U on every call (oneDNN's AVX2 matmul) spends about as long packing as
+// multiplying: U is packed once, at load, in panels of 16 output channels ([panel][in][16],
+// zero-padded), and a 6x16 register block (12 accumulators) runs down each panel for 6 rows of
+// V at a time.
+enum { PANEL = 16, ROWS = 6 };
+
+static inline __attribute__((always_inline)) void block(const int R, const float *v, long in, const float *panel,
+                                                        float *m, long out, int vectors) {
+    v8 c[ROWS][2];
+    for (int r = 0; r < R; r++) c[r][0] = c[r][1] = (v8){0};
+    for (long k = 0; k < in; k++) {
+        const v8 b0 = load8(panel + k * PANEL), b1 = load8(panel + k * PANEL + 8);
+        for (int r = 0; r < R; r++) {
+            const float s = v[r * in + k];
+            const v8 a = {s, s, s, s, s, s, s, s};
+            c[r][0] += a * b0;
+            c[r][1] += a * b1;
+        }
+    }
+    for (int r = 0; r < R; r++) {
+        store8(m + r * out, c[r][0]);
+        if (vectors == 2) store8(m + r * out + 8, c[r][1]);
+    }
+}
+
+static inline __attribute__((always_inline)) void products_body(const float *v, const float *packed, long tiles,
+                                                                long in, long out, long p0, long p1, float *m) {
+    const long panels = (out + PANEL - 1) / PANEL;
+    for (long p = p0; p < p1; p++) {
+        const float *vp = v + p * tiles * in;
+        float *mp = m + p * tiles * out;
+        for (long q = 0; q < panels; q++) {
+            const float *panel = packed + (p * panels + q) * in * PANEL;
+            const int vectors = out - q * PANEL >= PANEL ? 2 : 1;  // out % 8 == 0
+            long t = 0;
+            for (; t + ROWS <= tiles; t += ROWS) block(ROWS, vp + t * in, in, panel, mp + t * out + q * PANEL, out, vectors);
+            const float *vt = vp + t * in;
+            float *mt = mp + t * out + q * PANEL;
+            switch (tiles - t) {
+            case 5: block(5, vt, in, panel, mt, out, vectors); break;
+            case 4: block(4, vt, in, panel, mt, out, vectors); break;
+            case 3: block(3, vt, in, panel, mt, out, vectors); break;
+            case 2: block(2, vt, in, panel, mt, out, vectors); break;
+            case 1: block(1, vt, in, panel, mt, out, vectors); break;
+            default: break;
+            }
+        }
+    }
+}
+
 // U = G g G^T for the input channels [c0, c1) of a [out][in][3][3] weight, 8 output channels per
-// vector; U is [36][in][out]. G (6x3) rows: (1/4, 0, 0), -(1, 1, 1)/6, -(1, -1, 1)/6,
+// vector. G (6x3) rows: (1/4, 0, 0), -(1, 1, 1)/6, -(1, -1, 1)/6,
 // (1/24, 1/12, 1/6), (1/24, -1/12, 1/6), (0, 0, 1).
 static inline __attribute__((always_inline)) void g3(v8 a, v8 b, v8 c, v8 o[6]) {
     const v8 quarter = {0.25f, 0.25f, 0.25f, 0.25f, 0.25f, 0.25f, 0.25f, 0.25f};
@@ -128,8 +179,10 @@ static inline __attribute__((always_inline)) void g3(v8 a, v8 b, v8 c, v8 o[6]) 
     o[5] = c;
 }
 
+// panels == 0: U is [36][in][out]; else [36][out / 16 rounded up][in][16] (the products kernel's).
 static inline __attribute__((always_inline)) void weights_body(const float *w, long out, long in, long c0, long c1,
-                                                               float *u) {
+                                                               int panels, float *u) {
+    const long panel_count = (out + PANEL - 1) / PANEL;
     for (long c = c0; c < c1; c++) {
         for (long k = 0; k < out; k += 8) {
             v8 f[9];
@@ -144,7 +197,11 @@ static inline __attribute__((always_inline)) void weights_body(const float *w, l
             for (int r = 0; r < 6; r++) {  // (G f) G^T
                 v8 o[6];
                 g3(t[r][0], t[r][1], t[r][2], o);
-                for (int s = 0; s < 6; s++) store8(u + ((r * 6 + s) * in + c) * out + k, o[s]);
+                for (int s = 0; s < 6; s++) {
+                    const long xi = r * 6 + s;
+                    store8(u + (panels ? ((xi * panel_count + k / PANEL) * in + c) * PANEL + k % PANEL
+                                       : (xi * in + c) * out + k), o[s]);
+                }
             }
         }
     }
@@ -164,8 +221,14 @@ static void output_avx2(const float *m, long tiles, long c, const float *bias, i
 }
 
 __attribute__((target("avx2,fma")))
-static void weights_avx2(const float *w, long out, long in, long c0, long c1, float *u) {
-    weights_body(w, out, in, c0, c1, u);
+static void weights_avx2(const float *w, long out, long in, long c0, long c1, int panels, float *u) {
+    weights_body(w, out, in, c0, c1, panels, u);
+}
+
+__attribute__((target("avx2,fma")))
+static void products_avx2(const float *v, const float *packed, long tiles, long in, long out, long p0, long p1,
+                          float *m) {
+    products_body(v, packed, tiles, in, out, p0, p1, m);
 }
 
 static int has_avx2(void) {
@@ -190,19 +253,35 @@ static void output_generic(const float *m, long tiles, long c, const float *bias
     output_body(m, tiles, c, bias, relu, dst, l, oh, ow, tw, t0, t1);
 }
 
-static void weights_generic(const float *w, long out, long in, long c0, long c1, float *u) {
-    weights_body(w, out, in, c0, c1, u);
+static void weights_generic(const float *w, long out, long in, long c0, long c1, int panels, float *u) {
+    weights_body(w, out, in, c0, c1, panels, u);
 }
 
-static void weights_range(const float *weight, long out_channels, long in_channels, long c0, long c1,
+static void products_generic(const float *v, const float *packed, long tiles, long in, long out, long p0, long p1,
+                             float *m) {
+    products_body(v, packed, tiles, in, out, p0, p1, m);
+}
+
+static void weights_range(const float *weight, long out_channels, long in_channels, long c0, long c1, int panels,
                           float *u) {
 #if defined(__x86_64__)
     if (has_avx2()) {
-        weights_avx2(weight, out_channels, in_channels, c0, c1, u);
+        weights_avx2(weight, out_channels, in_channels, c0, c1, panels, u);
         return;
     }
 #endif
-    weights_generic(weight, out_channels, in_channels, c0, c1, u);
+    weights_generic(weight, out_channels, in_channels, c0, c1, panels, u);
+}
+
+static void products_range(const float *v, const float *packed, long tiles, long in, long out, long p0, long p1,
+                           float *m) {
+#if defined(__x86_64__)
+    if (has_avx2()) {
+        products_avx2(v, packed, tiles, in, out, p0, p1, m);
+        return;
+    }
+#endif
+    products_generic(v, packed, tiles, in, out, p0, p1, m);
 }
 
 static void input_range(const float *src, lightcap_channel_layout layout, long height, long width,
@@ -281,17 +360,40 @@ static void parallel_for(long count, long threads, void (*body)(const void *, lo
 typedef struct {
     const float *weight;
     long out, in;
+    int panels;
     float *u;
 } weights_args;
 
 static void weights_part(const void *p, long begin, long end) {
     const weights_args *a = p;
-    weights_range(a->weight, a->out, a->in, begin, end, a->u);
+    weights_range(a->weight, a->out, a->in, begin, end, a->panels, a->u);
 }
 
-void lightcap_winograd_weights(const float *weight, long out_channels, long in_channels, float *u, long threads) {
-    weights_args a = {weight, out_channels, in_channels, u};
+void lightcap_winograd_weights(const float *weight, long out_channels, long in_channels, int panels, float *u,
+                               long threads) {
+    weights_args a = {weight, out_channels, in_channels, panels, u};
     parallel_for(in_channels, threads, weights_part, &a);
+}
+
+long lightcap_winograd_panel_floats(long in_channels, long out_channels) {
+    return 36 * ((out_channels + PANEL - 1) / PANEL) * in_channels * PANEL;
+}
+
+typedef struct {
+    const float *v, *packed;
+    long tiles, in, out;
+    float *m;
+} products_args;
+
+static void products_part(const void *p, long begin, long end) {
+    const products_args *a = p;
+    products_range(a->v, a->packed, a->tiles, a->in, a->out, begin, end, a->m);
+}
+
+void lightcap_winograd_products(const float *v, const float *packed, long tiles, long in_channels,
+                                long out_channels, float *m, long threads) {
+    products_args a = {v, packed, tiles, in_channels, out_channels, m};
+    parallel_for(36, threads, products_part, &a);
 }
 
 typedef struct {

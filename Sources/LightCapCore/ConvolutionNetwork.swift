@@ -89,9 +89,9 @@ public final class ConvolutionNetwork: @unchecked Sendable {
             }
         }
 
-        /// oneDNN's implementation name, or the Winograd transforms' and their matmul's.
+        /// oneDNN's implementation name, or the Winograd transforms' and their products'.
         var implementation: String {
-            if case .winograd = kind { return "lightcap_wino_4x3:\(WinogradConvolution.isa)+\(primitive.implementation)" }
+            if case .winograd(let w, _) = kind { return w.implementation }
             return primitive.implementation
         }
     }

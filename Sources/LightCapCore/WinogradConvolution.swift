@@ -48,10 +48,17 @@ final class WinogradConvolution: @unchecked Sendable {
     let tilesWide: Int, tiles: Int
     let relu: Bool
     let srcLayout: ChannelLayout, dstLayout: ChannelLayout
-    /// The 36 products, [36, tiles, in] x [36, in, out].
+    /// The 36 products, [36, tiles, in] x [36, in, out], by oneDNN (unless `usesPanels`).
     let matmul: DNNL.Primitive
-    /// U = G g G^T in the matmul's weight layout.
+    /// Whether CWinograd's few-tile kernel computes the products instead of `matmul`.
+    let usesPanels: Bool
+    /// U = G g G^T in the matmul's weight layout, or in panels of 16 output channels.
     let weights: DNNL.Buffer
+    /// Below this many tiles the panel kernel computes the products: oneDNN's AVX2 matmul
+    /// (gemm:jit) repacks U on every call, which for 16 tiles costs about as much as the
+    /// multiplies (a C test on the RN50 shapes, twelfth session: 36 x [16, 512] x [512, 512] in
+    /// 8.2 ms, the panel kernel 4.7; from 49 tiles on the two were within 10%).
+    static let panelTiles = 32
     /// [out], nil when the convolution has none.
     let bias: DNNL.Buffer?
 
@@ -65,9 +72,10 @@ final class WinogradConvolution: @unchecked Sendable {
         conv.kernel == 3 && conv.stride == 1 && conv.padding <= 2 && conv.inChannels % 8 == 0 && conv.outChannels % 8 == 0
     }
 
-    /// `threads` split the weight transform at load.
+    /// `panels`: whether the panel kernel computes the products (nil: below `panelTiles`
+    /// tiles). `threads` split the weight transform at load.
     init(_ conv: Conv2d, height: Int, width: Int, relu: Bool, srcLayout: ChannelLayout, dstLayout: ChannelLayout,
-         threads: Int = 1) throws {
+         panels: Bool? = nil, threads: Int = 1) throws {
         guard Self.supports(conv) else {
             throw LightCapError.invalidArgument(reason: "Winograd F(4x4, 3x3) needs a 3x3 stride-1 convolution with padding <= 2 and channels in multiples of 8, got \(conv.weight.shape) stride \(conv.stride) padding \(conv.padding)")
         }
@@ -93,17 +101,25 @@ final class WinogradConvolution: @unchecked Sendable {
         guard !matmul.implementation.hasPrefix("ref") else {  // oneDNN's reference loops: far slower than direct
             throw LightCapError.invalidArgument(reason: "Winograd: oneDNN has only \(matmul.implementation) for the batched matmul here")
         }
-        let desc = matmul.weightsDesc
-        let packed = DNNL.Buffer(bytes: DNNL.bytes(desc))
-        let plain = try DNNL.desc([Self.points, conv.inChannels, conv.outChannels], dnnl_abc)
-        if DNNL.equal(desc, plain) {  // gemm:jit takes U as it is: transform straight into it
-            Self.transformWeights(conv.weight, into: packed.pointer.assumingMemoryBound(to: Float.self), threads: threads)
+        usesPanels = panels ?? (tiles < Self.panelTiles)
+        if usesPanels {
+            let packed = DNNL.Buffer(bytes: lightcap_winograd_panel_floats(inChannels, outChannels) * MemoryLayout<Float>.size)
+            Self.transformWeights(conv.weight, into: packed.pointer.assumingMemoryBound(to: Float.self), panels: true,
+                                  threads: threads)
+            weights = packed
         } else {
-            let u = TensorStorage(count: Self.points * conv.inChannels * conv.outChannels)
-            Self.transformWeights(conv.weight, into: u.base, threads: threads)
-            try DNNL.reorder(UnsafeRawPointer(u.base), plain, into: packed.pointer, desc)
+            let desc = matmul.weightsDesc
+            let packed = DNNL.Buffer(bytes: DNNL.bytes(desc))
+            let plain = try DNNL.desc([Self.points, conv.inChannels, conv.outChannels], dnnl_abc)
+            if DNNL.equal(desc, plain) {  // gemm:jit takes U as it is: transform straight into it
+                Self.transformWeights(conv.weight, into: packed.pointer.assumingMemoryBound(to: Float.self), threads: threads)
+            } else {
+                let u = TensorStorage(count: Self.points * conv.inChannels * conv.outChannels)
+                Self.transformWeights(conv.weight, into: u.base, threads: threads)
+                try DNNL.reorder(UnsafeRawPointer(u.base), plain, into: packed.pointer, desc)
+            }
+            weights = packed
         }
-        weights = packed
         bias = conv.bias.map { b in
             let buffer = DNNL.Buffer(bytes: b.count * MemoryLayout<Float>.size)
             b.withUnsafeBufferPointer { buffer.pointer.copyMemory(from: $0.baseAddress!, byteCount: buffer.bytes) }
@@ -112,11 +128,13 @@ final class WinogradConvolution: @unchecked Sendable {
     }
 
     /// U[xi][c][k] = (G g[k][c] G^T)[xi] for a [out, in, 3, 3] weight (out % 8 == 0), into
-    /// [36, in, out] floats at `u`: the C transform in float, 8 output channels per vector,
-    /// the input channels split over `threads`.
-    static func transformWeights(_ weight: Tensor, into u: UnsafeMutablePointer<Float>, threads: Int) {
+    /// [36, in, out] floats at `u` (or, with `panels`, the panel kernel's layout
+    /// [36, out / 16 rounded up, in, 16] in zeroed memory): the C transform in float, 8 output
+    /// channels per vector, the input channels split over `threads`.
+    static func transformWeights(_ weight: Tensor, into u: UnsafeMutablePointer<Float>, panels: Bool = false,
+                                 threads: Int) {
         let (o, i) = (weight.shape[0], weight.shape[1])
-        weight.withUnsafeBufferPointer { lightcap_winograd_weights($0.baseAddress!, o, i, u, threads) }
+        weight.withUnsafeBufferPointer { lightcap_winograd_weights($0.baseAddress!, o, i, panels ? 1 : 0, u, threads) }
     }
 
     /// The plain twin of `transformWeights`: U computed in Double, one value at a time.
@@ -154,6 +172,7 @@ final class WinogradConvolution: @unchecked Sendable {
     /// Prepared matmul arguments over a workspace's V and M buffers.
     func arguments(v: UnsafeMutableRawPointer, m: UnsafeMutableRawPointer, scratchpad: UnsafeMutableRawPointer,
                    keep: inout [DNNL.Memory]) throws -> DNNL.Arguments {
+        if usesPanels { return DNNL.Arguments() }  // the panel kernel takes its pointers directly
         let src = try DNNL.Memory(try DNNL.desc([Self.points, tiles, inChannels], dnnl_abc), v)
         let dst = try DNNL.Memory(try DNNL.desc([Self.points, tiles, outChannels], dnnl_abc), m)
         let w = try DNNL.Memory(matmul.weightsDesc, weights.pointer)
@@ -171,15 +190,25 @@ final class WinogradConvolution: @unchecked Sendable {
     /// matmul `arguments` were made over the same buffers. The transforms split their tiles
     /// over `threads` threads of the OpenMP team the matmul (oneDNN) runs on.
     func run(src: UnsafePointer<Float>, dst: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>,
-             m: UnsafePointer<Float>, arguments: DNNL.Arguments, stream: DNNL.Stream, threads: Int) throws {
+             m: UnsafeMutablePointer<Float>, arguments: DNNL.Arguments, stream: DNNL.Stream, threads: Int) throws {
         let inLayout = srcLayout.addressing(channels: inChannels, height: height, width: width)
         let outLayout = dstLayout.addressing(channels: outChannels, height: outHeight, width: outWidth)
         let b = bias.map { UnsafePointer($0.pointer.assumingMemoryBound(to: Float.self)) }
         lightcap_winograd_input(src, inLayout, height, width, inChannels, padding, tilesWide, tiles, v, threads)
-        try matmul.execute(stream, arguments)
-        stream.wait()
+        if usesPanels {
+            lightcap_winograd_products(v, weights.pointer.assumingMemoryBound(to: Float.self), tiles, inChannels,
+                                       outChannels, m, threads)
+        } else {
+            try matmul.execute(stream, arguments)
+            stream.wait()
+        }
         lightcap_winograd_output(m, tiles, outChannels, b, relu ? 1 : 0, dst, outLayout, outHeight, outWidth, tilesWide,
                                  threads)
+    }
+
+    /// Its name in profiles: the transforms' vector path and what computes the products.
+    var implementation: String {
+        "lightcap_wino_4x3:\(Self.isa)+\(usesPanels ? "panels" : matmul.implementation)"
     }
 
     /// Whether the transforms' threads are OpenMP's (libgomp, loaded with oneDNN), not only the caller.

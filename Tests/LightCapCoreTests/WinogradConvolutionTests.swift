@@ -1,14 +1,17 @@
 import XCTest
 @testable import LightCapCore
 import LightCapTestSupport
+import CWinograd
 
-/// LightCap's own Winograd F(4x4, 3x3) (`WinogradConvolution`, transforms in CWinograd) against
-/// the plain `Reference` convolution, in every channel layout it reads and writes, on odd
-/// sides (partial tiles), with and without bias and ReLU, padding 0 to 2.
+/// LightCap's own Winograd F(4x4, 3x3) (`WinogradConvolution`, transforms and the few-tile
+/// products kernel in CWinograd) against the plain `Reference` convolution, with the products
+/// from oneDNN's matmul and from the panel kernel, in every channel layout it reads and writes,
+/// on odd sides (partial tiles), with and without bias and ReLU, padding 0 to 2.
 ///
 /// Tolerance: 1e-4 of the output's scale. F(4x4, 3x3) in single precision scales values by up
 /// to ~100 in its transforms, so it is less exact than a direct convolution (1e-5 there); a
-/// wrong transform coefficient, a wrong tile edge or a wrong layout gives errors of order 1.
+/// wrong transform coefficient, a wrong tile edge, a wrong layout or a wrong panel gives errors
+/// of order 1.
 final class WinogradConvolutionTests: XCTestCase {
     /// Runs `w` on the CHW tensor `x`: reorders x into w's source layout, runs, reorders the
     /// result back to CHW.
@@ -48,6 +51,7 @@ final class WinogradConvolutionTests: XCTestCase {
             (16, 48, 5, 11, 0, true, false),  // no padding
             (32, 16, 3, 4, 2, true, true),    // padding 2, fewer pixels than one tile
             (16, 16, 1, 1, 1, true, false),   // one pixel
+            (16, 24, 7, 10, 1, true, true),   // 24 outputs: a half panel
         ]
         for (cin, cout, h, wd, pad, hasBias, relu) in cases {
             let x = rng.tensor([cin, h, wd])
@@ -58,41 +62,81 @@ final class WinogradConvolutionTests: XCTestCase {
             if relu { expected = Reference.relu(expected) }
             for src in ChannelLayout.allCases where src.fits(cin) {
                 for dst in ChannelLayout.allCases where dst.fits(cout) {
-                    let w = try WinogradConvolution(conv, height: h, width: wd, relu: relu, srcLayout: src, dstLayout: dst)
-                    assertClose(try run(w, x), expected, tolerance: 1e-4, minimumScale: 1e-6, "\(cin)->\(cout) \(h)x\(wd) pad \(pad) \(src)->\(dst)")
+                    for panels in [false, true] {
+                        let w = try WinogradConvolution(conv, height: h, width: wd, relu: relu, srcLayout: src, dstLayout: dst,
+                                                        panels: panels)
+                        XCTAssertEqual(w.implementation.hasSuffix("+panels"), panels, w.implementation)
+                        assertClose(try run(w, x), expected, tolerance: 1e-4, minimumScale: 1e-6,
+                                    "panels \(panels) \(cin)->\(cout) \(h)x\(wd) pad \(pad) \(src)->\(dst)")
+                    }
                 }
             }
         }
     }
 
     /// The weight transform (C, float, 8 output channels per vector, input channels split over
-    /// threads) against its plain twin in Double, on shapes with odd input channel counts.
+    /// threads), plain and packed in panels of 16 output channels, against its plain twin in
+    /// Double, on shapes with odd input channel counts and half panels.
     func testWeightTransformMatchesPlainTwin() throws {
         var rng = SeededRandom(seed: 40)
         for (cout, cin) in [(8, 1), (16, 3), (24, 17), (64, 32)] {
             let weight = rng.tensor([cout, cin, 3, 3], scale: 0.5)
-            let expected = Tensor(shape: [36, cin, cout], scalars: WinogradConvolution.transformedWeights(weight))
+            let plain = WinogradConvolution.transformedWeights(weight)
+            let expected = Tensor(shape: [36, cin, cout], scalars: plain)
+            let panels = (cout + 15) / 16
+            // The same values in the panel layout [36, panels, in, 16], zeros past `cout`.
+            let expectedPanels = Tensor(shape: [36, panels, cin, 16]) { i in
+                let (xi, q, c, j) = (i / (panels * cin * 16), i / (cin * 16) % panels, i / 16 % cin, i % 16)
+                let k = q * 16 + j
+                return k < cout ? plain[(xi * cin + c) * cout + k] : 0
+            }
+            XCTAssertEqual(lightcap_winograd_panel_floats(cin, cout), expectedPanels.count)
             for threads in [1, 2] {
                 let u = TensorStorage(count: 36 * cin * cout)
                 WinogradConvolution.transformWeights(weight, into: u.base, threads: threads)
                 assertClose(Tensor(shape: [36, cin, cout], storage: u), expected, tolerance: 1e-6, minimumScale: 1e-6,
                             "\(cout)x\(cin) on \(threads) thread(s)")
+                let p = TensorStorage(count: expectedPanels.count)
+                WinogradConvolution.transformWeights(weight, into: p.base, panels: true, threads: threads)
+                assertClose(Tensor(shape: [36, panels, cin, 16], storage: p), expectedPanels, tolerance: 1e-6,
+                            minimumScale: 1e-6, "\(cout)x\(cin) in panels on \(threads) thread(s)")
             }
         }
     }
 
-    /// The transforms split their tiles over two threads (of oneDNN's OpenMP team): the same
-    /// result as one thread.
+    /// The transforms split their tiles, the panel kernel its points, over two threads (of
+    /// oneDNN's OpenMP team): the same result as one thread.
     func testTwoThreadsGiveTheSameResult() throws {
         XCTAssertTrue(WinogradConvolution.threadsFromOpenMP, "libgomp's GOMP_parallel not found beside oneDNN")
         var rng = SeededRandom(seed: 42)
         let x = rng.tensor([24, 17, 15])
         let conv = try Conv2d(weight: rng.tensor([40, 24, 3, 3], scale: 0.3), bias: rng.tensor([40]), stride: 1, padding: 1)
-        let w = try WinogradConvolution(conv, height: 17, width: 15, relu: true, srcLayout: .nhwc, dstLayout: .nChw8c)
-        let one = try run(w, x), two = try run(w, x, threads: 2)
-        assertClose(two, one, tolerance: 1e-6, minimumScale: 1e-6, "2 threads vs 1")
-        assertClose(one, Reference.relu(Reference.conv2d(x, weight: conv.weight, bias: conv.bias, stride: 1, padding: 1)),
-                    tolerance: 1e-4, minimumScale: 1e-6, "against the reference")
+        for panels in [false, true] {
+            let w = try WinogradConvolution(conv, height: 17, width: 15, relu: true, srcLayout: .nhwc, dstLayout: .nChw8c,
+                                            panels: panels)
+            let one = try run(w, x), two = try run(w, x, threads: 2)
+            assertClose(two, one, tolerance: 1e-6, minimumScale: 1e-6, "panels \(panels): 2 threads vs 1")
+            assertClose(one, Reference.relu(Reference.conv2d(x, weight: conv.weight, bias: conv.bias, stride: 1, padding: 1)),
+                        tolerance: 1e-4, minimumScale: 1e-6, "panels \(panels): against the reference")
+        }
+    }
+
+    /// The panel kernel, as chosen by tile count, on a larger product (16 tiles: two 6-row
+    /// blocks and a 4-row tail; 96 -> 80 channels: five panels); 49 tiles take oneDNN's matmul.
+    func testPanelKernelOnRN50LikeShape() throws {
+        var rng = SeededRandom(seed: 45)
+        let conv = try Conv2d(weight: rng.tensor([80, 96, 3, 3], scale: 0.05), bias: rng.tensor([80], scale: 0.1), padding: 1)
+        for (side, panels) in [(14, true), (28, false)] {
+            let x = rng.tensor([96, side, side])
+            let expected = Reference.conv2d(x, weight: conv.weight, bias: conv.bias, stride: 1, padding: 1)
+            let w = try WinogradConvolution(conv, height: side, width: side, relu: false, srcLayout: .nChw16c, dstLayout: .nChw16c)
+            XCTAssertEqual(w.tiles, (side + 3) / 4 * ((side + 3) / 4))
+            XCTAssertEqual(w.implementation.hasSuffix("+panels"), panels, w.implementation)
+            for threads in [1, 2] {
+                assertClose(try run(w, x, threads: threads), expected, tolerance: 1e-4, minimumScale: 1e-6,
+                            "side \(side), \(threads) thread(s)")
+            }
+        }
     }
 
     /// In a network (`.winograd4x4`): 3x3 layers between 1x1 layers, a residual, a pool, on
@@ -116,7 +160,8 @@ final class WinogradConvolutionTests: XCTestCase {
             let net = try b.build(output: y)
             let kinds = net.implementations.filter { ["w", "w2"].contains($0.label) }.map(\.implementation)
             XCTAssertEqual(kinds.count, 2)
-            XCTAssertTrue(kinds.allSatisfy { $0.hasPrefix("lightcap_wino_4x3") }, "\(net.implementations)")
+            XCTAssertTrue(kinds.allSatisfy { $0.hasPrefix("lightcap_wino_4x3") && $0.hasSuffix("+panels") },
+                          "\(net.implementations)")  // 16 tiles each
             XCTAssertEqual(net.convolutionFlops, 2 * 14 * 14 * (64 * 32 + 64 * 64 * 9 + 64 * 64 + 32 * 64 * 9))
             let ws = try net.makeWorkspace()
             assertClose(try net(x, workspace: ws), expected, tolerance: 1e-4, minimumScale: 1e-6, "winograd4x4 network, \(threads) thread(s)")

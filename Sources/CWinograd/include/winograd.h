@@ -15,9 +15,20 @@ typedef struct {
 /// Each function splits its work over `threads` threads of an OpenMP team (libgomp's, the
 /// one oneDNN's kernels run on), or runs it on the calling thread when threads <= 1.
 
-/// Weight transform U = G g G^T of a [out][in][3][3] weight g, in float: U is
-/// [36][in][out]; out_channels % 8 == 0.
-void lightcap_winograd_weights(const float *weight, long out_channels, long in_channels, float *u, long threads);
+/// Weight transform U = G g G^T of a [out][in][3][3] weight g, in float; out_channels % 8 == 0.
+/// panels == 0: U is [36][in][out] (oneDNN's plain matmul weights); else U is packed for
+/// `lightcap_winograd_products`, in lightcap_winograd_panel_floats(in, out) zeroed floats.
+void lightcap_winograd_weights(const float *weight, long out_channels, long in_channels, int panels, float *u,
+                               long threads);
+
+/// Floats of U packed in panels: [36][out / 16 rounded up][in][16].
+long lightcap_winograd_panel_floats(long in_channels, long out_channels);
+
+/// The 36 products M[xi] = V[xi] U[xi] ([tiles, in] x [in, out]) with U packed in panels: for few
+/// tiles, where a general matmul repacking U on every call is slow. V is [36][tiles][in], M
+/// [36][tiles][out]; the points are split over the threads.
+void lightcap_winograd_products(const float *v, const float *packed, long tiles, long in_channels,
+                                long out_channels, float *m, long threads);
 
 /// Input transform V = B^T d B of the 6x6 input tiles (row-major over a tiles_w-wide grid of
 /// 4x4 output tiles; tile (ty, tx) reads rows 4 ty - pad ... 4 ty - pad + 5, zeros outside the
