@@ -1,6 +1,7 @@
-// Winograd F(4x4, 3x3) input and output transforms (Lavin & Gray 2015, interpolation points
-// 0, +-1, +-2, infinity), 8 channels per vector. The bodies are compiled twice, for AVX2+FMA
-// and for baseline x86-64, and chosen once at run time.
+// Winograd F(4x4, 3x3) and F(2x2, 3x3) (Lavin & Gray 2015; interpolation points 0, +-1, +-2,
+// infinity for 4x4 and 0, +-1, infinity for 2x2): weight, input and output transforms, 8
+// channels per vector, and a products kernel for few tiles. The bodies are compiled twice, for
+// AVX2+FMA and for baseline x86-64, and chosen once at run time.
 #include "winograd.h"
 
 // The vector helpers are always inlined into the per-ISA functions, so their ABI never shows.
@@ -49,59 +50,84 @@ static inline __attribute__((always_inline)) void at6(const v8 m[6], v8 o[4]) {
     o[3] = q + 8 * s + m[5];
 }
 
+// t = B^T d for four values (F(2x2, 3x3)).
+static inline __attribute__((always_inline)) void bt4(const v8 d[4], v8 t[4]) {
+    t[0] = d[0] - d[2];
+    t[1] = d[1] + d[2];
+    t[2] = d[2] - d[1];
+    t[3] = d[1] - d[3];
+}
+
+// o = A^T m for four values (F(2x2, 3x3)).
+static inline __attribute__((always_inline)) void at4(const v8 m[4], v8 o[2]) {
+    o[0] = m[0] + m[1] + m[2];
+    o[1] = m[1] - m[2] - m[3];
+}
+
+// B^T and A^T for output tiles of side T (4 or 2: a constant wherever these are inlined).
+static inline __attribute__((always_inline)) void bt(int T, const v8 *d, v8 *t) {
+    if (T == 4) bt6(d, t); else bt4(d, t);
+}
+
+static inline __attribute__((always_inline)) void at(int T, const v8 *m, v8 *o) {
+    if (T == 4) at6(m, o); else at4(m, o);
+}
+
 static inline __attribute__((always_inline)) void input_body(
-    const float *src, lightcap_channel_layout l, long height, long width, long channels, long pad,
+    const int T, const float *src, lightcap_channel_layout l, long height, long width, long channels, long pad,
     long tiles_w, long tiles, long tile0, long tile1, float *v) {
+    const int N = T + 2;  // input tile side
     const long chunks = channels / 8;
     const v8 zero = {0};
     for (long t = tile0; t < tile1; t++) {
-        const long y0 = (t / tiles_w) * 4 - pad, x0 = (t % tiles_w) * 4 - pad;
-        const int inside = y0 >= 0 && x0 >= 0 && y0 + 6 <= height && x0 + 6 <= width;
+        const long y0 = (t / tiles_w) * T - pad, x0 = (t % tiles_w) * T - pad;
+        const int inside = y0 >= 0 && x0 >= 0 && y0 + N <= height && x0 + N <= width;
         for (long k = 0; k < chunks; k++) {
             v8 d[6][6], w[6][6];
-            for (int i = 0; i < 6; i++) {
-                for (int j = 0; j < 6; j++) {
+            for (int i = 0; i < N; i++) {
+                for (int j = 0; j < N; j++) {
                     const long y = y0 + i, x = x0 + j;
                     d[i][j] = (inside || (y >= 0 && y < height && x >= 0 && x < width))
                         ? load8(chunk_at(src, l, k, y * width + x)) : zero;
                 }
             }
-            for (int j = 0; j < 6; j++) {  // columns: w[.][j] = B^T d[.][j]
+            for (int j = 0; j < N; j++) {  // columns: w[.][j] = B^T d[.][j]
                 v8 col[6], out[6];
-                for (int i = 0; i < 6; i++) col[i] = d[i][j];
-                bt6(col, out);
-                for (int i = 0; i < 6; i++) w[i][j] = out[i];
+                for (int i = 0; i < N; i++) col[i] = d[i][j];
+                bt(T, col, out);
+                for (int i = 0; i < N; i++) w[i][j] = out[i];
             }
-            for (int i = 0; i < 6; i++) {  // rows: V[i][.] = w[i][.] B
+            for (int i = 0; i < N; i++) {  // rows: V[i][.] = w[i][.] B
                 v8 out[6];
-                bt6(w[i], out);
-                for (int j = 0; j < 6; j++) store8(v + ((i * 6 + j) * tiles + t) * channels + k * 8, out[j]);
+                bt(T, w[i], out);
+                for (int j = 0; j < N; j++) store8(v + ((i * N + j) * tiles + t) * channels + k * 8, out[j]);
             }
         }
     }
 }
 
 static inline __attribute__((always_inline)) void output_body(
-    const float *m, long tiles, long channels, const float *bias, int relu, float *dst,
+    const int T, const float *m, long tiles, long channels, const float *bias, int relu, float *dst,
     lightcap_channel_layout l, long out_h, long out_w, long tiles_w, long tile0, long tile1) {
+    const int N = T + 2;
     const long chunks = channels / 8;
     const v8 zero = {0};
     for (long t = tile0; t < tile1; t++) {
-        const long y0 = (t / tiles_w) * 4, x0 = (t % tiles_w) * 4;
+        const long y0 = (t / tiles_w) * T, x0 = (t % tiles_w) * T;
         for (long k = 0; k < chunks; k++) {
             v8 w[4][6];
-            for (int j = 0; j < 6; j++) {  // columns: w[.][j] = A^T M[.][j]
+            for (int j = 0; j < N; j++) {  // columns: w[.][j] = A^T M[.][j]
                 v8 col[6], out[4];
-                for (int i = 0; i < 6; i++) col[i] = load8(m + ((i * 6 + j) * tiles + t) * channels + k * 8);
-                at6(col, out);
-                for (int i = 0; i < 4; i++) w[i][j] = out[i];
+                for (int i = 0; i < N; i++) col[i] = load8(m + ((i * N + j) * tiles + t) * channels + k * 8);
+                at(T, col, out);
+                for (int i = 0; i < T; i++) w[i][j] = out[i];
             }
             const v8 b = bias ? load8(bias + k * 8) : zero;
-            for (int i = 0; i < 4; i++) {  // rows: Y[i][.] = w[i][.] A
+            for (int i = 0; i < T; i++) {  // rows: Y[i][.] = w[i][.] A
                 if (y0 + i >= out_h) break;
                 v8 out[4];
-                at6(w[i], out);
-                for (int j = 0; j < 4 && x0 + j < out_w; j++) {
+                at(T, w[i], out);
+                for (int j = 0; j < T && x0 + j < out_w; j++) {
                     v8 y = out[j] + b;
                     if (relu) y = __builtin_elementwise_max(y, zero);
                     store8((float *)chunk_at(dst, l, k, (y0 + i) * out_w + x0 + j), y);
@@ -164,8 +190,9 @@ static inline __attribute__((always_inline)) void products_body(const float *v, 
 }
 
 // U = G g G^T for the input channels [c0, c1) of a [out][in][3][3] weight, 8 output channels per
-// vector. G (6x3) rows: (1/4, 0, 0), -(1, 1, 1)/6, -(1, -1, 1)/6,
-// (1/24, 1/12, 1/6), (1/24, -1/12, 1/6), (0, 0, 1).
+// vector. F(4x4): G (6x3) rows (1/4, 0, 0), -(1, 1, 1)/6, -(1, -1, 1)/6, (1/24, 1/12, 1/6),
+// (1/24, -1/12, 1/6), (0, 0, 1); F(2x2): G (4x3) rows (1, 0, 0), (1, 1, 1)/2, (1, -1, 1)/2,
+// (0, 0, 1).
 static inline __attribute__((always_inline)) void g3(v8 a, v8 b, v8 c, v8 o[6]) {
     const v8 quarter = {0.25f, 0.25f, 0.25f, 0.25f, 0.25f, 0.25f, 0.25f, 0.25f};
     const v8 sixth = {1.f / 6, 1.f / 6, 1.f / 6, 1.f / 6, 1.f / 6, 1.f / 6, 1.f / 6, 1.f / 6};
@@ -179,9 +206,23 @@ static inline __attribute__((always_inline)) void g3(v8 a, v8 b, v8 c, v8 o[6]) 
     o[5] = c;
 }
 
-// panels == 0: U is [36][in][out]; else [36][out / 16 rounded up][in][16] (the products kernel's).
-static inline __attribute__((always_inline)) void weights_body(const float *w, long out, long in, long c0, long c1,
-                                                               int panels, float *u) {
+static inline __attribute__((always_inline)) void g2(v8 a, v8 b, v8 c, v8 o[4]) {
+    const v8 half = {0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f};
+    o[0] = a;
+    o[1] = (a + b + c) * half;
+    o[2] = (a - b + c) * half;
+    o[3] = c;
+}
+
+static inline __attribute__((always_inline)) void g(int T, v8 a, v8 b, v8 c, v8 *o) {
+    if (T == 4) g3(a, b, c, o); else g2(a, b, c, o);
+}
+
+// panels == 0: U is [(T+2)^2][in][out]; else [(T+2)^2][out / 16 rounded up][in][16] (the
+// products kernel's).
+static inline __attribute__((always_inline)) void weights_body(const int T, const float *w, long out, long in,
+                                                               long c0, long c1, int panels, float *u) {
+    const int N = T + 2;
     const long panel_count = (out + PANEL - 1) / PANEL;
     for (long c = c0; c < c1; c++) {
         for (long k = 0; k < out; k += 8) {
@@ -191,14 +232,14 @@ static inline __attribute__((always_inline)) void weights_body(const float *w, l
             v8 t[6][3];  // G f
             for (int col = 0; col < 3; col++) {
                 v8 o[6];
-                g3(f[col], f[3 + col], f[6 + col], o);
-                for (int r = 0; r < 6; r++) t[r][col] = o[r];
+                g(T, f[col], f[3 + col], f[6 + col], o);
+                for (int r = 0; r < N; r++) t[r][col] = o[r];
             }
-            for (int r = 0; r < 6; r++) {  // (G f) G^T
+            for (int r = 0; r < N; r++) {  // (G f) G^T
                 v8 o[6];
-                g3(t[r][0], t[r][1], t[r][2], o);
-                for (int s = 0; s < 6; s++) {
-                    const long xi = r * 6 + s;
+                g(T, t[r][0], t[r][1], t[r][2], o);
+                for (int s = 0; s < N; s++) {
+                    const long xi = r * N + s;
                     store8(u + (panels ? ((xi * panel_count + k / PANEL) * in + c) * PANEL + k % PANEL
                                        : (xi * in + c) * out + k), o[s]);
                 }
@@ -209,20 +250,23 @@ static inline __attribute__((always_inline)) void weights_body(const float *w, l
 
 #if defined(__x86_64__)
 __attribute__((target("avx2,fma")))
-static void input_avx2(const float *src, lightcap_channel_layout l, long h, long w, long c, long pad,
+static void input_avx2(long tile, const float *src, lightcap_channel_layout l, long h, long w, long c, long pad,
                        long tw, long tiles, long t0, long t1, float *v) {
-    input_body(src, l, h, w, c, pad, tw, tiles, t0, t1, v);
+    if (tile == 4) input_body(4, src, l, h, w, c, pad, tw, tiles, t0, t1, v);
+    else input_body(2, src, l, h, w, c, pad, tw, tiles, t0, t1, v);
 }
 
 __attribute__((target("avx2,fma")))
-static void output_avx2(const float *m, long tiles, long c, const float *bias, int relu, float *dst,
+static void output_avx2(long tile, const float *m, long tiles, long c, const float *bias, int relu, float *dst,
                         lightcap_channel_layout l, long oh, long ow, long tw, long t0, long t1) {
-    output_body(m, tiles, c, bias, relu, dst, l, oh, ow, tw, t0, t1);
+    if (tile == 4) output_body(4, m, tiles, c, bias, relu, dst, l, oh, ow, tw, t0, t1);
+    else output_body(2, m, tiles, c, bias, relu, dst, l, oh, ow, tw, t0, t1);
 }
 
 __attribute__((target("avx2,fma")))
-static void weights_avx2(const float *w, long out, long in, long c0, long c1, int panels, float *u) {
-    weights_body(w, out, in, c0, c1, panels, u);
+static void weights_avx2(long tile, const float *w, long out, long in, long c0, long c1, int panels, float *u) {
+    if (tile == 4) weights_body(4, w, out, in, c0, c1, panels, u);
+    else weights_body(2, w, out, in, c0, c1, panels, u);
 }
 
 __attribute__((target("avx2,fma")))
@@ -243,18 +287,21 @@ static int has_avx2(void) {
 static int has_avx2(void) { return 0; }
 #endif
 
-static void input_generic(const float *src, lightcap_channel_layout l, long h, long w, long c, long pad,
+static void input_generic(long tile, const float *src, lightcap_channel_layout l, long h, long w, long c, long pad,
                           long tw, long tiles, long t0, long t1, float *v) {
-    input_body(src, l, h, w, c, pad, tw, tiles, t0, t1, v);
+    if (tile == 4) input_body(4, src, l, h, w, c, pad, tw, tiles, t0, t1, v);
+    else input_body(2, src, l, h, w, c, pad, tw, tiles, t0, t1, v);
 }
 
-static void output_generic(const float *m, long tiles, long c, const float *bias, int relu, float *dst,
+static void output_generic(long tile, const float *m, long tiles, long c, const float *bias, int relu, float *dst,
                            lightcap_channel_layout l, long oh, long ow, long tw, long t0, long t1) {
-    output_body(m, tiles, c, bias, relu, dst, l, oh, ow, tw, t0, t1);
+    if (tile == 4) output_body(4, m, tiles, c, bias, relu, dst, l, oh, ow, tw, t0, t1);
+    else output_body(2, m, tiles, c, bias, relu, dst, l, oh, ow, tw, t0, t1);
 }
 
-static void weights_generic(const float *w, long out, long in, long c0, long c1, int panels, float *u) {
-    weights_body(w, out, in, c0, c1, panels, u);
+static void weights_generic(long tile, const float *w, long out, long in, long c0, long c1, int panels, float *u) {
+    if (tile == 4) weights_body(4, w, out, in, c0, c1, panels, u);
+    else weights_body(2, w, out, in, c0, c1, panels, u);
 }
 
 static void products_generic(const float *v, const float *packed, long tiles, long in, long out, long p0, long p1,
@@ -262,15 +309,15 @@ static void products_generic(const float *v, const float *packed, long tiles, lo
     products_body(v, packed, tiles, in, out, p0, p1, m);
 }
 
-static void weights_range(const float *weight, long out_channels, long in_channels, long c0, long c1, int panels,
-                          float *u) {
+static void weights_range(long tile, const float *weight, long out_channels, long in_channels, long c0, long c1,
+                          int panels, float *u) {
 #if defined(__x86_64__)
     if (has_avx2()) {
-        weights_avx2(weight, out_channels, in_channels, c0, c1, panels, u);
+        weights_avx2(tile, weight, out_channels, in_channels, c0, c1, panels, u);
         return;
     }
 #endif
-    weights_generic(weight, out_channels, in_channels, c0, c1, panels, u);
+    weights_generic(tile, weight, out_channels, in_channels, c0, c1, panels, u);
 }
 
 static void products_range(const float *v, const float *packed, long tiles, long in, long out, long p0, long p1,
@@ -284,27 +331,27 @@ static void products_range(const float *v, const float *packed, long tiles, long
     products_generic(v, packed, tiles, in, out, p0, p1, m);
 }
 
-static void input_range(const float *src, lightcap_channel_layout layout, long height, long width,
+static void input_range(long tile, const float *src, lightcap_channel_layout layout, long height, long width,
                         long channels, long pad, long tiles_w, long tiles, long tile0, long tile1, float *v) {
 #if defined(__x86_64__)
     if (has_avx2()) {
-        input_avx2(src, layout, height, width, channels, pad, tiles_w, tiles, tile0, tile1, v);
+        input_avx2(tile, src, layout, height, width, channels, pad, tiles_w, tiles, tile0, tile1, v);
         return;
     }
 #endif
-    input_generic(src, layout, height, width, channels, pad, tiles_w, tiles, tile0, tile1, v);
+    input_generic(tile, src, layout, height, width, channels, pad, tiles_w, tiles, tile0, tile1, v);
 }
 
-static void output_range(const float *m, long tiles, long channels, const float *bias, int relu, float *dst,
-                         lightcap_channel_layout layout, long out_h, long out_w, long tiles_w, long tile0,
-                         long tile1) {
+static void output_range(long tile, const float *m, long tiles, long channels, const float *bias, int relu,
+                         float *dst, lightcap_channel_layout layout, long out_h, long out_w, long tiles_w,
+                         long tile0, long tile1) {
 #if defined(__x86_64__)
     if (has_avx2()) {
-        output_avx2(m, tiles, channels, bias, relu, dst, layout, out_h, out_w, tiles_w, tile0, tile1);
+        output_avx2(tile, m, tiles, channels, bias, relu, dst, layout, out_h, out_w, tiles_w, tile0, tile1);
         return;
     }
 #endif
-    output_generic(m, tiles, channels, bias, relu, dst, layout, out_h, out_w, tiles_w, tile0, tile1);
+    output_generic(tile, m, tiles, channels, bias, relu, dst, layout, out_h, out_w, tiles_w, tile0, tile1);
 }
 
 const char *lightcap_winograd_isa(void) { return has_avx2() ? "avx2+fma" : "generic"; }
@@ -358,6 +405,7 @@ static void parallel_for(long count, long threads, void (*body)(const void *, lo
 }
 
 typedef struct {
+    long tile;
     const float *weight;
     long out, in;
     int panels;
@@ -366,17 +414,17 @@ typedef struct {
 
 static void weights_part(const void *p, long begin, long end) {
     const weights_args *a = p;
-    weights_range(a->weight, a->out, a->in, begin, end, a->panels, a->u);
+    weights_range(a->tile, a->weight, a->out, a->in, begin, end, a->panels, a->u);
 }
 
-void lightcap_winograd_weights(const float *weight, long out_channels, long in_channels, int panels, float *u,
-                               long threads) {
-    weights_args a = {weight, out_channels, in_channels, panels, u};
+void lightcap_winograd_weights(long tile, const float *weight, long out_channels, long in_channels, int panels,
+                               float *u, long threads) {
+    weights_args a = {tile, weight, out_channels, in_channels, panels, u};
     parallel_for(in_channels, threads, weights_part, &a);
 }
 
-long lightcap_winograd_panel_floats(long in_channels, long out_channels) {
-    return 36 * ((out_channels + PANEL - 1) / PANEL) * in_channels * PANEL;
+long lightcap_winograd_panel_floats(long tile, long in_channels, long out_channels) {
+    return (tile + 2) * (tile + 2) * ((out_channels + PANEL - 1) / PANEL) * in_channels * PANEL;
 }
 
 typedef struct {
@@ -390,13 +438,14 @@ static void products_part(const void *p, long begin, long end) {
     products_range(a->v, a->packed, a->tiles, a->in, a->out, begin, end, a->m);
 }
 
-void lightcap_winograd_products(const float *v, const float *packed, long tiles, long in_channels,
+void lightcap_winograd_products(long tile, const float *v, const float *packed, long tiles, long in_channels,
                                 long out_channels, float *m, long threads) {
     products_args a = {v, packed, tiles, in_channels, out_channels, m};
-    parallel_for(36, threads, products_part, &a);
+    parallel_for((tile + 2) * (tile + 2), threads, products_part, &a);
 }
 
 typedef struct {
+    long tile;
     const float *src;
     lightcap_channel_layout layout;
     long height, width, channels, pad, tiles_w, tiles;
@@ -405,16 +454,17 @@ typedef struct {
 
 static void input_part(const void *p, long begin, long end) {
     const input_args *a = p;
-    input_range(a->src, a->layout, a->height, a->width, a->channels, a->pad, a->tiles_w, a->tiles, begin, end, a->v);
+    input_range(a->tile, a->src, a->layout, a->height, a->width, a->channels, a->pad, a->tiles_w, a->tiles, begin, end, a->v);
 }
 
-void lightcap_winograd_input(const float *src, lightcap_channel_layout layout, long height, long width,
+void lightcap_winograd_input(long tile, const float *src, lightcap_channel_layout layout, long height, long width,
                              long channels, long pad, long tiles_w, long tiles, float *v, long threads) {
-    input_args a = {src, layout, height, width, channels, pad, tiles_w, tiles, v};
+    input_args a = {tile, src, layout, height, width, channels, pad, tiles_w, tiles, v};
     parallel_for(tiles, threads, input_part, &a);
 }
 
 typedef struct {
+    long tile;
     const float *m;
     long tiles, channels;
     const float *bias;
@@ -426,14 +476,14 @@ typedef struct {
 
 static void output_part(const void *p, long begin, long end) {
     const output_args *a = p;
-    output_range(a->m, a->tiles, a->channels, a->bias, a->relu, a->dst, a->layout, a->out_h, a->out_w, a->tiles_w,
+    output_range(a->tile, a->m, a->tiles, a->channels, a->bias, a->relu, a->dst, a->layout, a->out_h, a->out_w, a->tiles_w,
                  begin, end);
 }
 
-void lightcap_winograd_output(const float *m, long tiles, long channels, const float *bias, int relu,
+void lightcap_winograd_output(long tile, const float *m, long tiles, long channels, const float *bias, int relu,
                               float *dst, lightcap_channel_layout layout, long out_h, long out_w,
                               long tiles_w, long threads) {
-    output_args a = {m, tiles, channels, bias, relu, dst, layout, out_h, out_w, tiles_w};
+    output_args a = {tile, m, tiles, channels, bias, relu, dst, layout, out_h, out_w, tiles_w};
     parallel_for(tiles, threads, output_part, &a);
 }
 

@@ -48,8 +48,9 @@ public enum ConvolutionAlgorithm: String, Sendable, CaseIterable {
     case winograd
     /// oneDNN chooses per convolution.
     case auto
-    /// LightCap's own Winograd F(4x4, 3x3) (`WinogradConvolution`) for the 3x3 stride-1
-    /// convolutions without a residual, on any x86-64 CPU; others direct.
+    /// LightCap's own Winograd (`WinogradConvolution`) for the 3x3 stride-1 convolutions without
+    /// a residual, on any x86-64 CPU: F(4x4, 3x3) at output sides >= 12, F(2x2, 3x3) at 6 to
+    /// 11; others direct.
     case winograd4x4
 }
 
@@ -452,9 +453,9 @@ public final class ConvolutionNetwork: @unchecked Sendable {
                 } catch { lastError = error }
             }
             guard let primitive else { throw lastError! }
-            if algorithm == .winograd4x4 && residual == nil && WinogradConvolution.supports(conv)
-                && Self.winograd4x4Helps(conv, outShape),
-               let out = try? addWinograd(x, conv, relu: relu, outShape: outShape, direct: primitive, label: label) {
+            if algorithm == .winograd4x4 && residual == nil && WinogradConvolution.supports(conv),
+               let tile = Self.winogradTile(outShape),
+               let out = try? addWinograd(x, conv, relu: relu, outShape: outShape, tile: tile, direct: primitive, label: label) {
                 return out  // else (no fast batched matmul here) the direct kernel
             }
             let src = try converted(x, to: primitive.srcDesc)
@@ -491,19 +492,21 @@ public final class ConvolutionNetwork: @unchecked Sendable {
             return out
         }
 
-        /// Where LightCap's Winograd F(4x4, 3x3) beats oneDNN's direct kernel (`winograd4x4`):
-        /// output side >= 12. On the RN50 trunk (AVX2, `lightcap-bench-visual --profile`) the
-        /// 3x3 layers at sides 112 to 14 ran 1.6-3.3x faster than direct; at side 7 (4 tiles of
-        /// 4x4 for 49 outputs, the 36 transformed 512x512 weights read for 4 rows each) it
-        /// was no faster.
-        static func winograd4x4Helps(_ conv: Conv2d, _ out: Shape) -> Bool {
-            out.height >= 12 && out.width >= 12
+        /// Which of LightCap's Winograd convolutions beats oneDNN's direct kernel (`winograd4x4`):
+        /// F(4x4, 3x3) at output side >= 12, F(2x2, 3x3) at sides 6 to 11, none below. On the
+        /// RN50 trunk (AVX2, `lightcap-bench-visual --profile`, one thread) F(4x4) ran the 3x3
+        /// layers at sides 112 to 14 1.6-3.3x faster than direct, but at side 7 (4 tiles for 49
+        /// outputs, 37.7 MB of transformed weights read for them) no faster; F(2x2) at side 7 has
+        /// 16 tiles and 16.8 MB (products by the panel kernel).
+        static func winogradTile(_ out: Shape) -> Int? {
+            let side = min(out.height, out.width)
+            return side >= 12 ? 4 : side >= 6 ? 2 : nil
         }
 
         /// A `WinogradConvolution` reading and writing the layouts the direct kernel `direct`
         /// would (so its neighbours need no reorders), nhwc where the transforms can't.
-        private func addWinograd(_ x: Value, _ conv: Conv2d, relu: Bool, outShape: Shape, direct: DNNL.Primitive,
-                                 label: String) throws -> Value {
+        private func addWinograd(_ x: Value, _ conv: Conv2d, relu: Bool, outShape: Shape, tile: Int,
+                                 direct: DNNL.Primitive, label: String) throws -> Value {
             let s = shape(x)
             func layout(_ desc: DNNL.MemoryDesc, _ shape: Shape) throws -> ChannelLayout {
                 for l in ChannelLayout.allCases where l.fits(shape.channels) {
@@ -513,7 +516,7 @@ public final class ConvolutionNetwork: @unchecked Sendable {
             }
             let srcLayout = try layout(direct.srcDesc, s), dstLayout = try layout(direct.dstDesc, outShape)
             let w = try WinogradConvolution(conv, height: s.height, width: s.width, relu: relu,
-                                            srcLayout: srcLayout, dstLayout: dstLayout, threads: threads)
+                                            srcLayout: srcLayout, dstLayout: dstLayout, tile: tile, threads: threads)
             var src = try converted(x, to: try DNNL.desc([1, s.channels, s.height, s.width], srcLayout.dnnl))
             if src.index == 0 { src = try copy(src) }
             let out = add(outShape, try DNNL.desc([1, outShape.channels, outShape.height, outShape.width], dstLayout.dnnl))

@@ -3,7 +3,7 @@ import XCTest
 import LightCapTestSupport
 import CWinograd
 
-/// LightCap's own Winograd F(4x4, 3x3) (`WinogradConvolution`, transforms and the few-tile
+/// LightCap's own Winograd F(4x4, 3x3) and F(2x2, 3x3) (`WinogradConvolution`, transforms and the few-tile
 /// products kernel in CWinograd) against the plain `Reference` convolution, with the products
 /// from oneDNN's matmul and from the panel kernel, in every channel layout it reads and writes,
 /// on odd sides (partial tiles), with and without bias and ReLU, padding 0 to 2.
@@ -62,12 +62,15 @@ final class WinogradConvolutionTests: XCTestCase {
             if relu { expected = Reference.relu(expected) }
             for src in ChannelLayout.allCases where src.fits(cin) {
                 for dst in ChannelLayout.allCases where dst.fits(cout) {
-                    for panels in [false, true] {
-                        let w = try WinogradConvolution(conv, height: h, width: wd, relu: relu, srcLayout: src, dstLayout: dst,
-                                                        panels: panels)
-                        XCTAssertEqual(w.implementation.hasSuffix("+panels"), panels, w.implementation)
-                        assertClose(try run(w, x), expected, tolerance: 1e-4, minimumScale: 1e-6,
-                                    "panels \(panels) \(cin)->\(cout) \(h)x\(wd) pad \(pad) \(src)->\(dst)")
+                    for tile in [4, 2] {
+                        for panels in [false, true] {
+                            let w = try WinogradConvolution(conv, height: h, width: wd, relu: relu, srcLayout: src, dstLayout: dst,
+                                                            tile: tile, panels: panels)
+                            XCTAssertEqual(w.implementation.hasSuffix("+panels"), panels, w.implementation)
+                            XCTAssertTrue(w.implementation.hasPrefix("lightcap_wino_\(tile)x3"), w.implementation)
+                            assertClose(try run(w, x), expected, tolerance: 1e-4, minimumScale: 1e-6,
+                                        "F(\(tile)x\(tile)) panels \(panels) \(cin)->\(cout) \(h)x\(wd) pad \(pad) \(src)->\(dst)")
+                        }
                     }
                 }
             }
@@ -81,25 +84,28 @@ final class WinogradConvolutionTests: XCTestCase {
         var rng = SeededRandom(seed: 40)
         for (cout, cin) in [(8, 1), (16, 3), (24, 17), (64, 32)] {
             let weight = rng.tensor([cout, cin, 3, 3], scale: 0.5)
-            let plain = WinogradConvolution.transformedWeights(weight)
-            let expected = Tensor(shape: [36, cin, cout], scalars: plain)
-            let panels = (cout + 15) / 16
-            // The same values in the panel layout [36, panels, in, 16], zeros past `cout`.
-            let expectedPanels = Tensor(shape: [36, panels, cin, 16]) { i in
-                let (xi, q, c, j) = (i / (panels * cin * 16), i / (cin * 16) % panels, i / 16 % cin, i % 16)
-                let k = q * 16 + j
-                return k < cout ? plain[(xi * cin + c) * cout + k] : 0
-            }
-            XCTAssertEqual(lightcap_winograd_panel_floats(cin, cout), expectedPanels.count)
-            for threads in [1, 2] {
-                let u = TensorStorage(count: 36 * cin * cout)
-                WinogradConvolution.transformWeights(weight, into: u.base, threads: threads)
-                assertClose(Tensor(shape: [36, cin, cout], storage: u), expected, tolerance: 1e-6, minimumScale: 1e-6,
-                            "\(cout)x\(cin) on \(threads) thread(s)")
-                let p = TensorStorage(count: expectedPanels.count)
-                WinogradConvolution.transformWeights(weight, into: p.base, panels: true, threads: threads)
-                assertClose(Tensor(shape: [36, panels, cin, 16], storage: p), expectedPanels, tolerance: 1e-6,
-                            minimumScale: 1e-6, "\(cout)x\(cin) in panels on \(threads) thread(s)")
+            for tile in [4, 2] {
+                let points = (tile + 2) * (tile + 2)
+                let plain = WinogradConvolution.transformedWeights(weight, tile: tile)
+                let expected = Tensor(shape: [points, cin, cout], scalars: plain)
+                let panels = (cout + 15) / 16
+                // The same values in the panel layout [points, panels, in, 16], zeros past `cout`.
+                let expectedPanels = Tensor(shape: [points, panels, cin, 16]) { i in
+                    let (xi, q, c, j) = (i / (panels * cin * 16), i / (cin * 16) % panels, i / 16 % cin, i % 16)
+                    let k = q * 16 + j
+                    return k < cout ? plain[(xi * cin + c) * cout + k] : 0
+                }
+                XCTAssertEqual(lightcap_winograd_panel_floats(tile, cin, cout), expectedPanels.count)
+                for threads in [1, 2] {
+                    let what = "F(\(tile)x\(tile)) \(cout)x\(cin) on \(threads) thread(s)"
+                    let u = TensorStorage(count: points * cin * cout)
+                    WinogradConvolution.transformWeights(weight, tile: tile, into: u.base, threads: threads)
+                    assertClose(Tensor(shape: [points, cin, cout], storage: u), expected, tolerance: 1e-6, minimumScale: 1e-6, what)
+                    let p = TensorStorage(count: expectedPanels.count)
+                    WinogradConvolution.transformWeights(weight, tile: tile, into: p.base, panels: true, threads: threads)
+                    assertClose(Tensor(shape: [points, panels, cin, 16], storage: p), expectedPanels, tolerance: 1e-6,
+                                minimumScale: 1e-6, what + " in panels")
+                }
             }
         }
     }
@@ -111,13 +117,14 @@ final class WinogradConvolutionTests: XCTestCase {
         var rng = SeededRandom(seed: 42)
         let x = rng.tensor([24, 17, 15])
         let conv = try Conv2d(weight: rng.tensor([40, 24, 3, 3], scale: 0.3), bias: rng.tensor([40]), stride: 1, padding: 1)
-        for panels in [false, true] {
+        for (tile, panels) in [(4, false), (4, true), (2, false), (2, true)] {
             let w = try WinogradConvolution(conv, height: 17, width: 15, relu: true, srcLayout: .nhwc, dstLayout: .nChw8c,
-                                            panels: panels)
+                                            tile: tile, panels: panels)
             let one = try run(w, x), two = try run(w, x, threads: 2)
-            assertClose(two, one, tolerance: 1e-6, minimumScale: 1e-6, "panels \(panels): 2 threads vs 1")
+            let what = "F(\(tile)x\(tile)) panels \(panels)"
+            assertClose(two, one, tolerance: 1e-6, minimumScale: 1e-6, what + ": 2 threads vs 1")
             assertClose(one, Reference.relu(Reference.conv2d(x, weight: conv.weight, bias: conv.bias, stride: 1, padding: 1)),
-                        tolerance: 1e-4, minimumScale: 1e-6, "panels \(panels): against the reference")
+                        tolerance: 1e-4, minimumScale: 1e-6, what + ": against the reference")
         }
     }
 
@@ -169,7 +176,26 @@ final class WinogradConvolutionTests: XCTestCase {
         }
     }
 
-    /// Convolutions F(4x4, 3x3) can't compute are errors that say why; in a network they take
+    /// The network picks the tile by output side: F(4x4) at 12 and more, F(2x2) at 6 to 11,
+    /// direct below; the products of fewer than 32 tiles go to the panel kernel.
+    func testNetworkPicksTheTileBySide() throws {
+        var rng = SeededRandom(seed: 46)
+        let conv = try Conv2d(weight: rng.tensor([16, 16, 3, 3], scale: 0.2), bias: rng.tensor([16], scale: 0.1), padding: 1)
+        // (side, kind, panels): tiles 9 at side 12, 36 at 11, 16 at 7, 9 at 6
+        for (side, expected, panels) in [(12, "lightcap_wino_4x3", true), (11, "lightcap_wino_2x3", false),
+                                         (7, "lightcap_wino_2x3", true), (6, "lightcap_wino_2x3", true), (5, "jit", false)] {
+            let x = rng.tensor([16, side, side])
+            let b = try ConvolutionNetwork.Builder(channels: 16, height: side, width: side, algorithm: .winograd4x4)
+            let net = try b.build(output: try b.convolution(b.input, conv, relu: true, label: "w"))
+            let kind = try XCTUnwrap(net.implementations.first { $0.label == "w" }).implementation
+            XCTAssertTrue(kind.hasPrefix(expected), "side \(side): \(kind)")
+            XCTAssertEqual(kind.hasSuffix("+panels"), panels, "side \(side): \(kind)")
+            assertClose(try net(x), Reference.tokens(Reference.relu(Reference.conv2d(x, weight: conv.weight, bias: conv.bias, stride: 1, padding: 1))),
+                        tolerance: 1e-4, minimumScale: 1e-6, "side \(side)")
+        }
+    }
+
+    /// Convolutions Winograd can't compute are errors that say why; in a network they take
     /// the direct kernel.
     func testUnsupportedConvolutionsAreErrorsOrDirect() throws {
         var rng = SeededRandom(seed: 44)
@@ -188,6 +214,9 @@ final class WinogradConvolutionTests: XCTestCase {
         }
         let ok = try Conv2d(weight: rng.tensor([16, 16, 3, 3]), bias: nil, padding: 1)
         XCTAssertNoThrow(try WinogradConvolution(ok, height: 8, width: 8, relu: false, srcLayout: .nChw16c, dstLayout: .nChw16c))
+        XCTAssertThrowsError(try WinogradConvolution(ok, height: 8, width: 8, relu: false, srcLayout: .nhwc, dstLayout: .nhwc, tile: 3)) {
+            XCTAssertTrue("\($0)".contains("4x4 or 2x2"), "\($0)")
+        }
         let odd = try Conv2d(weight: rng.tensor([24, 16, 3, 3]), bias: nil, padding: 1)
         XCTAssertThrowsError(try WinogradConvolution(odd, height: 8, width: 8, relu: false, srcLayout: .nhwc, dstLayout: .nChw16c))
         // In a network: the stride-2 stem convolution on 3 channels is direct, and still right.
