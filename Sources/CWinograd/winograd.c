@@ -137,7 +137,6 @@ static inline __attribute__((always_inline)) void output_body(
     }
 }
 
-
 // The products M[xi] = V[xi] U[xi] ([tiles, in] x [in, out]) for few tiles, where a general
 // GEMM that packs U on every call (oneDNN's AVX2 matmul) spends about as long packing as
 // multiplying: U is packed once, at load, in panels of 16 output channels ([panel][in][16],
@@ -193,7 +192,7 @@ static inline __attribute__((always_inline)) void products_body(const float *v, 
 // vector. F(4x4): G (6x3) rows (1/4, 0, 0), -(1, 1, 1)/6, -(1, -1, 1)/6, (1/24, 1/12, 1/6),
 // (1/24, -1/12, 1/6), (0, 0, 1); F(2x2): G (4x3) rows (1, 0, 0), (1, 1, 1)/2, (1, -1, 1)/2,
 // (0, 0, 1).
-static inline __attribute__((always_inline)) void g3(v8 a, v8 b, v8 c, v8 o[6]) {
+static inline __attribute__((always_inline)) void g6(v8 a, v8 b, v8 c, v8 o[6]) {
     const v8 quarter = {0.25f, 0.25f, 0.25f, 0.25f, 0.25f, 0.25f, 0.25f, 0.25f};
     const v8 sixth = {1.f / 6, 1.f / 6, 1.f / 6, 1.f / 6, 1.f / 6, 1.f / 6, 1.f / 6, 1.f / 6};
     const v8 twelfth = sixth * 0.5f, twentyfourth = sixth * 0.25f;
@@ -206,7 +205,7 @@ static inline __attribute__((always_inline)) void g3(v8 a, v8 b, v8 c, v8 o[6]) 
     o[5] = c;
 }
 
-static inline __attribute__((always_inline)) void g2(v8 a, v8 b, v8 c, v8 o[4]) {
+static inline __attribute__((always_inline)) void g4(v8 a, v8 b, v8 c, v8 o[4]) {
     const v8 half = {0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f};
     o[0] = a;
     o[1] = (a + b + c) * half;
@@ -215,7 +214,7 @@ static inline __attribute__((always_inline)) void g2(v8 a, v8 b, v8 c, v8 o[4]) 
 }
 
 static inline __attribute__((always_inline)) void g(int T, v8 a, v8 b, v8 c, v8 *o) {
-    if (T == 4) g3(a, b, c, o); else g2(a, b, c, o);
+    if (T == 4) g6(a, b, c, o); else g4(a, b, c, o);
 }
 
 // panels == 0: U is [(T+2)^2][in][out]; else [(T+2)^2][out / 16 rounded up][in][16] (the
