@@ -250,32 +250,72 @@ static inline __attribute__((always_inline)) void weights_body(const int T, cons
     }
 }
 
+// The arguments of each public function; the per-ISA variants take them with a range
+// [begin, end) of the function's work (tiles, input channels or points).
+typedef struct {
+    long tile;
+    const float *weight;
+    long out, in;
+    int panels;
+    float *u;
+} weights_args;
+
+typedef struct {
+    const float *v, *packed;
+    long tiles, in, out;
+    float *m;
+} products_args;
+
+typedef struct {
+    long tile;
+    const float *src;
+    lightcap_channel_layout layout;
+    long height, width, channels, pad, tiles_w, tiles;
+    float *v;
+} input_args;
+
+typedef struct {
+    long tile;
+    const float *m;
+    long tiles, channels;
+    const float *bias;
+    int relu;
+    float *dst;
+    lightcap_channel_layout layout;
+    long out_h, out_w, tiles_w;
+} output_args;
+
+// The bodies with the tile side as a constant, for one ISA (the caller's target attribute).
+static inline __attribute__((always_inline)) void weights_isa(const weights_args *a, long begin, long end) {
+    if (a->tile == 4) weights_body(4, a->weight, a->out, a->in, begin, end, a->panels, a->u);
+    else weights_body(2, a->weight, a->out, a->in, begin, end, a->panels, a->u);
+}
+
+static inline __attribute__((always_inline)) void products_isa(const products_args *a, long begin, long end) {
+    products_body(a->v, a->packed, a->tiles, a->in, a->out, begin, end, a->m);
+}
+
+static inline __attribute__((always_inline)) void input_isa(const input_args *a, long begin, long end) {
+    if (a->tile == 4)
+        input_body(4, a->src, a->layout, a->height, a->width, a->channels, a->pad, a->tiles_w, a->tiles, begin, end, a->v);
+    else
+        input_body(2, a->src, a->layout, a->height, a->width, a->channels, a->pad, a->tiles_w, a->tiles, begin, end, a->v);
+}
+
+static inline __attribute__((always_inline)) void output_isa(const output_args *a, long begin, long end) {
+    if (a->tile == 4)
+        output_body(4, a->m, a->tiles, a->channels, a->bias, a->relu, a->dst, a->layout, a->out_h, a->out_w, a->tiles_w,
+                    begin, end);
+    else
+        output_body(2, a->m, a->tiles, a->channels, a->bias, a->relu, a->dst, a->layout, a->out_h, a->out_w, a->tiles_w,
+                    begin, end);
+}
+
 #if defined(__x86_64__)
-__attribute__((target("avx2,fma")))
-static void input_avx2(long tile, const float *src, lightcap_channel_layout l, long h, long w, long c, long pad,
-                       long tw, long tiles, long t0, long t1, float *v) {
-    if (tile == 4) input_body(4, src, l, h, w, c, pad, tw, tiles, t0, t1, v);
-    else input_body(2, src, l, h, w, c, pad, tw, tiles, t0, t1, v);
-}
-
-__attribute__((target("avx2,fma")))
-static void output_avx2(long tile, const float *m, long tiles, long c, const float *bias, int relu, float *dst,
-                        lightcap_channel_layout l, long oh, long ow, long tw, long t0, long t1) {
-    if (tile == 4) output_body(4, m, tiles, c, bias, relu, dst, l, oh, ow, tw, t0, t1);
-    else output_body(2, m, tiles, c, bias, relu, dst, l, oh, ow, tw, t0, t1);
-}
-
-__attribute__((target("avx2,fma")))
-static void weights_avx2(long tile, const float *w, long out, long in, long c0, long c1, int panels, float *u) {
-    if (tile == 4) weights_body(4, w, out, in, c0, c1, panels, u);
-    else weights_body(2, w, out, in, c0, c1, panels, u);
-}
-
-__attribute__((target("avx2,fma")))
-static void products_avx2(const float *v, const float *packed, long tiles, long in, long out, long p0, long p1,
-                          float *m) {
-    products_body(v, packed, tiles, in, out, p0, p1, m);
-}
+__attribute__((target("avx2,fma"))) static void weights_avx2(const weights_args *a, long b, long e) { weights_isa(a, b, e); }
+__attribute__((target("avx2,fma"))) static void products_avx2(const products_args *a, long b, long e) { products_isa(a, b, e); }
+__attribute__((target("avx2,fma"))) static void input_avx2(const input_args *a, long b, long e) { input_isa(a, b, e); }
+__attribute__((target("avx2,fma"))) static void output_avx2(const output_args *a, long b, long e) { output_isa(a, b, e); }
 
 static int has_avx2(void) {
     static int known = -1;
@@ -289,72 +329,22 @@ static int has_avx2(void) {
 static int has_avx2(void) { return 0; }
 #endif
 
-static void input_generic(long tile, const float *src, lightcap_channel_layout l, long h, long w, long c, long pad,
-                          long tw, long tiles, long t0, long t1, float *v) {
-    if (tile == 4) input_body(4, src, l, h, w, c, pad, tw, tiles, t0, t1, v);
-    else input_body(2, src, l, h, w, c, pad, tw, tiles, t0, t1, v);
-}
+static void weights_generic(const weights_args *a, long b, long e) { weights_isa(a, b, e); }
+static void products_generic(const products_args *a, long b, long e) { products_isa(a, b, e); }
+static void input_generic(const input_args *a, long b, long e) { input_isa(a, b, e); }
+static void output_generic(const output_args *a, long b, long e) { output_isa(a, b, e); }
 
-static void output_generic(long tile, const float *m, long tiles, long c, const float *bias, int relu, float *dst,
-                           lightcap_channel_layout l, long oh, long ow, long tw, long t0, long t1) {
-    if (tile == 4) output_body(4, m, tiles, c, bias, relu, dst, l, oh, ow, tw, t0, t1);
-    else output_body(2, m, tiles, c, bias, relu, dst, l, oh, ow, tw, t0, t1);
-}
-
-static void weights_generic(long tile, const float *w, long out, long in, long c0, long c1, int panels, float *u) {
-    if (tile == 4) weights_body(4, w, out, in, c0, c1, panels, u);
-    else weights_body(2, w, out, in, c0, c1, panels, u);
-}
-
-static void products_generic(const float *v, const float *packed, long tiles, long in, long out, long p0, long p1,
-                             float *m) {
-    products_body(v, packed, tiles, in, out, p0, p1, m);
-}
-
-static void weights_range(long tile, const float *weight, long out_channels, long in_channels, long c0, long c1,
-                          int panels, float *u) {
 #if defined(__x86_64__)
-    if (has_avx2()) {
-        weights_avx2(tile, weight, out_channels, in_channels, c0, c1, panels, u);
-        return;
-    }
+#define BY_ISA(name, p, b, e) (has_avx2() ? name##_avx2(p, b, e) : name##_generic(p, b, e))
+#else
+#define BY_ISA(name, p, b, e) name##_generic(p, b, e)
 #endif
-    weights_generic(tile, weight, out_channels, in_channels, c0, c1, panels, u);
-}
 
-static void products_range(const float *v, const float *packed, long tiles, long in, long out, long p0, long p1,
-                           float *m) {
-#if defined(__x86_64__)
-    if (has_avx2()) {
-        products_avx2(v, packed, tiles, in, out, p0, p1, m);
-        return;
-    }
-#endif
-    products_generic(v, packed, tiles, in, out, p0, p1, m);
-}
-
-static void input_range(long tile, const float *src, lightcap_channel_layout layout, long height, long width,
-                        long channels, long pad, long tiles_w, long tiles, long tile0, long tile1, float *v) {
-#if defined(__x86_64__)
-    if (has_avx2()) {
-        input_avx2(tile, src, layout, height, width, channels, pad, tiles_w, tiles, tile0, tile1, v);
-        return;
-    }
-#endif
-    input_generic(tile, src, layout, height, width, channels, pad, tiles_w, tiles, tile0, tile1, v);
-}
-
-static void output_range(long tile, const float *m, long tiles, long channels, const float *bias, int relu,
-                         float *dst, lightcap_channel_layout layout, long out_h, long out_w, long tiles_w,
-                         long tile0, long tile1) {
-#if defined(__x86_64__)
-    if (has_avx2()) {
-        output_avx2(tile, m, tiles, channels, bias, relu, dst, layout, out_h, out_w, tiles_w, tile0, tile1);
-        return;
-    }
-#endif
-    output_generic(tile, m, tiles, channels, bias, relu, dst, layout, out_h, out_w, tiles_w, tile0, tile1);
-}
+// The bodies parallel_for runs: the part [begin, end) of the work, on the CPU's vector path.
+static void weights_part(const void *p, long b, long e) { BY_ISA(weights, p, b, e); }
+static void products_part(const void *p, long b, long e) { BY_ISA(products, p, b, e); }
+static void input_part(const void *p, long b, long e) { BY_ISA(input, p, b, e); }
+static void output_part(const void *p, long b, long e) { BY_ISA(output, p, b, e); }
 
 const char *lightcap_winograd_isa(void) { return has_avx2() ? "avx2+fma" : "generic"; }
 
@@ -406,19 +396,6 @@ static void parallel_for(long count, long threads, void (*body)(const void *, lo
     gomp_parallel(parallel_part, &task, (unsigned)threads, 0);
 }
 
-typedef struct {
-    long tile;
-    const float *weight;
-    long out, in;
-    int panels;
-    float *u;
-} weights_args;
-
-static void weights_part(const void *p, long begin, long end) {
-    const weights_args *a = p;
-    weights_range(a->tile, a->weight, a->out, a->in, begin, end, a->panels, a->u);
-}
-
 void lightcap_winograd_weights(long tile, const float *weight, long out_channels, long in_channels, int panels,
                                float *u, long threads) {
     weights_args a = {tile, weight, out_channels, in_channels, panels, u};
@@ -429,57 +406,16 @@ long lightcap_winograd_panel_floats(long tile, long in_channels, long out_channe
     return (tile + 2) * (tile + 2) * ((out_channels + PANEL - 1) / PANEL) * in_channels * PANEL;
 }
 
-typedef struct {
-    const float *v, *packed;
-    long tiles, in, out;
-    float *m;
-} products_args;
-
-static void products_part(const void *p, long begin, long end) {
-    const products_args *a = p;
-    products_range(a->v, a->packed, a->tiles, a->in, a->out, begin, end, a->m);
-}
-
 void lightcap_winograd_products(long tile, const float *v, const float *packed, long tiles, long in_channels,
                                 long out_channels, float *m, long threads) {
     products_args a = {v, packed, tiles, in_channels, out_channels, m};
     parallel_for((tile + 2) * (tile + 2), threads, products_part, &a);
 }
 
-typedef struct {
-    long tile;
-    const float *src;
-    lightcap_channel_layout layout;
-    long height, width, channels, pad, tiles_w, tiles;
-    float *v;
-} input_args;
-
-static void input_part(const void *p, long begin, long end) {
-    const input_args *a = p;
-    input_range(a->tile, a->src, a->layout, a->height, a->width, a->channels, a->pad, a->tiles_w, a->tiles, begin, end, a->v);
-}
-
 void lightcap_winograd_input(long tile, const float *src, lightcap_channel_layout layout, long height, long width,
                              long channels, long pad, long tiles_w, long tiles, float *v, long threads) {
     input_args a = {tile, src, layout, height, width, channels, pad, tiles_w, tiles, v};
     parallel_for(tiles, threads, input_part, &a);
-}
-
-typedef struct {
-    long tile;
-    const float *m;
-    long tiles, channels;
-    const float *bias;
-    int relu;
-    float *dst;
-    lightcap_channel_layout layout;
-    long out_h, out_w, tiles_w;
-} output_args;
-
-static void output_part(const void *p, long begin, long end) {
-    const output_args *a = p;
-    output_range(a->tile, a->m, a->tiles, a->channels, a->bias, a->relu, a->dst, a->layout, a->out_h, a->out_w, a->tiles_w,
-                 begin, end);
 }
 
 void lightcap_winograd_output(long tile, const float *m, long tiles, long channels, const float *bias, int relu,
