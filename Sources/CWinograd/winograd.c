@@ -8,6 +8,8 @@
 #pragma clang diagnostic ignored "-Wpsabi"
 
 #include <dlfcn.h>
+#include <stdlib.h>
+#include <strings.h>
 #include <pthread.h>
 #include <string.h>
 
@@ -317,11 +319,15 @@ __attribute__((target("avx2,fma"))) static void products_avx2(const products_arg
 __attribute__((target("avx2,fma"))) static void input_avx2(const input_args *a, long b, long e) { input_isa(a, b, e); }
 __attribute__((target("avx2,fma"))) static void output_avx2(const output_args *a, long b, long e) { output_isa(a, b, e); }
 
+// The AVX2 path when the CPU has AVX2 and FMA, unless LIGHTCAP_WINOGRAD_ISA=generic caps it (as
+// DNNL_MAX_CPU_ISA caps oneDNN's), so that the generic path is tested on AVX2 hosts too.
 static int has_avx2(void) {
     static int known = -1;
     if (known < 0) {
         __builtin_cpu_init();
-        known = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        const char *cap = getenv("LIGHTCAP_WINOGRAD_ISA");
+        known = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                !(cap && strcasecmp(cap, "generic") == 0);
     }
     return known;
 }

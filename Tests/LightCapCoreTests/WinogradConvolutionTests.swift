@@ -110,6 +110,26 @@ final class WinogradConvolutionTests: XCTestCase {
         }
     }
 
+    /// The vector path the transforms and the panel kernel take: the generic one under
+    /// LIGHTCAP_WINOGRAD_ISA=generic (test.sh reruns this file so, which tests that path on AVX2
+    /// hosts), else AVX2 + FMA where the CPU has them.
+    func testVectorPathFollowsTheCPUAndTheCap() throws {
+        if ProcessInfo.processInfo.environment["LIGHTCAP_WINOGRAD_ISA"]?.lowercased() == "generic" {
+            XCTAssertEqual(WinogradConvolution.isa, "generic")
+            return
+        }
+        #if arch(x86_64)
+        let cpuinfo = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
+        guard let flags = cpuinfo.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else {
+            throw XCTSkip("no CPU flags in /proc/cpuinfo")
+        }
+        let names = Set(flags.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == ":" }).map(String.init))
+        XCTAssertEqual(WinogradConvolution.isa, names.contains("avx2") && names.contains("fma") ? "avx2+fma" : "generic")
+        #else
+        XCTAssertEqual(WinogradConvolution.isa, "generic")
+        #endif
+    }
+
     /// The transforms split their tiles, the panel kernel its points, over two threads (of
     /// oneDNN's OpenMP team): the same result as one thread.
     func testTwoThreadsGiveTheSameResult() throws {
