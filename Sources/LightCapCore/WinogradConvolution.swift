@@ -56,14 +56,15 @@ final class WinogradConvolution: @unchecked Sendable {
     let matmul: DNNL.Primitive
     /// Whether CWinograd's few-tile kernel computes the products instead of `matmul`.
     let usesPanels: Bool
-    /// U = G g G^T in the matmul's weight layout, or in panels of 16 output channels.
+    /// U = G g G^T in the matmul's weight layout, or in panels of 6 output channels.
     let weights: DNNL.Buffer
     /// Below this many tiles the panel kernel computes the products: oneDNN's AVX2 matmul
     /// (gemm:jit) repacks U on every call, which for 16 tiles costs about as much as the
     /// multiplies (a C test on the RN50 shapes, twelfth session: 36 x [16, 512] x [512, 512] in
     /// 8.2 ms, the panel kernel 4.7; from 49 tiles on the two were within 10%; in the trunk,
     /// thirteenth session, one thread: RN50's 16-tile layers 1.4-1.6 and 5.7 ms against 1.6-2.3
-    /// and 6.9, and the panel kernel at 49-64 tiles slower than gemm:jit).
+    /// and 6.9, and the panel kernel at 49-64 tiles slower than gemm:jit; fourteenth session,
+    /// the kernel reading U once per 16 tiles: still slower than gemm:jit at 49-784 tiles).
     static let panelTiles = 32
     /// [out], nil when the convolution has none.
     let bias: DNNL.Buffer?
@@ -141,7 +142,7 @@ final class WinogradConvolution: @unchecked Sendable {
 
     /// U[xi][c][k] = (G g[k][c] G^T)[xi] for a [out, in, 3, 3] weight (out % 8 == 0) and
     /// output tile side `tile`, into [P, in, out] floats at `u`, P = (tile + 2)^2 (or, with
-    /// `panels`, the panel kernel's layout [P, out / 16 rounded up, in, 16] in zeroed memory):
+    /// `panels`, the panel kernel's layout [P, out / 6 rounded up, in, 6] in zeroed memory):
     /// the C transform in float, 8 output channels per vector, the input channels split over
     /// `threads`.
     static func transformWeights(_ weight: Tensor, tile: Int = 4, into u: UnsafeMutablePointer<Float>,

@@ -51,7 +51,9 @@ final class WinogradConvolutionTests: XCTestCase {
             (16, 48, 5, 11, 0, true, false),  // no padding
             (32, 16, 3, 4, 2, true, true),    // padding 2, fewer pixels than one tile
             (16, 16, 1, 1, 1, true, false),   // one pixel
-            (16, 24, 7, 10, 1, true, true),   // 24 outputs: a half panel
+            (16, 24, 7, 10, 1, true, true),   // 24 outputs: whole panels of 6
+            (16, 40, 6, 5, 1, true, false),   // 40 outputs: a last panel of 4
+            (520, 32, 6, 5, 1, true, true),   // more input channels than the panel kernel's chunk (512)
         ]
         for (cin, cout, h, wd, pad, hasBias, relu) in cases {
             let x = rng.tensor([cin, h, wd])
@@ -78,8 +80,8 @@ final class WinogradConvolutionTests: XCTestCase {
     }
 
     /// The weight transform (C, float, 8 output channels per vector, input channels split over
-    /// threads), plain and packed in panels of 16 output channels, against its plain twin in
-    /// Double, on shapes with odd input channel counts and half panels.
+    /// threads), plain and packed in panels of 6 output channels, against its plain twin in
+    /// Double, on shapes with odd input channel counts and partial panels.
     func testWeightTransformMatchesPlainTwin() throws {
         var rng = SeededRandom(seed: 40)
         for (cout, cin) in [(8, 1), (16, 3), (24, 17), (64, 32)] {
@@ -88,11 +90,11 @@ final class WinogradConvolutionTests: XCTestCase {
                 let points = (tile + 2) * (tile + 2)
                 let plain = WinogradConvolution.transformedWeights(weight, tile: tile)
                 let expected = Tensor(shape: [points, cin, cout], scalars: plain)
-                let panels = (cout + 15) / 16
-                // The same values in the panel layout [points, panels, in, 16], zeros past `cout`.
-                let expectedPanels = Tensor(shape: [points, panels, cin, 16]) { i in
-                    let (xi, q, c, j) = (i / (panels * cin * 16), i / (cin * 16) % panels, i / 16 % cin, i % 16)
-                    let k = q * 16 + j
+                let panels = (cout + 5) / 6
+                // The same values in the panel layout [points, panels, in, 6], zeros past `cout`.
+                let expectedPanels = Tensor(shape: [points, panels, cin, 6]) { i in
+                    let (xi, q, c, j) = (i / (panels * cin * 6), i / (cin * 6) % panels, i / 6 % cin, i % 6)
+                    let k = q * 6 + j
                     return k < cout ? plain[(xi * cin + c) * cout + k] : 0
                 }
                 XCTAssertEqual(lightcap_winograd_panel_floats(tile, cin, cout), expectedPanels.count)
@@ -103,7 +105,7 @@ final class WinogradConvolutionTests: XCTestCase {
                     assertClose(Tensor(shape: [points, cin, cout], storage: u), expected, tolerance: 1e-6, minimumScale: 1e-6, what)
                     let p = TensorStorage(count: expectedPanels.count)
                     WinogradConvolution.transformWeights(weight, tile: tile, into: p.base, panels: true, threads: threads)
-                    assertClose(Tensor(shape: [points, panels, cin, 16], storage: p), expectedPanels, tolerance: 1e-6,
+                    assertClose(Tensor(shape: [points, panels, cin, 6], storage: p), expectedPanels, tolerance: 1e-6,
                                 minimumScale: 1e-6, what + " in panels")
                 }
             }
@@ -148,8 +150,9 @@ final class WinogradConvolutionTests: XCTestCase {
         }
     }
 
-    /// The panel kernel, as chosen by tile count, on a larger product (16 tiles: two 6-row
-    /// blocks and a 4-row tail; 96 -> 80 channels: five panels); 49 tiles take oneDNN's matmul.
+    /// The panel kernel, as chosen by tile count, on a larger product (16 tiles: one block of
+    /// two tile vectors; 96 -> 80 channels: 14 panels, the last of 2); 49 tiles take oneDNN's
+    /// matmul.
     func testPanelKernelOnRN50LikeShape() throws {
         var rng = SeededRandom(seed: 45)
         let conv = try Conv2d(weight: rng.tensor([80, 96, 3, 3], scale: 0.05), bias: rng.tensor([80], scale: 0.1), padding: 1)

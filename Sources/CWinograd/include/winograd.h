@@ -24,11 +24,12 @@ typedef struct {
 void lightcap_winograd_weights(long tile, const float *weight, long out_channels, long in_channels, int panels,
                                float *u, long threads);
 
-/// Floats of U packed in panels: [P][out / 16 rounded up][in][16].
+/// Floats of U packed in panels of 6 output channels: [P][out / 6 rounded up][in][6].
 long lightcap_winograd_panel_floats(long tile, long in_channels, long out_channels);
 
 /// The P products M[xi] = V[xi] U[xi] ([tiles, in] x [in, out]) with U packed in panels: for
-/// few tiles, where a general matmul repacking U on every call is slow. V is [P][tiles][in], M
+/// few tiles, where a general matmul repacking U on every call is slow (U is read once per 16
+/// tiles). V is [P][tiles][in], M
 /// [P][tiles][out]; the points are split over the threads.
 void lightcap_winograd_products(long tile, const float *v, const float *packed, long tiles, long in_channels,
                                 long out_channels, float *m, long threads);
