@@ -321,8 +321,7 @@ static inline __attribute__((always_inline)) void weights_body(const int T, cons
         return;
     }
     // Input channels innermost: each of the P x 4 groups written is one sequential stream (with
-    // the channels outermost, every input channel touched P x out / 6 pages: TLB misses, load
-    // 40 ms slower for RN50).
+    // the input channels outermost, the stores of each touched P x out / 6 pages).
     for (long k0 = 0; k0 < out; k0 += 24) {
         for (long c = c0; c < c1; c++) {
             float block[36][24];

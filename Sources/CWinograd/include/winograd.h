@@ -29,8 +29,7 @@ long lightcap_winograd_panel_floats(long tile, long in_channels, long out_channe
 
 /// The P products M[xi] = V[xi] U[xi] ([tiles, in] x [in, out]) with U packed in panels: for
 /// few tiles, where a general matmul repacking U on every call is slow (U is read once per 16
-/// tiles). V is [P][tiles][in], M
-/// [P][tiles][out]; the points are split over the threads.
+/// tiles). V is [P][tiles][in], M [P][tiles][out]; the points are split over the threads.
 void lightcap_winograd_products(long tile, const float *v, const float *packed, long tiles, long in_channels,
                                 long out_channels, float *m, long threads);
 
