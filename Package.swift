@@ -28,9 +28,10 @@ let package = Package(
                        providers: [.apt(["libdeflate-dev"])]),
 
         // Tensor, safetensors, weight store, configuration, kernels (oneDNN + plain reference twins).
-        .target(name: "LightCapCore", dependencies: ["CDNNL", "CPeakFLOPS", "CWinograd"]),
-        // Winograd F(4x4, 3x3) input/output transforms (AVX2+FMA or generic, chosen at run time).
-        .target(name: "CWinograd"),
+        .target(name: "LightCapCore", dependencies: ["CDNNL", "CPeakFLOPS", "CKernels"]),
+        // LightCap's own kernels: Winograd F(4x4)/F(2x2) transforms and products, the direct convolution
+        // for small outputs (AVX2+FMA or generic, chosen at run time).
+        .target(name: "CKernels"),
         // An FMA loop measuring the FP32 peak (benchmarks report the fraction of it they reach).
         .target(name: "CPeakFLOPS"),
         // WordPiece tokenizer / detokenizer.
@@ -60,7 +61,7 @@ let package = Package(
 
         // What the test targets share: the seeded random generator.
         .target(name: "LightCapTestSupport", dependencies: ["LightCapCore"], path: "Tests/LightCapTestSupport"),
-        .testTarget(name: "LightCapCoreTests", dependencies: ["LightCapCore", "CWinograd", "LightCapTestSupport"]),
+        .testTarget(name: "LightCapCoreTests", dependencies: ["LightCapCore", "CKernels", "LightCapTestSupport"]),
         .testTarget(name: "LightCapTextTests", dependencies: ["LightCapText"]),
         .testTarget(name: "LightCapModelTests", dependencies: ["LightCapModel", "LightCapCore", "LightCapTestSupport"]),
         .testTarget(name: "LightCapImageTests", dependencies: ["LightCapImage"]),

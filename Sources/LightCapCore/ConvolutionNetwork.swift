@@ -41,8 +41,13 @@ public struct Conv2d: Sendable {
 
 /// How oneDNN computes the 3x3 stride-1 convolutions.
 public enum ConvolutionAlgorithm: String, Sendable, CaseIterable {
-    /// Direct convolution (exact up to summation order).
+    /// Direct convolution (exact up to summation order): LightCap's own kernel
+    /// (`DirectConvolution`) where it beats oneDNN's (3x3 stride 1 at output sides up to 14, on
+    /// AVX2), oneDNN's elsewhere.
     case direct
+    /// Direct convolution by oneDNN's kernels everywhere (what `direct` was until the fifteenth
+    /// session; for comparisons).
+    case directOneDNN = "direct-onednn"
     /// Winograd for the 3x3 stride-1 convolutions where it is faster (output side >= 14, >= 64
     /// output channels); others direct. Slightly less exact, slower to load.
     case winograd
@@ -71,6 +76,8 @@ public final class ConvolutionNetwork: @unchecked Sendable {
         case convolution(weights: DNNL.Buffer, bias: DNNL.Buffer?, residual: Value?, flops: Int)
         /// `primitive` is its batched matmul.
         case winograd(WinogradConvolution, flops: Int)
+        /// `primitive` is oneDNN's direct convolution it replaces (never run).
+        case lightcapDirect(DirectConvolution, flops: Int)
         case pool
         case reorder
     }
@@ -85,15 +92,18 @@ public final class ConvolutionNetwork: @unchecked Sendable {
         /// Floating-point operations of the convolution it computes (0 for other ops).
         var flops: Int {
             switch kind {
-            case .convolution(_, _, _, let f), .winograd(_, let f): return f
+            case .convolution(_, _, _, let f), .winograd(_, let f), .lightcapDirect(_, let f): return f
             case .pool, .reorder: return 0
             }
         }
 
         /// oneDNN's implementation name, or the Winograd transforms' and their products'.
         var implementation: String {
-            if case .winograd(let w, _) = kind { return w.implementation }
-            return primitive.implementation
+            switch kind {
+            case .winograd(let w, _): return w.implementation
+            case .lightcapDirect(let d, _): return d.implementation
+            default: return primitive.implementation
+            }
         }
     }
 
@@ -137,6 +147,7 @@ public final class ConvolutionNetwork: @unchecked Sendable {
             switch $1.kind {
             case .convolution(let w, let b, _, _): return $0 + w.bytes + (b?.bytes ?? 0)
             case .winograd(let w, _): return $0 + w.weights.bytes + (w.bias?.bytes ?? 0)
+            case .lightcapDirect(let d, _): return $0 + d.weights.bytes + (d.bias?.bytes ?? 0)
             case .pool, .reorder: return $0
             }
         }
@@ -211,12 +222,15 @@ public final class ConvolutionNetwork: @unchecked Sendable {
         /// Winograd ops' transformed inputs and products (the largest of any op).
         let winogradInput: DNNL.Buffer
         let winogradProducts: DNNL.Buffer
+        /// The zero-padded input copy of LightCap's direct kernel (the largest of any op).
+        let directScratch: DNNL.Buffer
         var keep: [DNNL.Memory] = []
         var calls: [Call] = []
 
         enum Call {
             case primitive(DNNL.Primitive, DNNL.Arguments)
             case winograd(WinogradConvolution, src: UnsafeMutableRawPointer, dst: UnsafeMutableRawPointer, DNNL.Arguments)
+            case lightcapDirect(DirectConvolution, src: UnsafeMutableRawPointer, dst: UnsafeMutableRawPointer)
         }
 
         init(_ network: ConvolutionNetwork) throws {
@@ -232,15 +246,20 @@ public final class ConvolutionNetwork: @unchecked Sendable {
                 memories.append(s >= 0 ? try DNNL.Memory(network.values[v].desc, buffers[s].pointer) : nil)
             }
             self.memories = memories
-            var inputFloats = 0, productFloats = 0
+            var inputFloats = 0, productFloats = 0, scratchFloats = 0
             for op in network.ops {
-                if case .winograd(let w, _) = op.kind {
+                switch op.kind {
+                case .winograd(let w, _):
                     inputFloats = max(inputFloats, w.inputTransformCount)
                     productFloats = max(productFloats, w.productCount)
+                case .lightcapDirect(let d, _):
+                    scratchFloats = max(scratchFloats, d.scratchCount)
+                default: break
                 }
             }
             winogradInput = DNNL.Buffer(bytes: inputFloats * MemoryLayout<Float>.size)
             winogradProducts = DNNL.Buffer(bytes: productFloats * MemoryLayout<Float>.size)
+            directScratch = DNNL.Buffer(bytes: scratchFloats * MemoryLayout<Float>.size)
             let scratchMemories = try network.ops.map {
                 try DNNL.Memory($0.primitive.scratchpadDesc, scratchpad.pointer)
             }
@@ -267,6 +286,12 @@ public final class ConvolutionNetwork: @unchecked Sendable {
                     let margs = try w.arguments(v: winogradInput.pointer, m: winogradProducts.pointer,
                                                 scratchpad: scratchpad.pointer, keep: &keep)
                     calls.append(.winograd(w, src: src, dst: dst, margs))
+                    continue
+                case .lightcapDirect(let d, _):
+                    // Never the network's input either (addLightCapDirect copies it first).
+                    let src = buffers[network.slots[op.input.index]].pointer
+                    let dst = buffers[network.slots[op.output.index]].pointer
+                    calls.append(.lightcapDirect(d, src: src, dst: dst))
                     continue
                 case .pool, .reorder:
                     args.append(.src, memories[op.input.index]!)
@@ -306,6 +331,10 @@ public final class ConvolutionNetwork: @unchecked Sendable {
                       v: workspace.winogradInput.pointer.assumingMemoryBound(to: Float.self),
                       m: workspace.winogradProducts.pointer.assumingMemoryBound(to: Float.self),
                       arguments: args, stream: workspace.stream, threads: threads)
+        case .lightcapDirect(let d, let src, let dst):
+            workspace.stream.wait()
+            d.run(src: src.assumingMemoryBound(to: Float.self), dst: dst.assumingMemoryBound(to: Float.self),
+                  scratch: workspace.directScratch.pointer.assumingMemoryBound(to: Float.self), threads: threads)
         }
     }
 
@@ -424,7 +453,7 @@ public final class ConvolutionNetwork: @unchecked Sendable {
                 && conv.outChannels >= 64
             let algorithms: [DNNL.ConvolutionKind]
             switch algorithm {
-            case .direct: algorithms = [.direct]
+            case .direct, .directOneDNN: algorithms = [.direct]
             case .winograd: algorithms = isWinogradShape ? [.winograd, .direct] : [.direct]
             case .auto: algorithms = [.auto, .direct]
             case .winograd4x4: algorithms = [.direct]
@@ -458,6 +487,11 @@ public final class ConvolutionNetwork: @unchecked Sendable {
                let out = try? addWinograd(x, conv, relu: relu, outShape: outShape, tile: tile, direct: primitive, label: label) {
                 return out  // else (no fast batched matmul here) the direct kernel
             }
+            if algorithm != .directOneDNN && residual == nil && DirectConvolution.supports(conv)
+                && DirectConvolution.isFaster(conv, outHeight: outShape.height, outWidth: outShape.width,
+                                              oneDNN: primitive.implementation) {
+                return try addLightCapDirect(x, conv, relu: relu, outShape: outShape, direct: primitive, label: label)
+            }
             let src = try converted(x, to: primitive.srcDesc)
             // Pack weights (OIHW -> the primitive's layout) and bias, once.
             let wDesc = primitive.weightsDesc
@@ -480,7 +514,8 @@ public final class ConvolutionNetwork: @unchecked Sendable {
             if let residual {
                 // Accumulate into (a copy of) the residual, in the conv's output layout.
                 var r = try converted(residual, to: dstDesc)
-                if r.index == 0 { r = try copy(r) }
+                // Not in place over the network's input, nor over the input it convolves.
+                if r.index == 0 || r == src { r = try copy(r) }
                 residualValue = r
                 out = add(outShape, dstDesc, alias: values[r.index].alias ?? r.index)
             } else {
@@ -508,13 +543,7 @@ public final class ConvolutionNetwork: @unchecked Sendable {
         private func addWinograd(_ x: Value, _ conv: Conv2d, relu: Bool, outShape: Shape, tile: Int,
                                  direct: DNNL.Primitive, label: String) throws -> Value {
             let s = shape(x)
-            func layout(_ desc: DNNL.MemoryDesc, _ shape: Shape) throws -> ChannelLayout {
-                for l in ChannelLayout.allCases where l.fits(shape.channels) {
-                    if DNNL.equal(desc, try DNNL.desc([1, shape.channels, shape.height, shape.width], l.dnnl)) { return l }
-                }
-                return .nhwc
-            }
-            let srcLayout = try layout(direct.srcDesc, s), dstLayout = try layout(direct.dstDesc, outShape)
+            let srcLayout = try ChannelLayout(direct.srcDesc, s), dstLayout = try ChannelLayout(direct.dstDesc, outShape)
             let w = try WinogradConvolution(conv, height: s.height, width: s.width, relu: relu,
                                             srcLayout: srcLayout, dstLayout: dstLayout, tile: tile, threads: threads)
             var src = try converted(x, to: try DNNL.desc([1, s.channels, s.height, s.width], srcLayout.dnnl))
@@ -522,6 +551,22 @@ public final class ConvolutionNetwork: @unchecked Sendable {
             let out = add(outShape, try DNNL.desc([1, outShape.channels, outShape.height, outShape.width], dstLayout.dnnl))
             let flops = 2 * conv.outChannels * conv.inChannels * 9 * outShape.height * outShape.width
             ops.append(Op(kind: .winograd(w, flops: flops), primitive: w.matmul, input: src, output: out, label: label))
+            return out
+        }
+
+        /// A `DirectConvolution` reading and writing the layouts oneDNN's direct kernel `direct`
+        /// would (so its neighbours need no reorders), nhwc where those don't fit.
+        private func addLightCapDirect(_ x: Value, _ conv: Conv2d, relu: Bool, outShape: Shape, direct: DNNL.Primitive,
+                                       label: String) throws -> Value {
+            let s = shape(x)
+            let srcLayout = try ChannelLayout(direct.srcDesc, s), dstLayout = try ChannelLayout(direct.dstDesc, outShape)
+            let d = try DirectConvolution(conv, height: s.height, width: s.width, relu: relu,
+                                          srcLayout: srcLayout, dstLayout: dstLayout)
+            var src = try converted(x, to: try DNNL.desc([1, s.channels, s.height, s.width], srcLayout.dnnl))
+            if src.index == 0 { src = try copy(src) }
+            let out = add(outShape, try DNNL.desc([1, outShape.channels, outShape.height, outShape.width], dstLayout.dnnl))
+            let flops = 2 * conv.outChannels * conv.inChannels * conv.kernel * conv.kernel * outShape.height * outShape.width
+            ops.append(Op(kind: .lightcapDirect(d, flops: flops), primitive: direct, input: src, output: out, label: label))
             return out
         }
 

@@ -1,43 +1,15 @@
 // WinogradConvolution: LightCap's own Winograd F(4x4, 3x3) and F(2x2, 3x3) for 3x3 stride-1
 // convolutions, on every x86-64 CPU (oneDNN 2.6 has Winograd kernels only for AVX-512). Each
-// TxT output tile comes from a (T+2)x(T+2) input tile: V = B^T d B (CWinograd, 8 channels per
+// TxT output tile comes from a (T+2)x(T+2) input tile: V = B^T d B (CKernels, 8 channels per
 // vector), then (T+2)^2 independent products M[xi] = V[xi] x U[xi] over the channels (one
-// oneDNN batched matmul, or CWinograd's panel kernel for few tiles; U = G g G^T packed once at
-// load), then Y = A^T M A + bias, ReLU (CWinograd). F(4x4, 3x3): 36 multiplies per 16 outputs
+// oneDNN batched matmul, or CKernels' panel kernel for few tiles; U = G g G^T packed once at
+// load), then Y = A^T M A + bias, ReLU (CKernels). F(4x4, 3x3): 36 multiplies per 16 outputs
 // instead of 144 (4x fewer FLOPs, at a small cost in rounding: the transforms scale values by up
 // to ~100). F(2x2, 3x3): 16 per 4 instead of 36 (2.25x), with 2.25x less transformed weight to
 // read and 4x more tiles per product, which wins on small images with many channels.
 
 import CDNNL
-import CWinograd
-
-/// How the channels of an activation are laid out in memory (the layouts oneDNN's convolutions
-/// give and take that the transforms read and write directly).
-enum ChannelLayout: Sendable, CaseIterable {
-    case nhwc, nChw8c, nChw16c
-
-    var dnnl: DNNL.Layout {
-        switch self {
-        case .nhwc: return .nhwc
-        case .nChw8c: return .nChw8c
-        case .nChw16c: return .nChw16c
-        }
-    }
-
-    /// Whether `channels` can be stored in this layout without padding.
-    func fits(_ channels: Int) -> Bool {
-        self == .nChw16c ? channels % 16 == 0 : channels % 8 == 0
-    }
-
-    /// The transforms' addressing of `channels` x `height` x `width` in this layout.
-    func addressing(channels: Int, height: Int, width: Int) -> lightcap_channel_layout {
-        switch self {
-        case .nhwc: return lightcap_channel_layout(group: channels / 8, outer: 0, pixel: channels)
-        case .nChw8c: return lightcap_channel_layout(group: 1, outer: height * width * 8, pixel: 8)
-        case .nChw16c: return lightcap_channel_layout(group: 2, outer: height * width * 16, pixel: 16)
-        }
-    }
-}
+import CKernels
 
 /// One 3x3 stride-1 convolution (+ bias, + ReLU) by Winograd F(T x T, 3x3), T = 4 or 2.
 final class WinogradConvolution: @unchecked Sendable {
@@ -54,7 +26,7 @@ final class WinogradConvolution: @unchecked Sendable {
     let srcLayout: ChannelLayout, dstLayout: ChannelLayout
     /// The products, [points, tiles, in] x [points, in, out], by oneDNN (unless `usesPanels`).
     let matmul: DNNL.Primitive
-    /// Whether CWinograd's few-tile kernel computes the products instead of `matmul`.
+    /// Whether the few-tile kernel (CKernels) computes the products instead of `matmul`.
     let usesPanels: Bool
     /// U = G g G^T in the matmul's weight layout, or in panels of 6 output channels.
     let weights: DNNL.Buffer
@@ -232,8 +204,8 @@ final class WinogradConvolution: @unchecked Sendable {
     }
 
     /// Whether the transforms' threads are OpenMP's (libgomp, loaded with oneDNN), not only the caller.
-    static var threadsFromOpenMP: Bool { lightcap_winograd_uses_openmp() != 0 }
+    static var threadsFromOpenMP: Bool { lightcap_kernel_uses_openmp() != 0 }
 
     /// The transforms' vector path ("avx2+fma" or "generic").
-    static var isa: String { String(cString: lightcap_winograd_isa()) }
+    static var isa: String { String(cString: lightcap_kernel_isa()) }
 }

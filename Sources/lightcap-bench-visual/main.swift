@@ -33,7 +33,7 @@ func pad(_ s: String, _ width: Int) -> String {
 }
 
 func algorithm(_ s: Substring) -> ConvolutionAlgorithm {
-    guard let a = ConvolutionAlgorithm(rawValue: String(s)) else { fail("unknown algorithm '\(s)' (direct, winograd, winograd4x4, auto)") }
+    guard let a = ConvolutionAlgorithm(rawValue: String(s)) else { fail("unknown algorithm '\(s)' (\(ConvolutionAlgorithm.allCases.map(\.rawValue).joined(separator: ", ")))") }
     return a
 }
 
@@ -55,7 +55,7 @@ while !args.isEmpty {
     case "--runs": memoryRuns = int(Substring(value()), flag)
     case "--profile": profileOnly = true
     case "--help", "-h":
-        print("usage: lightcap-bench-visual [--weights FILE] [--threads 1,2] [--algorithms direct,winograd,winograd4x4,auto] [--iterations N] [--warmup N] [--json] [--memory [--runs N]] [--profile]")
+        print("usage: lightcap-bench-visual [--weights FILE] [--threads 1,2] [--algorithms direct,direct-onednn,winograd,winograd4x4,auto] [--iterations N] [--warmup N] [--json] [--memory [--runs N]] [--profile]")
         exit(0)
     default: fail("unknown option \(flag)")
     }

@@ -15,7 +15,7 @@ struct ModelOptions: ParsableArguments {
     var threads: Int = 1
 
     @Option(name: .long, help: ArgumentHelp(
-        "How the backbone computes its 3x3 convolutions: direct (exact), winograd4x4 (LightCap's Winograd F(4x4, 3x3) and F(2x2, 3x3), faster on large models), winograd (oneDNN's, AVX-512 only; else direct) or auto.",
+        "How the backbone computes its 3x3 convolutions: direct (exact), direct-onednn (exact, oneDNN's kernels only, for comparisons), winograd4x4 (LightCap's Winograd F(4x4, 3x3) and F(2x2, 3x3), faster on large models), winograd (oneDNN's, AVX-512 only; else direct) or auto.",
         valueName: "kind"))
     var convolutions: ConvolutionAlgorithm = .direct
 

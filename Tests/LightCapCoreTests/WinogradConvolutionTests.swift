@@ -1,10 +1,10 @@
 import XCTest
 @testable import LightCapCore
 import LightCapTestSupport
-import CWinograd
+import CKernels
 
 /// LightCap's own Winograd F(4x4, 3x3) and F(2x2, 3x3) (`WinogradConvolution`, transforms and the few-tile
-/// products kernel in CWinograd) against the plain `Reference` convolution, with the products
+/// products kernel in CKernels) against the plain `Reference` convolution, with the products
 /// from oneDNN's matmul and from the panel kernel, in every channel layout it reads and writes,
 /// on odd sides (partial tiles), with and without bias and ReLU, padding 0 to 2.
 ///
@@ -113,10 +113,10 @@ final class WinogradConvolutionTests: XCTestCase {
     }
 
     /// The vector path the transforms and the panel kernel take: the generic one under
-    /// LIGHTCAP_WINOGRAD_ISA=generic (test.sh reruns this file so, which tests that path on AVX2
+    /// LIGHTCAP_KERNEL_ISA=generic (test.sh reruns this file so, which tests that path on AVX2
     /// hosts), else AVX2 + FMA where the CPU has them.
     func testVectorPathFollowsTheCPUAndTheCap() throws {
-        if ProcessInfo.processInfo.environment["LIGHTCAP_WINOGRAD_ISA"]?.lowercased() == "generic" {
+        if ProcessInfo.processInfo.environment["LIGHTCAP_KERNEL_ISA"]?.lowercased() == "generic" {
             XCTAssertEqual(WinogradConvolution.isa, "generic")
             return
         }
@@ -200,18 +200,23 @@ final class WinogradConvolutionTests: XCTestCase {
     }
 
     /// The network picks the tile by output side: F(4x4) at 12 and more, F(2x2) at 6 to 11,
-    /// direct below; the products of fewer than 32 tiles go to the panel kernel.
+    /// direct below (LightCap's direct kernel where it beats oneDNN's, `DirectConvolutionTests`);
+    /// the products of fewer than 32 tiles go to the panel kernel.
     func testNetworkPicksTheTileBySide() throws {
         var rng = SeededRandom(seed: 46)
         let conv = try Conv2d(weight: rng.tensor([16, 16, 3, 3], scale: 0.2), bias: rng.tensor([16], scale: 0.1), padding: 1)
         // (side, kind, panels): tiles 9 at side 12, 36 at 11, 16 at 7, 9 at 6
         for (side, expected, panels) in [(12, "lightcap_wino_4x3", true), (11, "lightcap_wino_2x3", false),
-                                         (7, "lightcap_wino_2x3", true), (6, "lightcap_wino_2x3", true), (5, "jit", false)] {
+                                         (7, "lightcap_wino_2x3", true), (6, "lightcap_wino_2x3", true), (5, "direct", false)] {
             let x = rng.tensor([16, side, side])
             let b = try ConvolutionNetwork.Builder(channels: 16, height: side, width: side, algorithm: .winograd4x4)
             let net = try b.build(output: try b.convolution(b.input, conv, relu: true, label: "w"))
             let kind = try XCTUnwrap(net.implementations.first { $0.label == "w" }).implementation
-            XCTAssertTrue(kind.hasPrefix(expected), "side \(side): \(kind)")
+            if expected == "direct" {
+                XCTAssertTrue(kind.hasPrefix("jit") || kind.hasPrefix("lightcap_direct"), "side \(side): \(kind)")
+            } else {
+                XCTAssertTrue(kind.hasPrefix(expected), "side \(side): \(kind)")
+            }
             XCTAssertEqual(kind.hasSuffix("+panels"), panels, "side \(side): \(kind)")
             assertClose(try net(x), Reference.tokens(Reference.relu(Reference.conv2d(x, weight: conv.weight, bias: conv.bias, stride: 1, padding: 1))),
                         tolerance: 1e-4, minimumScale: 1e-6, "side \(side)")

@@ -5,13 +5,7 @@
 #ifndef LIGHTCAP_WINOGRAD_H
 #define LIGHTCAP_WINOGRAD_H
 
-/// Where the 8 channels [8 * chunk, 8 * chunk + 8) of pixel `p` (= y * width + x) are:
-/// base + (chunk / group) * outer + (chunk % group) * 8 + p * pixel floats.
-/// nhwc: group = C / 8, outer = 0, pixel = C. nChw8c: group = 1, outer = H * W * 8, pixel = 8.
-/// nChw16c: group = 2, outer = H * W * 16, pixel = 16.
-typedef struct {
-    long group, outer, pixel;
-} lightcap_channel_layout;
+#include "channel_layout.h"
 
 /// `tile` is the output tile side T: 4 for F(4x4, 3x3), 2 for F(2x2, 3x3); a tile reads a
 /// (T+2)x(T+2) input tile and has P = (T+2)^2 transform points (36 or 16). Each function splits
@@ -44,11 +38,5 @@ void lightcap_winograd_input(long tile, const float *src, lightcap_channel_layou
 void lightcap_winograd_output(long tile, const float *m, long tiles, long channels, const float *bias, int relu,
                               float *dst, lightcap_channel_layout layout, long out_h, long out_w,
                               long tiles_w, long threads);
-
-/// Whether the threads come from libgomp (found in the process) rather than none.
-int lightcap_winograd_uses_openmp(void);
-
-/// Name of the vector path the transforms use ("avx2+fma" or "generic").
-const char *lightcap_winograd_isa(void);
 
 #endif

@@ -3,30 +3,9 @@
 // channels per vector, and a products kernel for few tiles. The bodies are compiled twice, for
 // AVX2+FMA and for baseline x86-64, and chosen once at run time.
 #include "winograd.h"
+#include "kernel_support.h"
 
-// The vector helpers are always inlined into the per-ISA functions, so their ABI never shows.
-#pragma clang diagnostic ignored "-Wpsabi"
-
-#include <dlfcn.h>
 #include <stdlib.h>
-#include <strings.h>
-#include <pthread.h>
-#include <string.h>
-
-typedef float v8 __attribute__((vector_size(32)));
-
-static inline __attribute__((always_inline)) v8 load8(const float *p) {
-    v8 v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
-static inline __attribute__((always_inline)) void store8(float *p, v8 v) { memcpy(p, &v, sizeof v); }
-
-static inline __attribute__((always_inline)) const float *chunk_at(const float *base, lightcap_channel_layout l,
-                                                                    long chunk, long pixel) {
-    return base + (chunk / l.group) * l.outer + (chunk % l.group) * 8 + pixel * l.pixel;
-}
 
 // t = B^T d for one column of six values (also used on rows: V = (B^T d) B = B^T (B^T d)^T ...).
 static inline __attribute__((always_inline)) void bt6(const v8 d[6], v8 t[6]) {
@@ -166,9 +145,6 @@ static inline __attribute__((always_inline)) void group_block(const int TV, cons
         }
     }
 }
-
-typedef float v4 __attribute__((vector_size(16)));
-typedef float v2 __attribute__((vector_size(8)));
 
 // Transposes the 8x8 block r[i][j] in place (r[i] becomes column i).
 static inline __attribute__((always_inline)) void transpose8(v8 r[8]) {
@@ -402,38 +378,14 @@ static inline __attribute__((always_inline)) void output_isa(const output_args *
                     begin, end);
 }
 
-#if defined(__x86_64__)
-__attribute__((target("avx2,fma"))) static void weights_avx2(const weights_args *a, long b, long e) { weights_isa(a, b, e); }
-__attribute__((target("avx2,fma"))) static void products_avx2(const products_args *a, long b, long e) { products_isa(a, b, e); }
-__attribute__((target("avx2,fma"))) static void input_avx2(const input_args *a, long b, long e) { input_isa(a, b, e); }
-__attribute__((target("avx2,fma"))) static void output_avx2(const output_args *a, long b, long e) { output_isa(a, b, e); }
-
-// The AVX2 path when the CPU has AVX2 and FMA, unless LIGHTCAP_WINOGRAD_ISA=generic caps it (as
-// DNNL_MAX_CPU_ISA caps oneDNN's), so that the generic path is tested on AVX2 hosts too.
-static int has_avx2(void) {
-    static int known = -1;
-    if (known < 0) {
-        __builtin_cpu_init();
-        const char *cap = getenv("LIGHTCAP_WINOGRAD_ISA");
-        known = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                !(cap && strcasecmp(cap, "generic") == 0);
-    }
-    return known;
-}
-#else
-static int has_avx2(void) { return 0; }
-#endif
-
+AVX2_VARIANT(weights, weights_args, weights_isa)
+AVX2_VARIANT(products, products_args, products_isa)
+AVX2_VARIANT(input, input_args, input_isa)
+AVX2_VARIANT(output, output_args, output_isa)
 static void weights_generic(const weights_args *a, long b, long e) { weights_isa(a, b, e); }
 static void products_generic(const products_args *a, long b, long e) { products_isa(a, b, e); }
 static void input_generic(const input_args *a, long b, long e) { input_isa(a, b, e); }
 static void output_generic(const output_args *a, long b, long e) { output_isa(a, b, e); }
-
-#if defined(__x86_64__)
-#define BY_ISA(name, p, b, e) (has_avx2() ? name##_avx2(p, b, e) : name##_generic(p, b, e))
-#else
-#define BY_ISA(name, p, b, e) name##_generic(p, b, e)
-#endif
 
 // The bodies parallel_for runs: the part [begin, end) of the work, on the CPU's vector path.
 static void weights_part(const void *p, long b, long e) { BY_ISA(weights, p, b, e); }
@@ -441,55 +393,7 @@ static void products_part(const void *p, long b, long e) { BY_ISA(products, p, b
 static void input_part(const void *p, long b, long e) { BY_ISA(input, p, b, e); }
 static void output_part(const void *p, long b, long e) { BY_ISA(output, p, b, e); }
 
-const char *lightcap_winograd_isa(void) { return has_avx2() ? "avx2+fma" : "generic"; }
-
-// Threads: the work is split over an OpenMP team through libgomp's own entry points (the ABI
-// GCC's `#pragma omp parallel` calls), found at run time in the libgomp that oneDNN loads. The
-// transforms then run on the same threads as oneDNN's kernels between them: with a second pool
-// (Dispatch) the OpenMP threads, still spinning after each oneDNN call, took the cores the
-// transforms wanted. Without libgomp in the process the work runs on the calling thread.
-typedef void (*gomp_parallel_fn)(void (*)(void *), void *, unsigned, unsigned);
-typedef int (*omp_int_fn)(void);
-static gomp_parallel_fn gomp_parallel;
-static omp_int_fn omp_thread_num, omp_num_threads;
-static pthread_once_t omp_once = PTHREAD_ONCE_INIT;
-
-static void omp_lookup(void) {
-    gomp_parallel_fn p = (gomp_parallel_fn)dlsym(RTLD_DEFAULT, "GOMP_parallel");
-    omp_int_fn n = (omp_int_fn)dlsym(RTLD_DEFAULT, "omp_get_thread_num");
-    omp_int_fn c = (omp_int_fn)dlsym(RTLD_DEFAULT, "omp_get_num_threads");
-    if (p && n && c) {
-        gomp_parallel = p;
-        omp_thread_num = n;
-        omp_num_threads = c;
-    }
-}
-
-typedef struct {
-    void (*body)(const void *args, long begin, long end);
-    const void *args;
-    long count;
-} parallel_task;
-
-static void parallel_part(void *p) {
-    const parallel_task *task = p;
-    const long i = omp_thread_num(), n = omp_num_threads();
-    const long begin = task->count * i / n, end = task->count * (i + 1) / n;
-    if (begin < end) task->body(task->args, begin, end);
-}
-
-// body(args, begin, end) over contiguous parts of [0, count), one per thread of a team of
-// min(threads, count) (fewer if OpenMP gives fewer, e.g. inside another parallel region).
-static void parallel_for(long count, long threads, void (*body)(const void *, long, long), const void *args) {
-    if (threads > count) threads = count;
-    if (threads > 1) pthread_once(&omp_once, omp_lookup);
-    if (threads <= 1 || !gomp_parallel) {
-        if (count > 0) body(args, 0, count);
-        return;
-    }
-    parallel_task task = {body, args, count};
-    gomp_parallel(parallel_part, &task, (unsigned)threads, 0);
-}
+#define parallel_for lightcap_kernel_parallel_for
 
 void lightcap_winograd_weights(long tile, const float *weight, long out_channels, long in_channels, int panels,
                                float *u, long threads) {
@@ -518,9 +422,4 @@ void lightcap_winograd_output(long tile, const float *m, long tiles, long channe
                               long tiles_w, long threads) {
     output_args a = {tile, m, tiles, channels, bias, relu, dst, layout, out_h, out_w, tiles_w};
     parallel_for(tiles, threads, output_part, &a);
-}
-
-int lightcap_winograd_uses_openmp(void) {
-    pthread_once(&omp_once, omp_lookup);
-    return gomp_parallel != 0;
 }

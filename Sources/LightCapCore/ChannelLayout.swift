@@ -1,0 +1,42 @@
+// ChannelLayout: the activation layouts LightCap's own kernels (CKernels) read and write
+// directly, the ones oneDNN's convolutions give and take, so no reorders go between them.
+
+import CKernels
+
+/// How the channels of an activation are laid out in memory.
+enum ChannelLayout: Sendable, CaseIterable {
+    case nhwc, nChw8c, nChw16c
+
+    var dnnl: DNNL.Layout {
+        switch self {
+        case .nhwc: return .nhwc
+        case .nChw8c: return .nChw8c
+        case .nChw16c: return .nChw16c
+        }
+    }
+
+    /// Whether `channels` can be stored in this layout without padding.
+    func fits(_ channels: Int) -> Bool {
+        self == .nChw16c ? channels % 16 == 0 : channels % 8 == 0
+    }
+
+    /// The layout of `desc` (an activation of `shape`) among these, nhwc when it is none of them.
+    init(_ desc: DNNL.MemoryDesc, _ shape: ConvolutionNetwork.Shape) throws {
+        for l in ChannelLayout.allCases where l.fits(shape.channels) {
+            if DNNL.equal(desc, try DNNL.desc([1, shape.channels, shape.height, shape.width], l.dnnl)) {
+                self = l
+                return
+            }
+        }
+        self = .nhwc
+    }
+
+    /// The kernels' addressing of `channels` x `height` x `width` in this layout.
+    func addressing(channels: Int, height: Int, width: Int) -> lightcap_channel_layout {
+        switch self {
+        case .nhwc: return lightcap_channel_layout(group: channels / 8, outer: 0, pixel: channels)
+        case .nChw8c: return lightcap_channel_layout(group: 1, outer: height * width * 8, pixel: 8)
+        case .nChw16c: return lightcap_channel_layout(group: 2, outer: height * width * 16, pixel: 16)
+        }
+    }
+}

@@ -1,0 +1,93 @@
+// DirectConvolution: LightCap's own direct convolution for small outputs (CKernels'
+// direct_convolution.c), exact up to summation order like oneDNN's. oneDNN 2.6's AVX2 direct
+// kernel (jit:avx2) blocks each output row in threes, which leaves RN50's 7-wide rows at about
+// half of the FMA peak; this kernel takes register blocks of up to 6 output pixels x 16 output
+// channels across row ends (49 pixels: 4 blocks of 6 and 5 of 5), so every block keeps 10-12
+// accumulators busy. Weights are packed once, at load.
+
+import CKernels
+
+/// One convolution (+ bias, + ReLU) by LightCap's direct kernel.
+final class DirectConvolution: @unchecked Sendable {
+    let inChannels: Int, outChannels: Int
+    let kernel: Int, stride: Int, padding: Int
+    let height: Int, width: Int
+    let outHeight: Int, outWidth: Int
+    let relu: Bool
+    let srcLayout: ChannelLayout, dstLayout: ChannelLayout
+    /// [out / 16, in / 8, k, k, 8, 16].
+    let weights: DNNL.Buffer
+    /// [out], nil when the convolution has none.
+    let bias: DNNL.Buffer?
+
+    /// Floats of the zero-padded input copy `run` makes in its scratch buffer.
+    var scratchCount: Int { lightcap_direct_scratch_floats(inChannels, height, width, padding) }
+
+    /// Whether the kernel can compute `conv`: input channels in multiples of 8, output channels
+    /// in multiples of 16, kernel side at most 7.
+    static func supports(_ conv: Conv2d) -> Bool {
+        conv.kernel <= 7 && conv.inChannels % 8 == 0 && conv.outChannels % 16 == 0
+    }
+
+    /// Where it beats oneDNN's direct kernel `oneDNN` (the implementation oneDNN chose): against
+    /// oneDNN's AVX2 kernel (jit:avx2; `lightcap-bench-visual --profile`, RN50 trunk, one thread,
+    /// fifteenth session), 3x3 stride 1 at output sides up to 14. Not against AVX-512 kernels,
+    /// with twice the vector width.
+    static func isFaster(_ conv: Conv2d, outHeight: Int, outWidth: Int, oneDNN: String) -> Bool {
+        isa == "avx2+fma" && oneDNN == "jit:avx2" && conv.kernel == 3 && conv.stride == 1
+            && max(outHeight, outWidth) <= 7
+    }
+
+    init(_ conv: Conv2d, height: Int, width: Int, relu: Bool, srcLayout: ChannelLayout, dstLayout: ChannelLayout) throws {
+        guard Self.supports(conv) else {
+            throw LightCapError.invalidArgument(reason: "direct kernel: needs input channels in multiples of 8, output channels in multiples of 16 and a kernel of at most 7x7, got \(conv.weight.shape)")
+        }
+        guard srcLayout.fits(conv.inChannels), dstLayout.fits(conv.outChannels) else {
+            throw LightCapError.invalidArgument(reason: "direct kernel: \(conv.inChannels) -> \(conv.outChannels) channels do not fit \(srcLayout) -> \(dstLayout)")
+        }
+        inChannels = conv.inChannels
+        outChannels = conv.outChannels
+        kernel = conv.kernel
+        stride = conv.stride
+        padding = conv.padding
+        self.height = height
+        self.width = width
+        outHeight = conv.outputSize(height)
+        outWidth = conv.outputSize(width)
+        guard outHeight > 0, outWidth > 0 else {
+            throw LightCapError.invalidArgument(reason: "direct kernel: input \(height)x\(width) too small")
+        }
+        self.relu = relu
+        self.srcLayout = srcLayout
+        self.dstLayout = dstLayout
+        let (o, i, k) = (conv.outChannels, conv.inChannels, conv.kernel)
+        let packed = DNNL.Buffer(bytes: lightcap_direct_weight_floats(o, i, k) * MemoryLayout<Float>.size)
+        conv.weight.withUnsafeBufferPointer {
+            lightcap_direct_weights($0.baseAddress!, o, i, k, packed.pointer.assumingMemoryBound(to: Float.self))
+        }
+        weights = packed
+        bias = conv.bias.map { b in
+            let buffer = DNNL.Buffer(bytes: b.count * MemoryLayout<Float>.size)
+            b.withUnsafeBufferPointer { buffer.pointer.copyMemory(from: $0.baseAddress!, byteCount: buffer.bytes) }
+            return buffer
+        }
+    }
+
+    /// Runs the convolution: src (srcLayout) -> dst (dstLayout); `scratch` holds `scratchCount`
+    /// floats and overlaps neither. The output channels are split over `threads` threads of the
+    /// OpenMP team oneDNN runs on.
+    func run(src: UnsafePointer<Float>, dst: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>, threads: Int) {
+        let inLayout = srcLayout.addressing(channels: inChannels, height: height, width: width)
+        let outLayout = dstLayout.addressing(channels: outChannels, height: outHeight, width: outWidth)
+        let b = bias.map { UnsafePointer($0.pointer.assumingMemoryBound(to: Float.self)) }
+        lightcap_direct_convolution(src, inLayout, inChannels, height, width, kernel, stride, padding,
+                                    weights.pointer.assumingMemoryBound(to: Float.self), b, relu ? 1 : 0, outChannels,
+                                    dst, outLayout, outHeight, outWidth, scratch, threads)
+    }
+
+    /// Its name in profiles.
+    var implementation: String { "lightcap_direct:\(Self.isa)" }
+
+    /// The kernel's vector path ("avx2+fma" or "generic").
+    static var isa: String { String(cString: lightcap_kernel_isa()) }
+}

@@ -1,0 +1,165 @@
+import XCTest
+@testable import LightCapCore
+import LightCapTestSupport
+
+/// LightCap's direct convolution for small outputs (`DirectConvolution`, the kernel in
+/// CKernels) against the plain `Reference` convolution: every channel layout it reads and
+/// writes, pixel blocks of every size from 1 to 6 (49 pixels: blocks of 6 and 5), kernels 1 to
+/// 7, strides 1 and 2, padding 0 to 3, more input channels than one chunk (256), with and
+/// without bias and ReLU; on two threads; and in a network, where it replaces oneDNN's kernel.
+///
+/// Tolerance: 1e-5 of the output's scale (a direct convolution in float, summed in another
+/// order than the reference's); a wrong tap, pixel, block, chunk or layout gives errors of
+/// order 1.
+final class DirectConvolutionTests: XCTestCase {
+    /// Runs `d` on the CHW tensor `x`: reorders x into d's source layout, runs, reorders the
+    /// result back to CHW.
+    func run(_ d: DirectConvolution, _ x: Tensor, threads: Int = 1) throws -> Tensor {
+        let src = DNNL.Buffer(bytes: x.count * 4)
+        try x.withUnsafeBufferPointer {
+            try DNNL.reorder(UnsafeRawPointer($0.baseAddress!), try DNNL.desc([1, d.inChannels, d.height, d.width], .nchw),
+                             into: src.pointer, try DNNL.desc([1, d.inChannels, d.height, d.width], d.srcLayout.dnnl))
+        }
+        let outDims = [1, d.outChannels, d.outHeight, d.outWidth]
+        let dst = DNNL.Buffer(bytes: outDims.reduce(1, *) * 4)
+        let scratch = DNNL.Buffer(bytes: d.scratchCount * 4)
+        try Threads.with(threads) {
+            d.run(src: src.pointer.assumingMemoryBound(to: Float.self), dst: dst.pointer.assumingMemoryBound(to: Float.self),
+                  scratch: scratch.pointer.assumingMemoryBound(to: Float.self), threads: threads)
+        }
+        var y = Tensor(zeros: [d.outChannels, d.outHeight, d.outWidth])
+        try y.withUnsafeMutableBufferPointer {
+            try DNNL.reorder(UnsafeRawPointer(dst.pointer), try DNNL.desc(outDims, d.dstLayout.dnnl),
+                             into: UnsafeMutableRawPointer($0.baseAddress!), try DNNL.desc(outDims, .nchw))
+        }
+        return y
+    }
+
+    func testMatchesReferenceInEveryLayout() throws {
+        var rng = SeededRandom(seed: 51)
+        // (in, out, height, width, kernel, stride, padding, bias, relu); pixels = output h x w
+        let cases: [(Int, Int, Int, Int, Int, Int, Int, Bool, Bool)] = [
+            (16, 32, 7, 7, 3, 1, 1, true, true),     // RN50's last stage: 49 pixels, blocks of 6 and 5
+            (24, 16, 5, 9, 3, 1, 1, true, false),    // 45 pixels: 8 blocks, crossing row ends
+            (8, 16, 1, 1, 3, 1, 1, false, true),     // 1 pixel: a block of 1
+            (16, 48, 2, 2, 3, 1, 1, true, false),    // 4 pixels: a block of 4
+            (8, 16, 3, 3, 3, 1, 1, true, true),      // 9 pixels: blocks of 5 and 4
+            (16, 16, 4, 2, 3, 1, 1, false, false),   // 8 pixels: blocks of 4 and 4
+            (8, 16, 2, 1, 3, 1, 1, true, false),     // 2 pixels: a block of 2
+            (8, 16, 3, 1, 3, 1, 1, true, true),      // 3 pixels: a block of 3
+            (16, 32, 9, 7, 1, 1, 0, true, true),     // 1x1
+            (16, 16, 11, 10, 5, 2, 2, true, false),  // 5x5, stride 2
+            (8, 16, 8, 8, 7, 1, 3, false, true),     // 7x7, padding 3
+            (16, 16, 6, 6, 3, 1, 0, true, false),    // no padding: 4x4 out
+            (8, 32, 4, 5, 3, 1, 2, true, true),      // padding 2: larger output than input
+            (264, 32, 7, 7, 3, 1, 1, true, true),    // two chunks of input channels (256 + 8)
+            (520, 16, 3, 3, 3, 1, 1, true, false),   // three chunks
+        ]
+        for (cin, cout, h, w, k, stride, pad, hasBias, relu) in cases {
+            let x = rng.tensor([cin, h, w])
+            let weight = rng.tensor([cout, cin, k, k], scale: 0.3)
+            let b = hasBias ? rng.tensor([cout], scale: 0.2) : nil
+            let conv = try Conv2d(weight: weight, bias: b, stride: stride, padding: pad)
+            var expected = Reference.conv2d(x, weight: weight, bias: b, stride: stride, padding: pad)
+            if relu { expected = Reference.relu(expected) }
+            for src in ChannelLayout.allCases where src.fits(cin) {
+                for dst in ChannelLayout.allCases where dst.fits(cout) {
+                    let d = try DirectConvolution(conv, height: h, width: w, relu: relu, srcLayout: src, dstLayout: dst)
+                    XCTAssertEqual([d.outHeight, d.outWidth], [conv.outputSize(h), conv.outputSize(w)])
+                    assertClose(try run(d, x), expected, tolerance: 1e-5, minimumScale: 1e-6,
+                                "\(cin)->\(cout) \(h)x\(w) k\(k) s\(stride) p\(pad) \(src)->\(dst) on \(DirectConvolution.isa)")
+                }
+            }
+        }
+    }
+
+    /// The output channels split over two threads (of oneDNN's OpenMP team): each output is
+    /// summed by one thread in the same order, so the result is the same to the bit.
+    func testTwoThreadsGiveTheSameResult() throws {
+        XCTAssertTrue(WinogradConvolution.threadsFromOpenMP, "libgomp's GOMP_parallel not found beside oneDNN")
+        var rng = SeededRandom(seed: 52)
+        let x = rng.tensor([264, 7, 7])
+        let conv = try Conv2d(weight: rng.tensor([80, 264, 3, 3], scale: 0.1), bias: rng.tensor([80]), padding: 1)
+        let d = try DirectConvolution(conv, height: 7, width: 7, relu: true, srcLayout: .nChw8c, dstLayout: .nChw8c)
+        let one = try run(d, x), two = try run(d, x, threads: 2)
+        XCTAssertEqual(one.scalars, two.scalars, "2 threads vs 1")
+        assertClose(one, Reference.relu(Reference.conv2d(x, weight: conv.weight, bias: conv.bias, stride: 1, padding: 1)),
+                    tolerance: 1e-5, minimumScale: 1e-6, "against the reference")
+    }
+
+    /// In a network (`.direct`): the 3x3 layers at output side 7 are LightCap's where oneDNN's
+    /// kernel is its AVX2 one (jit:avx2), oneDNN's otherwise and always under `.directOneDNN`;
+    /// the results agree with the reference either way, on one and two threads, also when the
+    /// first op reads the network's input.
+    func testNetworkTakesItForSmallOutputs() throws {
+        var rng = SeededRandom(seed: 53)
+        let x = rng.tensor([32, 7, 7])
+        let first = try Conv2d(weight: rng.tensor([64, 32, 3, 3], scale: 0.1), bias: rng.tensor([64], scale: 0.1), padding: 1)
+        let reduce = try Conv2d(weight: rng.tensor([32, 64, 1, 1], scale: 0.2), bias: nil)
+        let second = try Conv2d(weight: rng.tensor([48, 32, 3, 3], scale: 0.1), bias: nil, padding: 1)
+        func ref(_ t: Tensor, _ k: Conv2d) -> Tensor { Reference.conv2d(t, weight: k.weight, bias: k.bias, stride: k.stride, padding: k.padding) }
+        let expected = Reference.tokens(ref(Reference.relu(ref(Reference.relu(ref(x, first)), reduce)), second))
+        for threads in [1, 2] {
+            var outputs: [ConvolutionAlgorithm: Tensor] = [:]
+            var oneDNNKernel = ""
+            for algorithm in [ConvolutionAlgorithm.directOneDNN, .direct] {
+                let b = try ConvolutionNetwork.Builder(channels: 32, height: 7, width: 7, algorithm: algorithm, threads: threads)
+                let h = try b.convolution(try b.convolution(b.input, first, relu: true, label: "first"), reduce, relu: true)
+                let net = try b.build(output: try b.convolution(h, second, relu: false, label: "second"))
+                let kinds = net.implementations.filter { ["first", "second"].contains($0.label) }.map(\.implementation)
+                XCTAssertEqual(kinds.count, 2)
+                if algorithm == .directOneDNN {
+                    XCTAssertFalse(kinds.contains { $0.hasPrefix("lightcap") }, "\(kinds)")
+                    oneDNNKernel = kinds[0]
+                } else {
+                    let mine = DirectConvolution.isFaster(first, outHeight: 7, outWidth: 7, oneDNN: oneDNNKernel)
+                    XCTAssertEqual(mine, DirectConvolution.isa == "avx2+fma" && oneDNNKernel == "jit:avx2")
+                    XCTAssertTrue(kinds.allSatisfy { $0.hasPrefix(mine ? "lightcap_direct" : "jit") }, "\(kinds)")
+                }
+                let ws = try net.makeWorkspace()
+                let y = try net(x, workspace: ws)
+                assertClose(y, expected, tolerance: 1e-5, minimumScale: 1e-6, "\(algorithm), \(threads) thread(s)")
+                assertClose(try net(x, workspace: ws), y, tolerance: 0, minimumScale: 1e-6, "\(algorithm) rerun")
+                outputs[algorithm] = y
+            }
+            assertClose(outputs[.direct]!, outputs[.directOneDNN]!, tolerance: 1e-5, minimumScale: 1e-6,
+                        "direct vs direct-onednn, \(threads) thread(s)")
+        }
+    }
+
+    /// Convolutions the kernel can't compute are errors that say why; a network takes oneDNN's
+    /// kernel for them, and for outputs larger than 7.
+    func testUnsupportedConvolutionsAreErrorsOrOneDNN() throws {
+        var rng = SeededRandom(seed: 54)
+        let bad: [(Conv2d, String)] = [
+            (try Conv2d(weight: rng.tensor([16, 3, 3, 3]), bias: nil, padding: 1), "3 input channels"),
+            (try Conv2d(weight: rng.tensor([24, 8, 3, 3]), bias: nil, padding: 1), "24 output channels"),
+            (try Conv2d(weight: rng.tensor([16, 8, 9, 9]), bias: nil, padding: 4), "9x9 kernel"),
+        ]
+        for (conv, what) in bad {
+            XCTAssertFalse(DirectConvolution.supports(conv), what)
+            XCTAssertThrowsError(try DirectConvolution(conv, height: 8, width: 8, relu: false, srcLayout: .nhwc, dstLayout: .nhwc), what) {
+                XCTAssertTrue("\($0)".contains("direct kernel"), "\(what): \($0)")
+            }
+        }
+        let narrow = try Conv2d(weight: rng.tensor([16, 8, 3, 3]), bias: nil, padding: 1)
+        XCTAssertThrowsError(try DirectConvolution(narrow, height: 8, width: 8, relu: false, srcLayout: .nChw16c, dstLayout: .nhwc)) {
+            XCTAssertTrue("\($0)".contains("do not fit"), "\($0)")
+        }
+        let unpadded = try Conv2d(weight: rng.tensor([16, 8, 3, 3]), bias: nil, padding: 0)
+        XCTAssertThrowsError(try DirectConvolution(unpadded, height: 2, width: 2, relu: false, srcLayout: .nhwc, dstLayout: .nhwc)) {
+            XCTAssertTrue("\($0)".contains("too small"), "\($0)")
+        }
+        // In a network: 3 input channels, an output side of 8, a residual: oneDNN's kernels.
+        let x = rng.tensor([3, 8, 8])
+        let stem = try Conv2d(weight: rng.tensor([16, 3, 3, 3], scale: 0.3), bias: rng.tensor([16]), padding: 1)
+        let body = try Conv2d(weight: rng.tensor([16, 16, 3, 3], scale: 0.1), bias: nil, padding: 1)
+        let b = try ConvolutionNetwork.Builder(channels: 3, height: 8, width: 8, algorithm: .direct)
+        let h = try b.convolution(b.input, stem, relu: true)
+        let net = try b.build(output: try b.convolution(h, body, relu: true, residual: h))
+        XCTAssertFalse(net.implementations.contains { $0.implementation.hasPrefix("lightcap") }, "\(net.implementations)")
+        let rh = Reference.relu(Reference.conv2d(x, weight: stem.weight, bias: stem.bias, stride: 1, padding: 1))
+        let expected = Reference.relu(Reference.add(Reference.conv2d(rh, weight: body.weight, bias: nil, stride: 1, padding: 1), rh))
+        assertClose(try net(x), Reference.tokens(expected), tolerance: 1e-5, minimumScale: 1e-6, "oneDNN's kernels")
+    }
+}
