@@ -181,9 +181,10 @@ def main() -> None:
         f"{t} thread(s) {w:.1f} / {c:.1f} GFLOPS" for t, (w, c) in sorted(peaks.items())))
     print("wall: median (and min) ms of the runs, GFLOPS from the median; CPU: process CPU ms per run"
           " (GFLOPS = flops / (CPU ms / threads)), less sensitive to other processes sharing the cores")
-    print(f"{'engine':<16}{'thr':>4}{'wall ms':>9}{'(min)':>8}{'GFLOPS':>8}{'%peak':>7}{'vs ORT':>8}{'(min)':>7}  |"
-          f"{'CPU ms':>8}{'GFLOPS':>8}{'%peak':>7}{'vs ORT':>8}")
     engines = ["PyTorch eager", "ONNX Runtime"] + [f"Swift {a}" for a in args.algorithms.split(",")]
+    width = max(map(len, engines)) + 1
+    print(f"{'engine':<{width}}{'thr':>4}{'wall ms':>9}{'(min)':>8}{'GFLOPS':>8}{'%peak':>7}{'vs ORT':>8}{'(min)':>7}  |"
+          f"{'CPU ms':>8}{'GFLOPS':>8}{'%peak':>7}{'vs ORT':>8}")
     for t in args.threads:
         ort_wall, ort_min, ort_cpu = results[("ONNX Runtime", t)]
         peak_wall, peak_cpu = peaks.get(t, (0.0, 0.0))
@@ -193,7 +194,7 @@ def main() -> None:
             wall, low, cpu = results[(e, t)]
             g_wall = flops / wall / 1e6
             g_cpu = flops / (cpu / t) / 1e6
-            print(f"{e:<16}{t:>4}{wall:>9.2f}{low:>8.2f}{g_wall:>8.1f}{100 * g_wall / peak_wall if peak_wall else 0:>6.0f}%"
+            print(f"{e:<{width}}{t:>4}{wall:>9.2f}{low:>8.2f}{g_wall:>8.1f}{100 * g_wall / peak_wall if peak_wall else 0:>6.0f}%"
                   f"{wall / ort_wall:>8.2f}{low / ort_min:>7.2f}  |{cpu:>8.2f}{g_cpu:>8.1f}{100 * g_cpu / peak_cpu if peak_cpu else 0:>6.0f}%"
                   f"{cpu / ort_cpu:>8.2f}")
     for k, v in extra.items():

@@ -1,11 +1,12 @@
 // LightCap's direct convolution for small outputs (direct_convolution.h). The input is first
 // copied, zero-padded, into [in / 8][height + 2 pad][width + 2 pad][8]; then for each panel of
 // 16 output channels and each block of up to 6 output pixels (consecutive in row-major order,
-// crossing row ends: 49 pixels are 4 blocks of 6 and 5 of 5, not 7 rows of 7), 12 (10)
-// accumulators sum over the input channels and the k x k taps, broadcasting one input value per
+// crossing row ends: 49 pixels are 4 blocks of 6 and 5 of 5, not 7 rows of 7), 2 accumulators
+// per pixel sum over the input channels and the k x k taps, broadcasting one input value per
 // pixel against the panel's two vectors of packed weights. The input channels go in chunks
 // of 256, so a panel's chunk of weights (147 KB for 3x3) stays in L2 across the pixel blocks
 // that reuse it; the panel after it is prefetched from memory meanwhile, a slice per block.
+// Each chunk adds to what the previous ones left in dst (the first to zero, or to the residual).
 // The bodies are compiled twice, for AVX2+FMA and for baseline x86-64 (kernel_support.h).
 #include "direct_convolution.h"
 #include "kernel_support.h"
@@ -33,7 +34,7 @@ typedef struct {
     lightcap_channel_layout src_layout;
     long in, height, width, k, stride, pad;
     const float *packed, *bias;
-    int relu;
+    int relu, accumulate;
     long out;
     float *dst;
     lightcap_channel_layout dst_layout;
@@ -61,7 +62,7 @@ static inline __attribute__((always_inline)) void pad_body(const direct_args *a,
 // R (1 to 6) output pixels x 16 output channels, summed over the chunk's `steps` (channel
 // chunk, tap) pairs: `in[r] + offsets[s] + c` is input channel c of the pair s for pixel r;
 // `w` the panel's packed weights from the chunk's first channel on. first: the sum starts at
-// zero (else at dst); last: bias and ReLU are applied. `prefetch` lines from `next` are fetched
+// zero (else at dst: the previous chunks' sum, or the residual); last: bias and ReLU are applied. `prefetch` lines from `next` are fetched
 // into the cache along the way (the next panel's weights).
 static inline __attribute__((always_inline)) void pixel_block(
     const int R, const float *const in[MAX_PIXELS], const long *offsets, long steps, const float *w,
@@ -147,7 +148,7 @@ static inline __attribute__((always_inline)) void convolution_body(const direct_
                 const long l0 = lines * b / nblocks, l1 = lines * (b + 1) / nblocks;
                 const float *pf = next ? next + l0 * PANEL : 0;
                 const long npf = next ? l1 - l0 : 0;
-                const int first = c0 == 0, last = c1 == blocks8;
+                const int first = c0 == 0 && !a->accumulate, last = c1 == blocks8;
 #define BLOCK(n) pixel_block(n, in, offsets, steps, w, out, out_second, first, last, bias, a->relu, pf, npf)
                 switch (R) {
                 case 6: BLOCK(6); break;
@@ -177,10 +178,10 @@ static void convolution_part(const void *p, long b, long e) { BY_ISA(convolution
 
 void lightcap_direct_convolution(const float *src, lightcap_channel_layout src_layout, long in_channels, long height,
                                  long width, long kernel, long stride, long pad, const float *packed,
-                                 const float *bias, int relu, long out_channels, float *dst,
+                                 const float *bias, int relu, int accumulate, long out_channels, float *dst,
                                  lightcap_channel_layout dst_layout, long out_h, long out_w, float *scratch,
                                  long threads) {
-    direct_args a = {src, src_layout, in_channels, height, width, kernel, stride, pad, packed, bias, relu,
+    direct_args a = {src, src_layout, in_channels, height, width, kernel, stride, pad, packed, bias, relu, accumulate,
                      out_channels, dst, dst_layout, out_h, out_w, scratch};
     lightcap_kernel_parallel_for(in_channels / 8, threads, pad_part, &a);
     lightcap_kernel_parallel_for(out_channels / PANEL, threads, convolution_part, &a);

@@ -76,8 +76,9 @@ public final class ConvolutionNetwork: @unchecked Sendable {
         case convolution(weights: DNNL.Buffer, bias: DNNL.Buffer?, residual: Value?, flops: Int)
         /// `primitive` is its batched matmul.
         case winograd(WinogradConvolution, flops: Int)
-        /// `primitive` is oneDNN's direct convolution it replaces (never run).
-        case lightcapDirect(DirectConvolution, flops: Int)
+        /// `primitive` is oneDNN's direct convolution it replaces (never run); the residual, if
+        /// any, is already in the output's buffer (as with `.convolution`).
+        case lightcapDirect(DirectConvolution, residual: Value?, flops: Int)
         case pool
         case reorder
     }
@@ -92,8 +93,16 @@ public final class ConvolutionNetwork: @unchecked Sendable {
         /// Floating-point operations of the convolution it computes (0 for other ops).
         var flops: Int {
             switch kind {
-            case .convolution(_, _, _, let f), .winograd(_, let f), .lightcapDirect(_, let f): return f
+            case .convolution(_, _, _, let f), .winograd(_, let f), .lightcapDirect(_, _, let f): return f
             case .pool, .reorder: return 0
+            }
+        }
+
+        /// The value added to the output (its buffer is the output's), if any.
+        var residual: Value? {
+            switch kind {
+            case .convolution(_, _, let r, _), .lightcapDirect(_, let r, _): return r
+            default: return nil
             }
         }
 
@@ -101,7 +110,7 @@ public final class ConvolutionNetwork: @unchecked Sendable {
         var implementation: String {
             switch kind {
             case .winograd(let w, _): return w.implementation
-            case .lightcapDirect(let d, _): return d.implementation
+            case .lightcapDirect(let d, _, _): return d.implementation
             default: return primitive.implementation
             }
         }
@@ -147,7 +156,7 @@ public final class ConvolutionNetwork: @unchecked Sendable {
             switch $1.kind {
             case .convolution(let w, let b, _, _): return $0 + w.bytes + (b?.bytes ?? 0)
             case .winograd(let w, _): return $0 + w.weights.bytes + (w.bias?.bytes ?? 0)
-            case .lightcapDirect(let d, _): return $0 + d.weights.bytes + (d.bias?.bytes ?? 0)
+            case .lightcapDirect(let d, _, _): return $0 + d.weights.bytes + (d.bias?.bytes ?? 0)
             case .pool, .reorder: return $0
             }
         }
@@ -163,11 +172,11 @@ public final class ConvolutionNetwork: @unchecked Sendable {
         var lastUse = [Int](repeating: -1, count: values.count)
         for (i, op) in ops.enumerated() {
             lastUse[op.input.index] = i
-            if case .convolution(_, _, let r?, _) = op.kind { lastUse[r.index] = i }
+            if let r = op.residual { lastUse[r.index] = i }
         }
         lastUse[output.index] = ops.count
         for (i, op) in ops.enumerated() {
-            if case .convolution(_, _, let r?, _) = op.kind, lastUse[r.index] != i {
+            if let r = op.residual, lastUse[r.index] != i {
                 throw LightCapError.invalidArgument(reason: "a residual value is used after the convolution that adds it (\(op.label))")
             }
         }
@@ -192,7 +201,7 @@ public final class ConvolutionNetwork: @unchecked Sendable {
                 }
             }
             var inputs = [op.input.index]
-            if case .convolution(_, _, let r?, _) = op.kind { inputs.append(r.index) }
+            if let r = op.residual { inputs.append(r.index) }
             for v in inputs where lastUse[v] == i && slots[v] >= 0 && slots[v] != slots[out] && !free.contains(slots[v]) {
                 free.append(slots[v])
             }
@@ -252,7 +261,7 @@ public final class ConvolutionNetwork: @unchecked Sendable {
                 case .winograd(let w, _):
                     inputFloats = max(inputFloats, w.inputTransformCount)
                     productFloats = max(productFloats, w.productCount)
-                case .lightcapDirect(let d, _):
+                case .lightcapDirect(let d, _, _):
                     scratchFloats = max(scratchFloats, d.scratchCount)
                 default: break
                 }
@@ -287,7 +296,7 @@ public final class ConvolutionNetwork: @unchecked Sendable {
                                                 scratchpad: scratchpad.pointer, keep: &keep)
                     calls.append(.winograd(w, src: src, dst: dst, margs))
                     continue
-                case .lightcapDirect(let d, _):
+                case .lightcapDirect(let d, _, _):
                     // Never the network's input either (addLightCapDirect copies it first).
                     let src = buffers[network.slots[op.input.index]].pointer
                     let dst = buffers[network.slots[op.output.index]].pointer
@@ -487,10 +496,11 @@ public final class ConvolutionNetwork: @unchecked Sendable {
                let out = try? addWinograd(x, conv, relu: relu, outShape: outShape, tile: tile, direct: primitive, label: label) {
                 return out  // else (no fast batched matmul here) the direct kernel
             }
-            if algorithm != .directOneDNN && residual == nil && DirectConvolution.supports(conv)
+            if algorithm != .directOneDNN && DirectConvolution.supports(conv)
                 && DirectConvolution.isFaster(conv, outHeight: outShape.height, outWidth: outShape.width,
                                               oneDNN: primitive.implementation) {
-                return try addLightCapDirect(x, conv, relu: relu, outShape: outShape, direct: primitive, label: label)
+                return try addLightCapDirect(x, conv, relu: relu, residual: residual, outShape: outShape, direct: primitive,
+                                             label: label)
             }
             let src = try converted(x, to: primitive.srcDesc)
             // Pack weights (OIHW -> the primitive's layout) and bias, once.
@@ -508,19 +518,7 @@ public final class ConvolutionNetwork: @unchecked Sendable {
                 }
                 bias = buffer
             }
-            let dstDesc = primitive.dstDesc
-            var residualValue: Value?
-            var out: Value
-            if let residual {
-                // Accumulate into (a copy of) the residual, in the conv's output layout.
-                var r = try converted(residual, to: dstDesc)
-                // Not in place over the network's input, nor over the input it convolves.
-                if r.index == 0 || r == src { r = try copy(r) }
-                residualValue = r
-                out = add(outShape, dstDesc, alias: values[r.index].alias ?? r.index)
-            } else {
-                out = add(outShape, dstDesc)
-            }
+            let (out, residualValue) = try output(outShape, primitive.dstDesc, residual: residual, src: src)
             let flops = 2 * conv.outChannels * conv.inChannels * conv.kernel * conv.kernel * outShape.height * outShape.width
             ops.append(Op(kind: .convolution(weights: weights, bias: bias, residual: residualValue, flops: flops),
                           primitive: primitive, input: src, output: out, label: label))
@@ -554,19 +552,31 @@ public final class ConvolutionNetwork: @unchecked Sendable {
             return out
         }
 
+        /// A convolution's output value in `desc`: with a residual, (a copy of) the residual in
+        /// that layout, which the convolution accumulates into in place (not over the network's
+        /// input, nor over `src`, the input it convolves); that residual value is returned too.
+        private func output(_ shape: Shape, _ desc: DNNL.MemoryDesc, residual: Value?, src: Value) throws -> (Value, Value?) {
+            guard let residual else { return (add(shape, desc), nil) }
+            var r = try converted(residual, to: desc)
+            if r.index == 0 || r == src { r = try copy(r) }
+            return (add(shape, desc, alias: values[r.index].alias ?? r.index), r)
+        }
+
         /// A `DirectConvolution` reading and writing the layouts oneDNN's direct kernel `direct`
         /// would (so its neighbours need no reorders), nhwc where those don't fit.
-        private func addLightCapDirect(_ x: Value, _ conv: Conv2d, relu: Bool, outShape: Shape, direct: DNNL.Primitive,
-                                       label: String) throws -> Value {
+        private func addLightCapDirect(_ x: Value, _ conv: Conv2d, relu: Bool, residual: Value?, outShape: Shape,
+                                       direct: DNNL.Primitive, label: String) throws -> Value {
             let s = shape(x)
             let srcLayout = try ChannelLayout(direct.srcDesc, s), dstLayout = try ChannelLayout(direct.dstDesc, outShape)
-            let d = try DirectConvolution(conv, height: s.height, width: s.width, relu: relu,
+            let d = try DirectConvolution(conv, height: s.height, width: s.width, relu: relu, residual: residual != nil,
                                           srcLayout: srcLayout, dstLayout: dstLayout)
             var src = try converted(x, to: try DNNL.desc([1, s.channels, s.height, s.width], srcLayout.dnnl))
             if src.index == 0 { src = try copy(src) }
-            let out = add(outShape, try DNNL.desc([1, outShape.channels, outShape.height, outShape.width], dstLayout.dnnl))
+            let dstDesc = try DNNL.desc([1, outShape.channels, outShape.height, outShape.width], dstLayout.dnnl)
+            let (out, residualValue) = try output(outShape, dstDesc, residual: residual, src: src)
             let flops = 2 * conv.outChannels * conv.inChannels * conv.kernel * conv.kernel * outShape.height * outShape.width
-            ops.append(Op(kind: .lightcapDirect(d, flops: flops), primitive: direct, input: src, output: out, label: label))
+            ops.append(Op(kind: .lightcapDirect(d, residual: residualValue, flops: flops), primitive: direct, input: src,
+                          output: out, label: label))
             return out
         }
 

@@ -1,9 +1,11 @@
 // DirectConvolution: LightCap's own direct convolution for small outputs (CKernels'
 // direct_convolution.c), exact up to summation order like oneDNN's. oneDNN 2.6's AVX2 direct
-// kernel (jit:avx2) blocks each output row in threes, which leaves RN50's 7-wide rows at about
-// half of the FMA peak; this kernel takes register blocks of up to 6 output pixels x 16 output
-// channels across row ends (49 pixels: 4 blocks of 6 and 5 of 5), so every block keeps 10-12
-// accumulators busy. Weights are packed once, at load.
+// kernel (jit:avx2) blocks 3 pixels of one output row x 32 channels (ur_w = 3), so a 7-wide
+// row ends in a 1-pixel block of 4 accumulators, too few to hide the FMA latency: RN50's 7x7
+// 3x3 layers ran at 55-67% of the FMA peak. This kernel takes blocks of up to 6 output pixels
+// x 16 output channels across row ends (49 pixels: 4 blocks of 6 and 5 of 5), 10-12
+// accumulators in every block. Bias, ReLU and a residual already in the destination are fused.
+// Weights are packed once, at load.
 
 import CKernels
 
@@ -14,6 +16,8 @@ final class DirectConvolution: @unchecked Sendable {
     let height: Int, width: Int
     let outHeight: Int, outWidth: Int
     let relu: Bool
+    /// Whether the output adds the value already in the destination (a residual).
+    let residual: Bool
     let srcLayout: ChannelLayout, dstLayout: ChannelLayout
     /// [out / 16, in / 8, k, k, 8, 16].
     let weights: DNNL.Buffer
@@ -30,15 +34,17 @@ final class DirectConvolution: @unchecked Sendable {
     }
 
     /// Where it beats oneDNN's direct kernel `oneDNN` (the implementation oneDNN chose): against
-    /// oneDNN's AVX2 kernel (jit:avx2; `lightcap-bench-visual --profile`, RN50 trunk, one thread,
-    /// fifteenth session), 3x3 stride 1 at output sides up to 14. Not against AVX-512 kernels,
-    /// with twice the vector width.
+    /// oneDNN's AVX2 kernels (`jit:avx2` for 3x3, `jit_1x1:avx2` for 1x1;
+    /// `lightcap-bench-visual --profile`, RN50 trunk, fifteenth session), stride 1 at output
+    /// sides up to 7 (at 14 the two tied). Not against AVX-512 kernels, twice as wide.
     static func isFaster(_ conv: Conv2d, outHeight: Int, outWidth: Int, oneDNN: String) -> Bool {
-        isa == "avx2+fma" && oneDNN == "jit:avx2" && conv.kernel == 3 && conv.stride == 1
-            && max(outHeight, outWidth) <= 7
+        let kernelAVX2 = (conv.kernel == 3 && oneDNN == "jit:avx2") || (conv.kernel == 1 && oneDNN == "jit_1x1:avx2")
+        return isa == "avx2+fma" && kernelAVX2 && conv.stride == 1 && max(outHeight, outWidth) <= 7
     }
 
-    init(_ conv: Conv2d, height: Int, width: Int, relu: Bool, srcLayout: ChannelLayout, dstLayout: ChannelLayout) throws {
+    /// `residual`: the output adds what the destination holds when `run` starts (then ReLU).
+    init(_ conv: Conv2d, height: Int, width: Int, relu: Bool, residual: Bool = false, srcLayout: ChannelLayout,
+         dstLayout: ChannelLayout) throws {
         guard Self.supports(conv) else {
             throw LightCapError.invalidArgument(reason: "direct kernel: needs input channels in multiples of 8, output channels in multiples of 16 and a kernel of at most 7x7, got \(conv.weight.shape)")
         }
@@ -58,6 +64,7 @@ final class DirectConvolution: @unchecked Sendable {
             throw LightCapError.invalidArgument(reason: "direct kernel: input \(height)x\(width) too small")
         }
         self.relu = relu
+        self.residual = residual
         self.srcLayout = srcLayout
         self.dstLayout = dstLayout
         let (o, i, k) = (conv.outChannels, conv.inChannels, conv.kernel)
@@ -73,7 +80,8 @@ final class DirectConvolution: @unchecked Sendable {
         }
     }
 
-    /// Runs the convolution: src (srcLayout) -> dst (dstLayout); `scratch` holds `scratchCount`
+    /// Runs the convolution: src (srcLayout) -> dst (dstLayout), adding dst's values first with
+    /// `residual`; `scratch` holds `scratchCount`
     /// floats and overlaps neither. The output channels are split over `threads` threads of the
     /// OpenMP team oneDNN runs on.
     func run(src: UnsafePointer<Float>, dst: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>, threads: Int) {
@@ -81,7 +89,7 @@ final class DirectConvolution: @unchecked Sendable {
         let outLayout = dstLayout.addressing(channels: outChannels, height: outHeight, width: outWidth)
         let b = bias.map { UnsafePointer($0.pointer.assumingMemoryBound(to: Float.self)) }
         lightcap_direct_convolution(src, inLayout, inChannels, height, width, kernel, stride, padding,
-                                    weights.pointer.assumingMemoryBound(to: Float.self), b, relu ? 1 : 0, outChannels,
+                                    weights.pointer.assumingMemoryBound(to: Float.self), b, relu ? 1 : 0, residual ? 1 : 0, outChannels,
                                     dst, outLayout, outHeight, outWidth, scratch, threads)
     }
 

@@ -12,9 +12,9 @@ import LightCapTestSupport
 /// order than the reference's); a wrong tap, pixel, block, chunk or layout gives errors of
 /// order 1.
 final class DirectConvolutionTests: XCTestCase {
-    /// Runs `d` on the CHW tensor `x`: reorders x into d's source layout, runs, reorders the
-    /// result back to CHW.
-    func run(_ d: DirectConvolution, _ x: Tensor, threads: Int = 1) throws -> Tensor {
+    /// Runs `d` on the CHW tensor `x` (and the CHW `residual` for a `d` that adds one): reorders
+    /// them into d's layouts, runs, reorders the result back to CHW.
+    func run(_ d: DirectConvolution, _ x: Tensor, residual: Tensor? = nil, threads: Int = 1) throws -> Tensor {
         let src = DNNL.Buffer(bytes: x.count * 4)
         try x.withUnsafeBufferPointer {
             try DNNL.reorder(UnsafeRawPointer($0.baseAddress!), try DNNL.desc([1, d.inChannels, d.height, d.width], .nchw),
@@ -22,6 +22,11 @@ final class DirectConvolutionTests: XCTestCase {
         }
         let outDims = [1, d.outChannels, d.outHeight, d.outWidth]
         let dst = DNNL.Buffer(bytes: outDims.reduce(1, *) * 4)
+        XCTAssertEqual(d.residual, residual != nil)
+        try residual?.withUnsafeBufferPointer {
+            try DNNL.reorder(UnsafeRawPointer($0.baseAddress!), try DNNL.desc(outDims, .nchw),
+                             into: dst.pointer, try DNNL.desc(outDims, d.dstLayout.dnnl))
+        }
         let scratch = DNNL.Buffer(bytes: d.scratchCount * 4)
         try Threads.with(threads) {
             d.run(src: src.pointer.assumingMemoryBound(to: Float.self), dst: dst.pointer.assumingMemoryBound(to: Float.self),
@@ -73,6 +78,28 @@ final class DirectConvolutionTests: XCTestCase {
         }
     }
 
+    /// With a residual already in the destination (how a network adds a bottleneck's shortcut):
+    /// dst = ReLU(conv + bias + residual), in every layout, over one and two channel chunks.
+    func testAddsTheResidualInTheDestination() throws {
+        var rng = SeededRandom(seed: 55)
+        for (cin, cout, side, k) in [(32, 64, 7, 1), (264, 16, 7, 1), (16, 32, 5, 3)] {
+            let x = rng.tensor([cin, side, side])
+            let conv = try Conv2d(weight: rng.tensor([cout, cin, k, k], scale: 0.3), bias: rng.tensor([cout], scale: 0.2),
+                                  padding: k / 2)
+            let residual = rng.tensor([cout, side, side])
+            let expected = Reference.relu(Reference.add(
+                Reference.conv2d(x, weight: conv.weight, bias: conv.bias, stride: 1, padding: k / 2), residual))
+            for src in ChannelLayout.allCases where src.fits(cin) {
+                for dst in ChannelLayout.allCases where dst.fits(cout) {
+                    let d = try DirectConvolution(conv, height: side, width: side, relu: true, residual: true,
+                                                  srcLayout: src, dstLayout: dst)
+                    assertClose(try run(d, x, residual: residual), expected, tolerance: 1e-5, minimumScale: 1e-6,
+                                "\(cin)->\(cout) \(side)x\(side) k\(k) \(src)->\(dst) with a residual")
+                }
+            }
+        }
+    }
+
     /// The output channels split over two threads (of oneDNN's OpenMP team): each output is
     /// summed by one thread in the same order, so the result is the same to the bit.
     func testTwoThreadsGiveTheSameResult() throws {
@@ -87,34 +114,40 @@ final class DirectConvolutionTests: XCTestCase {
                     tolerance: 1e-5, minimumScale: 1e-6, "against the reference")
     }
 
-    /// In a network (`.direct`): the 3x3 layers at output side 7 are LightCap's where oneDNN's
-    /// kernel is its AVX2 one (jit:avx2), oneDNN's otherwise and always under `.directOneDNN`;
-    /// the results agree with the reference either way, on one and two threads, also when the
-    /// first op reads the network's input.
+    /// In a network (`.direct`): the 3x3 and 1x1 layers at output side 7 (one adding a
+    /// residual) are LightCap's where oneDNN's kernels are its AVX2 ones (jit:avx2,
+    /// jit_1x1:avx2), oneDNN's otherwise and always under `.directOneDNN`; the results agree with
+    /// the reference either way, on one and two threads, also when the first op reads the
+    /// network's input.
     func testNetworkTakesItForSmallOutputs() throws {
         var rng = SeededRandom(seed: 53)
         let x = rng.tensor([32, 7, 7])
         let first = try Conv2d(weight: rng.tensor([64, 32, 3, 3], scale: 0.1), bias: rng.tensor([64], scale: 0.1), padding: 1)
         let reduce = try Conv2d(weight: rng.tensor([32, 64, 1, 1], scale: 0.2), bias: nil)
         let second = try Conv2d(weight: rng.tensor([48, 32, 3, 3], scale: 0.1), bias: nil, padding: 1)
+        let expand = try Conv2d(weight: rng.tensor([64, 48, 1, 1], scale: 0.2), bias: rng.tensor([64], scale: 0.1))
         func ref(_ t: Tensor, _ k: Conv2d) -> Tensor { Reference.conv2d(t, weight: k.weight, bias: k.bias, stride: k.stride, padding: k.padding) }
-        let expected = Reference.tokens(ref(Reference.relu(ref(Reference.relu(ref(x, first)), reduce)), second))
+        let h1 = Reference.relu(ref(x, first))
+        let expected = Reference.tokens(Reference.relu(Reference.add(ref(ref(Reference.relu(ref(h1, reduce)), second), expand), h1)))
         for threads in [1, 2] {
             var outputs: [ConvolutionAlgorithm: Tensor] = [:]
-            var oneDNNKernel = ""
+            var oneDNNKernels: [String] = []
             for algorithm in [ConvolutionAlgorithm.directOneDNN, .direct] {
                 let b = try ConvolutionNetwork.Builder(channels: 32, height: 7, width: 7, algorithm: algorithm, threads: threads)
-                let h = try b.convolution(try b.convolution(b.input, first, relu: true, label: "first"), reduce, relu: true)
-                let net = try b.build(output: try b.convolution(h, second, relu: false, label: "second"))
-                let kinds = net.implementations.filter { ["first", "second"].contains($0.label) }.map(\.implementation)
-                XCTAssertEqual(kinds.count, 2)
+                let h1 = try b.convolution(b.input, first, relu: true, label: "first")
+                let h2 = try b.convolution(try b.convolution(h1, reduce, relu: true, label: "reduce"), second, relu: false, label: "second")
+                let net = try b.build(output: try b.convolution(h2, expand, relu: true, residual: h1, label: "expand"))
+                let kinds = net.implementations.filter { ["first", "reduce", "second", "expand"].contains($0.label) }.map(\.implementation)
+                XCTAssertEqual(kinds.count, 4)
                 if algorithm == .directOneDNN {
                     XCTAssertFalse(kinds.contains { $0.hasPrefix("lightcap") }, "\(kinds)")
-                    oneDNNKernel = kinds[0]
+                    oneDNNKernels = kinds
                 } else {
-                    let mine = DirectConvolution.isFaster(first, outHeight: 7, outWidth: 7, oneDNN: oneDNNKernel)
-                    XCTAssertEqual(mine, DirectConvolution.isa == "avx2+fma" && oneDNNKernel == "jit:avx2")
-                    XCTAssertTrue(kinds.allSatisfy { $0.hasPrefix(mine ? "lightcap_direct" : "jit") }, "\(kinds)")
+                    for (kind, (conv, oneDNN)) in zip(kinds, zip([first, reduce, second, expand], oneDNNKernels)) {
+                        let mine = DirectConvolution.isFaster(conv, outHeight: 7, outWidth: 7, oneDNN: oneDNN)
+                        XCTAssertEqual(mine, DirectConvolution.isa == "avx2+fma" && oneDNN.hasSuffix(":avx2"), oneDNN)
+                        XCTAssertTrue(kind.hasPrefix(mine ? "lightcap_direct" : "jit"), "\(kinds)")
+                    }
                 }
                 let ws = try net.makeWorkspace()
                 let y = try net(x, workspace: ws)

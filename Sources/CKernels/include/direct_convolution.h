@@ -1,7 +1,8 @@
-// LightCap's direct convolution for small outputs (RN50's 3x3 layers at 14x14 and 7x7, where
-// oneDNN 2.6's AVX2 kernel blocks the output rows in threes and loses a third of the FMA peak
-// on 7-wide rows): register blocks of 6 output pixels x 16 output channels over the whole
-// output, pixels taken across row ends. Exact up to summation order, like oneDNN's.
+// LightCap's direct convolution for small outputs (RN50's layer4 at 7x7, where oneDNN 2.6's
+// AVX2 kernel blocks 3 pixels of one output row, so a 7-wide row ends in a block of 1 pixel
+// with too few accumulators to hide the FMA latency): register blocks of up to 6 output pixels
+// x 16 output channels over the whole output, pixels taken across row ends. Any kernel side up
+// to 7, stride and padding. Exact up to summation order, like oneDNN's.
 #ifndef LIGHTCAP_DIRECT_CONVOLUTION_H
 #define LIGHTCAP_DIRECT_CONVOLUTION_H
 
@@ -16,7 +17,8 @@ void lightcap_direct_weights(const float *weight, long out_channels, long in_cha
 /// Floats of the zero-padded copy of the input the convolution makes in `scratch`.
 long lightcap_direct_scratch_floats(long in_channels, long height, long width, long pad);
 
-/// dst = conv(src) + bias (may be NULL), then ReLU when `relu` != 0: a k x k convolution with
+/// dst = conv(src) + bias (may be NULL) (+ dst itself when `accumulate` != 0: a residual
+/// already there), then ReLU when `relu` != 0: a k x k convolution with
 /// `stride` and zero padding `pad` of the in_channels x height x width `src` into the
 /// out_channels x out_h x out_w `dst` (out_h = (height + 2 pad - k) / stride + 1, likewise
 /// out_w), each in its layout. `scratch` holds lightcap_direct_scratch_floats floats; it must
@@ -24,7 +26,7 @@ long lightcap_direct_scratch_floats(long in_channels, long height, long width, l
 /// of an OpenMP team (the calling thread alone when threads <= 1).
 void lightcap_direct_convolution(const float *src, lightcap_channel_layout src_layout, long in_channels, long height,
                                  long width, long kernel, long stride, long pad, const float *packed,
-                                 const float *bias, int relu, long out_channels, float *dst,
+                                 const float *bias, int relu, int accumulate, long out_channels, float *dst,
                                  lightcap_channel_layout dst_layout, long out_h, long out_w, float *scratch,
                                  long threads);
 
