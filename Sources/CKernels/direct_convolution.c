@@ -17,12 +17,39 @@ long lightcap_direct_weight_floats(long out_channels, long in_channels, long ker
     return out_channels * in_channels * kernel * kernel;
 }
 
-void lightcap_direct_weights(const float *weight, long out, long in, long k, float *packed) {
-    for (long o = 0; o < out; o++)
-        for (long i = 0; i < in; i++)
-            for (long t = 0; t < k * k; t++)
-                packed[(((o / PANEL) * (in / 8) + i / 8) * k * k + t) * 8 * PANEL + (i % 8) * PANEL + o % PANEL] =
-                    weight[(o * in + i) * k * k + t];
+typedef struct {
+    const float *weight;
+    long out, in, k;
+    float *packed;
+} weights_args;
+
+// Panels [p0, p1): each written in order (one sequential stream) from a tile of its 16 rows,
+// copied a run of whole cache lines at a time (8 input channels x k x k floats per row, 64
+// input channels for 1x1). RN50's layer4 layers: 0.9-2.7 ms each into memory already touched
+// (a memcpy of the same bytes 0.4-1.0 ms), 4.4-8.9 ms into fresh memory (page faults); the
+// plain loop (scattered stores) took 6.4-13 ms into fresh memory.
+static void weights_part(const void *p, long p0, long p1) {
+    const weights_args *a = p;
+    const long taps = a->k * a->k, blocks8 = a->in / 8;
+    const long group = taps == 1 ? 8 : 1;  // channel blocks per tile
+    float tile[PANEL * 8 * MAX_TAPS];
+    for (long q = p0; q < p1; q++) {
+        float *out = a->packed + q * PANEL * a->in * taps;
+        for (long c0 = 0; c0 < blocks8; c0 += group) {
+            const long n = (c0 + group < blocks8 ? group : blocks8 - c0) * 8 * taps;  // floats per row
+            for (long o = 0; o < PANEL; o++)
+                memcpy(tile + o * n, a->weight + ((q * PANEL + o) * a->in + c0 * 8) * taps, (size_t)n * sizeof(float));
+            for (long c = 0; c < n / (8 * taps); c++)
+                for (long t = 0; t < taps; t++)
+                    for (long i = 0; i < 8; i++)
+                        for (long o = 0; o < PANEL; o++) *out++ = tile[o * n + (c * 8 + i) * taps + t];
+        }
+    }
+}
+
+void lightcap_direct_weights(const float *weight, long out, long in, long k, float *packed, long threads) {
+    weights_args a = {weight, out, in, k, packed};
+    lightcap_kernel_parallel_for(out / PANEL, threads, weights_part, &a);
 }
 
 long lightcap_direct_scratch_floats(long in_channels, long height, long width, long pad) {

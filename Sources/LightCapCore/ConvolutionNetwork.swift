@@ -569,7 +569,7 @@ public final class ConvolutionNetwork: @unchecked Sendable {
             let s = shape(x)
             let srcLayout = try ChannelLayout(direct.srcDesc, s), dstLayout = try ChannelLayout(direct.dstDesc, outShape)
             let d = try DirectConvolution(conv, height: s.height, width: s.width, relu: relu, residual: residual != nil,
-                                          srcLayout: srcLayout, dstLayout: dstLayout)
+                                          srcLayout: srcLayout, dstLayout: dstLayout, threads: threads)
             var src = try converted(x, to: try DNNL.desc([1, s.channels, s.height, s.width], srcLayout.dnnl))
             if src.index == 0 { src = try copy(src) }
             let dstDesc = try DNNL.desc([1, outShape.channels, outShape.height, outShape.width], dstLayout.dnnl)

@@ -43,8 +43,9 @@ final class DirectConvolution: @unchecked Sendable {
     }
 
     /// `residual`: the output adds what the destination holds when `run` starts (then ReLU).
+    /// `threads` split the packing of the weights.
     init(_ conv: Conv2d, height: Int, width: Int, relu: Bool, residual: Bool = false, srcLayout: ChannelLayout,
-         dstLayout: ChannelLayout) throws {
+         dstLayout: ChannelLayout, threads: Int = 1) throws {
         guard Self.supports(conv) else {
             throw LightCapError.invalidArgument(reason: "direct kernel: needs input channels in multiples of 8, output channels in multiples of 16 and a kernel of at most 7x7, got \(conv.weight.shape)")
         }
@@ -70,7 +71,7 @@ final class DirectConvolution: @unchecked Sendable {
         let (o, i, k) = (conv.outChannels, conv.inChannels, conv.kernel)
         let packed = DNNL.Buffer(bytes: lightcap_direct_weight_floats(o, i, k) * MemoryLayout<Float>.size)
         conv.weight.withUnsafeBufferPointer {
-            lightcap_direct_weights($0.baseAddress!, o, i, k, packed.pointer.assumingMemoryBound(to: Float.self))
+            lightcap_direct_weights($0.baseAddress!, o, i, k, packed.pointer.assumingMemoryBound(to: Float.self), threads)
         }
         weights = packed
         bias = conv.bias.map { b in

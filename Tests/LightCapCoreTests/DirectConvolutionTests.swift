@@ -110,6 +110,10 @@ final class DirectConvolutionTests: XCTestCase {
         let d = try DirectConvolution(conv, height: 7, width: 7, relu: true, srcLayout: .nChw8c, dstLayout: .nChw8c)
         let one = try run(d, x), two = try run(d, x, threads: 2)
         XCTAssertEqual(one.scalars, two.scalars, "2 threads vs 1")
+        // The weights packed on two threads: the same layout.
+        let packedOnTwo = try DirectConvolution(conv, height: 7, width: 7, relu: true, srcLayout: .nChw8c, dstLayout: .nChw8c,
+                                                threads: 2)
+        XCTAssertEqual(try run(packedOnTwo, x).scalars, one.scalars, "weights packed on 2 threads")
         assertClose(one, Reference.relu(Reference.conv2d(x, weight: conv.weight, bias: conv.bias, stride: 1, padding: 1)),
                     tolerance: 1e-5, minimumScale: 1e-6, "against the reference")
     }

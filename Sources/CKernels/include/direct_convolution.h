@@ -11,8 +11,10 @@
 /// Floats of the packed weights: [out / 16][in / 8][k][k][8][16] (out % 16 == 0, in % 8 == 0).
 long lightcap_direct_weight_floats(long out_channels, long in_channels, long kernel);
 
-/// Packs a [out][in][k][k] weight (PyTorch's OIHW) for `lightcap_direct_convolution`.
-void lightcap_direct_weights(const float *weight, long out_channels, long in_channels, long kernel, float *packed);
+/// Packs a [out][in][k][k] weight (PyTorch's OIHW) for `lightcap_direct_convolution`, the
+/// output channel panels split over `threads` threads.
+void lightcap_direct_weights(const float *weight, long out_channels, long in_channels, long kernel, float *packed,
+                             long threads);
 
 /// Floats of the zero-padded copy of the input the convolution makes in `scratch`.
 long lightcap_direct_scratch_floats(long in_channels, long height, long width, long pad);
