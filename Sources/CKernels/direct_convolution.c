@@ -89,8 +89,9 @@ static inline __attribute__((always_inline)) void pad_body(const direct_args *a,
 // R (1 to 6) output pixels x 16 output channels, summed over the chunk's `steps` (channel
 // chunk, tap) pairs: `in[r] + offsets[s] + c` is input channel c of the pair s for pixel r;
 // `w` the panel's packed weights from the chunk's first channel on. first: the sum starts at
-// zero (else at dst: the previous chunks' sum, or the residual); last: bias and ReLU are applied. `prefetch` lines from `next` are fetched
-// into the cache along the way (the next panel's weights).
+// zero (else at dst: the previous chunks' sum, or the residual); last: bias and ReLU are
+// applied. `prefetch` lines from `next` (the next panel's weights) are fetched into the cache
+// along the way; past the end of the weights they are harmless (prefetches never fault).
 static inline __attribute__((always_inline)) void pixel_block(
     const int R, const float *const in[MAX_PIXELS], const long *offsets, long steps, const float *w,
     float *const out[MAX_PIXELS], long out_second, int first, int last, const float *bias, int relu,

@@ -5,8 +5,6 @@
 #include "winograd.h"
 #include "kernel_support.h"
 
-#include <stdlib.h>
-
 // t = B^T d for one column of six values (also used on rows: V = (B^T d) B = B^T (B^T d)^T ...).
 static inline __attribute__((always_inline)) void bt6(const v8 d[6], v8 t[6]) {
     const v8 four = {4, 4, 4, 4, 4, 4, 4, 4}, five = {5, 5, 5, 5, 5, 5, 5, 5};
@@ -387,18 +385,17 @@ static void products_generic(const products_args *a, long b, long e) { products_
 static void input_generic(const input_args *a, long b, long e) { input_isa(a, b, e); }
 static void output_generic(const output_args *a, long b, long e) { output_isa(a, b, e); }
 
-// The bodies parallel_for runs: the part [begin, end) of the work, on the CPU's vector path.
+// The bodies lightcap_kernel_parallel_for runs: the part [begin, end) of the work, on the CPU's
+// vector path.
 static void weights_part(const void *p, long b, long e) { BY_ISA(weights, p, b, e); }
 static void products_part(const void *p, long b, long e) { BY_ISA(products, p, b, e); }
 static void input_part(const void *p, long b, long e) { BY_ISA(input, p, b, e); }
 static void output_part(const void *p, long b, long e) { BY_ISA(output, p, b, e); }
 
-#define parallel_for lightcap_kernel_parallel_for
-
 void lightcap_winograd_weights(long tile, const float *weight, long out_channels, long in_channels, int panels,
                                float *u, long threads) {
     weights_args a = {tile, weight, out_channels, in_channels, panels, u};
-    parallel_for(in_channels, threads, weights_part, &a);
+    lightcap_kernel_parallel_for(in_channels, threads, weights_part, &a);
 }
 
 long lightcap_winograd_panel_floats(long tile, long in_channels, long out_channels) {
@@ -408,18 +405,18 @@ long lightcap_winograd_panel_floats(long tile, long in_channels, long out_channe
 void lightcap_winograd_products(long tile, const float *v, const float *packed, long tiles, long in_channels,
                                 long out_channels, float *m, long threads) {
     products_args a = {v, packed, tiles, in_channels, out_channels, m};
-    parallel_for((tile + 2) * (tile + 2), threads, products_part, &a);
+    lightcap_kernel_parallel_for((tile + 2) * (tile + 2), threads, products_part, &a);
 }
 
 void lightcap_winograd_input(long tile, const float *src, lightcap_channel_layout layout, long height, long width,
                              long channels, long pad, long tiles_w, long tiles, float *v, long threads) {
     input_args a = {tile, src, layout, height, width, channels, pad, tiles_w, tiles, v};
-    parallel_for(tiles, threads, input_part, &a);
+    lightcap_kernel_parallel_for(tiles, threads, input_part, &a);
 }
 
 void lightcap_winograd_output(long tile, const float *m, long tiles, long channels, const float *bias, int relu,
                               float *dst, lightcap_channel_layout layout, long out_h, long out_w,
                               long tiles_w, long threads) {
     output_args a = {tile, m, tiles, channels, bias, relu, dst, layout, out_h, out_w, tiles_w};
-    parallel_for(tiles, threads, output_part, &a);
+    lightcap_kernel_parallel_for(tiles, threads, output_part, &a);
 }

@@ -3,8 +3,8 @@
 // kernel (jit:avx2) blocks 3 pixels of one output row x 32 channels (ur_w = 3), so a 7-wide
 // row ends in a 1-pixel block of 4 accumulators, too few to hide the FMA latency: RN50's 7x7
 // 3x3 layers ran at 55-67% of the FMA peak. This kernel takes blocks of up to 6 output pixels
-// x 16 output channels across row ends (49 pixels: 4 blocks of 6 and 5 of 5), 10-12
-// accumulators in every block. Bias, ReLU and a residual already in the destination are fused.
+// x 16 output channels across row ends (49 pixels: 4 blocks of 6 and 5 of 5, so 10-12
+// accumulators in every block). Bias, ReLU and a residual already in the destination are fused.
 // Weights are packed once, at load.
 
 import CKernels
@@ -82,16 +82,15 @@ final class DirectConvolution: @unchecked Sendable {
     }
 
     /// Runs the convolution: src (srcLayout) -> dst (dstLayout), adding dst's values first with
-    /// `residual`; `scratch` holds `scratchCount`
-    /// floats and overlaps neither. The output channels are split over `threads` threads of the
-    /// OpenMP team oneDNN runs on.
+    /// `residual`; `scratch` holds `scratchCount` floats and overlaps neither. The output
+    /// channels are split over `threads` threads of the OpenMP team oneDNN runs on.
     func run(src: UnsafePointer<Float>, dst: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>, threads: Int) {
         let inLayout = srcLayout.addressing(channels: inChannels, height: height, width: width)
         let outLayout = dstLayout.addressing(channels: outChannels, height: outHeight, width: outWidth)
         let b = bias.map { UnsafePointer($0.pointer.assumingMemoryBound(to: Float.self)) }
         lightcap_direct_convolution(src, inLayout, inChannels, height, width, kernel, stride, padding,
-                                    weights.pointer.assumingMemoryBound(to: Float.self), b, relu ? 1 : 0, residual ? 1 : 0, outChannels,
-                                    dst, outLayout, outHeight, outWidth, scratch, threads)
+                                    weights.pointer.assumingMemoryBound(to: Float.self), b, relu ? 1 : 0, residual ? 1 : 0,
+                                    outChannels, dst, outLayout, outHeight, outWidth, scratch, threads)
     }
 
     /// Its name in profiles.

@@ -28,7 +28,7 @@ final class DirectConvolutionTests: XCTestCase {
                              into: dst.pointer, try DNNL.desc(outDims, d.dstLayout.dnnl))
         }
         let scratch = DNNL.Buffer(bytes: d.scratchCount * 4)
-        try Threads.with(threads) {
+        Threads.with(threads) {
             d.run(src: src.pointer.assumingMemoryBound(to: Float.self), dst: dst.pointer.assumingMemoryBound(to: Float.self),
                   scratch: scratch.pointer.assumingMemoryBound(to: Float.self), threads: threads)
         }
