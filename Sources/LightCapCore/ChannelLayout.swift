@@ -20,6 +20,14 @@ enum ChannelLayout: Sendable, CaseIterable {
         self == .nChw16c ? channels % 16 == 0 : channels % 8 == 0
     }
 
+    /// Throws, naming `component`, unless `conv`'s input channels fit `src` and its output
+    /// channels `dst`.
+    static func check(_ src: ChannelLayout, _ dst: ChannelLayout, fit conv: Conv2d, for component: String) throws {
+        guard src.fits(conv.inChannels), dst.fits(conv.outChannels) else {
+            throw LightCapError.invalidArgument(reason: "\(component): \(conv.inChannels) -> \(conv.outChannels) channels do not fit \(src) -> \(dst)")
+        }
+    }
+
     /// The layout of `desc` (an activation of `shape`) among these, nhwc when it is none of them.
     init(_ desc: DNNL.MemoryDesc, _ shape: ConvolutionNetwork.Shape) throws {
         for l in ChannelLayout.allCases where l.fits(shape.channels) {

@@ -184,6 +184,11 @@ extension DNNL {
             self.bytes = bytes
             pointer = AlignedMemory.allocateZeroed(bytes: max(bytes, 64))
         }
+        /// A buffer holding a copy of `tensor`'s floats.
+        convenience init(copying tensor: Tensor) {
+            self.init(bytes: tensor.count * MemoryLayout<Float>.size)
+            tensor.withUnsafeBufferPointer { pointer.copyMemory(from: $0.baseAddress!, byteCount: bytes) }
+        }
         deinit { AlignedMemory.free(pointer) }
     }
 

@@ -49,9 +49,7 @@ final class DirectConvolution: @unchecked Sendable {
         guard Self.supports(conv) else {
             throw LightCapError.invalidArgument(reason: "direct kernel: needs input channels in multiples of 8, output channels in multiples of 16 and a kernel of at most 7x7, got \(conv.weight.shape)")
         }
-        guard srcLayout.fits(conv.inChannels), dstLayout.fits(conv.outChannels) else {
-            throw LightCapError.invalidArgument(reason: "direct kernel: \(conv.inChannels) -> \(conv.outChannels) channels do not fit \(srcLayout) -> \(dstLayout)")
-        }
+        try ChannelLayout.check(srcLayout, dstLayout, fit: conv, for: "direct kernel")
         inChannels = conv.inChannels
         outChannels = conv.outChannels
         kernel = conv.kernel
@@ -74,11 +72,7 @@ final class DirectConvolution: @unchecked Sendable {
             lightcap_direct_weights($0.baseAddress!, o, i, k, packed.pointer.assumingMemoryBound(to: Float.self), threads)
         }
         weights = packed
-        bias = conv.bias.map { b in
-            let buffer = DNNL.Buffer(bytes: b.count * MemoryLayout<Float>.size)
-            b.withUnsafeBufferPointer { buffer.pointer.copyMemory(from: $0.baseAddress!, byteCount: buffer.bytes) }
-            return buffer
-        }
+        bias = conv.bias.map(DNNL.Buffer.init(copying:))
     }
 
     /// Runs the convolution: src (srcLayout) -> dst (dstLayout), adding dst's values first with

@@ -61,9 +61,7 @@ final class WinogradConvolution: @unchecked Sendable {
         guard Self.supports(conv) else {
             throw LightCapError.invalidArgument(reason: "Winograd F(\(tile)x\(tile), 3x3) needs a 3x3 stride-1 convolution with padding <= 2 and channels in multiples of 8, got \(conv.weight.shape) stride \(conv.stride) padding \(conv.padding)")
         }
-        guard srcLayout.fits(conv.inChannels), dstLayout.fits(conv.outChannels) else {
-            throw LightCapError.invalidArgument(reason: "Winograd: \(conv.inChannels) -> \(conv.outChannels) channels do not fit \(srcLayout) -> \(dstLayout)")
-        }
+        try ChannelLayout.check(srcLayout, dstLayout, fit: conv, for: "Winograd")
         inChannels = conv.inChannels
         outChannels = conv.outChannels
         self.height = height
@@ -105,11 +103,7 @@ final class WinogradConvolution: @unchecked Sendable {
             }
             weights = packed
         }
-        bias = conv.bias.map { b in
-            let buffer = DNNL.Buffer(bytes: b.count * MemoryLayout<Float>.size)
-            b.withUnsafeBufferPointer { buffer.pointer.copyMemory(from: $0.baseAddress!, byteCount: buffer.bytes) }
-            return buffer
-        }
+        bias = conv.bias.map(DNNL.Buffer.init(copying:))
     }
 
     /// U[xi][c][k] = (G g[k][c] G^T)[xi] for a [out, in, 3, 3] weight (out % 8 == 0) and
