@@ -15,29 +15,16 @@ final class DirectConvolutionTests: XCTestCase {
     /// Runs `d` on the CHW tensor `x` (and the CHW `residual` for a `d` that adds one): reorders
     /// them into d's layouts, runs, reorders the result back to CHW.
     func run(_ d: DirectConvolution, _ x: Tensor, residual: Tensor? = nil, threads: Int = 1) throws -> Tensor {
-        let src = DNNL.Buffer(bytes: x.count * 4)
-        try x.withUnsafeBufferPointer {
-            try DNNL.reorder(UnsafeRawPointer($0.baseAddress!), try DNNL.desc([1, d.inChannels, d.height, d.width], .nchw),
-                             into: src.pointer, try DNNL.desc([1, d.inChannels, d.height, d.width], d.srcLayout.dnnl))
-        }
-        let outDims = [1, d.outChannels, d.outHeight, d.outWidth]
-        let dst = DNNL.Buffer(bytes: outDims.reduce(1, *) * 4)
+        let src = try d.srcLayout.buffer(holding: x)
+        let outShape = [d.outChannels, d.outHeight, d.outWidth]
         XCTAssertEqual(d.residual, residual != nil)
-        try residual?.withUnsafeBufferPointer {
-            try DNNL.reorder(UnsafeRawPointer($0.baseAddress!), try DNNL.desc(outDims, .nchw),
-                             into: dst.pointer, try DNNL.desc(outDims, d.dstLayout.dnnl))
-        }
+        let dst = try residual.map(d.dstLayout.buffer(holding:)) ?? DNNL.Buffer(bytes: outShape.reduce(1, *) * 4)
         let scratch = DNNL.Buffer(bytes: d.scratchCount * 4)
         Threads.with(threads) {
             d.run(src: src.pointer.assumingMemoryBound(to: Float.self), dst: dst.pointer.assumingMemoryBound(to: Float.self),
                   scratch: scratch.pointer.assumingMemoryBound(to: Float.self), threads: threads)
         }
-        var y = Tensor(zeros: [d.outChannels, d.outHeight, d.outWidth])
-        try y.withUnsafeMutableBufferPointer {
-            try DNNL.reorder(UnsafeRawPointer(dst.pointer), try DNNL.desc(outDims, d.dstLayout.dnnl),
-                             into: UnsafeMutableRawPointer($0.baseAddress!), try DNNL.desc(outDims, .nchw))
-        }
-        return y
+        return try d.dstLayout.tensor(outShape, from: dst)
     }
 
     func testMatchesReferenceInEveryLayout() throws {

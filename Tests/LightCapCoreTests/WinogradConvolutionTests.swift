@@ -16,13 +16,9 @@ final class WinogradConvolutionTests: XCTestCase {
     /// Runs `w` on the CHW tensor `x`: reorders x into w's source layout, runs, reorders the
     /// result back to CHW.
     func run(_ w: WinogradConvolution, _ x: Tensor, threads: Int = 1) throws -> Tensor {
-        let src = DNNL.Buffer(bytes: x.count * 4)
-        try x.withUnsafeBufferPointer {
-            try DNNL.reorder(UnsafeRawPointer($0.baseAddress!), try DNNL.desc([1, w.inChannels, w.height, w.width], .nchw),
-                             into: src.pointer, try DNNL.desc([1, w.inChannels, w.height, w.width], w.srcLayout.dnnl))
-        }
-        let outDims = [1, w.outChannels, w.outHeight, w.outWidth]
-        let dst = DNNL.Buffer(bytes: outDims.reduce(1, *) * 4)
+        let src = try w.srcLayout.buffer(holding: x)
+        let outShape = [w.outChannels, w.outHeight, w.outWidth]
+        let dst = DNNL.Buffer(bytes: outShape.reduce(1, *) * 4)
         let v = DNNL.Buffer(bytes: w.inputTransformCount * 4), m = DNNL.Buffer(bytes: w.productCount * 4)
         let scratch = DNNL.Buffer(bytes: w.matmul.scratchpadBytes)
         var keep: [DNNL.Memory] = []
@@ -33,12 +29,7 @@ final class WinogradConvolutionTests: XCTestCase {
                       v: v.pointer.assumingMemoryBound(to: Float.self), m: m.pointer.assumingMemoryBound(to: Float.self),
                       arguments: args, stream: stream, threads: threads)
         }
-        var y = Tensor(zeros: [w.outChannels, w.outHeight, w.outWidth])
-        try y.withUnsafeMutableBufferPointer {
-            try DNNL.reorder(UnsafeRawPointer(dst.pointer), try DNNL.desc(outDims, w.dstLayout.dnnl),
-                             into: UnsafeMutableRawPointer($0.baseAddress!), try DNNL.desc(outDims, .nchw))
-        }
-        return y
+        return try w.dstLayout.tensor(outShape, from: dst)
     }
 
     func testMatchesReferenceInEveryLayout() throws {
