@@ -19,13 +19,13 @@ echo "== swift test"
 export LIGHTCAP_FIXTURES="$PWD/.fixtures"
 swift test -c release -Xswiftc -enable-testing 2>&1
 
-echo "== again on oneDNN's AVX2 kernels (DNNL_MAX_CPU_ISA=AVX2): INT8 decoder exactness, Winograd fallback, LightCap's Winograd and direct kernels"
+echo "== again on oneDNN's AVX2 kernels (DNNL_MAX_CPU_ISA=AVX2): INT8 decoder exactness, Winograd fallback, LightCap's Winograd, direct and pool kernels"
 DNNL_MAX_CPU_ISA=AVX2 swift test -c release -Xswiftc -enable-testing --skip-build \
-    --filter 'QuantizedDecoderTests|ConvolutionTests.testWinogradLayersMatchReference|WinogradConvolutionTests|DirectConvolutionTests' 2>&1
+    --filter 'QuantizedDecoderTests|ConvolutionTests.testWinogradLayersMatchReference|WinogradConvolutionTests|DirectConvolutionTests|AveragePoolTests' 2>&1
 
-echo "== LightCap's Winograd and direct kernels on their generic (non-AVX2) vector path (LIGHTCAP_KERNEL_ISA=generic)"
+echo "== LightCap's Winograd, direct and pool kernels on their generic (non-AVX2) vector path (LIGHTCAP_KERNEL_ISA=generic)"
 LIGHTCAP_KERNEL_ISA=generic swift test -c release -Xswiftc -enable-testing --skip-build \
-    --filter 'WinogradConvolutionTests|DirectConvolutionTests' 2>&1
+    --filter 'WinogradConvolutionTests|DirectConvolutionTests|AveragePoolTests' 2>&1
 
 echo "== the Swift engine's captions equal the Python reference's (models/default, 100 test scenes)"
 .venv/bin/python -m lightcap_train.scenes --split test --seed 2026 --count 100 --out .fixtures/scenes-test

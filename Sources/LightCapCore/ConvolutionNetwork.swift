@@ -45,8 +45,9 @@ public enum ConvolutionAlgorithm: String, Sendable, CaseIterable {
     /// (`DirectConvolution`) where it beats oneDNN's (3x3 and 1x1, stride 1, at output sides up
     /// to 7, against oneDNN's AVX2 kernels), oneDNN's elsewhere.
     case direct
-    /// Direct convolution by oneDNN's kernels everywhere (what `direct` was until the fifteenth
-    /// session; for comparisons).
+    /// Direct convolution and average pools by oneDNN's kernels everywhere (what `direct` was
+    /// until the fifteenth session; for comparisons). Every other choice pools by LightCap's
+    /// `AveragePool`.
     case directOneDNN = "direct-onednn"
     /// Winograd for the 3x3 stride-1 convolutions where it is faster (output side >= 14, >= 64
     /// output channels); others direct. Slightly less exact, slower to load.
@@ -79,7 +80,10 @@ public final class ConvolutionNetwork: @unchecked Sendable {
         /// `primitive` is oneDNN's direct convolution it replaces (never run); the residual, if
         /// any, is already in the output's buffer (as with `.convolution`).
         case lightcapDirect(DirectConvolution, residual: Value?, flops: Int)
+        /// oneDNN's pooling; `.lightcapPool`: LightCap's, `primitive` the oneDNN pooling it
+        /// replaces (never run).
         case pool
+        case lightcapPool(AveragePool)
         case reorder
     }
 
@@ -94,7 +98,7 @@ public final class ConvolutionNetwork: @unchecked Sendable {
         var flops: Int {
             switch kind {
             case .convolution(_, _, _, let f), .winograd(_, let f), .lightcapDirect(_, _, let f): return f
-            case .pool, .reorder: return 0
+            case .pool, .lightcapPool, .reorder: return 0
             }
         }
 
@@ -111,6 +115,7 @@ public final class ConvolutionNetwork: @unchecked Sendable {
             switch kind {
             case .winograd(let w, _): return w.implementation
             case .lightcapDirect(let d, _, _): return d.implementation
+            case .lightcapPool(let p): return p.implementation
             default: return primitive.implementation
             }
         }
@@ -157,7 +162,7 @@ public final class ConvolutionNetwork: @unchecked Sendable {
             case .convolution(let w, let b, _, _): return $0 + w.bytes + (b?.bytes ?? 0)
             case .winograd(let w, _): return $0 + w.weights.bytes + (w.bias?.bytes ?? 0)
             case .lightcapDirect(let d, _, _): return $0 + d.weights.bytes + (d.bias?.bytes ?? 0)
-            case .pool, .reorder: return $0
+            case .pool, .lightcapPool, .reorder: return $0
             }
         }
     }
@@ -240,6 +245,7 @@ public final class ConvolutionNetwork: @unchecked Sendable {
             case primitive(DNNL.Primitive, DNNL.Arguments)
             case winograd(WinogradConvolution, src: UnsafeMutableRawPointer, dst: UnsafeMutableRawPointer, DNNL.Arguments)
             case lightcapDirect(DirectConvolution, src: UnsafeMutableRawPointer, dst: UnsafeMutableRawPointer)
+            case lightcapPool(AveragePool, src: UnsafeMutableRawPointer, dst: UnsafeMutableRawPointer)
         }
 
         init(_ network: ConvolutionNetwork) throws {
@@ -302,6 +308,13 @@ public final class ConvolutionNetwork: @unchecked Sendable {
                     let dst = buffers[network.slots[op.output.index]].pointer
                     calls.append(.lightcapDirect(d, src: src, dst: dst))
                     continue
+                case .lightcapPool(let p):
+                    // Never the network's input (addAveragePool leaves that to oneDNN), nor its
+                    // output's slot (the output reorder comes after).
+                    let src = buffers[network.slots[op.input.index]].pointer
+                    let dst = buffers[network.slots[op.output.index]].pointer
+                    calls.append(.lightcapPool(p, src: src, dst: dst))
+                    continue
                 case .pool, .reorder:
                     args.append(.src, memories[op.input.index]!)
                     args.append(.dst, i == network.ops.count - 1 ? outputMemory : memories[op.output.index]!)
@@ -344,6 +357,9 @@ public final class ConvolutionNetwork: @unchecked Sendable {
             workspace.stream.wait()
             d.run(src: src.assumingMemoryBound(to: Float.self), dst: dst.assumingMemoryBound(to: Float.self),
                   scratch: workspace.directScratch.pointer.assumingMemoryBound(to: Float.self), threads: threads)
+        case .lightcapPool(let p, let src, let dst):
+            workspace.stream.wait()
+            p.run(src: src.assumingMemoryBound(to: Float.self), dst: dst.assumingMemoryBound(to: Float.self), threads: threads)
         }
     }
 
@@ -600,8 +616,20 @@ public final class ConvolutionNetwork: @unchecked Sendable {
                 throw LightCapError.invalidArgument(reason: "\(label): \(s.height)x\(s.width) is not a multiple of \(kernel)")
             }
             if kernel == 1 { return x }
-            let p = try DNNL.averagePool(src: values[x.index].desc, channels: s.channels, height: s.height, width: s.width, kernel: kernel)
-            let out = add(Shape(channels: s.channels, height: s.height / kernel, width: s.width / kernel), p.dstDesc)
+            let desc = values[x.index].desc
+            let p = try DNNL.averagePool(src: desc, channels: s.channels, height: s.height, width: s.width, kernel: kernel)
+            let outShape = Shape(channels: s.channels, height: s.height / kernel, width: s.width / kernel)
+            // LightCap's pool where the input is in one of its layouts (and not the network's
+            // input, which has no buffer of its own): the output keeps that layout.
+            let layout = try ChannelLayout(desc, s)
+            let inLayout = try layout.fits(s.channels) && DNNL.equal(desc, DNNL.desc([1, s.channels, s.height, s.width], layout.dnnl))
+            if algorithm != .directOneDNN && x.index != 0 && inLayout {
+                let pool = try AveragePool(channels: s.channels, height: s.height, width: s.width, kernel: kernel, layout: layout)
+                let out = add(outShape, try DNNL.desc([1, s.channels, outShape.height, outShape.width], layout.dnnl))
+                ops.append(Op(kind: .lightcapPool(pool), primitive: p, input: x, output: out, label: label))
+                return out
+            }
+            let out = add(outShape, p.dstDesc)
             ops.append(Op(kind: .pool, primitive: p, input: x, output: out, label: label))
             return out
         }
