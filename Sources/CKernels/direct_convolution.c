@@ -1,4 +1,4 @@
-// LightCap's direct convolution for small outputs (direct_convolution.h). The input is first
+// LightCap's direct convolution (direct_convolution.h). The input is first
 // copied, zero-padded, into [in / 8][height + 2 pad][width + 2 pad][8]; then for each panel of
 // 16 output channels and each block of up to 6 output pixels (consecutive in row-major order,
 // crossing row ends: 49 pixels are 4 blocks of 6 and 5 of 5, not 7 rows of 7), 2 accumulators

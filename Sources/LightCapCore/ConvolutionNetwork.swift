@@ -42,8 +42,8 @@ public struct Conv2d: Sendable {
 /// How oneDNN computes the 3x3 stride-1 convolutions.
 public enum ConvolutionAlgorithm: String, Sendable, CaseIterable {
     /// Direct convolution (exact up to summation order): LightCap's own kernel
-    /// (`DirectConvolution`) where it beats oneDNN's (3x3 and 1x1, stride 1, at output sides up
-    /// to 7, against oneDNN's AVX2 kernels), oneDNN's elsewhere.
+    /// (`DirectConvolution`) where it beats oneDNN's AVX2 kernels (stride 1: 3x3 with >= 128
+    /// output channels, 1x1 at output sides up to 7), oneDNN's elsewhere.
     case direct
     /// Direct convolution and average pools by oneDNN's kernels everywhere (what `direct` was
     /// until the fifteenth session; for comparisons). Every other choice pools by LightCap's

@@ -1,11 +1,11 @@
-// DirectConvolution: LightCap's own direct convolution for small outputs (CKernels'
-// direct_convolution.c), exact up to summation order like oneDNN's. oneDNN 2.6's AVX2 direct
-// kernel (jit:avx2) blocks 3 pixels of one output row x 32 channels (ur_w = 3), so a 7-wide
-// row ends in a 1-pixel block of 4 accumulators, too few to hide the FMA latency: RN50's 7x7
-// 3x3 layers ran at 55-67% of the FMA peak. This kernel takes blocks of up to 6 output pixels
-// x 16 output channels across row ends (49 pixels: 4 blocks of 6 and 5 of 5, so 10-12
-// accumulators in every block). Bias, ReLU and a residual already in the destination are fused.
-// Weights are packed once, at load.
+// DirectConvolution: LightCap's own direct convolution (CKernels' direct_convolution.c), exact
+// up to summation order like oneDNN's. oneDNN 2.6's AVX2 direct kernel (jit:avx2) blocks 3
+// pixels of one output row x 32 channels (ur_w = 3), so a row ends in a block of 1 or 2 pixels
+// with too few accumulators to hide the FMA latency (RN50's 7x7 3x3 layers ran at 55-80% of the
+// FMA peak, its 14x14 ones at 90%). This kernel takes blocks of up to 6 output pixels x 16
+// output channels across row ends (49 pixels: 4 blocks of 6 and 5 of 5, so 10-12 accumulators
+// in every block). Bias, ReLU and a residual already in the destination are fused. Weights are
+// packed once, at load.
 
 import CKernels
 
@@ -33,13 +33,20 @@ final class DirectConvolution: @unchecked Sendable {
         conv.kernel <= 7 && conv.inChannels % 8 == 0 && conv.outChannels % 16 == 0
     }
 
-    /// Where it beats oneDNN's direct kernel `oneDNN` (the implementation oneDNN chose): against
-    /// oneDNN's AVX2 kernels (`jit:avx2` for 3x3, `jit_1x1:avx2` for 1x1;
-    /// `lightcap-bench-visual --profile`, RN50 trunk, fifteenth session), stride 1 at output
-    /// sides up to 7 (at 14 the two tied). Not against AVX-512 kernels, twice as wide.
+    /// Where it beats oneDNN's direct kernel `oneDNN` (the implementation oneDNN chose), against
+    /// oneDNN's AVX2 kernels only (not AVX-512's, twice as wide); `lightcap-bench-visual
+    /// --profile`, RN50 trunk, quiet host (docs/VISUAL.md, sixteenth session):
+    /// - 3x3 (`jit:avx2`), stride 1, at least 128 output channels (8 panels), any output side:
+    ///   3-5% faster at sides 56 to 14, 16% at 7 (where oneDNN's 3-pixel blocks leave one pixel).
+    ///   With 32 or 64 output channels (the stem, layer1) the two panels-per-thread split is too
+    ///   coarse and each panel rereads the whole input: tied on one thread, 2-6% slower on two.
+    /// - 1x1 (`jit_1x1:avx2`), stride 1, output sides up to 7 (each panel rereads the input:
+    ///   at 14 to 56 1.05-1.46x oneDNN's time).
     static func isFaster(_ conv: Conv2d, outHeight: Int, outWidth: Int, oneDNN: String) -> Bool {
-        let kernelAVX2 = (conv.kernel == 3 && oneDNN == "jit:avx2") || (conv.kernel == 1 && oneDNN == "jit_1x1:avx2")
-        return isa == "avx2+fma" && kernelAVX2 && conv.stride == 1 && max(outHeight, outWidth) <= 7
+        guard isa == "avx2+fma", conv.stride == 1 else { return false }
+        if conv.kernel == 3 && oneDNN == "jit:avx2" { return conv.outChannels >= 128 }
+        if conv.kernel == 1 && oneDNN == "jit_1x1:avx2" { return max(outHeight, outWidth) <= 7 }
+        return false
     }
 
     /// `residual`: the output adds what the destination holds when `run` starts (then ReLU).

@@ -6,7 +6,8 @@ import LightCapTestSupport
 /// CKernels) against the plain `Reference` convolution: every channel layout it reads and
 /// writes, pixel blocks of every size from 1 to 6 (49 pixels: blocks of 6 and 5), kernels 1 to
 /// 7, strides 1 and 2, padding 0 to 3, more input channels than one chunk (256), with and
-/// without bias and ReLU; on two threads; and in a network, where it replaces oneDNN's kernel.
+/// without bias and ReLU, outputs up to 28x28; on two threads; and in a network, where it
+/// replaces oneDNN's kernel.
 ///
 /// Tolerance: 1e-5 of the output's scale (a direct convolution in float, summed in another
 /// order than the reference's); a wrong tap, pixel, block, chunk or layout gives errors of
@@ -32,6 +33,8 @@ final class DirectConvolutionTests: XCTestCase {
         // (in, out, height, width, kernel, stride, padding, bias, relu); pixels = output h x w
         let cases: [(Int, Int, Int, Int, Int, Int, Int, Bool, Bool)] = [
             (16, 32, 7, 7, 3, 1, 1, true, true),     // RN50's last stage: 49 pixels, blocks of 6 and 5
+            (24, 128, 14, 14, 3, 1, 1, true, false), // 196 pixels: 30 blocks of 6, 3 of 5
+            (16, 128, 28, 28, 3, 1, 1, true, true),  // 784 pixels: 129 blocks of 6, 2 of 5
             (24, 16, 5, 9, 3, 1, 1, true, false),    // 45 pixels: 8 blocks, crossing row ends
             (8, 16, 1, 1, 3, 1, 1, false, true),     // 1 pixel: a block of 1
             (16, 48, 2, 2, 3, 1, 1, true, false),    // 4 pixels: a block of 4
@@ -105,54 +108,61 @@ final class DirectConvolutionTests: XCTestCase {
                     tolerance: 1e-5, minimumScale: 1e-6, "against the reference")
     }
 
-    /// In a network (`.direct`): the 3x3 and 1x1 layers at output side 7 (one adding a
-    /// residual) are LightCap's where oneDNN's kernels are its AVX2 ones (jit:avx2,
-    /// jit_1x1:avx2), oneDNN's otherwise and always under `.directOneDNN`; the results agree with
-    /// the reference either way, on one and two threads, also when the first op reads the
-    /// network's input.
-    func testNetworkTakesItForSmallOutputs() throws {
+    /// In a network (`.direct`), where oneDNN's kernels are its AVX2 ones (jit:avx2,
+    /// jit_1x1:avx2): the 3x3 layers with >= 128 output channels at any side and the 1x1 layers
+    /// at output side <= 7 (one adding a residual) are LightCap's; 3x3 layers with fewer output
+    /// channels and 1x1 layers at larger sides oneDNN's, and every layer under `.directOneDNN`.
+    /// The results agree with the reference either way, on one and two threads, also when the
+    /// first op reads the network's input.
+    func testNetworkTakesItWhereItIsFaster() throws {
         var rng = SeededRandom(seed: 53)
-        let x = rng.tensor([32, 7, 7])
-        let first = try Conv2d(weight: rng.tensor([64, 32, 3, 3], scale: 0.1), bias: rng.tensor([64], scale: 0.1), padding: 1)
-        let reduce = try Conv2d(weight: rng.tensor([32, 64, 1, 1], scale: 0.2), bias: nil)
-        let second = try Conv2d(weight: rng.tensor([48, 32, 3, 3], scale: 0.1), bias: nil, padding: 1)
-        let expand = try Conv2d(weight: rng.tensor([64, 48, 1, 1], scale: 0.2), bias: rng.tensor([64], scale: 0.1))
         func ref(_ t: Tensor, _ k: Conv2d) -> Tensor { Reference.conv2d(t, weight: k.weight, bias: k.bias, stride: k.stride, padding: k.padding) }
-        let h1 = Reference.relu(ref(x, first))
-        let expected = Reference.tokens(Reference.relu(Reference.add(ref(ref(Reference.relu(ref(h1, reduce)), second), expand), h1)))
-        for threads in [1, 2] {
-            var outputs: [ConvolutionAlgorithm: Tensor] = [:]
-            var oneDNNKernels: [String] = []
-            for algorithm in [ConvolutionAlgorithm.directOneDNN, .direct] {
-                let b = try ConvolutionNetwork.Builder(channels: 32, height: 7, width: 7, algorithm: algorithm, threads: threads)
-                let h1 = try b.convolution(b.input, first, relu: true, label: "first")
-                let h2 = try b.convolution(try b.convolution(h1, reduce, relu: true, label: "reduce"), second, relu: false, label: "second")
-                let net = try b.build(output: try b.convolution(h2, expand, relu: true, residual: h1, label: "expand"))
-                let kinds = net.implementations.filter { ["first", "reduce", "second", "expand"].contains($0.label) }.map(\.implementation)
-                XCTAssertEqual(kinds.count, 4)
-                if algorithm == .directOneDNN {
-                    XCTAssertFalse(kinds.contains { $0.hasPrefix("lightcap") }, "\(kinds)")
-                    oneDNNKernels = kinds
-                } else {
-                    for (kind, (conv, oneDNN)) in zip(kinds, zip([first, reduce, second, expand], oneDNNKernels)) {
-                        let mine = DirectConvolution.isFaster(conv, outHeight: 7, outWidth: 7, oneDNN: oneDNN)
-                        XCTAssertEqual(mine, DirectConvolution.isa == "avx2+fma" && oneDNN.hasSuffix(":avx2"), oneDNN)
-                        XCTAssertTrue(kind.hasPrefix(mine ? "lightcap_direct" : "jit"), "\(kinds)")
+        for side in [7, 14] {
+            let x = rng.tensor([32, side, side])
+            let first = try Conv2d(weight: rng.tensor([128, 32, 3, 3], scale: 0.1), bias: rng.tensor([128], scale: 0.1), padding: 1)
+            let reduce = try Conv2d(weight: rng.tensor([32, 128, 1, 1], scale: 0.2), bias: nil)
+            let second = try Conv2d(weight: rng.tensor([64, 32, 3, 3], scale: 0.1), bias: nil, padding: 1)
+            let expand = try Conv2d(weight: rng.tensor([128, 64, 1, 1], scale: 0.2), bias: rng.tensor([128], scale: 0.1))
+            let h1 = Reference.relu(ref(x, first))
+            let expected = Reference.tokens(Reference.relu(Reference.add(ref(ref(Reference.relu(ref(h1, reduce)), second), expand), h1)))
+            // Which layers are LightCap's on an AVX2 CPU: first (3x3, 128 out), reduce and expand
+            // (1x1) at side 7 only, never second (3x3, 64 out).
+            let mineOnAVX2 = [true, side <= 7, false, side <= 7]
+            for threads in [1, 2] {
+                var outputs: [ConvolutionAlgorithm: Tensor] = [:]
+                var oneDNNKernels: [String] = []
+                for algorithm in [ConvolutionAlgorithm.directOneDNN, .direct] {
+                    let b = try ConvolutionNetwork.Builder(channels: 32, height: side, width: side, algorithm: algorithm, threads: threads)
+                    let h1 = try b.convolution(b.input, first, relu: true, label: "first")
+                    let h2 = try b.convolution(try b.convolution(h1, reduce, relu: true, label: "reduce"), second, relu: false, label: "second")
+                    let net = try b.build(output: try b.convolution(h2, expand, relu: true, residual: h1, label: "expand"))
+                    let kinds = net.implementations.filter { ["first", "reduce", "second", "expand"].contains($0.label) }.map(\.implementation)
+                    XCTAssertEqual(kinds.count, 4)
+                    if algorithm == .directOneDNN {
+                        XCTAssertFalse(kinds.contains { $0.hasPrefix("lightcap") }, "\(kinds)")
+                        oneDNNKernels = kinds
+                    } else {
+                        for (i, (kind, (conv, oneDNN))) in zip(kinds, zip([first, reduce, second, expand], oneDNNKernels)).enumerated() {
+                            let mine = DirectConvolution.isFaster(conv, outHeight: side, outWidth: side, oneDNN: oneDNN)
+                            XCTAssertEqual(mine, DirectConvolution.isa == "avx2+fma" && oneDNN.hasSuffix(":avx2") && mineOnAVX2[i],
+                                           "side \(side), layer \(i): \(oneDNN)")
+                            XCTAssertTrue(kind.hasPrefix(mine ? "lightcap_direct" : "jit"), "\(kinds)")
+                        }
                     }
+                    let ws = try net.makeWorkspace()
+                    let y = try net(x, workspace: ws)
+                    assertClose(y, expected, tolerance: 1e-5, minimumScale: 1e-6, "side \(side), \(algorithm), \(threads) thread(s)")
+                    assertClose(try net(x, workspace: ws), y, tolerance: 0, minimumScale: 1e-6, "\(algorithm) rerun")
+                    outputs[algorithm] = y
                 }
-                let ws = try net.makeWorkspace()
-                let y = try net(x, workspace: ws)
-                assertClose(y, expected, tolerance: 1e-5, minimumScale: 1e-6, "\(algorithm), \(threads) thread(s)")
-                assertClose(try net(x, workspace: ws), y, tolerance: 0, minimumScale: 1e-6, "\(algorithm) rerun")
-                outputs[algorithm] = y
+                assertClose(outputs[.direct]!, outputs[.directOneDNN]!, tolerance: 1e-5, minimumScale: 1e-6,
+                            "side \(side): direct vs direct-onednn, \(threads) thread(s)")
             }
-            assertClose(outputs[.direct]!, outputs[.directOneDNN]!, tolerance: 1e-5, minimumScale: 1e-6,
-                        "direct vs direct-onednn, \(threads) thread(s)")
         }
     }
 
     /// Convolutions the kernel can't compute are errors that say why; a network takes oneDNN's
-    /// kernel for them, and for outputs larger than 7.
+    /// kernel for them.
     func testUnsupportedConvolutionsAreErrorsOrOneDNN() throws {
         var rng = SeededRandom(seed: 54)
         let bad: [(Conv2d, String)] = [
