@@ -5,6 +5,11 @@ and the Swift engine (lightcap-bench-visual, direct and Winograd), in one run; p
 ratio table against ONNX Runtime, GFLOPS and the fraction of the FMA-measured FP32 peak.
 
     scripts/bench_visual.py [--threads 1 2] [--iterations 20] [--warmup 3] [--rounds 1]
+    scripts/bench_visual.py --profile [--threads 1] [--algorithms direct]
+
+--profile: where the time goes, layer by layer, on both sides: the Swift engine's own op
+timings (lightcap-bench-visual --profile) beside ONNX Runtime's per-node profile of the same
+graph, matched by layer name, on the first --threads count.
 
 A benchmark, not a test: run it on a quiet machine. Builds the Swift benchmark in release
 mode if needed (swift build -c release --product lightcap-bench-visual).
@@ -88,6 +93,70 @@ def timed(run, warmup: int, iterations: int) -> tuple[float, float, float]:
     return statistics.median(samples), min(samples), (time.process_time() - cpu) * 1e3 / iterations
 
 
+def ort_label(node: str) -> str:
+    """The Swift engine's op label for an ONNX Runtime node of the exported trunk, e.g.
+    /layer2/layer2.0/act2/Relu_output_0_nchwc -> layer2.0.conv2 (ORT names a fused Conv+ReLU
+    after its ReLU's output), /layer3/layer3.0/downsample/-1/AveragePool_output_0_nchwc ->
+    layer3.0.downsample.-1; ReorderOutput -> output."""
+    if node == "ReorderOutput":
+        return "output"
+    parts = [q for q in node.removesuffix("_nchwc").split("/") if q]
+    if parts and "_output_" in parts[-1]:
+        parts = parts[:-1]
+    if len(parts) >= 2 and parts[0].startswith("layer") and parts[1].startswith(parts[0] + "."):
+        parts = parts[1:]
+    renamed = {"act1": "conv1", "act2": "conv2", "act3": "conv3"}
+    parts = [renamed.get(q, q) for q in parts]
+    if "downsample" in parts:  # downsample/downsample.0 -> downsample.0, downsample/-1 -> downsample.-1
+        i = parts.index("downsample")
+        parts = parts[:i] + ["downsample." + parts[i + 1].removeprefix("downsample.")] + parts[i + 2:]
+    return ".".join(parts) or node
+
+
+def ort_node_times(sess_factory, feed: dict, warmup: int, iterations: int, prefix: str) -> dict[str, float]:
+    """Median milliseconds of every ONNX Runtime node over `iterations` runs (its profiler)."""
+    sess = sess_factory(prefix)
+    for _ in range(warmup + iterations):
+        sess.run(None, feed)
+    with open(sess.end_profiling()) as f:
+        events = json.load(f)
+    samples: dict[str, list[float]] = {}
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            samples.setdefault(e["name"].removesuffix("_kernel_time"), []).append(e["dur"] / 1e3)
+    return {ort_label(n): statistics.median(v[warmup:] or v) for n, v in samples.items()}
+
+
+def print_profile(swift: dict, ort: dict[str, float], algorithms: list[str], threads: int, peak: float) -> None:
+    """One row per op: the Swift engine's time per algorithm beside ONNX Runtime's."""
+    labels = [op["label"] for op in swift[algorithms[0]]]
+    labels += [l for l in ort if l not in labels]
+    by_label = {a: {op["label"]: op for op in swift[a]} for a in algorithms}
+    print(f"Per op, {threads} thread(s), median ms; % of the FMA peak ({peak:.1f} GFLOPS) for convolutions")
+    header = f"{'op':<24}{'implementation (' + algorithms[0] + ')':<32}" + "".join(f"{a:>15}" for a in algorithms)
+    print(header + f"{'ONNX Runtime':>14}{'ratio':>7}  (first / ORT)")
+    totals = {a: 0.0 for a in algorithms}
+    ort_total = 0.0
+    for label in labels:
+        first = by_label[algorithms[0]].get(label)
+        row = f"{label:<24}{(first['implementation'] if first else '-'):<32}"
+        for a in algorithms:
+            op = by_label[a].get(label)
+            if op:
+                totals[a] += op["milliseconds"]
+                pct = f" {100 * op['flops'] / op['milliseconds'] / 1e6 / peak:3.0f}%" if op["flops"] else "     "
+                row += f"{op['milliseconds']:>10.3f}{pct}"
+            else:
+                row += f"{'-':>15}"
+        o = ort.get(label)
+        ort_total += o or 0.0
+        row += f"{o:>14.3f}" if o is not None else f"{'-':>14}"
+        row += f"{first['milliseconds'] / o:>7.2f}" if first and o else f"{'':>7}"
+        print(row)
+    print(f"{'total':<56}" + "".join(f"{totals[a]:>10.2f}     " for a in algorithms) + f"{ort_total:>14.2f}"
+          f"{totals[algorithms[0]] / ort_total:>7.2f}")
+
+
 def keep_best(results: dict, key, *values: float) -> None:
     old = results.get(key)
     results[key] = tuple(min(v, o) for v, o in zip(values, old)) if old else tuple(values)
@@ -102,6 +171,7 @@ def main() -> None:
     parser.add_argument("--algorithms", default="direct,winograd,winograd4x4")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--binary", type=Path, default=ROOT / ".build/release/lightcap-bench-visual")
+    parser.add_argument("--profile", action="store_true", help="per-op times of the Swift engine beside ONNX Runtime's")
     args = parser.parse_args()
 
     if not args.binary.exists():
@@ -131,6 +201,31 @@ def main() -> None:
             torch.onnx.export(trunk, (x,), str(onnx_path), input_names=["pixels"], output_names=["grid"],
                               opset_version=17, dynamo=False)
         import onnxruntime as ort
+
+        if args.profile:
+            t = args.threads[0]
+            algorithms = args.algorithms.split(",")
+
+            def profiled_session(prefix: str):
+                so = ort.SessionOptions()
+                so.intra_op_num_threads = t
+                so.inter_op_num_threads = 1
+                so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+                so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+                so.enable_profiling = True
+                so.profile_file_prefix = prefix
+                return ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+
+            ort_times = ort_node_times(profiled_session, {"pixels": x.numpy()}, args.warmup, args.iterations,
+                                       str(Path(tmp) / "ort-profile"))
+            out = subprocess.run([str(args.binary), "--weights", str(weights), "--json", "--profile", "--threads", str(t),
+                                  "--algorithms", args.algorithms, "--iterations", str(args.iterations)],
+                                 check=True, capture_output=True, text=True).stdout
+            peak = json.loads(subprocess.run([str(args.binary), "--weights", str(weights), "--json", "--threads", str(t),
+                                              "--algorithms", algorithms[0], "--iterations", "1", "--warmup", "0"],
+                                             check=True, capture_output=True, text=True).stdout)["rows"][0]["peakGflops"]
+            print_profile(json.loads(out), ort_times, algorithms, t, peak)
+            return
 
         with torch.inference_mode():
             expected = trunk(x).numpy()
