@@ -37,9 +37,10 @@ final class DirectConvolution: @unchecked Sendable {
     /// oneDNN's AVX2 kernels only (not AVX-512's, twice as wide); `lightcap-bench-visual
     /// --profile`, RN50 trunk, quiet host (docs/VISUAL.md, sixteenth session):
     /// - 3x3 (`jit:avx2`), stride 1, at least 128 output channels (8 panels), any output side:
-    ///   3-5% faster at sides 56 to 14, 16% at 7 (where oneDNN's 3-pixel blocks leave one pixel).
-    ///   With 32 or 64 output channels (the stem, layer1) the two panels-per-thread split is too
-    ///   coarse and each panel rereads the whole input: tied on one thread, 2-6% slower on two.
+    ///   3-5% faster at sides 56 to 14, 16-35% at 7 (where oneDNN's 3-pixel blocks leave one
+    ///   pixel). With 32 or 64 output channels (the stem, layer1) there are 2 or 4 panels to
+    ///   split over the threads, each rereading the whole input: tied on one thread, 1-6% slower
+    ///   on two.
     /// - 1x1 (`jit_1x1:avx2`), stride 1, output sides up to 7 (each panel rereads the input:
     ///   at 14 to 56 1.05-1.46x oneDNN's time).
     static func isFaster(_ conv: Conv2d, outHeight: Int, outWidth: Int, oneDNN: String) -> Bool {
