@@ -33,7 +33,7 @@ final class DirectConvolutionTests: XCTestCase {
         // (in, out, height, width, kernel, stride, padding, bias, relu); pixels = output h x w
         let cases: [(Int, Int, Int, Int, Int, Int, Int, Bool, Bool)] = [
             (16, 32, 7, 7, 3, 1, 1, true, true),     // RN50's last stage: 49 pixels, blocks of 6 and 5
-            (24, 128, 14, 14, 3, 1, 1, true, false), // 196 pixels: 30 blocks of 6, 3 of 5
+            (24, 128, 14, 14, 3, 1, 1, true, false), // 196 pixels: 31 blocks of 6, 2 of 5
             (16, 128, 28, 28, 3, 1, 1, true, true),  // 784 pixels: 129 blocks of 6, 2 of 5
             (24, 16, 5, 9, 3, 1, 1, true, false),    // 45 pixels: 8 blocks, crossing row ends
             (8, 16, 1, 1, 3, 1, 1, false, true),     // 1 pixel: a block of 1
