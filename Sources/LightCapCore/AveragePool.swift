@@ -36,5 +36,5 @@ final class AveragePool: Sendable {
     }
 
     /// Its name in profiles.
-    var implementation: String { "lightcap_pool:\(DirectConvolution.isa)" }
+    var implementation: String { "lightcap_pool:\(LightCapKernels.isa)" }
 }

@@ -44,7 +44,7 @@ final class DirectConvolution: @unchecked Sendable {
     /// - 1x1 (`jit_1x1:avx2`), stride 1, output sides up to 7 (each panel rereads the input:
     ///   at 14 to 56 1.05-1.46x oneDNN's time).
     static func isFaster(_ conv: Conv2d, outHeight: Int, outWidth: Int, oneDNN: String) -> Bool {
-        guard isa == "avx2+fma", conv.stride == 1 else { return false }
+        guard LightCapKernels.isa == "avx2+fma", conv.stride == 1 else { return false }
         if conv.kernel == 3 && oneDNN == "jit:avx2" { return conv.outChannels >= 128 }
         if conv.kernel == 1 && oneDNN == "jit_1x1:avx2" { return max(outHeight, outWidth) <= 7 }
         return false
@@ -96,8 +96,5 @@ final class DirectConvolution: @unchecked Sendable {
     }
 
     /// Its name in profiles.
-    var implementation: String { "lightcap_direct:\(Self.isa)" }
-
-    /// The kernel's vector path ("avx2+fma" or "generic").
-    static var isa: String { String(cString: lightcap_kernel_isa()) }
+    var implementation: String { "lightcap_direct:\(LightCapKernels.isa)" }
 }

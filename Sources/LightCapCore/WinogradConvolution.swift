@@ -194,12 +194,6 @@ final class WinogradConvolution: @unchecked Sendable {
 
     /// Its name in profiles: the transforms' vector path and what computes the products.
     var implementation: String {
-        "lightcap_wino_\(tile)x3:\(Self.isa)+\(usesPanels ? "panels" : matmul.implementation)"
+        "lightcap_wino_\(tile)x3:\(LightCapKernels.isa)+\(usesPanels ? "panels" : matmul.implementation)"
     }
-
-    /// Whether the transforms' threads are OpenMP's (libgomp, loaded with oneDNN), not only the caller.
-    static var threadsFromOpenMP: Bool { lightcap_kernel_uses_openmp() != 0 }
-
-    /// The transforms' vector path ("avx2+fma" or "generic").
-    static var isa: String { String(cString: lightcap_kernel_isa()) }
 }

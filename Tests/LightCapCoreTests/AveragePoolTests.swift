@@ -53,7 +53,7 @@ final class AveragePoolTests: XCTestCase {
                 let pool = try AveragePool(channels: c, height: h, width: w, kernel: k, layout: layout)
                 XCTAssertEqual([pool.outHeight, pool.outWidth], [h / k, w / k])
                 let y = try run(pool, x)
-                assertClose(y, expected, tolerance: 1e-6, minimumScale: 1e-6, "\(c)x\(h)x\(w) k\(k) \(layout) on \(DirectConvolution.isa)")
+                assertClose(y, expected, tolerance: 1e-6, minimumScale: 1e-6, "\(c)x\(h)x\(w) k\(k) \(layout) on \(LightCapKernels.isa)")
                 XCTAssertEqual(y.scalars, floatTwin(x, kernel: k).scalars, "\(c)x\(h)x\(w) k\(k) \(layout): float twin")
             }
         }
@@ -61,7 +61,7 @@ final class AveragePoolTests: XCTestCase {
 
     /// Each output is summed by one thread in the same order: the same result to the bit.
     func testTwoThreadsGiveTheSameResult() throws {
-        XCTAssertTrue(WinogradConvolution.threadsFromOpenMP, "libgomp's GOMP_parallel not found beside oneDNN")
+        XCTAssertTrue(LightCapKernels.threadsFromOpenMP, "libgomp's GOMP_parallel not found beside oneDNN")
         var rng = SeededRandom(seed: 62)
         let x = rng.tensor([40, 10, 12])
         for k in [2, 3] {

@@ -62,7 +62,7 @@ final class DirectConvolutionTests: XCTestCase {
                     let d = try DirectConvolution(conv, height: h, width: w, relu: relu, srcLayout: src, dstLayout: dst)
                     XCTAssertEqual([d.outHeight, d.outWidth], [conv.outputSize(h), conv.outputSize(w)])
                     assertClose(try run(d, x), expected, tolerance: 1e-5, minimumScale: 1e-6,
-                                "\(cin)->\(cout) \(h)x\(w) k\(k) s\(stride) p\(pad) \(src)->\(dst) on \(DirectConvolution.isa)")
+                                "\(cin)->\(cout) \(h)x\(w) k\(k) s\(stride) p\(pad) \(src)->\(dst) on \(LightCapKernels.isa)")
                 }
             }
         }
@@ -93,7 +93,7 @@ final class DirectConvolutionTests: XCTestCase {
     /// The output channels split over two threads (of oneDNN's OpenMP team): each output is
     /// summed by one thread in the same order, so the result is the same to the bit.
     func testTwoThreadsGiveTheSameResult() throws {
-        XCTAssertTrue(WinogradConvolution.threadsFromOpenMP, "libgomp's GOMP_parallel not found beside oneDNN")
+        XCTAssertTrue(LightCapKernels.threadsFromOpenMP, "libgomp's GOMP_parallel not found beside oneDNN")
         var rng = SeededRandom(seed: 52)
         let x = rng.tensor([264, 7, 7])
         let conv = try Conv2d(weight: rng.tensor([80, 264, 3, 3], scale: 0.1), bias: rng.tensor([80]), padding: 1)
@@ -144,7 +144,7 @@ final class DirectConvolutionTests: XCTestCase {
                     } else {
                         for (i, (kind, (conv, oneDNN))) in zip(kinds, zip([first, reduce, second, expand], oneDNNKernels)).enumerated() {
                             let mine = DirectConvolution.isFaster(conv, outHeight: side, outWidth: side, oneDNN: oneDNN)
-                            XCTAssertEqual(mine, DirectConvolution.isa == "avx2+fma" && oneDNN.hasSuffix(":avx2") && mineOnAVX2[i],
+                            XCTAssertEqual(mine, LightCapKernels.isa == "avx2+fma" && oneDNN.hasSuffix(":avx2") && mineOnAVX2[i],
                                            "side \(side), layer \(i): \(oneDNN)")
                             XCTAssertTrue(kind.hasPrefix(mine ? "lightcap_direct" : "jit"), "\(kinds)")
                         }

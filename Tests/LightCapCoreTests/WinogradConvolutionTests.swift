@@ -108,7 +108,7 @@ final class WinogradConvolutionTests: XCTestCase {
     /// hosts), else AVX2 + FMA where the CPU has them.
     func testVectorPathFollowsTheCPUAndTheCap() throws {
         if ProcessInfo.processInfo.environment["LIGHTCAP_KERNEL_ISA"]?.lowercased() == "generic" {
-            XCTAssertEqual(WinogradConvolution.isa, "generic")
+            XCTAssertEqual(LightCapKernels.isa, "generic")
             return
         }
         #if arch(x86_64)
@@ -117,16 +117,16 @@ final class WinogradConvolutionTests: XCTestCase {
             throw XCTSkip("no CPU flags in /proc/cpuinfo")
         }
         let names = Set(flags.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == ":" }).map(String.init))
-        XCTAssertEqual(WinogradConvolution.isa, names.contains("avx2") && names.contains("fma") ? "avx2+fma" : "generic")
+        XCTAssertEqual(LightCapKernels.isa, names.contains("avx2") && names.contains("fma") ? "avx2+fma" : "generic")
         #else
-        XCTAssertEqual(WinogradConvolution.isa, "generic")
+        XCTAssertEqual(LightCapKernels.isa, "generic")
         #endif
     }
 
     /// The transforms split their tiles, the panel kernel its points, over two threads (of
     /// oneDNN's OpenMP team): the same result as one thread.
     func testTwoThreadsGiveTheSameResult() throws {
-        XCTAssertTrue(WinogradConvolution.threadsFromOpenMP, "libgomp's GOMP_parallel not found beside oneDNN")
+        XCTAssertTrue(LightCapKernels.threadsFromOpenMP, "libgomp's GOMP_parallel not found beside oneDNN")
         var rng = SeededRandom(seed: 42)
         let x = rng.tensor([24, 17, 15])
         let conv = try Conv2d(weight: rng.tensor([40, 24, 3, 3], scale: 0.3), bias: rng.tensor([40]), stride: 1, padding: 1)
