@@ -30,13 +30,14 @@ enum ChannelLayout: Sendable, CaseIterable {
 
     /// The layout of `desc` (an activation of `shape`) among these, nhwc when it is none of them.
     init(_ desc: DNNL.MemoryDesc, _ shape: ConvolutionNetwork.Shape) throws {
-        for l in ChannelLayout.allCases where l.fits(shape.channels) {
-            if DNNL.equal(desc, try DNNL.desc([1, shape.channels, shape.height, shape.width], l.dnnl)) {
-                self = l
-                return
-            }
+        self = try Self.of(desc, shape) ?? .nhwc
+    }
+
+    /// The layout of `desc` (an activation of `shape`) if it is one of these, else nil.
+    static func of(_ desc: DNNL.MemoryDesc, _ shape: ConvolutionNetwork.Shape) throws -> ChannelLayout? {
+        try allCases.first {
+            try $0.fits(shape.channels) && DNNL.equal(desc, DNNL.desc([1, shape.channels, shape.height, shape.width], $0.dnnl))
         }
-        self = .nhwc
     }
 
     /// The kernels' addressing of `channels` x `height` x `width` in this layout.

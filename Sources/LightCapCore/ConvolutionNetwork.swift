@@ -621,9 +621,7 @@ public final class ConvolutionNetwork: @unchecked Sendable {
             let outShape = Shape(channels: s.channels, height: s.height / kernel, width: s.width / kernel)
             // LightCap's pool where the input is in one of its layouts (and not the network's
             // input, which has no buffer of its own): the output keeps that layout.
-            let layout = try ChannelLayout(desc, s)
-            let inLayout = try layout.fits(s.channels) && DNNL.equal(desc, DNNL.desc([1, s.channels, s.height, s.width], layout.dnnl))
-            if algorithm != .directOneDNN && x.index != 0 && inLayout {
+            if algorithm != .directOneDNN && x.index != 0, let layout = try ChannelLayout.of(desc, s) {
                 let pool = try AveragePool(channels: s.channels, height: s.height, width: s.width, kernel: kernel, layout: layout)
                 let out = add(outShape, try DNNL.desc([1, s.channels, outShape.height, outShape.width], layout.dnnl))
                 ops.append(Op(kind: .lightcapPool(pool), primitive: p, input: x, output: out, label: label))
