@@ -37,6 +37,11 @@ public struct Conv2d: Sendable {
 
     /// Output side for an input side `n`.
     public func outputSize(_ n: Int) -> Int { (n + 2 * padding - kernel) / stride + 1 }
+
+    /// Floating-point operations (2 per multiply-add) of the direct convolution into `out`.
+    func flops(_ out: ConvolutionNetwork.Shape) -> Int {
+        2 * outChannels * inChannels * kernel * kernel * out.height * out.width
+    }
 }
 
 /// How oneDNN computes the 3x3 stride-1 convolutions.
@@ -279,6 +284,8 @@ public final class ConvolutionNetwork: @unchecked Sendable {
                 try DNNL.Memory($0.primitive.scratchpadDesc, scratchpad.pointer)
             }
             keep.append(contentsOf: scratchMemories)
+            /// The buffer of value `v` (not the network's input: it has none).
+            func buffer(_ v: Value) -> UnsafeMutableRawPointer { buffers[network.slots[v.index]].pointer }
             for (i, op) in network.ops.enumerated() {
                 var args = DNNL.Arguments()
                 args.append(.scratchpad, scratchMemories[i])
@@ -296,24 +303,19 @@ public final class ConvolutionNetwork: @unchecked Sendable {
                     }
                 case .winograd(let w, _):
                     // Never the network's input (value 0 has no buffer): addWinograd copies it first.
-                    let src = buffers[network.slots[op.input.index]].pointer
-                    let dst = buffers[network.slots[op.output.index]].pointer
+                    let (src, dst) = (buffer(op.input), buffer(op.output))
                     let margs = try w.arguments(v: winogradInput.pointer, m: winogradProducts.pointer,
                                                 scratchpad: scratchpad.pointer, keep: &keep)
                     calls.append(.winograd(w, src: src, dst: dst, margs))
                     continue
                 case .lightcapDirect(let d, _, _):
                     // Never the network's input either (addLightCapDirect copies it first).
-                    let src = buffers[network.slots[op.input.index]].pointer
-                    let dst = buffers[network.slots[op.output.index]].pointer
-                    calls.append(.lightcapDirect(d, src: src, dst: dst))
+                    calls.append(.lightcapDirect(d, src: buffer(op.input), dst: buffer(op.output)))
                     continue
                 case .lightcapPool(let p):
                     // Never the network's input (addAveragePool leaves that to oneDNN), nor its
                     // output's slot (the output reorder comes after).
-                    let src = buffers[network.slots[op.input.index]].pointer
-                    let dst = buffers[network.slots[op.output.index]].pointer
-                    calls.append(.lightcapPool(p, src: src, dst: dst))
+                    calls.append(.lightcapPool(p, src: buffer(op.input), dst: buffer(op.output)))
                     continue
                 case .pool, .reorder:
                     args.append(.src, memories[op.input.index]!)
@@ -535,8 +537,8 @@ public final class ConvolutionNetwork: @unchecked Sendable {
                 bias = buffer
             }
             let (out, residualValue) = try output(outShape, primitive.dstDesc, residual: residual, src: src)
-            let flops = 2 * conv.outChannels * conv.inChannels * conv.kernel * conv.kernel * outShape.height * outShape.width
-            ops.append(Op(kind: .convolution(weights: weights, bias: bias, residual: residualValue, flops: flops),
+            ops.append(Op(kind: .convolution(weights: weights, bias: bias, residual: residualValue,
+                                             flops: conv.flops(outShape)),
                           primitive: primitive, input: src, output: out, label: label))
             return out
         }
@@ -563,8 +565,8 @@ public final class ConvolutionNetwork: @unchecked Sendable {
             var src = try converted(x, to: try DNNL.desc([1, s.channels, s.height, s.width], srcLayout.dnnl))
             if src.index == 0 { src = try copy(src) }
             let out = add(outShape, try DNNL.desc([1, outShape.channels, outShape.height, outShape.width], dstLayout.dnnl))
-            let flops = 2 * conv.outChannels * conv.inChannels * 9 * outShape.height * outShape.width
-            ops.append(Op(kind: .winograd(w, flops: flops), primitive: w.matmul, input: src, output: out, label: label))
+            ops.append(Op(kind: .winograd(w, flops: conv.flops(outShape)), primitive: w.matmul, input: src, output: out,
+                          label: label))
             return out
         }
 
@@ -590,8 +592,7 @@ public final class ConvolutionNetwork: @unchecked Sendable {
             if src.index == 0 { src = try copy(src) }
             let dstDesc = try DNNL.desc([1, outShape.channels, outShape.height, outShape.width], dstLayout.dnnl)
             let (out, residualValue) = try output(outShape, dstDesc, residual: residual, src: src)
-            let flops = 2 * conv.outChannels * conv.inChannels * conv.kernel * conv.kernel * outShape.height * outShape.width
-            ops.append(Op(kind: .lightcapDirect(d, residual: residualValue, flops: flops), primitive: direct, input: src,
+            ops.append(Op(kind: .lightcapDirect(d, residual: residualValue, flops: conv.flops(outShape)), primitive: direct, input: src,
                           output: out, label: label))
             return out
         }
