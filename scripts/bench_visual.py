@@ -113,9 +113,24 @@ def ort_label(node: str) -> str:
     return ".".join(parts) or node
 
 
-def ort_node_times(sess_factory, feed: dict, warmup: int, iterations: int, prefix: str) -> dict[str, float]:
-    """Median milliseconds of every ONNX Runtime node over `iterations` runs (its profiler)."""
-    sess = sess_factory(prefix)
+def ort_session(onnx_path: Path, threads: int, profile_prefix: str | None = None):
+    """An ONNX Runtime CPU session on `threads` intra-op threads, all graph optimizations,
+    sequential; with its node profiler on when `profile_prefix` is given."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if profile_prefix is not None:
+        so.enable_profiling = True
+        so.profile_file_prefix = profile_prefix
+    return ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+
+
+def ort_node_times(sess, feed: dict, warmup: int, iterations: int) -> dict[str, float]:
+    """Median milliseconds of every node of the profiling session `sess` over `iterations` runs."""
     for _ in range(warmup + iterations):
         sess.run(None, feed)
     with open(sess.end_profiling()) as f:
@@ -200,24 +215,13 @@ def main() -> None:
         with torch.no_grad():
             torch.onnx.export(trunk, (x,), str(onnx_path), input_names=["pixels"], output_names=["grid"],
                               opset_version=17, dynamo=False)
-        import onnxruntime as ort
 
         if args.profile:
             t = args.threads[0]
             algorithms = args.algorithms.split(",")
 
-            def profiled_session(prefix: str):
-                so = ort.SessionOptions()
-                so.intra_op_num_threads = t
-                so.inter_op_num_threads = 1
-                so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-                so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-                so.enable_profiling = True
-                so.profile_file_prefix = prefix
-                return ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
-
-            ort_times = ort_node_times(profiled_session, {"pixels": x.numpy()}, args.warmup, args.iterations,
-                                       str(Path(tmp) / "ort-profile"))
+            ort_times = ort_node_times(ort_session(onnx_path, t, str(Path(tmp) / "ort-profile")),
+                                       {"pixels": x.numpy()}, args.warmup, args.iterations)
             out = subprocess.run([str(args.binary), "--weights", str(weights), "--json", "--profile", "--threads", str(t),
                                   "--algorithms", args.algorithms, "--iterations", str(args.iterations)],
                                  check=True, capture_output=True, text=True).stdout
@@ -239,12 +243,7 @@ def main() -> None:
                 with torch.inference_mode():
                     keep_best(results, ("PyTorch eager", t), *timed(lambda: trunk(x), args.warmup, args.iterations))
 
-                so = ort.SessionOptions()
-                so.intra_op_num_threads = t
-                so.inter_op_num_threads = 1
-                so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-                so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-                sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+                sess = ort_session(onnx_path, t)
                 feed = {"pixels": x.numpy()}
                 got = sess.run(None, feed)[0]
                 err = float(np.abs(got - expected).max() / np.abs(expected).max())
