@@ -44,10 +44,10 @@ def build_model(out: Path, seed: int):
     import torch
     from safetensors.torch import save_file
 
-    from lightcap_train.config import LightCapConfig
-    from lightcap_train.model import LightCap
-    from lightcap_train.wordpiece import WordPiece
-    from lightcap_train.tokenizer_cases import vocab_path
+    from lightcap_train.reference.config import LightCapConfig
+    from lightcap_train.reference.model import LightCap
+    from lightcap_train.reference.wordpiece import WordPiece
+    from lightcap_train.tools.tokenizer_cases import vocab_path
 
     torch.manual_seed(seed)
     vocab = vocab_path().read_text(encoding="utf-8").splitlines()

@@ -22,7 +22,7 @@ from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.rouge.rouge import Rouge
 from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
-from lightcap_train.metric_cases import scene_caption
+from lightcap_train.tools.metric_cases import scene_caption
 
 
 def main():

@@ -26,7 +26,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "python"))
-from lightcap_train import preprocess as pp  # noqa: E402
+from lightcap_train.reference import preprocess as pp  # noqa: E402
 
 
 def workloads(out: Path) -> list[Path]:

@@ -34,10 +34,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
-from lightcap_train.config import LightCapConfig  # noqa: E402
-from lightcap_train.export import fold_batchnorm  # noqa: E402
-from lightcap_train.fixtures import make_model, random_images  # noqa: E402
-from lightcap_train.model import ModifiedResNet  # noqa: E402
+from lightcap_train.reference.config import LightCapConfig  # noqa: E402
+from lightcap_train.reference.export import fold_batchnorm  # noqa: E402
+from lightcap_train.tools.fixtures import make_model, random_images  # noqa: E402
+from lightcap_train.reference.model import ModifiedResNet  # noqa: E402
 
 
 class Trunk(torch.nn.Module):

@@ -34,23 +34,21 @@ def swift_captions(model: str, images_dir: str, exe: str) -> dict[str, str]:
 
 def smallest_gap(model, data_dir: str, file_name: str) -> float:
     """The smallest top-1 minus top-2 logit gap of the reference's greedy decode of one image."""
-    from lightcap_train.data import normalize
-    from lightcap_train.evaluate import preprocess
+    from lightcap_train.recipe.evaluate import load_pixels
 
-    cfg = model.config
-    pixels = preprocess(os.path.join(data_dir, "images", file_name), cfg)[None]
+    x = load_pixels([os.path.join(data_dir, "images", file_name)], model.config)
     margins: list[float] = []
-    model.greedy(normalize(pixels, cfg.image.mean, cfg.image.std), margins=margins)
+    model.greedy(x, margins=margins)
     return min(margins)
 
 
 def main() -> None:
     import torch
-    from lightcap_train.evaluate import caption_split, load_references
-    from lightcap_train.export import load
+    from lightcap_train.recipe.evaluate import caption_split, load_references
+    from lightcap_train.reference.export import load
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", required=True, help="a scenes split (python -m lightcap_train.scenes)")
+    p.add_argument("--data", required=True, help="a scenes split (python -m lightcap_train.data.scenes)")
     p.add_argument("--model", default=os.path.join(ROOT, "models", "default"))
     p.add_argument("--out", help="write a Markdown report here")
     p.add_argument("--lightcap", default=os.path.join(ROOT, ".build", "release", "lightcap"),

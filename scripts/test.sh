@@ -6,11 +6,11 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh --python
 export PYTHONPATH="$PWD/python${PYTHONPATH:+:$PYTHONPATH}"
 
-echo "== fixtures (python -m lightcap_train.fixtures)"
-.venv/bin/python -m lightcap_train.fixtures --out .fixtures
-.venv/bin/python -m lightcap_train.tokenizer_cases --out .fixtures/tokenizer
-.venv/bin/python -m lightcap_train.image_fixtures --out .fixtures/images
-.venv/bin/python -m lightcap_train.metric_cases --out .fixtures/metrics
+echo "== fixtures (python -m lightcap_train.tools.fixtures)"
+.venv/bin/python -m lightcap_train.tools.fixtures --out .fixtures
+.venv/bin/python -m lightcap_train.tools.tokenizer_cases --out .fixtures/tokenizer
+.venv/bin/python -m lightcap_train.tools.image_fixtures --out .fixtures/images
+.venv/bin/python -m lightcap_train.tools.metric_cases --out .fixtures/metrics
 
 echo "== pytest"
 LIGHTCAP_FIXTURES="$PWD/.fixtures" .venv/bin/python -m pytest -q python/tests
@@ -28,7 +28,7 @@ LIGHTCAP_KERNEL_ISA=generic swift test -c release -Xswiftc -enable-testing --ski
     --filter 'WinogradConvolutionTests|DirectConvolutionTests|AveragePoolTests' 2>&1
 
 echo "== the Swift engine's captions equal the Python reference's (models/default, 100 test scenes)"
-.venv/bin/python -m lightcap_train.scenes --split test --seed 2026 --count 100 --out .fixtures/scenes-test
+.venv/bin/python -m lightcap_train.data.scenes --split test --seed 2026 --count 100 --out .fixtures/scenes-test
 .venv/bin/python scripts/compare_engines.py --data .fixtures/scenes-test --model models/default \
     --lightcap .build/release/lightcap > .fixtures/engine-parity.md || { cat .fixtures/engine-parity.md; exit 1; }
 head -5 .fixtures/engine-parity.md | tail -1

@@ -2,7 +2,7 @@ import Foundation
 import XCTest
 
 // Runs the built `lightcap` executable as a user would. Captioning uses the tiny model that
-// python -m lightcap_train.fixtures writes ($LIGHTCAP_FIXTURES/tiny/model, random weights);
+// python -m lightcap_train.tools.fixtures writes ($LIGHTCAP_FIXTURES/tiny/model, random weights);
 // eval is checked against pycocoevalcap's scores ($LIGHTCAP_FIXTURES/metrics/scores.json).
 
 struct Run {
@@ -57,7 +57,7 @@ final class CommandLineTests: XCTestCase {
     func tinyModel() throws -> String {
         let model = try fixtures().appendingPathComponent("tiny/model")
         guard FileManager.default.fileExists(atPath: model.appendingPathComponent("config.json").path) else {
-            XCTFail("missing \(model.path): run python -m lightcap_train.fixtures")
+            XCTFail("missing \(model.path): run python -m lightcap_train.tools.fixtures")
             throw XCTSkip("fixture missing")
         }
         return model.path
@@ -206,7 +206,7 @@ final class CommandLineTests: XCTestCase {
         guard let data = FileManager.default.contents(atPath: url.path),
               let root = try JSONSerialization.jsonObject(with: data) as? [String: Any],
               let cases = root["cases"] as? [[String: Any]] else {
-            return XCTFail("missing \(url.path): run python -m lightcap_train.metric_cases")
+            return XCTFail("missing \(url.path): run python -m lightcap_train.tools.metric_cases")
         }
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("lightcap-eval-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)

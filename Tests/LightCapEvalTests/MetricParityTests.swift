@@ -11,7 +11,7 @@ func metricFixture(_ name: String) throws -> [String: Any] {
     }
     let url = URL(fileURLWithPath: dir).appendingPathComponent("metrics/\(name)")
     guard let data = FileManager.default.contents(atPath: url.path) else {
-        XCTFail("missing fixture \(url.path): run python -m lightcap_train.metric_cases")
+        XCTFail("missing fixture \(url.path): run python -m lightcap_train.tools.metric_cases")
         throw XCTSkip("fixture missing")
     }
     return try XCTUnwrap(JSONSerialization.jsonObject(with: data) as? [String: Any])

@@ -1,4 +1,4 @@
-// Loads the Pillow fixtures written by `python -m lightcap_train.image_fixtures` (scripts/test.sh).
+// Loads the Pillow fixtures written by `python -m lightcap_train.tools.image_fixtures` (scripts/test.sh).
 import Foundation
 import XCTest
 @testable import LightCapImage
@@ -46,7 +46,7 @@ enum ImageFixtures {
         let dir = URL(fileURLWithPath: root).appendingPathComponent("images")
         guard FileManager.default.fileExists(atPath: dir.appendingPathComponent("manifest.json").path) else {
             XCTFail("LIGHTCAP_FIXTURES=\(root) but \(dir.path)/manifest.json is missing "
-                    + "(run python -m lightcap_train.image_fixtures --out \(dir.path))")
+                    + "(run python -m lightcap_train.tools.image_fixtures --out \(dir.path))")
             throw FixtureMissing()
         }
         return dir

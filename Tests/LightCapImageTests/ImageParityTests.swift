@@ -1,4 +1,4 @@
-// Parity with Pillow (lightcap_train.preprocess) on the scikit-image photos and synthetic cases.
+// Parity with Pillow (lightcap_train.reference.preprocess) on the scikit-image photos and synthetic cases.
 import Foundation
 import XCTest
 @testable import LightCapImage

@@ -3,7 +3,7 @@ import Foundation
 @testable import LightCapCore
 @testable import LightCapModel
 
-/// Parity with the PyTorch reference: fixtures written by `python -m lightcap_train.fixtures`
+/// Parity with the PyTorch reference: fixtures written by `python -m lightcap_train.tools.fixtures`
 /// into $LIGHTCAP_FIXTURES/{tiny,base}. Grid, pooled (attention pool) and, for tiny, the grid of
 /// the unfolded-BatchNorm model: max abs diff <= 1e-4 of the output scale (max |expected|).
 /// Skipped when LIGHTCAP_FIXTURES is unset; a failure when it is set and files are missing.

@@ -28,7 +28,7 @@ enum TestModel {
         } else if let fixtures = ProcessInfo.processInfo.environment["LIGHTCAP_FIXTURES"] {
             let tiny = URL(fileURLWithPath: fixtures).appendingPathComponent("tiny/model")
             guard fm.fileExists(atPath: tiny.appendingPathComponent("config.json").path) else {
-                throw LightCapError.fileNotFound(path: tiny.path + " (LIGHTCAP_FIXTURES is set; run python -m lightcap_train.fixtures)")
+                throw LightCapError.fileNotFound(path: tiny.path + " (LIGHTCAP_FIXTURES is set; run python -m lightcap_train.tools.fixtures)")
             }
             directory = tiny
         }

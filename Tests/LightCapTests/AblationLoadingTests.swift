@@ -1,6 +1,6 @@
 // Model directories of the ablation configurations (docs/FORMAT.md: `concepts.enabled`,
 // `modulator.enabled`): what loads, and the typed errors when config.json and the files disagree.
-// Uses the fixtures of `python -m lightcap_train.fixtures` (tiny, tiny-no-concepts, tiny-no-modulator,
+// Uses the fixtures of `python -m lightcap_train.tools.fixtures` (tiny, tiny-no-concepts, tiny-no-modulator,
 // tiny-visual-positions).
 import Foundation
 import XCTest

@@ -1,5 +1,5 @@
 // Parity of the concept extractor, modulator, fusion model, heads and decoding with the PyTorch
-// reference, on the fixtures written by `python -m lightcap_train.fixtures` (docs/FORMAT.md,
+// reference, on the fixtures written by `python -m lightcap_train.tools.fixtures` (docs/FORMAT.md,
 // "Fixtures"): LIGHTCAP_FIXTURES/<size>/{model/, fixtures.safetensors, fixtures.json}, for the
 // sizes tiny and base and the ablation variants tiny-no-concepts (no concept extractor, no
 // modulator) and tiny-no-modulator. Starts from the fixture grid (the backbone has its own
@@ -25,7 +25,7 @@ struct FixtureSet {
         for name in ["model/config.json", "fixtures.safetensors", "fixtures.json"] {
             let path = folder.appendingPathComponent(name).path
             guard FileManager.default.fileExists(atPath: path) else {
-                XCTFail("LIGHTCAP_FIXTURES is set but \(path) is missing (run python -m lightcap_train.fixtures)")
+                XCTFail("LIGHTCAP_FIXTURES is set but \(path) is missing (run python -m lightcap_train.tools.fixtures)")
                 return nil
             }
         }

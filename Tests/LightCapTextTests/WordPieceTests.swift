@@ -29,7 +29,7 @@ final class WordPieceTests: XCTestCase {
         for name in ["vocab.txt", "cases.json"] {
             let path = folder.appendingPathComponent(name).path
             if !FileManager.default.fileExists(atPath: path) {
-                XCTFail("LIGHTCAP_FIXTURES is set but \(path) is missing (run python -m lightcap_train.tokenizer_cases)")
+                XCTFail("LIGHTCAP_FIXTURES is set but \(path) is missing (run python -m lightcap_train.tools.tokenizer_cases)")
                 return nil
             }
         }

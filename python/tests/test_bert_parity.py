@@ -3,10 +3,10 @@
 import torch
 import transformers
 
-from lightcap_train.config import FusionConfig
-from lightcap_train.convert import load_bert_dir
-from lightcap_train.export import load_state_strict, relative_error
-from lightcap_train.model import MASK_VALUE, BertModel
+from lightcap_train.reference.config import FusionConfig
+from lightcap_train.reference.convert import load_bert_dir
+from lightcap_train.reference.export import load_state_strict, relative_error
+from lightcap_train.reference.model import MASK_VALUE, BertModel
 
 TINYBERT4 = dict(vocab_size=30522, hidden_size=312, num_hidden_layers=4, num_attention_heads=12,
                  intermediate_size=1200, max_position_embeddings=512, type_vocab_size=2,

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from lightcap_train.clip_text import CLIPTextTransformer, ClipTokenizer, concept_embeddings
-from lightcap_train.export import load_state_strict, relative_error
+from lightcap_train.reference.clip_text import CLIPTextTransformer, ClipTokenizer, concept_embeddings
+from lightcap_train.reference.export import load_state_strict, relative_error
 
 SAMPLE = [
     "a photo of a dog", "A Photo Of A FIRE HYDRANT.", "a photo of a teddy bear",

@@ -4,9 +4,9 @@ import pytest
 import torch
 import transformers
 
-from lightcap_train.clip_text import ClipTokenizer
-from lightcap_train.convert import build, main
-from lightcap_train.export import load, relative_error
+from lightcap_train.reference.clip_text import ClipTokenizer
+from lightcap_train.reference.convert import build, main
+from lightcap_train.reference.export import load, relative_error
 
 from helpers import randomize_batchnorm
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from lightcap_train.config import LightCapConfig
-from lightcap_train.export import export, load, relative_error
-from lightcap_train.fixtures import make_model, random_images
+from lightcap_train.reference.config import LightCapConfig
+from lightcap_train.reference.export import export, load, relative_error
+from lightcap_train.tools.fixtures import make_model, random_images
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lightcap_train.export import load
-from lightcap_train.fixtures import DEFAULT_SIZES, VARIANTS, main
+from lightcap_train.reference.export import load
+from lightcap_train.tools.fixtures import DEFAULT_SIZES, VARIANTS, main
 
 
 def check_size_dir(root: Path) -> None:

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from lightcap_train.config import LightCapConfig
-from lightcap_train.export import relative_error
-from lightcap_train.fixtures import make_model, random_images
-from lightcap_train.model import MASK_VALUE, LightCap
+from lightcap_train.reference.config import LightCapConfig
+from lightcap_train.reference.export import relative_error
+from lightcap_train.tools.fixtures import make_model, random_images
+from lightcap_train.reference.model import MASK_VALUE, LightCap
 
 
 @pytest.fixture(scope="module")

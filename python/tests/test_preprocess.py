@@ -1,4 +1,4 @@
-"""The reference image preprocessing (lightcap_train.preprocess) against the peers it stands for:
+"""The reference image preprocessing (lightcap_train.reference.preprocess) against the peers it stands for:
 open_clip's eval transform and torchvision's Resize/CenterCrop/ToTensor/Normalize."""
 import io
 
@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from lightcap_train import image_fixtures as fx
-from lightcap_train import preprocess as pp
+from lightcap_train.tools import image_fixtures as fx
+from lightcap_train.reference import preprocess as pp
 
 SIZES = [(451, 300), (300, 451), (224, 224), (225, 227), (1, 7), (640, 427), (97, 61), (1200, 5)]
 

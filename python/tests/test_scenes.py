@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from lightcap_train import scenes as S
+from lightcap_train.data import scenes as S
 
 
 def obj(shape="circle", colour="red", size="small", x=50.0, y=50.0, r=20.0):

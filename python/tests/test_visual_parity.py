@@ -2,8 +2,8 @@
 
 import torch
 
-from lightcap_train.export import relative_error
-from lightcap_train.model import ModifiedResNet
+from lightcap_train.reference.export import relative_error
+from lightcap_train.reference.model import ModifiedResNet
 
 from helpers import randomize_batchnorm
 

@@ -3,7 +3,7 @@
 import pytest
 import transformers
 
-from lightcap_train.wordpiece import WordPiece, basic_tokenize
+from lightcap_train.reference.wordpiece import WordPiece, basic_tokenize
 
 SAMPLE = [
     "A man riding a wave on top of a surfboard.",

@@ -1,8 +1,8 @@
 """Image fixtures for LightCapImage's parity and hostile-input tests.
 
-    python -m lightcap_train.image_fixtures --out .fixtures/images
+    python -m lightcap_train.tools.image_fixtures --out .fixtures/images
 
-Writes, for every case, the encoded file plus what Pillow (through lightcap_train.preprocess) makes
+Writes, for every case, the encoded file plus what Pillow (through lightcap_train.reference.preprocess) makes
 of it: `<case>.decoded.rgb` (upright RGB8 after alpha-on-white), `<case>.resized.rgb` (the shorter
 side resized to S, only when small), `<case>.cropped.rgb` (S x S) and `<case>.input.f32`
 ([3, S, S] little-endian float32). Sources: the photos shipped inside the scikit-image wheel
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from . import preprocess as pp
+from lightcap_train.reference import preprocess as pp
 
 SIZE = 224
 MAX_RESIZED_BYTES = 4 << 20

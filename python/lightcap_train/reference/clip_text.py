@@ -152,6 +152,12 @@ class ClipTextConfig:
     layers: int = 12
     embed_dim: int = 1024  # output (joint space) dimension
     act: str = "gelu"  # "gelu" (open_clip default) or "quick_gelu" (OpenAI checkpoints)
+    # The pooled token: None = the largest id of the row (CLIP's <end_of_text>); an id = the
+    # first occurrence of that id (the scenes CLIP's [SEP], which is not its largest id).
+    eot_id: int | None = None
+    # Random init: "open_clip" (its std per weight kind) or "embeddings" (only the embeddings
+    # and the projection redrawn; the blocks keep PyTorch's init, as the scenes CLIP trains).
+    init: str = "open_clip"
 
 
 class QuickGELU(nn.Module):
@@ -159,32 +165,14 @@ class QuickGELU(nn.Module):
         return x * torch.sigmoid(1.702 * x)
 
 
-class MultiheadSelfAttention(nn.Module):
-    """Self-attention with nn.MultiheadAttention's parameter names (packed in_proj)."""
-
-    def __init__(self, width: int, heads: int):
-        super().__init__()
-        self.heads = heads
-        self.in_proj_weight = nn.Parameter(torch.empty(3 * width, width))
-        self.in_proj_bias = nn.Parameter(torch.zeros(3 * width))
-        self.out_proj = nn.Linear(width, width)
-        nn.init.xavier_uniform_(self.in_proj_weight)
-
-    def forward(self, x, mask):  # x: [B, T, W], mask: [T, T] additive
-        b, t, w = x.shape
-        dh = w // self.heads
-        q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)  # 3 x [B, T, W]
-        split = lambda y: y.view(b, t, self.heads, dh).transpose(1, 2)  # [B, h, T, dh]
-        scores = split(q) @ split(k).transpose(-1, -2) / math.sqrt(dh) + mask  # [B, h, T, T]
-        out = torch.softmax(scores, dim=-1) @ split(v)  # [B, h, T, dh]
-        return self.out_proj(out.transpose(1, 2).reshape(b, t, w))  # [B, T, W]
-
-
 class ResidualAttentionBlock(nn.Module):
+    """Pre-LN block: x + attn(ln_1(x)), then x + mlp(ln_2(x)) (open_clip's names and its
+    nn.MultiheadAttention)."""
+
     def __init__(self, width: int, heads: int, act: str):
         super().__init__()
         self.ln_1 = nn.LayerNorm(width)
-        self.attn = MultiheadSelfAttention(width, heads)
+        self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
         self.ln_2 = nn.LayerNorm(width)
         self.mlp = nn.Sequential(OrderedDict([
             ("c_fc", nn.Linear(width, 4 * width)),
@@ -192,8 +180,9 @@ class ResidualAttentionBlock(nn.Module):
             ("c_proj", nn.Linear(4 * width, width)),
         ]))
 
-    def forward(self, x, mask):  # x: [B, T, W]
-        x = x + self.attn(self.ln_1(x), mask)  # [B, T, W]
+    def forward(self, x, mask):  # x: [B, T, W], mask: [T, T] additive
+        h = self.ln_1(x)
+        x = x + self.attn(h, h, h, attn_mask=mask, need_weights=False)[0]  # [B, T, W]
         return x + self.mlp(self.ln_2(x))  # [B, T, W]
 
 
@@ -212,7 +201,8 @@ class Transformer(nn.Module):
 class CLIPTextTransformer(nn.Module):
     """open_clip's TextTransformer (as laid out in the CLIP model's text tower): token +
     positional embedding, causal pre-LN transformer, ln_final, pooled at the end-of-text
-    token (the largest id), projected by `text_projection` [width, embed_dim]."""
+    token, projected by `text_projection` [width, embed_dim]. The one text tower of the
+    project: a converted checkpoint's, and the scenes CLIP's (over its WordPiece vocabulary)."""
 
     def __init__(self, cfg: ClipTextConfig):
         super().__init__()
@@ -230,18 +220,21 @@ class CLIPTextTransformer(nn.Module):
         w, n = self.config.width, self.config.layers
         nn.init.normal_(self.token_embedding.weight, std=0.02)
         nn.init.normal_(self.positional_embedding, std=0.01)
-        for block in self.transformer.resblocks:
-            nn.init.normal_(block.attn.in_proj_weight, std=w ** -0.5)
-            nn.init.normal_(block.attn.out_proj.weight, std=w ** -0.5 * (2 * n) ** -0.5)
-            nn.init.normal_(block.mlp.c_fc.weight, std=(2 * w) ** -0.5)
-            nn.init.normal_(block.mlp.c_proj.weight, std=w ** -0.5 * (2 * n) ** -0.5)
+        if self.config.init == "open_clip":
+            for block in self.transformer.resblocks:
+                nn.init.normal_(block.attn.in_proj_weight, std=w ** -0.5)
+                nn.init.normal_(block.attn.out_proj.weight, std=w ** -0.5 * (2 * n) ** -0.5)
+                nn.init.normal_(block.mlp.c_fc.weight, std=(2 * w) ** -0.5)
+                nn.init.normal_(block.mlp.c_proj.weight, std=w ** -0.5 * (2 * n) ** -0.5)
         nn.init.normal_(self.text_projection, std=w ** -0.5)
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:  # ids: [B, T]
-        x = self.token_embedding(ids) + self.positional_embedding  # [B, T, W]
-        x = self.ln_final(self.transformer(x, self.attn_mask))  # [B, T, W]
-        pooled = x[torch.arange(x.shape[0]), ids.argmax(dim=-1)]  # [B, W] at <end_of_text>
-        return pooled @ self.text_projection  # [B, E]
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:  # ids: [B, T], T <= context_length
+        t = ids.shape[1]
+        x = self.token_embedding(ids) + self.positional_embedding[:t]  # [B, T, W]
+        x = self.ln_final(self.transformer(x, self.attn_mask[:t, :t]))  # [B, T, W]
+        eot = self.config.eot_id
+        end = ids.argmax(dim=-1) if eot is None else (ids == eot).int().argmax(dim=1)  # [B]
+        return x[torch.arange(x.shape[0]), end] @ self.text_projection  # [B, E]
 
     @classmethod
     def config_from_state_dict(cls, state: dict[str, torch.Tensor], act: str = "gelu") -> ClipTextConfig:
@@ -252,6 +245,22 @@ class CLIPTextTransformer(nn.Module):
                               vocab_size=state["token_embedding.weight"].shape[0], width=width,
                               heads=width // 64, layers=layers,
                               embed_dim=state["text_projection"].shape[1], act=act)
+
+
+class WordPieceTextTokenizer:
+    """The scenes CLIP's tokenizer: texts -> [B, context] ids `[CLS] words [SEP]`, [PAD] after,
+    over the fusion model's WordPiece vocabulary; too long texts are cut and still end with [SEP]."""
+
+    def __init__(self, wordpiece):
+        self.wp = wordpiece
+        self.cls, self.sep, self.pad = (wordpiece.token_id(t) for t in ("[CLS]", "[SEP]", "[PAD]"))
+
+    def __call__(self, texts: list[str], context_length: int) -> torch.Tensor:
+        out = torch.full((len(texts), context_length), self.pad, dtype=torch.long)
+        for i, text in enumerate(texts):
+            ids = [self.cls] + self.wp.encode(text)[:context_length - 2] + [self.sep]
+            out[i, :len(ids)] = torch.tensor(ids)
+        return out
 
 
 @torch.no_grad()

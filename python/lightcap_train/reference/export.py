@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from .config import LightCapConfig
-from .model import LightCap
-from .wordpiece import WordPiece
+from lightcap_train.reference.config import LightCapConfig
+from lightcap_train.reference.model import LightCap
+from lightcap_train.reference.wordpiece import WordPiece
 
 BN_EPS = 1e-5
 

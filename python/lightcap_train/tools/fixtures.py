@@ -1,6 +1,6 @@
 """Parity fixtures for the Swift engine (docs/FORMAT.md, "Fixtures").
 
-    python -m lightcap_train.fixtures --out DIR [--sizes tiny tiny-no-concepts tiny-no-modulator base] [--seed 0]
+    python -m lightcap_train.tools.fixtures --out DIR [--sizes tiny tiny-no-concepts tiny-no-modulator base] [--seed 0]
 
 For each size: a random-weight LightCap from a fixed seed (BatchNorm statistics calibrated
 on random images so activations stay O(1) through the ResNet), exported to DIR/<size>/model
@@ -28,10 +28,10 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
-from .config import LightCapConfig
-from .export import export, load, relative_error
-from .model import LightCap
-from .wordpiece import WordPiece
+from lightcap_train.reference.config import LightCapConfig
+from lightcap_train.reference.export import export, load, relative_error
+from lightcap_train.reference.model import LightCap
+from lightcap_train.reference.wordpiece import WordPiece
 
 MIN_MARGIN = 2e-4  # smallest allowed gap between a decoding decision's winner and runner-up (logits)
 MIN_CONCEPT_MARGIN = 5e-5  # smallest allowed gap between ranked concept scores (cosines)

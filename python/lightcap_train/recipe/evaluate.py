@@ -1,8 +1,8 @@
 """Evaluation on a scenes split: caption metrics and the scene-grounded scores CIDEr cannot give.
 
-    python -m lightcap_train.evaluate --model models/default --data data/test [--beam 5] [--out FILE]
+    python -m lightcap_train.recipe.evaluate --model models/default --data data/test [--beam 5] [--out FILE]
 
-`--data` is a directory written by `python -m lightcap_train.scenes` (images/*.png,
+`--data` is a directory written by `python -m lightcap_train.data.scenes` (images/*.png,
 captions.json, objects.json); the images are read from the PNG files and preprocessed as
 docs/FORMAT.md step 1 says, like the Swift engine does.
 
@@ -26,11 +26,10 @@ import json
 import os
 import time
 
-import numpy as np
 import torch
-from PIL import Image
 
-from . import scenes as S
+from lightcap_train.data import scenes as S
+from lightcap_train.reference.preprocess import clip_preprocess, load_image
 
 SIZE_WORDS, COLOUR_WORDS = set(S.SIZES), set(S.COLOURS)
 SHAPE_OF = {**{s: s for s in S.SHAPES}, **{p: s for s, p in S.PLURALS.items()}}
@@ -200,24 +199,18 @@ def load_references(data_dir: str):
     return coco["images"], refs, meta
 
 
-def preprocess(path: str, cfg) -> np.ndarray:
-    """docs/FORMAT.md step 1 up to the uint8 pixels: shorter side to image.size (bicubic),
-    centre crop. Returns uint8 [S, S, 3]."""
-    image = Image.open(path).convert("RGB")
-    s = cfg.image.size
-    w, h = image.size
-    scale = s / min(w, h)
-    image = image.resize((max(s, round(w * scale)), max(s, round(h * scale))), Image.BICUBIC)
-    left, top = (image.size[0] - s) // 2, (image.size[1] - s) // 2
-    return np.asarray(image.crop((left, top, left + s, top + s)))
+def load_pixels(paths: list[str], cfg) -> torch.Tensor:
+    """The model input of image files, float32 [B, 3, S, S] channels_last, by the reference
+    preprocessing the Swift engine equals (reference.preprocess: load_image + clip_preprocess)."""
+    x = torch.stack([clip_preprocess(load_image(p), cfg.image.size, cfg.image.mean, cfg.image.std,
+                                     as_torch=True) for p in paths])
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 @torch.no_grad()
 def caption_split(model, data_dir: str, beam: int = 1, batch: int = 50, limit: int | None = None,
                   log=print) -> dict[int, str]:
     """Captions of every image of a scenes directory by the reference decoder."""
-    from .data import normalize
-
     images, _, _ = load_references(data_dir)
     images = images[:limit] if limit else images
     cfg = model.config
@@ -225,8 +218,7 @@ def caption_split(model, data_dir: str, beam: int = 1, batch: int = 50, limit: i
     start = time.time()
     for i in range(0, len(images), batch):
         chunk = images[i:i + batch]
-        pixels = np.stack([preprocess(os.path.join(data_dir, "images", im["file_name"]), cfg) for im in chunk])
-        x = normalize(pixels, cfg.image.mean, cfg.image.std)
+        x = load_pixels([os.path.join(data_dir, "images", im["file_name"]) for im in chunk], cfg)
         caps = model.beam_search(x, beam) if beam > 1 else model.greedy(x)
         for im, c in zip(chunk, caps):
             out[im["id"]] = model.tokenizer.decode(c.ids)
@@ -246,7 +238,7 @@ def evaluate(model, data_dir: str, beam: int = 1, limit: int | None = None, coco
 
 
 def main(argv=None) -> None:
-    from .export import load
+    from lightcap_train.reference.export import load
 
     p = argparse.ArgumentParser(description="Evaluate a LightCap model directory on a scenes split")
     p.add_argument("--model", default="models/default")

@@ -1,6 +1,6 @@
 """Expected caption-metric outputs for the Swift LightCapEval tests, from pycocoevalcap 1.2.
 
-    python -m lightcap_train.metric_cases --out .fixtures/metrics
+    python -m lightcap_train.tools.metric_cases --out .fixtures/metrics
 
 Writes
   tokenizer.json  {"documents": [{"captions": [...], "tokenized": [...]}]}: pycocoevalcap's

@@ -3,8 +3,9 @@
 pycocoevalcap's Cider computes document frequencies from the references of each call; a
 training reward needs them fixed (from the whole training corpus), so this small scorer keeps
 them. Same definition: n = 1..4, TF-IDF vectors, Gaussian length penalty (sigma 6), clipped
-candidate counts, mean over references, x10. Words are split on spaces after separating
-',' and ':' (the scenes captions need no PTB tokenizer).
+candidate counts, mean over references, x10. Words are lowercased and split on spaces after
+separating ',' and ':' and dropping '.', '!', '?' and quotes (the scenes captions need no more;
+other captions get close to the PTB tokenizer's words).
 """
 
 from __future__ import annotations
@@ -19,24 +20,27 @@ def _ngrams(words: list[str], n: int) -> Counter:
     return Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
 
 
+_DROPPED = str.maketrans({c: " " for c in '.!?"'})
+
+
 def _words(text: str) -> list[str]:
-    return text.replace(",", " , ").replace(":", " : ").split()
+    return text.lower().translate(_DROPPED).replace(",", " , ").replace(":", " : ").split()
 
 
 class CiderD:
-    def __init__(self, corpus_references: list[str], images: int | None = None, sigma: float = 6.0):
-        """`corpus_references`: every reference caption; documents = images of 5 references."""
+    def __init__(self, references: list[list[str]], sigma: float = 6.0):
+        """`references`: every image's reference captions (any number each), the documents
+        whose n-gram frequencies weigh the scores."""
         self.sigma = sigma
         self.df: Counter = Counter()
-        docs = [corpus_references[i:i + 5] for i in range(0, len(corpus_references), 5)]
-        for refs in docs:
+        for refs in references:
             seen = set()
             for r in refs:
                 w = _words(r)
                 for n in range(1, 5):
                     seen.update(_ngrams(w, n))
             self.df.update(seen)
-        self.log_docs = math.log(float(images or len(docs)))
+        self.log_docs = math.log(float(len(references)))
 
     def _vector(self, words):
         vec = []

@@ -4,7 +4,7 @@ The data specification is ../shared/SCENES.md (copied in docs/SCENES.md); this m
 exactly. Everything is deterministic from (split, seed, index): the same arguments give
 byte-identical PNG files and captions.
 
-    python -m lightcap_train.scenes --split test --seed 2026 --count 1000 --out data/test
+    python -m lightcap_train.data.scenes --split test --seed 2026 --count 1000 --out data/test
 
 writes DIR/images/000000.png ..., DIR/captions.json (COCO captions format) and DIR/objects.json
 (per-image object metadata: the region-level labels of the concept extractor).

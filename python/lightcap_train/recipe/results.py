@@ -2,7 +2,7 @@
 and the ablation rows (ablation.json); with --plot, a figure of the training curves (every
 stage's loss from train.log) and the ablation.
 
-    python -m lightcap_train.results --run runs/default [--plot docs/training.png]
+    python -m lightcap_train.recipe.results --run runs/default [--plot docs/training.png]
 """
 
 from __future__ import annotations

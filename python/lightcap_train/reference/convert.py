@@ -1,6 +1,6 @@
 """Builds a LightCap model directory from real checkpoints, by renaming only.
 
-    python -m lightcap_train.convert --clip CKPT --bert HFDIR --concepts FILE --out DIR
+    python -m lightcap_train.reference.convert --clip CKPT --bert HFDIR --concepts FILE --out DIR
 
 --clip:     an OpenAI CLIP RN50 checkpoint (TorchScript archive, as OpenAI ships it, or its
             state dict) or an open_clip state dict (optionally wrapped in {"state_dict": ...},
@@ -23,11 +23,16 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from .clip_text import CLIPTextTransformer, ClipTokenizer, concept_embeddings
-from .config import FusionConfig, LightCapConfig
-from .export import export, load_state_strict, read_lines
-from .model import LightCap
-from .wordpiece import WordPiece
+from lightcap_train.reference.clip_text import CLIPTextTransformer, ClipTokenizer, concept_embeddings
+from lightcap_train.reference.config import FusionConfig, LightCapConfig
+from lightcap_train.reference.export import export, load_state_strict, read_lines
+from lightcap_train.reference.model import LightCap
+from lightcap_train.reference.wordpiece import WordPiece
+from lightcap_train.data.concepts import read_concepts
+
+#: The fusion sizes a Hugging Face BERT config.json gives (FusionConfig's names).
+FUSION_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+               "max_position_embeddings", "type_vocab_size", "layer_norm_eps", "hidden_act")
 
 TEXT_TOWER_PREFIXES = ("token_embedding.", "positional_embedding", "transformer.", "ln_final.", "text_projection")
 
@@ -74,14 +79,28 @@ def clip_text_tower(state: dict[str, torch.Tensor], act: str) -> CLIPTextTransfo
 
 # --- BERT -------------------------------------------------------------------------------
 
+def read_bert_config(path: str | Path) -> tuple[FusionConfig, WordPiece]:
+    """(fusion sizes, tokenizer) of a Hugging Face BERT directory, without its weights."""
+    d = Path(path)
+    for name in ("config.json", "vocab.txt"):
+        if not (d / name).is_file():
+            raise ValueError(f"{d}: no {name} (a Hugging Face BERT directory has config.json, vocab.txt and weights)")
+    hf = json.loads((d / "config.json").read_text())
+    names = {f: hf[f] for f in FUSION_KEYS if f in hf}
+    fusion = FusionConfig(**names)
+    lower = True
+    if (d / "tokenizer_config.json").exists():
+        lower = json.loads((d / "tokenizer_config.json").read_text()).get("do_lower_case", True)
+    tokenizer = WordPiece(read_lines(d / "vocab.txt"), do_lower_case=lower)
+    if len(tokenizer) != fusion.vocab_size:
+        raise ValueError(f"{d}: vocab.txt has {len(tokenizer)} tokens, config.json vocab_size {fusion.vocab_size}")
+    return fusion, tokenizer
+
+
 def load_bert_dir(path: str | Path) -> tuple[FusionConfig, dict[str, torch.Tensor], WordPiece, dict]:
     """(fusion config, `bert.*` state, tokenizer, MLM head tensors or {}) of a HF BERT dir."""
     d = Path(path)
-    hf = json.loads((d / "config.json").read_text())
-    names = {f: hf[f] for f in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                                "intermediate_size", "max_position_embeddings", "type_vocab_size",
-                                "layer_norm_eps", "hidden_act") if f in hf}
-    fusion = FusionConfig(**names)
+    fusion, tokenizer = read_bert_config(d)
     if (d / "model.safetensors").exists():
         raw = load_file(str(d / "model.safetensors"))
     elif (d / "pytorch_model.bin").exists():
@@ -98,11 +117,22 @@ def load_bert_dir(path: str | Path) -> tuple[FusionConfig, dict[str, torch.Tenso
             key = key[len("bert."):]
         if key.startswith(("embeddings.", "encoder.")) and not key.endswith("position_ids"):
             state["bert." + key] = value
-    lower = True
-    if (d / "tokenizer_config.json").exists():
-        lower = json.loads((d / "tokenizer_config.json").read_text()).get("do_lower_case", True)
-    tokenizer = WordPiece(read_lines(d / "vocab.txt"), do_lower_case=lower)
     return fusion, state, tokenizer, head
+
+
+def load_bert_weights(model: LightCap, path: str | Path) -> None:
+    """Loads a Hugging Face BERT directory into `model.bert` (strictly: every tensor, every
+    shape) and, when it has an MLM head of the model's vocabulary, into every prediction head."""
+    _, state, _, mlm = load_bert_dir(path)
+    load_state_strict(model.bert, {k[len("bert."):]: v for k, v in state.items()})
+    if mlm and mlm.get("bias") is not None and mlm["bias"].shape[0] == model.config.fusion.vocab_size:
+        with torch.no_grad():
+            for head in model.heads:  # every head starts from the checkpoint's MLM head
+                head.transform.dense.weight.copy_(mlm["transform.dense.weight"])
+                head.transform.dense.bias.copy_(mlm["transform.dense.bias"])
+                head.transform.LayerNorm.weight.copy_(mlm["transform.LayerNorm.weight"])
+                head.transform.LayerNorm.bias.copy_(mlm["transform.LayerNorm.bias"])
+                head.bias.copy_(mlm["bias"])
 
 
 # --- the whole model ----------------------------------------------------------------------
@@ -113,7 +143,7 @@ def build(clip: str | Path, bert: str | Path, concepts: list[str], text_act: str
     CLIP's own text tower and the BERT fusion weights."""
     clip_state, kind = load_clip_checkpoint(clip)
     act = text_act or ("quick_gelu" if kind == "openai" else "gelu")
-    fusion, bert_state, tokenizer, mlm = load_bert_dir(bert)
+    fusion, tokenizer = read_bert_config(bert)
     sizes = visual_sizes(clip_state)
     has_pool = "image_size" in sizes
     cfg = config or LightCapConfig.base()
@@ -123,10 +153,7 @@ def build(clip: str | Path, bert: str | Path, concepts: list[str], text_act: str
         visual={"layers": sizes["layers"], "width": sizes["width"], "heads": sizes["heads"],
                 "output_dim": sizes.get("output_dim", cfg.visual.output_dim),
                 "attention_pool": keep_attention_pool and has_pool, "batchnorm_folded": False},
-        fusion={k: getattr(fusion, k) for k in ("vocab_size", "hidden_size", "num_hidden_layers",
-                                                 "num_attention_heads", "intermediate_size",
-                                                 "max_position_embeddings", "type_vocab_size",
-                                                 "layer_norm_eps", "hidden_act")},
+        fusion={k: getattr(fusion, k) for k in FUSION_KEYS},
         concepts={"embed_dim": clip_state["text_projection"].shape[1]},
     )
     model = LightCap(cfg, tokenizer, concepts)
@@ -136,29 +163,14 @@ def build(clip: str | Path, bert: str | Path, concepts: list[str], text_act: str
               if k.startswith(prefix) and not k.endswith("num_batches_tracked")
               and (cfg.visual.attention_pool or not k.startswith("visual.attnpool."))}
     load_state_strict(model.visual, visual)
-    load_state_strict(model.bert, {k[len("bert."):]: v for k, v in bert_state.items()})
+    load_bert_weights(model, bert)
 
     if model.concepts is not None:
         tower = clip_text_tower(clip_state, act)
         with torch.no_grad():
             model.concepts.embeddings.copy_(concept_embeddings(tower, ClipTokenizer(context_length=tower.config.context_length),
                                                                concepts, cfg.concepts.prompt))
-    if mlm and mlm.get("bias") is not None and mlm["bias"].shape[0] == cfg.fusion.vocab_size:
-        with torch.no_grad():
-            for head in model.heads:  # every head starts from the checkpoint's MLM head
-                head.transform.dense.weight.copy_(mlm["transform.dense.weight"])
-                head.transform.dense.bias.copy_(mlm["transform.dense.bias"])
-                head.transform.LayerNorm.weight.copy_(mlm["transform.LayerNorm.weight"])
-                head.transform.LayerNorm.bias.copy_(mlm["transform.LayerNorm.bias"])
-                head.bias.copy_(mlm["bias"])
     return model.eval()
-
-
-def read_concepts(path: str | Path) -> list[str]:
-    concepts = [line.strip() for line in read_lines(Path(path)) if line.strip()]
-    if not concepts:
-        raise ValueError(f"{path}: no concepts")
-    return concepts
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,259 @@
+"""Captioned image sets in the field's formats: COCO captions and Karpathy's split file.
+
+    split = load_coco("annotations/captions_train2014.json", "train2014")
+    splits = load_karpathy("dataset_coco.json", "coco")  # {"train", "val", "test"}
+
+A split is a list of images (id, file name, absolute path) with their raw reference captions
+(as many as the file gives, at least one). Loading checks the structure of the file and names
+the file and the problem in a `DataSetError`; `check_images` then finds the image files that
+are missing or cannot be decoded, so that a training run can drop them (`without`) before it
+starts rather than fail hours in. Nothing here ever writes into the data folders.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from lightcap_train.reference.preprocess import load_image
+
+#: Longest accepted image side in pixels; larger files are rejected by `check_images` (a
+#: caption set of photos has nothing near it, a decompression bomb or a broken header does).
+MAX_SIDE = 20000
+
+#: The split names of Karpathy's file, and the split each one is loaded into.
+KARPATHY_SPLITS = {"train": "train", "restval": "train", "val": "val", "test": "test"}
+
+
+class DataSetError(ValueError):
+    """A caption file that does not have the expected structure (the message names the file)."""
+
+
+@dataclass
+class CaptionSplit:
+    name: str
+    image_ids: list[int]
+    file_names: list[str]  # as given by the caption file (Karpathy: filepath/filename)
+    paths: list[str]  # absolute image paths
+    references: list[list[str]]  # raw reference captions, at least one per image
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def subset(self, indices) -> CaptionSplit:
+        """The images at `indices`, in that order, under the same name."""
+        indices = [int(i) for i in indices]
+        return CaptionSplit(self.name, [self.image_ids[i] for i in indices],
+                            [self.file_names[i] for i in indices], [self.paths[i] for i in indices],
+                            [list(self.references[i]) for i in indices])
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading caption files
+
+
+def _read_json(path: str):
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise DataSetError(f"{path}: cannot read the file ({e.strerror or e})") from None
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataSetError(f"{path}: not JSON ({e})") from None
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_caption(value) -> bool:
+    return isinstance(value, str) and value.strip() != ""
+
+
+def _list_field(data, key: str, path: str) -> list:
+    if not isinstance(data, dict):
+        raise DataSetError(f"{path}: expected a JSON object at the top level, found "
+                           f"{type(data).__name__}")
+    if key not in data:
+        raise DataSetError(f"{path}: no {key!r} list")
+    if not isinstance(data[key], list):
+        raise DataSetError(f"{path}: {key!r} is not a list")
+    return data[key]
+
+
+def load_coco(annotations: str, images: str, name: str = "train") -> CaptionSplit:
+    """A COCO captions file ({"images": [{"id", "file_name"}], "annotations": [{"image_id",
+    "caption"}]}) with its image folder; images sorted by id, references in file order."""
+    data = _read_json(annotations)
+    image_list = _list_field(data, "images", annotations)
+    annotation_list = _list_field(data, "annotations", annotations)
+    root = os.path.abspath(images)
+    files: dict[int, str] = {}
+    for n, entry in enumerate(image_list):
+        if not isinstance(entry, dict):
+            raise DataSetError(f"{annotations}: images[{n}] is not an object")
+        if not _is_int(entry.get("id")):
+            raise DataSetError(f"{annotations}: images[{n}] has no integer 'id'")
+        image_id = entry["id"]
+        file_name = entry.get("file_name")
+        if not isinstance(file_name, str) or not file_name:
+            raise DataSetError(f"{annotations}: image {image_id} (images[{n}]) has no 'file_name'")
+        if image_id in files:
+            raise DataSetError(f"{annotations}: duplicate image id {image_id} "
+                               f"({files[image_id]!r} and {file_name!r})")
+        files[image_id] = file_name
+    refs: dict[int, list[str]] = {i: [] for i in files}
+    for n, entry in enumerate(annotation_list):
+        if not isinstance(entry, dict):
+            raise DataSetError(f"{annotations}: annotations[{n}] is not an object")
+        label = f"annotation {entry['id']}" if "id" in entry else f"annotations[{n}]"
+        image_id = entry.get("image_id")
+        if not _is_int(image_id):
+            raise DataSetError(f"{annotations}: {label} has no integer 'image_id'")
+        if image_id not in refs:
+            raise DataSetError(f"{annotations}: {label} refers to unknown image id {image_id}")
+        caption = entry.get("caption")
+        if not _is_caption(caption):
+            raise DataSetError(f"{annotations}: {label} (image {image_id}) has no caption: "
+                               f"'caption' is {caption!r}, not a non-empty string")
+        refs[image_id].append(caption)
+    ids = sorted(files)
+    for image_id in ids:
+        if not refs[image_id]:
+            raise DataSetError(f"{annotations}: image {image_id} ({files[image_id]!r}) has no "
+                               "caption")
+    return CaptionSplit(name, ids, [files[i] for i in ids],
+                        [os.path.join(root, files[i]) for i in ids], [refs[i] for i in ids])
+
+
+def _karpathy_sentence(sentence, path: str, label: str, k: int) -> str:
+    """The raw text of a sentence entry; its tokens joined by spaces when it has no raw text."""
+    if isinstance(sentence, dict):
+        if _is_caption(sentence.get("raw")):
+            return sentence["raw"]
+        tokens = sentence.get("tokens")
+        if "raw" not in sentence and isinstance(tokens, list) and tokens \
+                and all(isinstance(t, str) for t in tokens):
+            return " ".join(tokens)
+    raise DataSetError(f"{path}: {label} sentences[{k}] has no 'raw' caption (a non-empty "
+                       "string)")
+
+
+def load_karpathy(path: str, image_root: str) -> dict[str, CaptionSplit]:
+    """Karpathy's split file (dataset_coco.json, also dataset_flickr8k/30k.json): "train" (with
+    "restval"), "val" and "test" splits, each sorted by image id; a split without images is
+    left out. Image path = image_root/filepath/filename; image id = cocoid, else imgid."""
+    data = _read_json(path)
+    image_list = _list_field(data, "images", path)
+    root = os.path.abspath(image_root)
+    entries: dict[str, list[tuple[int, str, list[str]]]] = {}
+    seen: dict[int, str] = {}
+    for n, entry in enumerate(image_list):
+        if not isinstance(entry, dict):
+            raise DataSetError(f"{path}: images[{n}] is not an object")
+        file_name = entry.get("filename")
+        if not isinstance(file_name, str) or not file_name:
+            raise DataSetError(f"{path}: images[{n}] has no 'filename'")
+        label = f"image {file_name!r} (images[{n}])"
+        folder = entry.get("filepath", "")
+        if not isinstance(folder, str):
+            raise DataSetError(f"{path}: {label} has a 'filepath' that is not a string")
+        key = "cocoid" if "cocoid" in entry else "imgid"
+        image_id = entry.get(key)
+        if not _is_int(image_id):
+            raise DataSetError(f"{path}: {label} has no integer 'cocoid' or 'imgid'")
+        split = entry.get("split")
+        if split not in KARPATHY_SPLITS:
+            raise DataSetError(f"{path}: {label} has split {split!r}, not one of "
+                               f"{', '.join(KARPATHY_SPLITS)}")
+        sentences = entry.get("sentences")
+        if not isinstance(sentences, list) or not sentences:
+            raise DataSetError(f"{path}: {label} has no caption ('sentences' is empty or missing)")
+        refs = [_karpathy_sentence(s, path, label, k) for k, s in enumerate(sentences)]
+        relative = os.path.join(folder, file_name) if folder else file_name
+        if image_id in seen:
+            raise DataSetError(f"{path}: duplicate image id {image_id} ({seen[image_id]!r} and "
+                               f"{relative!r})")
+        seen[image_id] = relative
+        entries.setdefault(KARPATHY_SPLITS[split], []).append((image_id, relative, refs))
+    out = {}
+    for name in ("train", "val", "test"):
+        if name in entries:
+            rows = sorted(entries[name], key=lambda r: r[0])
+            out[name] = CaptionSplit(name, [r[0] for r in rows], [r[1] for r in rows],
+                                     [os.path.join(root, r[1]) for r in rows], [r[2] for r in rows])
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Carving and cleaning splits
+
+
+def held_out(split: CaptionSplit, count: int, seed: int,
+             name: str = "val") -> tuple[CaptionSplit, CaptionSplit]:
+    """(rest, held): `count` images drawn with `seed` (for a caption file given without a
+    validation file). Both keep the split's order; the same split and seed give the same carve."""
+    if not 0 < count < len(split):
+        raise ValueError(f"cannot hold out {count} of the {len(split)} images of {split.name!r} "
+                         "(at least one must remain on each side)")
+    chosen = np.random.default_rng(seed).permutation(len(split))[:count]
+    held = np.zeros(len(split), dtype=bool)
+    held[chosen] = True
+    rest = split.subset(np.flatnonzero(~held))
+    kept = split.subset(np.flatnonzero(held))
+    kept.name = name
+    return rest, kept
+
+
+def without(split: CaptionSplit, bad_paths) -> CaptionSplit:
+    """The split less the images whose path is in `bad_paths` (e.g. those of `check_images`)."""
+    bad = set(bad_paths)
+    return split.subset([i for i, p in enumerate(split.paths) if p not in bad])
+
+
+def image_problem(path: str) -> str | None:
+    """Why the image at `path` cannot be used ("missing", the decoder's message, ...), or None.
+
+    The header is read first so that an absurd size is reported without decoding it; then the
+    file is decoded fully, upright and RGB, exactly as training will read it. Pillow's plugins
+    raise many exception types on a damaged file (OSError, SyntaxError, ValueError, EOFError,
+    struct.error, DecompressionBombError, ...): any exception is a reason to drop the image.
+    """
+    if not os.path.exists(path):  # also a dangling symbolic link
+        return "missing"
+    if not os.path.isfile(path):
+        return "not a file"
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+        if not (0 < width <= MAX_SIDE and 0 < height <= MAX_SIDE):
+            return f"absurd size {width}x{height} (each side must be 1..{MAX_SIDE} pixels)"
+        load_image(path)
+    except Exception as e:  # noqa: BLE001 -- see the docstring
+        return _reason(e, path)
+    return None
+
+
+def _reason(error: Exception, path: str) -> str:
+    """The exception's message without the path (the caller reports the path beside it)."""
+    text = str(error).replace(f"'{path}'", "").replace(path, "").strip(" :")
+    return text or type(error).__name__
+
+
+def check_images(split: CaptionSplit, workers: int = 1) -> list[tuple[str, str]]:
+    """(path, reason) of every image of the split that is missing, unreadable, corrupt or of an
+    absurd size, in the split's order. `workers` > 1 decodes in a pool of forked processes."""
+    if workers > 1 and len(split) > 1:
+        with mp.get_context("fork").Pool(workers) as pool:
+            problems = pool.map(image_problem, split.paths,
+                                chunksize=max(1, min(64, len(split) // (4 * workers))))
+    else:
+        problems = [image_problem(p) for p in split.paths]
+    return [(p, r) for p, r in zip(split.paths, problems) if r is not None]
