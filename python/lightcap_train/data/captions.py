@@ -12,14 +12,18 @@ starts rather than fail hours in. Nothing here ever writes into the data folders
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing as mp
 import os
+import time
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
+from lightcap_train.data.concepts import image_labels, mine_concepts, read_concepts
 from lightcap_train.reference.preprocess import load_image
 
 #: Longest accepted image side in pixels; larger files are rejected by `check_images` (a
@@ -257,3 +261,226 @@ def check_images(split: CaptionSplit, workers: int = 1) -> list[tuple[str, str]]
     else:
         problems = [image_problem(p) for p in split.paths]
     return [(p, r) for p, r in zip(split.paths, problems) if r is not None]
+
+
+# ----------------------------------------------------------------------------------------------
+# The data set the recipe sees
+
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+def mine_vocabulary(references: list[list[str]], size: int, required: list[str] = ()) -> list[str]:
+    """A WordPiece vocabulary of whole words for a student trained without --bert: the special
+    tokens, the `required` words (the concepts: every concept must be a token), then the `size`
+    most frequent BERT-basic tokens of the captions (lowercased, punctuation apart), ties broken
+    alphabetically. A word outside it is [UNK]."""
+    from lightcap_train.reference.wordpiece import basic_tokenize
+
+    counts = Counter(t for caps in references for c in caps for t in basic_tokenize(c, True))
+    vocab = list(SPECIAL_TOKENS)
+    for word in required:
+        for piece in basic_tokenize(word, True):
+            if piece not in vocab:
+                vocab.append(piece)
+    known = set(vocab)
+    ranked = [w for w, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if w not in known]
+    return vocab + ranked[:max(0, size - len(vocab))]
+
+
+class CaptionData:
+    """A captioned image set (COCO captions, Karpathy's file) for recipe.train, with the same
+    methods as data.scenes_dataset.ScenesData. The data stage (`prepare`, main process) reads
+    the caption files, checks every image, holds out a validation split where none is given,
+    chooses the concepts and (without --bert) mines the vocabulary; the result is the run's
+    DIR/data/final.pt, which every later stage and process reads. Reference captions are kept
+    as written (any number per image); those longer than the caption segment are counted here
+    and cut when batched."""
+
+    kind = "captions"
+
+    def __init__(self, r, run: str, log=print):
+        self.r, self.run, self.log = r, run, log
+        self._state = None
+
+    # --- the data stage -------------------------------------------------------------------
+    def read_splits(self) -> dict[str, CaptionSplit]:
+        r = self.r
+        if r.data == "karpathy":
+            splits = load_karpathy(r.karpathy, r.image_root)
+            if "train" not in splits:
+                raise DataSetError(f"{r.karpathy}: no image of split train or restval")
+        else:
+            splits = {"train": load_coco(r.annotations, r.images, "train")}
+            if r.val_annotations:
+                splits["val"] = load_coco(r.val_annotations, r.val_images or r.images, "val")
+            if r.test_annotations:
+                splits["test"] = load_coco(r.test_annotations, r.test_images or r.images, "test")
+        if "val" not in splits:
+            train = splits["train"]
+            count = min(r.val_count, max(1, len(train) // 5))
+            self.log(f"data: no validation split given: {count} of the {len(train)} training images held out")
+            splits["train"], splits["val"] = held_out(train, count, r.seed)
+        seen: dict[int, str] = {}
+        for name, split in splits.items():  # evaluation must not see training images
+            for image_id in split.image_ids:
+                if seen.setdefault(image_id, name) != name:
+                    raise DataSetError(f"image id {image_id} is in both the {seen[image_id]} and the {name} split")
+        return {name: splits[name] for name in ("train", "val", "test") if name in splits}
+
+    def prepare(self, ctx) -> dict:
+        r = self.r
+        splits = self.read_splits()
+        bad_all = []
+        for name, split in splits.items():
+            t0 = time.time()
+            bad = check_images(split, r.workers)
+            self.log(f"data: {name}: {len(split)} images checked in {time.time() - t0:.1f} s, {len(bad)} bad")
+            for path, reason in bad:
+                self.log(f"data: bad image {path}: {reason}")
+            bad_all += [(name, path, reason) for path, reason in bad]
+            if bad and r.skip_bad_images:
+                splits[name] = without(split, [p for p, _ in bad])
+        if bad_all:
+            os.makedirs(os.path.join(self.run, "data"), exist_ok=True)
+            listing = os.path.join(self.run, "data", "bad_images.tsv")
+            with open(listing, "w") as f:
+                f.writelines(f"{n}\t{p}\t{why}\n" for n, p, why in bad_all)
+            if not r.skip_bad_images:
+                raise DataSetError(f"{len(bad_all)} images are missing or unreadable (listed above and in {listing}); "
+                                   "fix or remove them, or pass --skip-bad-images to train without them")
+            self.log(f"data: {len(bad_all)} bad images left out (--skip-bad-images), listed in {listing}")
+        train_refs = splits["train"].references
+        if r.concepts_file:
+            concepts = read_concepts(r.concepts_file)
+        else:
+            concepts = mine_concepts(train_refs, r.concept_count)
+            if not concepts:
+                raise DataSetError("no concept word found in the training captions (pass --concepts FILE)")
+        vocab = None if r.bert else mine_vocabulary(train_refs, r.vocab_size, concepts)
+        self._state = {"splits": {n: dataclasses.asdict(s) for n, s in splits.items()}, "vocab": vocab,
+                       "concepts": concepts, "bad_images": bad_all}
+        tok = self.tokenizer()
+        unknown = [c for c in concepts if tok.token_id("[UNK]") in tok.encode(c)]
+        if unknown:
+            self.log(f"data: {len(unknown)} concepts have words outside the vocabulary ([UNK]): {', '.join(unknown[:10])}")
+        limit = max(r.caption_tokens, r.max_length + 2) - 2
+        for name, split in splits.items():
+            lengths = np.array([len(tok.encode(c)) for refs in split.references for c in refs])
+            per_image = np.array([len(refs) for refs in split.references])
+            self.log(f"data: {name}: {len(split)} images, {per_image.min()}-{per_image.max()} references each "
+                     f"(mean {per_image.mean():.2f}), {int((lengths > limit).sum())} of {len(lengths)} references "
+                     f"longer than {limit} tokens are cut to {limit}")
+        self.log(f"data: {len(concepts)} concepts ({'--concepts' if r.concepts_file else 'mined'}: "
+                 f"{', '.join(concepts[:12])}{' ...' if len(concepts) > 12 else ''}), vocabulary "
+                 f"{len(tok)} ({'--bert' if r.bert else 'mined'})")
+        return self._state
+
+    def state(self) -> dict:
+        if self._state is None:
+            path = os.path.join(self.run, "data", "final.pt")
+            if not os.path.exists(path):
+                raise ValueError(f"{path} is missing: run the data stage first")
+            import torch
+            self._state = torch.load(path, map_location="cpu", weights_only=False)
+        return self._state
+
+    # --- vocabulary and concepts ------------------------------------------------------------
+    def tokenizer(self):
+        from lightcap_train.reference.wordpiece import WordPiece
+
+        vocab = self.state()["vocab"]
+        if vocab is not None:
+            return WordPiece(vocab)
+        from lightcap_train.reference.convert import read_bert_config
+        return read_bert_config(self.r.bert)[1]
+
+    def concepts(self) -> list[str]:
+        return list(self.state()["concepts"])
+
+    # --- per split ----------------------------------------------------------------------------
+    def split(self, name: str) -> CaptionSplit:
+        return CaptionSplit(**self.state()["splits"][name])
+
+    def split_names(self) -> list[str]:
+        return list(self.state()["splits"])
+
+    def references(self, name: str) -> list[list[str]]:
+        return self.split(name).references
+
+    def metas(self, name: str) -> list[None]:
+        return [None] * len(self.split(name))
+
+    def image_ids(self, name: str) -> list[int]:
+        return self.split(name).image_ids
+
+    def feature_source(self, name: str, cfg):
+        from lightcap_train.data.features import ImageFiles
+        return ImageFiles(self.split(name).paths, cfg.image.size, cfg.image.mean, cfg.image.std)
+
+    # --- what stage 0 trains on (without --clip) --------------------------------------------------
+    def train_count(self) -> int:
+        return len(self.split("train"))
+
+    def train_pixels(self, idx, cfg):
+        import torch
+        source = self.feature_source("train", cfg)
+        return torch.stack([source[int(i)][1] for i in idx]).contiguous(memory_format=torch.channels_last)
+
+    def train_metas(self, idx) -> list[None]:
+        return [None] * len(idx)
+
+    def train_references(self, idx) -> list[list[str]]:
+        refs = self.split("train").references
+        return [refs[i] for i in idx]
+
+    def sample_captions(self, references: list[list[str]], metas, rng: np.random.Generator,
+                        primary_weight: float | None = None) -> list[str]:
+        """One reference caption per image, uniformly among its references."""
+        return [refs[rng.integers(len(refs))] for refs in references]
+
+    # --- concept labels --------------------------------------------------------------------------
+    def concept_labels(self, feats, name: str, cfg) -> np.ndarray:
+        """Image labels [n, K]: the concepts at least `concept_min_refs` references name."""
+        return self.image_concept_labels(feats, name)
+
+    def image_concept_labels(self, feats, name: str) -> np.ndarray:
+        return image_labels(feats.refs[name], self.concepts(), self.r.concept_min_refs)
+
+    # --- the evaluate stage ------------------------------------------------------------------------
+    def evaluate(self, ctx, model, batch: int = 16) -> dict:
+        """The exported model's captions of the test split (else val), from the image files, with
+        the model's own decoding settings: DIR/eval/results.json (COCO results) and
+        DIR/eval/annotations.json (the split's references in COCO captions format, for
+        `lightcap eval`), scored by pycocoevalcap."""
+        import torch
+
+        from lightcap_train.recipe.evaluate import coco_metrics, load_pixels
+
+        name = "test" if "test" in self.split_names() else "val"
+        split = self.split(name)
+        beam = model.config.decoding.beam_size
+        captions = {}
+        t0 = time.time()
+        with torch.no_grad():
+            for i in range(0, len(split), batch):
+                x = load_pixels(split.paths[i:i + batch], model.config)
+                out = model.beam_search(x, beam) if beam > 1 else model.greedy(x)
+                for image_id, c in zip(split.image_ids[i:i + batch], out):
+                    captions[image_id] = model.tokenizer.decode(c.ids)
+        seconds = time.time() - t0
+        folder = os.path.join(self.run, "eval")
+        os.makedirs(folder, exist_ok=True)
+        results = [{"image_id": i, "caption": c} for i, c in captions.items()]
+        annotations = {"images": [{"id": i, "file_name": f} for i, f in zip(split.image_ids, split.file_names)],
+                       "annotations": [{"id": k, "image_id": i, "caption": c} for k, (i, c) in
+                                       enumerate((i, c) for i, refs in zip(split.image_ids, split.references) for c in refs)]}
+        for file, obj in (("results.json", results), ("annotations.json", annotations)):
+            with open(os.path.join(folder, file), "w") as f:
+                json.dump(obj, f, indent=1)
+        refs = dict(zip(split.image_ids, split.references))
+        scores = coco_metrics(captions, refs)
+        self.log(f"evaluate: {len(split)} {name} images captioned (beam {beam}) in {seconds:.1f} s "
+                 f"({1000 * seconds / max(len(split), 1):.0f} ms per image, reference decoder)")
+        return {"split": name, "beam": beam, "scores": scores, "captions": captions,
+                "results": os.path.join(folder, "results.json"), "annotations": os.path.join(folder, "annotations.json")}

@@ -171,8 +171,10 @@ def scene_scores(captions: dict[int, str], metadata: dict[int, dict]) -> dict:
             **{f"{k}_accuracy_in_order": h / max(n, 1) for k, (h, n) in per.items()}}
 
 
-def coco_scores(captions: dict[int, str], references: dict[int, list[str]]) -> dict:
-    """BLEU-4, METEOR, ROUGE-L, CIDEr-D with pycocoevalcap (needs java)."""
+def coco_metrics(captions: dict[int, str], references: dict[int, list[str]]) -> dict:
+    """pycocoevalcap's scores under its own names, as COCOEvalCap computes them: the PTB
+    tokenizer (Java) on both sides, then Bleu_1..Bleu_4, METEOR (Java), ROUGE_L and CIDEr (its
+    CIDEr is CIDEr-D). Any number of references per image."""
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.meteor.meteor import Meteor
@@ -182,12 +184,17 @@ def coco_scores(captions: dict[int, str], references: dict[int, list[str]]) -> d
     tok = PTBTokenizer()
     gts = tok.tokenize({i: [{"caption": c} for c in references[i]] for i in captions})
     res = tok.tokenize({i: [{"caption": captions[i]}] for i in captions})
-    out = {}
-    out["BLEU-4"] = Bleu(4).compute_score(gts, res)[0][3]
+    out = dict(zip(("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4"), Bleu(4).compute_score(gts, res)[0]))
     out["METEOR"] = Meteor().compute_score(gts, res)[0]
-    out["ROUGE-L"] = Rouge().compute_score(gts, res)[0]
-    out["CIDEr-D"] = Cider().compute_score(gts, res)[0]
+    out["ROUGE_L"] = Rouge().compute_score(gts, res)[0]
+    out["CIDEr"] = Cider().compute_score(gts, res)[0]
     return {k: float(v) for k, v in out.items()}
+
+
+def coco_scores(captions: dict[int, str], references: dict[int, list[str]]) -> dict:
+    """BLEU-4, METEOR, ROUGE-L, CIDEr-D (docs/RESULTS.md's names) of coco_metrics."""
+    m = coco_metrics(captions, references)
+    return {"BLEU-4": m["Bleu_4"], "METEOR": m["METEOR"], "ROUGE-L": m["ROUGE_L"], "CIDEr-D": m["CIDEr"]}
 
 
 def load_references(data_dir: str):

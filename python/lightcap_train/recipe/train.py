@@ -63,7 +63,7 @@ from lightcap_train.data.features import GridShards, write_features
 from lightcap_train.recipe import objectives as O
 from lightcap_train.recipe.trainer import Dist, Log, batch_rng, fit, parameter_count, setup_dist
 from lightcap_train.reference.clip_text import CLIPTextTransformer, ClipTextConfig, WordPieceTextTokenizer
-from lightcap_train.reference.config import LightCapConfig
+from lightcap_train.reference.config import FusionConfig, LightCapConfig
 from lightcap_train.reference.model import LightCap
 
 STAGES = ["data", "clip", "features", "concepts", "teacher", "student", "ensemble", "scst",
@@ -260,8 +260,9 @@ def captions_config(ctx: Context) -> LightCapConfig:
     if r.bert:
         fusion, _ = read_bert_config(r.bert)
         sections["fusion"] = {k: getattr(fusion, k) for k in FUSION_KEYS}
-    else:
-        sections["fusion"] = {"vocab_size": len(ctx.tok), "num_hidden_layers": r.student_layers}
+    else:  # the tiny fusion sizes, whatever the image side
+        sections["fusion"] = {**dataclasses.asdict(FusionConfig()), "vocab_size": len(ctx.tok),
+                              "num_hidden_layers": r.student_layers}
     cfg = cfg.replace(**sections)
     check_fits(cfg, ctx, "student")
     return cfg
@@ -290,24 +291,36 @@ def teacher_config(ctx: Context) -> LightCapConfig:
             "hidden_size": r.teacher_hidden, "num_hidden_layers": r.teacher_layers,
             "num_attention_heads": 4, "intermediate_size": r.teacher_intermediate},
             heads={"count": 1}, name="teacher")
-    student = ctx.cfg.fusion
-    if r.teacher_bert:
-        fusion, tok = read_bert_config(r.teacher_bert)
-        if tok.vocab != ctx.tok.vocab:
-            raise ValueError(f"--teacher-bert {r.teacher_bert}: its vocabulary ({len(tok)} tokens) is not the "
-                             f"student's ({len(ctx.tok)} tokens, --bert {r.bert}); distillation needs one vocabulary")
-        if fusion.num_attention_heads != student.num_attention_heads:
-            raise ValueError(f"--teacher-bert {r.teacher_bert}: {fusion.num_attention_heads} attention heads, the "
-                             f"student has {student.num_attention_heads}; attention distillation needs the same count")
+    if r.teacher_bert:  # vocabulary and head count checked before any stage (check_checkpoints)
+        fusion, _ = read_bert_config(r.teacher_bert)
         sizes = {k: getattr(fusion, k) for k in FUSION_KEYS}
     else:
-        heads = student.num_attention_heads
+        heads = ctx.cfg.fusion.num_attention_heads
         hidden = -(-r.teacher_hidden // heads) * heads
         sizes = {"hidden_size": hidden, "num_hidden_layers": r.teacher_layers,
                  "num_attention_heads": heads, "intermediate_size": r.teacher_intermediate}
     cfg = ctx.cfg.replace(fusion=sizes, heads={"count": 1}, name="teacher")
     check_fits(cfg, ctx, "teacher")
     return cfg
+
+
+def check_checkpoints(r: Recipe) -> None:
+    """--bert and --teacher-bert, read before any stage runs: each a BERT directory, one
+    vocabulary, one attention head count (the attention distillation compares head by head)."""
+    from lightcap_train.reference.convert import read_bert_config
+
+    if not r.bert:
+        return
+    student, student_tok = read_bert_config(r.bert)
+    if r.teacher_bert:
+        teacher, teacher_tok = read_bert_config(r.teacher_bert)
+        if teacher_tok.vocab != student_tok.vocab:
+            raise ValueError(f"--teacher-bert {r.teacher_bert}: its vocabulary ({len(teacher_tok)} tokens) is not "
+                             f"the student's ({len(student_tok)} tokens, --bert {r.bert}); distillation needs one vocabulary")
+        if teacher.num_attention_heads != student.num_attention_heads:
+            raise ValueError(f"--teacher-bert {r.teacher_bert}: {teacher.num_attention_heads} attention heads, the "
+                             f"student (--bert {r.bert}) has {student.num_attention_heads}; attention distillation "
+                             f"needs the same count")
 
 
 def clip_config(ctx: Context) -> LightCapConfig:
@@ -929,6 +942,7 @@ def main(argv=None) -> None:
     try:
         r, _ = recipe_from_args(args, saved)
         r.check()
+        check_checkpoints(r)
     except ValueError as e:
         p.exit(2, f"{p.prog}: error: {e}\n")
     d = setup_dist(r.device)
