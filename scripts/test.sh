@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test: Python reference tests (pytest), then the Swift tests against fixtures
-# written by the Python reference, then the default model's captions by both engines.
+# Runs every test: the Python reference's fixtures, the Swift build, the Python tests (pytest;
+# some train models and check them with lightcap), the Swift tests against the fixtures, then
+# the default model's captions by both engines.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --python
@@ -12,12 +13,15 @@ echo "== fixtures (python -m lightcap_train.tools.fixtures)"
 .venv/bin/python -m lightcap_train.tools.image_fixtures --out .fixtures/images
 .venv/bin/python -m lightcap_train.tools.metric_cases --out .fixtures/metrics
 
+echo "== swift build (the engine, lightcap and the Swift tests; pytest runs lightcap on models the recipe trains)"
+swift build -c release -Xswiftc -enable-testing --build-tests 2>&1
+
 echo "== pytest"
-LIGHTCAP_FIXTURES="$PWD/.fixtures" .venv/bin/python -m pytest -q python/tests
+export LIGHTCAP_FIXTURES="$PWD/.fixtures"
+LIGHTCAP_REQUIRE_SWIFT=1 .venv/bin/python -m pytest -q python/tests
 
 echo "== swift test"
-export LIGHTCAP_FIXTURES="$PWD/.fixtures"
-swift test -c release -Xswiftc -enable-testing 2>&1
+swift test -c release -Xswiftc -enable-testing --skip-build 2>&1
 
 echo "== again on oneDNN's AVX2 kernels (DNNL_MAX_CPU_ISA=AVX2): INT8 decoder exactness, Winograd fallback, LightCap's Winograd, direct and pool kernels"
 DNNL_MAX_CPU_ISA=AVX2 swift test -c release -Xswiftc -enable-testing --skip-build \

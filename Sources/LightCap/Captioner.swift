@@ -227,7 +227,7 @@ public final class Captioner: Sendable {
         let concepts = zip(features.concepts.ids, features.concepts.scores).map {
             ConceptScore(name: conceptNames[$0], score: $1)
         }
-        return Caption(text: tokenizer.decode(hypothesis.tokens), tokens: tokenizer.tokenize(ids: hypothesis.tokens),
+        return Caption(text: tokenizer.decodeCaption(hypothesis.tokens), tokens: tokenizer.tokenize(ids: hypothesis.tokens),
                        tokenIds: hypothesis.tokens, score: hypothesis.score, concepts: concepts, timings: stopwatch.timings)
     }
 

@@ -163,6 +163,29 @@ public struct WordPieceTokenizer: Sendable {
         return String(decoding: out, as: UTF8.self)
     }
 
+    /// The caption of token ids (special tokens skipped), as people write it:
+    /// `captionText(decode(ids))`.
+    public func decodeCaption(_ ids: [Int]) -> String { Self.captionText(decode(ids)) }
+
+    /// A decoded caption as people write it: no space before ':', ';', a closing bracket or '%',
+    /// none after an opening bracket (decode's cleanup already joins '.', ',', '?', '!').
+    /// `decode` stays equal to transformers'; the Python reference's
+    /// `reference.wordpiece.caption_text` does the same (the fixture corpus checks it).
+    public static func captionText(_ text: String) -> String {
+        let scalars = Array(text.unicodeScalars)
+        var out = String.UnicodeScalarView()
+        for (i, c) in scalars.enumerated() {
+            let beforeClosing = i + 1 < scalars.count && captionClosing.contains(scalars[i + 1])
+            let afterOpening = out.last.map { captionOpening.contains($0) } ?? false
+            if c == " " && (beforeClosing || afterOpening) { continue }
+            out.append(c)
+        }
+        return String(out)
+    }
+
+    private static let captionClosing: Set<Unicode.Scalar> = [":", ";", ")", "]", "}", "%"]
+    private static let captionOpening: Set<Unicode.Scalar> = ["(", "[", "{"]
+
     // MARK: - Steps
 
     enum Segment: Equatable {

@@ -1,5 +1,5 @@
 // Parity of WordPieceTokenizer with transformers' BertTokenizer on the corpus written by
-// python/lightcap_train/tokenizer_cases.py (LIGHTCAP_FIXTURES/tokenizer/{vocab.txt,cases.json}),
+// python/lightcap_train/tools/tokenizer_cases.py (LIGHTCAP_FIXTURES/tokenizer/{vocab.txt,cases.json}),
 // plus small self-contained checks of the algorithm and its errors.
 import Foundation
 import XCTest
@@ -13,6 +13,7 @@ final class WordPieceTests: XCTestCase {
             var ids: [Int]
             var decoded: String
             var decoded_skip_special: String
+            var caption: String
         }
         struct CaseSet: Decodable {
             var do_lower_case: Bool
@@ -55,6 +56,7 @@ final class WordPieceTests: XCTestCase {
                 XCTAssertEqual(tokenizer.decode(c.ids, skipSpecialTokens: false), c.decoded,
                                "decode of \(c.tokens)")
                 XCTAssertEqual(tokenizer.decode(c.ids), c.decoded_skip_special, "decode of \(c.tokens)")
+                XCTAssertEqual(tokenizer.decodeCaption(c.ids), c.caption, "caption of \(c.tokens)")
                 checked += 1
             }
         }

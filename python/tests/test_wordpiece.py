@@ -70,3 +70,14 @@ def test_unknown_and_errors():
         WordPiece(["[UNK]", "a", "a"])
     with pytest.raises(KeyError, match="not in the vocabulary"):
         tok.token_id("[CLS]")
+
+
+def test_caption_text_writes_punctuation_against_its_word():
+    from lightcap_train.reference.wordpiece import caption_text
+    assert caption_text("three shapes : a small cyan cross, a large star") == "three shapes: a small cyan cross, a large star"
+    assert caption_text("a dog ( brown ) ; 50 %") == "a dog (brown); 50%"
+    assert caption_text("a cat : ") == "a cat: "  # a space before a non-punctuation character stays
+    assert caption_text("") == "" and caption_text(" : ") == ": "
+    tok = WordPiece(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "three", "shapes", ":", "a", "ring"])
+    assert tok.decode([5, 6, 7, 8, 9]) == "three shapes : a ring"  # decode stays transformers'
+    assert tok.decode_caption([2, 5, 6, 7, 8, 9, 3]) == "three shapes: a ring"

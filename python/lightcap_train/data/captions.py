@@ -467,7 +467,7 @@ class CaptionData:
                 x = load_pixels(split.paths[i:i + batch], model.config)
                 out = model.beam_search(x, beam) if beam > 1 else model.greedy(x)
                 for image_id, c in zip(split.image_ids[i:i + batch], out):
-                    captions[image_id] = model.tokenizer.decode(c.ids)
+                    captions[image_id] = model.tokenizer.decode_caption(c.ids)
         seconds = time.time() - t0
         folder = os.path.join(self.run, "eval")
         os.makedirs(folder, exist_ok=True)

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from lightcap_train.data import scenes as S
+from lightcap_train.data import scenes
 from lightcap_train.reference.wordpiece import WordPiece
 
 #: Family weights when sampling one of the five reference captions for training. The
@@ -56,10 +56,10 @@ class Split:
 
 def _render_one(args):
     split, seed, index, size = args
-    scene, image, caps = S.make_scene(split, seed, index, 256)
+    scene, image, caps = scenes.make_scene(split, seed, index, 256)
     if size != 256:
         image = np.asarray(Image.fromarray(image).resize((size, size), Image.BICUBIC))
-    return image, caps, S.scene_metadata(scene, index, f"{index:06d}.png")
+    return image, caps, scenes.scene_metadata(scene, index, f"{index:06d}.png")
 
 
 def render_split(split: str, seed: int, count: int, size: int, workers: int = 1) -> Split:
@@ -121,7 +121,7 @@ def region_labels(meta: dict, boxes, concepts: list[str]) -> np.ndarray:
 # Stage 0: the grid-cell labels, hard negatives
 
 
-CELL_OUTPUTS = 1 + len(S.COLOURS) + len(S.SHAPES) + len(S.SIZES) + 2
+CELL_OUTPUTS = 1 + len(scenes.COLOURS) + len(scenes.SHAPES) + len(scenes.SIZES) + 2
 
 
 def centre_cell(o: dict, side: int, image_side: float = 256.0) -> int:
@@ -140,9 +140,9 @@ def labelled_cells(metas: list[dict], side: int, image_side: float = 256.0):
 @torch.no_grad()
 def cell_shape_accuracy(out: torch.Tensor, t: dict[str, torch.Tensor]) -> float:
     """Share of labelled cells (cell_targets) whose shape is predicted right (progress of stage 0)."""
-    k1 = 1 + len(S.COLOURS)
+    k1 = 1 + len(scenes.COLOURS)
     labelled = t["shape"] >= 0
-    right = out[..., k1:k1 + len(S.SHAPES)].argmax(-1)[labelled] == t["shape"][labelled]
+    right = out[..., k1:k1 + len(scenes.SHAPES)].argmax(-1)[labelled] == t["shape"][labelled]
     return right.float().sum().item() / max(1, int(labelled.sum()))
 
 
@@ -154,7 +154,7 @@ def cell_targets(metas: list[dict], side: int, image_side: float = 256.0) -> dic
     t = {"present": torch.zeros(b, n), "colour": torch.full((b, n), -100, dtype=torch.long),
          "centre": torch.zeros(b, n, 2)}
     t["shape"], t["size"] = t["colour"].clone(), t["colour"].clone()
-    colours, shapes, sizes = list(S.COLOURS), list(S.SHAPES), list(S.SIZES)
+    colours, shapes, sizes = list(scenes.COLOURS), list(scenes.SHAPES), list(scenes.SIZES)
     for i, c, o in labelled_cells(metas, side, image_side):  # the larger one wins a shared cell
         x, y = o["centre"]
         t["present"][i, c] = 1
@@ -170,9 +170,9 @@ def cell_loss(out: torch.Tensor, t: dict[str, torch.Tensor]) -> torch.Tensor:
     size and its absolute centre in the image, so the grid itself must say what is where (the
     fusion model's visual tokens carry no position). out: [B, N, 1 + 8 + 8 + 2 + 2]."""
     b, n, _ = out.shape
-    k1 = 1 + len(S.COLOURS)
-    k2 = k1 + len(S.SHAPES)
-    k3 = k2 + len(S.SIZES)
+    k1 = 1 + len(scenes.COLOURS)
+    k2 = k1 + len(scenes.SHAPES)
+    k3 = k2 + len(scenes.SIZES)
     loss = F.binary_cross_entropy_with_logits(out[..., 0], t["present"])
     loss = loss + F.cross_entropy(out[..., 1:k1].reshape(b * n, -1), t["colour"].reshape(-1), ignore_index=-100)
     loss = loss + F.cross_entropy(out[..., k1:k2].reshape(b * n, -1), t["shape"].reshape(-1), ignore_index=-100)
@@ -196,8 +196,8 @@ def hard_negative(caption: str, rng: np.random.Generator) -> str:
         i = rel[rng.integers(len(rel))]
         words[i] = RELATION_SWAP[words[i]]
         return " ".join(words)
-    singular = {p: s for s, p in S.PLURALS.items()}
-    pools = (list(S.SIZES), list(S.COLOURS), list(S.SHAPES), list(S.BACKGROUNDS), ["three", "four"])
+    singular = {p: s for s, p in scenes.PLURALS.items()}
+    pools = (list(scenes.SIZES), list(scenes.COLOURS), list(scenes.SHAPES), list(scenes.BACKGROUNDS), ["three", "four"])
     known = {x for pool in pools for x in pool} | set(singular)
     slots = [i for i, w in enumerate(words) if w.rstrip(",") in known]
     i = slots[rng.integers(len(slots))]
@@ -207,7 +207,7 @@ def hard_negative(caption: str, rng: np.random.Generator) -> str:
         if w in pool or singular.get(w) in pool:
             options = [x for x in pool if x not in (w, singular.get(w))]
             new = options[rng.integers(len(options))]
-            words[i] = (S.PLURALS[new] if w in singular else new) + tail
+            words[i] = (scenes.PLURALS[new] if w in singular else new) + tail
             return " ".join(words)
     raise AssertionError(caption)
 
@@ -219,33 +219,34 @@ def concept_prompts(concept: str) -> list[str]:
     """Prompt ensemble of a concept (CLIP's zero-shot prompt ensembling): scenes captions in
     which the concept is named, every other attribute varied. One-word prompts ("a red") are
     far from anything the scenes text tower was trained on and give nearly equal embeddings."""
-    sizes, colours, shapes = list(S.SIZES), list(S.COLOURS), list(S.SHAPES)
-    if concept in S.SHAPES:
+    sizes, colours, shapes = list(scenes.SIZES), list(scenes.COLOURS), list(scenes.SHAPES)
+    if concept in scenes.SHAPES:
         return [f"a {z} {c} {concept}" for z in sizes for c in colours]
-    if concept in S.COLOURS:
+    if concept in scenes.COLOURS:
         return [f"a {z} {concept} {h}" for z in sizes for h in shapes]
-    if concept in S.SIZES:
+    if concept in scenes.SIZES:
         return [f"a {concept} {c} {h}" for c in colours for h in shapes]
-    if concept in S.BACKGROUNDS:
+    if concept in scenes.BACKGROUNDS:
         return [f"a {c} {h} on a {concept} background" for c in colours for h in shapes]
     rel = {"left": "to the left of", "right": "to the right of"}.get(concept, concept)
     return [f"a {c} {h} {rel} a {c2} {h2}" for c, c2 in zip(colours, colours[1:] + colours[:1])
             for h, h2 in zip(shapes, shapes[::-1])]
 
 
-#: What config.json's concepts.prompt records for the tiny model (the engine never reads it).
+#: What config.json's concepts.prompt records for the tiny model (the engine never reads it; the
+#: text, older than the function's name, stays so that the committed config.json is reproduced).
 PROMPT_NOTE = "scenes captions naming {} (prompt ensemble, orthogonalised: train.concept_embeddings)"
 
 
 @torch.no_grad()
-def concept_embeddings(text, tokenizer, context: int) -> torch.Tensor:
+def prompt_ensemble_embeddings(text, tokenizer, context: int) -> torch.Tensor:
     """[K, E]: each concept's prompt-ensemble embedding (mean of the L2-normalised text
     embeddings of its prompts), then the orthonormal set nearest to them (symmetric, Loewdin
     orthogonalisation: (e e^T)^-1/2 e). The small scenes text tower gives sentence embeddings
     that share one large direction (prompts differ by one word: cosines of 0.99+ between
     'red' and 'blue' prompts), which would leave the concept extractor no margin to rank by."""
     e = torch.stack([F.normalize(text(tokenizer(concept_prompts(c), context)), dim=-1).mean(0)
-                     for c in S.CONCEPTS]).double()  # [K, E]
+                     for c in scenes.CONCEPTS]).double()  # [K, E]
     u, _, vt = torch.linalg.svd(e, full_matrices=False)  # e = U S V^T; nearest orthonormal: U V^T
     return (u @ vt).float()
 
@@ -273,7 +274,7 @@ def diagonality(meta: dict) -> float:
 def relation_token_ids(tok: WordPiece) -> tuple[frozenset[int], dict[int, str]]:
     """(ids of a relation's first words, {id: word} of the shapes, colours and sizes)."""
     return (frozenset(tok.token_id(w) for w in ("to", "above", "below")),
-            {tok.token_id(w): w for w in (*S.SHAPES, *S.COLOURS, *S.SIZES)})
+            {tok.token_id(w): w for w in (*scenes.SHAPES, *scenes.COLOURS, *scenes.SIZES)})
 
 
 def relation_queries(tok: WordPiece, metas: list[dict], targets: torch.Tensor):
@@ -293,7 +294,7 @@ def relation_queries(tok: WordPiece, metas: list[dict], targets: torch.Tensor):
             continue
         named = {words.get(t) for t in row[max(0, j - 3):j]}
         matches = [o for o in objs if o["shape"] in named and o["colour"] in named
-                   and (o["size"] in named or not named & set(S.SIZES))]
+                   and (o["size"] in named or not named & set(scenes.SIZES))]
         if len(matches) != 1:
             continue
         out.append((b, j, matches[0], objs[1] if matches[0] is objs[0] else objs[0]))
@@ -346,7 +347,7 @@ class ScenesData:
                 raise ValueError(f"test_dir {test_dir} holds files but no objects.json: it is not a scenes "
                                  f"test split, and it is not overwritten (--set test_dir=ANOTHER)")
             self.log(f"data: writing the test split ({r.test_count} images, seed {r.test_seed}) to {test_dir}")
-            S.write_split("test", r.test_seed, r.test_count, test_dir, progress=False)
+            scenes.write_split("test", r.test_seed, r.test_count, test_dir, progress=False)
         return {"train": r.train_count, "val": r.val_count}
 
     def split(self, name: str) -> Split:
@@ -365,10 +366,10 @@ class ScenesData:
 
     # --- vocabulary and concepts ------------------------------------------------------------
     def tokenizer(self) -> WordPiece:
-        return WordPiece(S.vocabulary())
+        return WordPiece(scenes.vocabulary())
 
     def concepts(self) -> list[str]:
-        return list(S.CONCEPTS)
+        return list(scenes.CONCEPTS)
 
     # --- per split ----------------------------------------------------------------------------
     def split_names(self) -> list[str]:
@@ -432,11 +433,11 @@ class ScenesData:
         """Region labels [n, R, K] of the extractor's windows (what lies in each)."""
         from lightcap_train.data.batches import window_boxes
         boxes = window_boxes(cfg.concepts.windows, cfg.grid_side, 256)
-        return np.stack([region_labels(m, boxes, S.CONCEPTS) for m in feats.meta[name]])
+        return np.stack([region_labels(m, boxes, scenes.CONCEPTS) for m in feats.meta[name]])
 
     def image_concept_labels(self, feats, name: str) -> np.ndarray:
         """Image labels [n, K]: the labels of the whole-image region."""
-        return np.stack([region_labels(m, [(0, 0, 256, 256)], S.CONCEPTS)[0] for m in feats.meta[name]])
+        return np.stack([region_labels(m, [(0, 0, 256, 256)], scenes.CONCEPTS)[0] for m in feats.meta[name]])
 
     # --- the evaluate stage ------------------------------------------------------------------------
     def evaluate(self, ctx, model) -> dict:

@@ -28,13 +28,13 @@ import time
 
 import torch
 
-from lightcap_train.data import scenes as S
+from lightcap_train.data import scenes
 from lightcap_train.reference.preprocess import clip_preprocess, load_image
 
-SIZE_WORDS, COLOUR_WORDS = set(S.SIZES), set(S.COLOURS)
-SHAPE_OF = {**{s: s for s in S.SHAPES}, **{p: s for s, p in S.PLURALS.items()}}
+SIZE_WORDS, COLOUR_WORDS = set(scenes.SIZES), set(scenes.COLOURS)
+SHAPE_OF = {**{s: s for s in scenes.SHAPES}, **{p: s for s, p in scenes.PLURALS.items()}}
 COUNT_WORDS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4}
-RELATIONS = S.RELATIONS
+RELATIONS = scenes.RELATIONS
 
 
 def words_of(caption: str) -> list[str]:
@@ -104,7 +104,7 @@ def attribute_counts(caption: str, objects: list[dict]) -> tuple[int, int, int]:
 
 def true_relation(a: dict, b: dict) -> str:
     """scenes.relation of two objects of objects.json."""
-    return S.relation_of_centres(a["centre"], b["centre"])
+    return scenes.relation_of_centres(a["centre"], b["centre"])
 
 
 def relation_correct(caption: str, objects: list[dict]) -> bool | None:
@@ -228,7 +228,7 @@ def caption_split(model, data_dir: str, beam: int = 1, batch: int = 50, limit: i
         x = load_pixels([os.path.join(data_dir, "images", im["file_name"]) for im in chunk], cfg)
         caps = model.beam_search(x, beam) if beam > 1 else model.greedy(x)
         for im, c in zip(chunk, caps):
-            out[im["id"]] = model.tokenizer.decode(c.ids)
+            out[im["id"]] = model.tokenizer.decode_caption(c.ids)
         if log and (i // batch) % 5 == 0:
             log(f"evaluate: {i + len(chunk)}/{len(images)} images ({time.time() - start:.0f} s)")
     return out

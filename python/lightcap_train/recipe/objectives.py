@@ -23,13 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightcap_train.data import batches as B
-from lightcap_train.data import scenes_dataset as SD
+from lightcap_train.data import batches
+from lightcap_train.data import scenes_dataset
 from lightcap_train.recipe.trainer import batch_rng
 from lightcap_train.reference.model import LightCap
 
 
-def fusion_logits(model: LightCap, grid, concept_ids, cb: B.CaptionBatch, hidden=False, attentions=False):
+def fusion_logits(model: LightCap, grid, concept_ids, cb: batches.CaptionBatch, hidden=False, attentions=False):
     """Per-head logits at the mask-stream rows [B, H, M, V] (+ hidden states, attentions)."""
     visual = model.image_projection(model.modulate(grid, concept_ids))  # [B, N, D]
     hs, att = model.bert(cb.token_ids, cb.type_ids, cb.position_ids, cb.mask, visual)
@@ -124,7 +124,7 @@ class ClipObjective(nn.Module):
         self.scenes = ctx.data.kind == "scenes"
         self.region_steps = r.clip_region_steps if self.scenes else 0
         if self.scenes:
-            self.cells = nn.Linear(self.model.config.grid_channels, SD.CELL_OUTPUTS)
+            self.cells = nn.Linear(self.model.config.grid_channels, scenes_dataset.CELL_OUTPUTS)
 
     def forward(self, step):
         ctx, r = self.ctx, self.ctx.r
@@ -137,7 +137,7 @@ class ClipObjective(nn.Module):
             cells, shape_acc = self.region_loss(grid_tokens, metas)
             return cells, {"cells": cells.detach(), "cell_shape_acc": shape_acc}
         texts = ctx.data.sample_captions(ctx.data.train_references(idx), metas, rng)
-        negatives = [SD.hard_negative(t, rng) for t in texts] if self.scenes else []
+        negatives = [scenes_dataset.hard_negative(t, rng) for t in texts] if self.scenes else []
         tokens = self.bpe(texts + negatives, r.text_context).to(ctx.device)  # [B (+B), ctx]
 
         grid = self.model.visual.forward_grid(images)  # [B, C, G, G]
@@ -147,7 +147,7 @@ class ClipObjective(nn.Module):
         target = torch.arange(len(idx), device=ctx.device)
         clip = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits[:, :len(idx)].T, target))
 
-        cb = B.caption_batch(self.model, ctx.encode_captions(texts), None).to(ctx.device)
+        cb = batches.caption_batch(self.model, ctx.encode_captions(texts), None).to(ctx.device)
         grid_tokens = grid.flatten(2).transpose(1, 2)  # [B, N, C]
         head_logits = fusion_logits(self.model, grid_tokens, None, cb)[0]  # [B, 1, M, V]
         caption = token_ce(head_logits[:, 0], cb.targets)
@@ -162,9 +162,9 @@ class ClipObjective(nn.Module):
 
     def region_loss(self, grid_tokens: torch.Tensor, metas: list[dict]) -> tuple[torch.Tensor, float]:
         """cell_loss of the grid tokens [B, N, C], and the share of object cells whose shape is right."""
-        t = {k: v.to(grid_tokens.device) for k, v in SD.cell_targets(metas, self.model.config.grid_side).items()}
+        t = {k: v.to(grid_tokens.device) for k, v in scenes_dataset.cell_targets(metas, self.model.config.grid_side).items()}
         out = self.cells(grid_tokens)
-        return SD.cell_loss(out, t), SD.cell_shape_accuracy(out, t)
+        return scenes_dataset.cell_loss(out, t), scenes_dataset.cell_shape_accuracy(out, t)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -238,9 +238,9 @@ class FusionBatches:
         r = ctx.r
         self.pairs = np.zeros(0, dtype=np.int64)
         if ctx.data.kind == "scenes" and r.relation_extra:
-            self.pairs = SD.two_object_scenes(self.metas)
+            self.pairs = scenes_dataset.two_object_scenes(self.metas)
             if r.relation_hard > 0:
-                hard = np.array([SD.diagonality(self.metas[i]) >= SD.HARD_PAIR_RATIO for i in self.pairs], dtype=bool)
+                hard = np.array([scenes_dataset.diagonality(self.metas[i]) >= scenes_dataset.HARD_PAIR_RATIO for i in self.pairs], dtype=bool)
                 self.hard_pairs, self.easy_pairs = self.pairs[hard], self.pairs[~hard]
 
     def __call__(self, model: LightCap, step: int, batch: int, salt: int = 0):
@@ -261,14 +261,14 @@ class FusionBatches:
         device = self.ctx.device
         grid = self.feats.grid["train"][idx].to(device).float()
         cids = self.ids["train"][idx].to(device) if model.concepts is not None else None
-        cb = B.caption_batch(model, self.ctx.encode_captions(texts), None if cids is None else cids.cpu()).to(device)
+        cb = batches.caption_batch(model, self.ctx.encode_captions(texts), None if cids is None else cids.cpu()).to(device)
         return grid, cids, cb, idx
 
-    def offset_loss(self, head: nn.Module, idx, cb: B.CaptionBatch, hidden) -> torch.Tensor:
+    def offset_loss(self, head: nn.Module, idx, cb: batches.CaptionBatch, hidden) -> torch.Tensor:
         """MSE of `head` on the last hidden states of a batch drawn by __call__ (idx: its train
         images) at its relation words' queries, against scenes_dataset.offset_targets (0 without
         any)."""
-        rows, queries, target = SD.offset_targets(self.ctx.tok, [self.metas[i] for i in idx], cb.targets.cpu())
+        rows, queries, target = scenes_dataset.offset_targets(self.ctx.tok, [self.metas[i] for i in idx], cb.targets.cpu())
         if not len(rows):
             return hidden[-1].new_zeros(())
         device = hidden[-1].device

@@ -1,7 +1,7 @@
 """The LightCap training recipe, as resumable stages (docs/TRAINING.md, ../shared/DESIGN.md).
 
     python -m lightcap_train.recipe.train STAGE --run DIR [DATA] [CHECKPOINTS]
-        [--device cpu|cuda] [--precision fp32|bf16] [--recipe default|smoke] [--set key=value ...]
+        [--device cpu|cuda] [--precision fp32|bf16] [--recipe default|smoke|coco] [--set key=value ...]
 
 DATA, one of:
   (nothing)                         the rendered scenes (docs/SCENES.md): the committed default model
@@ -57,10 +57,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from lightcap_train.data import batches as B
-from lightcap_train.data import scenes as S
+from lightcap_train.data import batches
+from lightcap_train.data import scenes, scenes_dataset
 from lightcap_train.data.features import GridShards, write_features
-from lightcap_train.recipe import objectives as O
+from lightcap_train.recipe import objectives
 from lightcap_train.recipe.trainer import Dist, Log, batch_rng, fit, parameter_count, setup_dist
 from lightcap_train.reference.clip_text import CLIPTextTransformer, ClipTextConfig, WordPieceTextTokenizer
 from lightcap_train.reference.config import FusionConfig, LightCapConfig
@@ -115,10 +115,10 @@ class Recipe:
     train_count: int = 12000
     val_seed: int = 2
     val_count: int = 500  # scenes: rendered; COCO without a val file: held out of the train file
-    test_seed: int = S.TEST_SEED
-    test_count: int = S.TEST_COUNT
+    test_seed: int = scenes.TEST_SEED
+    test_count: int = scenes.TEST_COUNT
     test_dir: str = "data/test"
-    primary_weight: float = 0.6  # scenes: scenes_dataset.PRIMARY_WEIGHT
+    primary_weight: float = scenes_dataset.PRIMARY_WEIGHT  # scenes: the primary family's share
     # sizes
     student: str = "tiny"  # LightCapConfig.tiny + the settings in student_config()
     student_layers: int = 3  # fusion.num_hidden_layers of the student without --bert (2: test relation 0.915-0.935)
@@ -184,7 +184,14 @@ class Recipe:
                        checkpoint_every=2, log_every=1, eval_batch=8, workers=1,
                        teacher_hidden=64, teacher_layers=2, teacher_intermediate=128,
                        text_width=32, text_layers=1, relation_extra=4, val_eval_count=16)
-        raise ValueError(f"no recipe preset {name!r} (default, smoke)")
+        if name == "coco":  # COCO from OpenAI RN50 + TinyBERT-4 (student) and BERT-base (teacher): docs/TRAINING.md
+            return cls(concept_count=1000, concept_min_refs=2, concept_steps=4000, concept_batch=512, concept_lr=1e-3,
+                       teacher_steps=20000, teacher_cycles=4, teacher_batch=256, teacher_lr=1e-4,
+                       distill_steps=5000, output_steps=20000, student_batch=256, student_lr=2e-4,
+                       ensemble_steps=5000, scst_steps=0, scst_batch=64, warmup=1000,
+                       checkpoint_every=1000, log_every=100, eval_batch=100, val_eval_count=1000,
+                       feature_workers=8, workers=8, threads=8)
+        raise ValueError(f"no recipe preset {name!r} (default, smoke, coco)")
 
     def updated(self, assignments: list[str]) -> "Recipe":
         values = {}
@@ -222,10 +229,6 @@ class Recipe:
 # ----------------------------------------------------------------------------------------------
 # Configurations
 
-#: What config.json's concepts.prompt records for the tiny scenes model (the engine never reads it).
-SCENES_PROMPT_NOTE = "scenes captions naming {} (prompt ensemble, orthogonalised: train.concept_embeddings)"
-
-
 def student_config(vocab_size: int, image_size: int = Recipe.image_size, **sections) -> LightCapConfig:
     """The committed `tiny` size: FORMAT.md's example, with room for the longest scenes caption
     (22 tokens: four objects listed with their sizes). Greedy by default: on the test split it
@@ -233,7 +236,7 @@ def student_config(vocab_size: int, image_size: int = Recipe.image_size, **secti
     prefers the shorter families that leave sizes out, docs/RESULTS.md)."""
     cfg = LightCapConfig.tiny(vocab_size).replace(
         decoding={"max_length": 24, "caption_segment_length": 26, "beam_size": 1},
-        image={"size": image_size}, visual={"batchnorm_folded": False}, concepts={"prompt": SCENES_PROMPT_NOTE},
+        image={"size": image_size}, visual={"batchnorm_folded": False}, concepts={"prompt": scenes_dataset.PROMPT_NOTE},
         fusion={"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0})
     return cfg.replace(**sections) if sections else cfg
 
@@ -339,8 +342,7 @@ def clip_config(ctx: Context) -> LightCapConfig:
 
 def make_data_set(r: Recipe, run: str, log):
     if r.data == "scenes":
-        from lightcap_train.data.scenes_dataset import ScenesData
-        return ScenesData(r, log)
+        return scenes_dataset.ScenesData(r, log)
     from lightcap_train.data.captions import CaptionData
     return CaptionData(r, run, log)
 
@@ -417,8 +419,8 @@ def greedy_captions(ctx: Context, model: LightCap, grids, concept_ids, batch=100
     for i in range(0, count or len(grids), batch):
         j = min(i + batch, count or len(grids))
         cids = None if concept_ids is None or model.concepts is None else concept_ids[i:j].to(ctx.device)
-        for k, toks in enumerate(O.greedy_on_grid(model, grids[i:j].to(ctx.device).float(), cids)):
-            caps[i + k] = ctx.tok.decode(toks)
+        for k, toks in enumerate(objectives.greedy_on_grid(model, grids[i:j].to(ctx.device).float(), cids)):
+            caps[i + k] = ctx.tok.decode_caption(toks)
     return caps
 
 
@@ -492,7 +494,7 @@ def stage_clip(ctx: Context) -> None:
         return
     model = LightCap(clip_config(ctx), ctx.tok, [])
     text, tokenizer = text_tower(ctx)
-    obj = O.ClipObjective(ctx, model, text, tokenizer).to(ctx.device)
+    obj = objectives.ClipObjective(ctx, model, text, tokenizer).to(ctx.device)
     ctx.log(f"clip: visual {parameter_count(obj.model.visual) / 1e6:.2f} M parameters, text "
             f"{parameter_count(obj.text) / 1e6:.2f} M, captioner {parameter_count(obj.model, ('visual',)) / 1e6:.2f} M")
     fit(obj, obj.parameters(), steps=obj.region_steps + r.clip_steps, lr=r.clip_lr, out_dir=ctx.path("clip"),
@@ -580,13 +582,13 @@ def stage_concepts(ctx: Context) -> None:
     extractor = model.concepts
     extractor.embeddings.copy_(embeddings)
     labels = torch.from_numpy(ctx.data.concept_labels(feats, "train", ctx.cfg))  # [n, R, K] or [n, K]
-    obj = O.ConceptObjective(ctx, extractor, feats.grid["train"], labels).to(ctx.device)
+    obj = objectives.ConceptObjective(ctx, extractor, feats.grid["train"], labels).to(ctx.device)
     fit(obj, obj.parameters(), steps=r.concept_steps, lr=r.concept_lr, out_dir=ctx.path("concepts"),
         log=ctx.log, d=ctx.d, name="concepts", warmup=r.warmup, checkpoint_every=r.checkpoint_every,
         log_every=r.log_every, precision=r.precision)
     ext = obj.extractor.eval()
     val = torch.from_numpy(ctx.data.image_concept_labels(feats, "val"))
-    ctx.log("concepts: val " + fmt(O.concept_quality(ext, feats.grid["val"], val, ctx.device)))
+    ctx.log("concepts: val " + fmt(objectives.concept_quality(ext, feats.grid["val"], val, ctx.device)))
     with torch.no_grad():
         ids = {k: torch.cat([ext(g[i:i + 1000].to(ctx.device).float())[0].cpu() for i in range(0, len(g), 1000)])
                for k, g in feats.grid.items()}
@@ -596,14 +598,13 @@ def stage_concepts(ctx: Context) -> None:
 @torch.no_grad()
 def concept_text_embeddings(ctx: Context) -> torch.Tensor:
     """[K, E] text embeddings of the concepts by stage 0's text tower: on the scenes the
-    orthogonalised prompt ensembles (scenes_dataset.concept_embeddings), else the config's
+    orthogonalised prompt ensembles (scenes_dataset.prompt_ensemble_embeddings), else the config's
     prompt ("a photo of a {}")."""
     from lightcap_train.reference.clip_text import concept_embeddings
 
     text, tokenizer = load_text_tower(ctx)
     if ctx.data.kind == "scenes":
-        from lightcap_train.data.scenes_dataset import concept_embeddings as scenes_embeddings
-        return scenes_embeddings(text, tokenizer, ctx.r.text_context)
+        return scenes_dataset.prompt_ensemble_embeddings(text, tokenizer, ctx.r.text_context)
     return concept_embeddings(text, tokenizer, ctx.concepts, ctx.cfg.concepts.prompt)
 
 
@@ -639,7 +640,7 @@ def stage_teacher(ctx: Context) -> None:
     feats = Features(ctx)
     model = fusion_model(ctx, teacher_config(ctx), r.teacher_bert)
     ctx.log(f"teacher: {parameter_count(model, ('visual', 'concepts')) / 1e6:.2f} M fusion parameters")
-    obj = O.CrossEntropyObjective(model, O.FusionBatches(ctx, feats, concept_ids(ctx)), r.teacher_batch)
+    obj = objectives.CrossEntropyObjective(model, objectives.FusionBatches(ctx, feats, concept_ids(ctx)), r.teacher_batch)
 
     def snapshot(c: int) -> None:
         torch.save({k: v.cpu() for k, v in model.state_dict().items()}, ctx.path("teacher", f"snapshot{c}.pt"))
@@ -649,7 +650,7 @@ def stage_teacher(ctx: Context) -> None:
         else:
             ctx.log(f"teacher: snapshot {c} saved")
 
-    fit(obj, O.trainable(obj), steps=r.teacher_steps, lr=r.teacher_lr, out_dir=ctx.path("teacher"),
+    fit(obj, objectives.trainable(obj), steps=r.teacher_steps, lr=r.teacher_lr, out_dir=ctx.path("teacher"),
         log=ctx.log, d=ctx.d, name="teacher", warmup=r.warmup, cycles=r.teacher_cycles,
         checkpoint_every=r.checkpoint_every, log_every=r.log_every, on_cycle_end=snapshot, precision=r.precision)
     ctx.log("teacher: val " + fmt(evaluate_fusion(ctx, model.eval(), feats)))
@@ -672,15 +673,15 @@ def load_teachers(ctx: Context) -> list[LightCap]:
 def stage_student(ctx: Context) -> None:
     r = ctx.r
     feats = Features(ctx)
-    batches = O.FusionBatches(ctx, feats, concept_ids(ctx))
+    batches = objectives.FusionBatches(ctx, feats, concept_ids(ctx))
     student = student_model(ctx)
     teachers = load_teachers(ctx)
     ctx.log(f"student: {parameter_count(student, ('visual', 'concepts')) / 1e6:.2f} M fusion parameters")
-    layers = O.DistillObjective(student, teachers, batches, r.student_batch, "layers", r.temperature)
+    layers = objectives.DistillObjective(student, teachers, batches, r.student_batch, "layers", r.temperature)
     fit(layers, layers.trainable(), steps=r.distill_steps, lr=r.student_lr, out_dir=ctx.path("student", "layers"),
         log=ctx.log, d=ctx.d, name="student/layers", warmup=r.warmup,
         checkpoint_every=r.checkpoint_every, log_every=r.log_every, precision=r.precision)
-    output = O.DistillObjective(student, teachers, batches, r.student_batch, "output", r.temperature)
+    output = objectives.DistillObjective(student, teachers, batches, r.student_batch, "output", r.temperature)
     fit(output, output.trainable(), steps=r.output_steps, lr=r.student_lr, out_dir=ctx.path("student", "output"),
         log=ctx.log, d=ctx.d, name="student/output", warmup=r.warmup,
         checkpoint_every=r.checkpoint_every, log_every=r.log_every, precision=r.precision)
@@ -693,7 +694,7 @@ def stage_ensemble(ctx: Context) -> None:
     feats = Features(ctx)
     student = student_model(ctx)
     student.load_state_dict(ctx.load_final("student")["model"])
-    obj = O.DistillObjective(student, load_teachers(ctx), O.FusionBatches(ctx, feats, concept_ids(ctx)),
+    obj = objectives.DistillObjective(student, load_teachers(ctx), objectives.FusionBatches(ctx, feats, concept_ids(ctx)),
                              r.student_batch, "ensemble", r.temperature)
     fit(obj, obj.trainable(), steps=r.ensemble_steps, lr=r.student_lr / 2, out_dir=ctx.path("ensemble"),
         log=ctx.log, d=ctx.d, name="ensemble", warmup=r.warmup,
@@ -726,14 +727,14 @@ class ScstObjective(torch.nn.Module):
         grid = self.feats.grid["train"][idx].to(device).float()
         cids = self.ids["train"][idx].to(device)
         self.student.eval()
-        greedy = O.greedy_on_grid(self.student, grid, cids)
-        sampled = O.sample_on_grid(self.student, grid, cids, rng)
+        greedy = objectives.greedy_on_grid(self.student, grid, cids)
+        sampled = objectives.sample_on_grid(self.student, grid, cids, rng)
         self.student.train()
         refs = [self.refs[i] for i in idx]
-        base = self.scorer.scores([ctx.tok.decode(t) for t in greedy], refs)
-        reward = self.scorer.scores([ctx.tok.decode(t) for t in sampled], refs)
-        cb = B.caption_batch(self.student, sampled, cids.cpu()).to(device)
-        logp = F.log_softmax(O.fusion_logits(self.student, grid, cids, cb)[0].mean(1).float(), -1)  # [B, M, V]
+        base = self.scorer.scores([ctx.tok.decode_caption(t) for t in greedy], refs)
+        reward = self.scorer.scores([ctx.tok.decode_caption(t) for t in sampled], refs)
+        cb = batches.caption_batch(self.student, sampled, cids.cpu()).to(device)
+        logp = F.log_softmax(objectives.fusion_logits(self.student, grid, cids, cb)[0].mean(1).float(), -1)  # [B, M, V]
         valid = cb.targets >= 0
         tok_logp = logp.gather(-1, cb.targets.clamp(min=0)[..., None])[..., 0] * valid
         adv = torch.tensor(reward - base, dtype=torch.float32, device=device)
@@ -752,7 +753,7 @@ def stage_scst(ctx: Context) -> None:
     student = student_model(ctx)
     student.load_state_dict(ctx.load_final(src)["model"])
     obj = ScstObjective(ctx, student, feats, concept_ids(ctx))
-    fit(obj, O.trainable(student), steps=r.scst_steps, lr=r.scst_lr, out_dir=ctx.path("scst"),
+    fit(obj, objectives.trainable(student), steps=r.scst_steps, lr=r.scst_lr, out_dir=ctx.path("scst"),
         log=ctx.log, d=ctx.d, name="scst", warmup=0, checkpoint_every=r.checkpoint_every,
         log_every=r.log_every, precision=r.precision)
     ctx.log("scst: val " + fmt(evaluate_fusion(ctx, student.eval(), feats)))
@@ -786,8 +787,8 @@ def stage_export(ctx: Context) -> None:
         back = load(out)
         feats = Features(ctx)
         ids = concept_ids(ctx)["val"][:16]
-        a = O.greedy_on_grid(model, feats.grid["val"][:16].float(), ids)
-        b = O.greedy_on_grid(back, feats.grid["val"][:16].float(), ids)
+        a = objectives.greedy_on_grid(model, feats.grid["val"][:16].float(), ids)
+        b = objectives.greedy_on_grid(back, feats.grid["val"][:16].float(), ids)
         if a != b:
             raise RuntimeError("the exported model decodes differently from the trained one")
         size = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out))
@@ -820,7 +821,7 @@ def stage_ablation(ctx: Context, seeds: int = 1) -> None:
     variants train first, so that the ablation can run beside the recipe's fusion stages."""
     r = ctx.r
     feats = Features(ctx)
-    batches = O.FusionBatches(ctx, feats, concept_ids(ctx))
+    batches = objectives.FusionBatches(ctx, feats, concept_ids(ctx))
     steps = r.distill_steps + r.output_steps + r.ensemble_steps
     split = "test" if "test" in feats.grid else "val"
     rows = []
@@ -846,8 +847,8 @@ def stage_ablation(ctx: Context, seeds: int = 1) -> None:
             model = student_model(ctx, ctx.cfg.replace(**change) if change else ctx.cfg)
             torch.manual_seed(1000 + seed)
             model.reset_parameters()
-            obj = O.CrossEntropyObjective(model, batches, r.student_batch, salt=seed)
-            fit(obj, O.trainable(obj), steps=steps, lr=r.student_lr, out_dir=path, log=ctx.log, d=ctx.d,
+            obj = objectives.CrossEntropyObjective(model, batches, r.student_batch, salt=seed)
+            fit(obj, objectives.trainable(obj), steps=steps, lr=r.student_lr, out_dir=path, log=ctx.log, d=ctx.d,
                 name=f"ablation/{name}/{seed}", warmup=r.warmup, checkpoint_every=r.checkpoint_every,
                 log_every=r.log_every * 5, precision=r.precision)
             row(name, model, seed)
@@ -875,9 +876,9 @@ OPTIONS = {"annotations": "annotations", "images": "images", "val_annotations": 
            "teacher_bert": "teacher_bert", "concepts": "concepts_file"}
 
 
-def recipe_from_args(args, saved: str) -> tuple[Recipe, bool]:
-    """The run's recipe: the saved one when only --run is given (resume), else the preset with
-    the command line's data, checkpoint, device and --set options. Returns (recipe, resumed)."""
+def recipe_from_args(args, saved: str) -> Recipe:
+    """The run's recipe: an existing run's DIR/recipe.json (so `--run DIR` alone resumes), else
+    the --recipe preset; then the command line's data, checkpoint, device and --set options."""
     options = {field: os.path.abspath(getattr(args, opt)) for opt, field in OPTIONS.items() if getattr(args, opt)}
     if args.device:
         options["device"] = args.device
@@ -885,9 +886,6 @@ def recipe_from_args(args, saved: str) -> tuple[Recipe, bool]:
         options["precision"] = args.precision
     if args.skip_bad_images:
         options["skip_bad_images"] = True
-    if os.path.exists(saved) and not args.set and args.recipe == "default" and not options:
-        with open(saved) as f:
-            return Recipe(**json.load(f)), True
     if args.annotations and args.karpathy:
         raise ValueError("give either --annotations (COCO captions) or --karpathy, not both")
     if args.annotations:
@@ -898,8 +896,17 @@ def recipe_from_args(args, saved: str) -> tuple[Recipe, bool]:
         options["data"] = "karpathy"
         if not args.image_root:
             raise ValueError("--karpathy needs --image-root (the folder its filepath/filename entries are in)")
-    r = Recipe.preset(args.recipe).updated(args.set)
-    return dataclasses.replace(r, **options), False
+    if os.path.exists(saved):
+        with open(saved) as f:
+            fields = json.load(f)
+        unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(Recipe)})
+        if unknown:
+            raise ValueError(f"{saved}: fields this recipe does not have ({', '.join(unknown)}): a run of another "
+                             f"version of the recipe; start a new run directory")
+        r = Recipe(**fields)
+    else:
+        r = Recipe.preset(args.recipe)
+    return dataclasses.replace(r.updated(args.set), **options)
 
 
 def main(argv=None) -> None:
@@ -928,7 +935,8 @@ def main(argv=None) -> None:
     ckpt.add_argument("--concepts", help="concept vocabulary, one a line (default: mined from the captions)")
     p.add_argument("--device", choices=["cpu", "cuda"], help="default cpu")
     p.add_argument("--precision", choices=["fp32", "bf16"], help="default fp32")
-    p.add_argument("--recipe", default="default", help="preset: default or smoke")
+    p.add_argument("--recipe", default="default",
+                   help="preset of a new run: default (the scenes), smoke (CI) or coco; an existing run keeps its recipe.json")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override recipe fields")
     p.add_argument("--force", action="store_true", help="rerun the stages from scratch (their checkpoints are deleted)")
     p.add_argument("--seeds", type=int, default=1, help="ablation: seeds per row")
@@ -940,7 +948,7 @@ def main(argv=None) -> None:
         p.error(f"unknown stage {', '.join(unknown)} (stages: {', '.join(STAGES)}, all, ablation)")
     saved = os.path.join(args.run, "recipe.json")
     try:
-        r, _ = recipe_from_args(args, saved)
+        r = recipe_from_args(args, saved)
         r.check()
         check_checkpoints(r)
     except ValueError as e:

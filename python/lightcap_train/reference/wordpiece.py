@@ -75,6 +75,24 @@ CLEAN_UP_RULES = [(" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
+#: Punctuation a caption writes against the word before it ("three shapes: a ..."), and brackets
+#: written against the word after: what decode's cleanup (transformers') leaves spaced apart.
+CAPTION_CLOSING = frozenset(":;)]}%")
+CAPTION_OPENING = frozenset("([{")
+
+
+def caption_text(text: str) -> str:
+    """A decoded caption as people write it: no space before ':', ';', a closing bracket or
+    '%', none after an opening bracket (decode's cleanup already joins '.', ',', '?', '!').
+    WordPiece.decode stays equal to transformers'; captions go through this too. The Swift
+    engine's WordPiece.captionText does the same."""
+    out: list[str] = []
+    for i, ch in enumerate(text):
+        if ch == " " and ((i + 1 < len(text) and text[i + 1] in CAPTION_CLOSING) or (out and out[-1] in CAPTION_OPENING)):
+            continue
+        out.append(ch)
+    return "".join(out)
+
 
 class WordPiece:
     """WordPiece tokenizer over a vocabulary (id = position in the list)."""
@@ -147,3 +165,7 @@ class WordPiece:
             for old, new in CLEAN_UP_RULES:
                 text = text.replace(old, new)
         return text
+
+    def decode_caption(self, ids) -> str:
+        """The caption of token ids (special tokens skipped), as people write it (caption_text)."""
+        return caption_text(self.decode(ids))

@@ -239,7 +239,7 @@ def make_case(model: LightCap, image: torch.Tensor, caption: list[int]) -> tuple
     t["beam_score"] = torch.tensor([beam.score])
     if model.visual.attnpool is not None:
         t["pooled"] = model.visual(x)[0]  # [output_dim]
-    decoded = {"greedy": model.tokenizer.decode(greedy.ids), "beam": model.tokenizer.decode(beam.ids)}
+    decoded = {"greedy": model.tokenizer.decode_caption(greedy.ids), "beam": model.tokenizer.decode_caption(beam.ids)}
     return t, decoded, min(margins) if margins else float("inf")
 
 

@@ -10,7 +10,9 @@ from the same character classes. Output:
 
     <out>/vocab.txt     a copy of the vocabulary
     <out>/cases.json    {"vocab_source": ..., "sets": [{"do_lower_case": bool,
-                          "cases": [{"text", "tokens", "ids", "decoded", "decoded_skip_special"}]}]}
+                          "cases": [{"text", "tokens", "ids", "decoded", "decoded_skip_special",
+                                     "caption"}]}]}
+                        ("caption": reference.wordpiece.caption_text of the peer's decode)
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import json
 import random
 import shutil
 from pathlib import Path
+
+from lightcap_train.reference.wordpiece import caption_text
 
 HAND_WRITTEN = [
     "",
@@ -132,6 +136,7 @@ def main() -> None:
                 "ids": ids,
                 "decoded": tok.decode(ids),
                 "decoded_skip_special": tok.decode(ids, skip_special_tokens=True),
+                "caption": caption_text(tok.decode(ids, skip_special_tokens=True)),
             })
         sets.append({"do_lower_case": lower, "cases": cases})
 
