@@ -1,4 +1,4 @@
-"""The LightCap training recipe, as resumable stages (docs/TRAINING.md, ../shared/DESIGN.md).
+"""The LightCap training recipe, as resumable stages (docs/TRAINING.md).
 
     python -m lightcap_train.recipe.train STAGE --run DIR [DATA] [CHECKPOINTS]
         [--device cpu|cuda] [--precision fp32|bf16] [--recipe default|smoke|coco] [--set key=value ...]
@@ -228,6 +228,7 @@ class Recipe:
 
 # ----------------------------------------------------------------------------------------------
 # Configurations
+
 
 def student_config(vocab_size: int, image_size: int = Recipe.image_size, **sections) -> LightCapConfig:
     """The committed `tiny` size: FORMAT.md's example, with room for the longest scenes caption
