@@ -251,3 +251,20 @@ def test_bf16_precision_runs_the_steps_under_autocast(tmp_path):
     fit(toy, toy.parameters(), steps=2, lr=1e-3, out_dir=str(tmp_path / "b"), log=log, d=d, name="toy",
         precision="bf16")
     assert seen == [torch.float32] * 2 + [torch.bfloat16] * 2 and toy.lin.weight.dtype == torch.float32
+
+
+def test_an_rn50_torchscript_archive_gives_the_recipe_the_same_image_side_as_its_state_dict(open_clip, tmp_path):
+    """Stage 0's reader on the two forms of one random RN50: OpenAI's TorchScript archive (quick
+    GELU text tower) and the open_clip state dict give the same config sizes and visual weights
+    (the end-to-end runs above use the state dict of an RN50 and the archive of a small CLIP)."""
+    torch.manual_seed(0)
+    clip = open_clip.create_model("RN50", pretrained=None, force_quick_gelu=True).eval()
+    torch.save(clip.state_dict(), tmp_path / "rn50.pt")
+    images, texts = torch.randn(1, 3, 224, 224), torch.zeros(1, 77, dtype=torch.long)
+    torch.jit.trace(clip, (images, texts), strict=False).save(str(tmp_path / "rn50-openai.pt"))
+    archive = T.clip_checkpoint(T.Recipe(clip=str(tmp_path / "rn50-openai.pt")))
+    state = T.clip_checkpoint(T.Recipe(clip=str(tmp_path / "rn50.pt"), clip_text_act="quick_gelu"))
+    assert archive[2] == state[2] == {"layers": [3, 4, 6, 3], "width": 64, "heads": 32, "image_size": 224,
+                                      "output_dim": 1024, "embed_dim": 1024}
+    assert archive[0].keys() == state[0].keys() and all(torch.equal(archive[0][k], state[0][k]) for k in state[0])
+    assert archive[1].config.act == "quick_gelu"  # OpenAI archives: QuickGELU text tower
