@@ -21,10 +21,14 @@ from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from PIL import Image
 
 from lightcap_train.data.concepts import image_labels, mine_concepts, read_concepts
+from lightcap_train.data.features import ImageFiles
+from lightcap_train.reference.convert import read_bert_config
 from lightcap_train.reference.preprocess import load_image
+from lightcap_train.reference.wordpiece import WordPiece, basic_tokenize
 
 #: Longest accepted image side in pixels; larger files are rejected by `check_images` (a
 #: caption set of photos has nothing near it, a decompression bomb or a broken header does).
@@ -275,8 +279,6 @@ def mine_vocabulary(references: list[list[str]], size: int, required: list[str] 
     tokens, the `required` words (the concepts: every concept must be a token), then the `size`
     most frequent BERT-basic tokens of the captions (lowercased, punctuation apart), ties broken
     alphabetically. A word outside it is [UNK]."""
-    from lightcap_train.reference.wordpiece import basic_tokenize
-
     counts = Counter(t for caps in references for c in caps for t in basic_tokenize(c, True))
     vocab = list(SPECIAL_TOKENS)
     for word in required:
@@ -381,18 +383,14 @@ class CaptionData:
             path = os.path.join(self.run, "data", "final.pt")
             if not os.path.exists(path):
                 raise ValueError(f"{path} is missing: run the data stage first")
-            import torch
             self._state = torch.load(path, map_location="cpu", weights_only=False)
         return self._state
 
     # --- vocabulary and concepts ------------------------------------------------------------
     def tokenizer(self):
-        from lightcap_train.reference.wordpiece import WordPiece
-
         vocab = self.state()["vocab"]
         if vocab is not None:
             return WordPiece(vocab)
-        from lightcap_train.reference.convert import read_bert_config
         return read_bert_config(self.r.bert)[1]
 
     def concepts(self) -> list[str]:
@@ -415,7 +413,6 @@ class CaptionData:
         return self.split(name).image_ids
 
     def feature_source(self, name: str, cfg):
-        from lightcap_train.data.features import ImageFiles
         return ImageFiles(self.split(name).paths, cfg.image.size, cfg.image.mean, cfg.image.std)
 
     # --- what stage 0 trains on (without --clip) --------------------------------------------------
@@ -423,7 +420,6 @@ class CaptionData:
         return len(self.split("train"))
 
     def train_pixels(self, idx, cfg):
-        import torch
         source = self.feature_source("train", cfg)
         return torch.stack([source[int(i)][1] for i in idx]).contiguous(memory_format=torch.channels_last)
 
@@ -453,7 +449,6 @@ class CaptionData:
         the model's own decoding settings: DIR/eval/results.json (COCO results) and
         DIR/eval/annotations.json (the split's references in COCO captions format, for
         `lightcap eval`), scored by pycocoevalcap."""
-        import torch
 
         from lightcap_train.recipe.evaluate import coco_metrics, load_pixels
 

@@ -117,6 +117,7 @@ def region_labels(meta: dict, boxes, concepts: list[str]) -> np.ndarray:
                 labels[r, index[w]] = 1
     return labels
 
+
 # ----------------------------------------------------------------------------------------------
 # Stage 0: the grid-cell labels, hard negatives
 
