@@ -51,7 +51,7 @@ public enum ConvolutionAlgorithm: String, Sendable, CaseIterable {
     /// output channels, 1x1 at output sides up to 7), oneDNN's elsewhere.
     case direct
     /// Direct convolution and average pools by oneDNN's kernels everywhere (what `direct` was
-    /// until the fifteenth session; for comparisons). Every other choice pools by LightCap's
+    /// before LightCap's pool existed; for comparisons). Every other choice pools by LightCap's
     /// `AveragePool`.
     case directOneDNN = "direct-onednn"
     /// Winograd for the 3x3 stride-1 convolutions where it is faster (output side >= 14, >= 64
