@@ -172,3 +172,39 @@ def test_every_split_and_style_present(tmp_path):
     for split in ("train", "val", "test"):
         assert styles[split] == {"noto", "openmoji"}, (split, styles[split])
     assert styles["test-style"] == {"twemoji"}
+
+
+def test_scores_read_things_counts_and_backgrounds_from_captions(tmp_path):
+    from lightcap_train.data.objects.score import main, named_things, object_scores
+
+    assert named_things("a hot dog and two dogs by a forest stream") == {"hot dog": 1, "dog": 2}
+    assert named_things("three sheep, a mouse and mice") == {"sheep": 3, "mouse": 1}
+    assert named_things("dogs on a patch of moss") == {"dog": 0}
+    O.write_split("test", 5, 40, str(tmp_path), words=100, size=64, progress=False)
+    objects = json.loads((tmp_path / "objects.json").read_text())
+    coco = json.loads((tmp_path / "captions.json").read_text())
+    first = {}
+    for a in coco["annotations"]:
+        first.setdefault(a["image_id"], a["caption"])
+    perfect = object_scores(first, objects)
+    assert perfect == {"object_precision": 1.0, "object_recall": 1.0, "object_f1": 1.0,
+                       "count_accuracy": 1.0, "background_accuracy": 1.0}
+    # one image's things replaced by a wrong one, another's count and background wrong
+    m0, m1 = objects["images"][0], objects["images"][1]
+    wrong = dict(first)
+    truth = {o["name"] for o in m0["objects"]}
+    other = next(t for t in O.things() if t.word not in truth)
+    wrong[m0["image_id"]] = f"{other.article} {other.word} {m0['background']['phrase']}"
+    wrong[m1["image_id"]] = " and ".join(f"four {next(t.plural for t in O.things() if t.word == o['name'])}"
+                                         for o in m1["objects"])
+    s = object_scores(wrong, objects)
+    n_true = sum(len({o["name"] for o in m["objects"]}) for m in objects["images"])
+    assert s["object_precision"] == pytest.approx((n_true - len(truth)) / (n_true - len(truth) + 1))
+    assert s["object_recall"] == pytest.approx((n_true - len(truth)) / n_true)
+    assert s["background_accuracy"] == pytest.approx(39 / 40)
+    assert s["count_accuracy"] < 1.0
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps([{"image_id": i, "caption": c} for i, c in first.items()]))
+    assert main(["--data", str(tmp_path), "--results", str(results), "--json", str(tmp_path / "s.json")]) == 0
+    scores = json.loads((tmp_path / "s.json").read_text())
+    assert scores["object_f1"] == 1.0 and scores["CIDEr"] > 1.0

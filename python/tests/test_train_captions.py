@@ -151,6 +151,35 @@ def test_coco_run_from_a_torchscript_clip_under_torchrun(folder, small_clip_torc
     check_swift_captions_equal_python(run / "model", sorted((folder / "images").glob("00000[0-4].*")))
 
 
+def test_objects_train_through_the_general_path_with_box_supervision(tmp_path):
+    """The objects data set (COCO captions + instances + concepts.txt) on the general path:
+    stage 0 learns every grid cell's object from the boxes; the test split is scored for
+    objects; Swift captions its images like the reference."""
+    from lightcap_train.data.objects import write_split
+    from lightcap_train.data.objects.score import main as score
+
+    data = tmp_path / "objects"
+    for split, seed, count in (("train", 1, 48), ("val", 2, 8), ("test", 3, 8)):
+        write_split(split, seed, count, str(data / split), words=24, size=96, progress=False)
+    run = tmp_path / "run"
+    args = ["--annotations", data / "train" / "captions.json", "--images", data / "train" / "images",
+            "--concepts", data / "train" / "concepts.txt",
+            "--val-annotations", data / "val" / "captions.json", "--val-images", data / "val" / "images",
+            "--test-annotations", data / "test" / "captions.json", "--test-images", data / "test" / "images"]
+    out = train("all", "--run", run, *args, "--instances", data / "train" / "instances.json",
+                "--recipe", "smoke", "--set", *SMALL)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+    assert "--instances: 24 categories, boxes for 48 of 48 training images" in out.stdout
+    assert "cell_object_acc" in out.stdout and "evaluate: finished" in out.stdout
+    words = (data / "train" / "concepts.txt").read_text().split("\n")[:-1]
+    assert (run / "model" / "concepts.txt").read_text().split("\n")[:len(words)] == words
+    assert score(["--data", str(data / "test"), "--results", str(run / "eval" / "results.json")]) == 0
+    check_swift_captions_equal_python(run / "model", sorted((data / "test" / "images").glob("*.jpg"))[:4])
+    refused = train("data", "--run", tmp_path / "r", *args, "--instances", data / "train" / "instances.json",
+                    "--clip", data / "train" / "captions.json")
+    assert refused.returncode == 2 and "--instances supervises the grid" in refused.stderr
+
+
 def test_bad_data_and_checkpoints_stop_before_training(folder, minilm_dir, tmp_path):
     args = ["--annotations", folder / "captions_train.json", "--images", folder / "images", "--recipe", "smoke"]
     out = train("data,clip", "--run", tmp_path / "bad", *args)

@@ -26,6 +26,7 @@ from PIL import Image
 
 from lightcap_train.data.concepts import image_labels, mine_concepts, read_concepts
 from lightcap_train.data.features import ImageFiles
+from lightcap_train.data.regions import BoxRegions, load_instances
 from lightcap_train.reference.convert import read_bert_config
 from lightcap_train.reference.preprocess import load_image
 from lightcap_train.reference.wordpiece import WordPiece, basic_tokenize
@@ -361,7 +362,7 @@ class CaptionData:
                 raise DataSetError("no concept word found in the training captions (pass --concepts FILE)")
         vocab = None if r.bert else mine_vocabulary(train_refs, r.vocab_size, concepts)
         self._state = {"splits": {n: dataclasses.asdict(s) for n, s in splits.items()}, "vocab": vocab,
-                       "concepts": concepts, "bad_images": bad_all}
+                       "concepts": concepts, "bad_images": bad_all, "regions": self.read_regions(splits["train"])}
         tok = self.tokenizer()
         unknown = [c for c in concepts if tok.token_id("[UNK]") in tok.encode(c)]
         if unknown:
@@ -377,6 +378,18 @@ class CaptionData:
                  f"{', '.join(concepts[:12])}{' ...' if len(concepts) > 12 else ''}), vocabulary "
                  f"{len(tok)} ({'--bert' if r.bert else 'mined'})")
         return self._state
+
+    def read_regions(self, train: CaptionSplit) -> dict | None:
+        """--instances: the categories and the boxes of the training images."""
+        if not self.r.instances:
+            return None
+        categories, boxes = load_instances(self.r.instances)
+        train_boxes = {i: boxes[i] for i in train.image_ids if i in boxes}
+        self.log(f"data: --instances: {len(categories)} categories, boxes for {len(train_boxes)} of "
+                 f"{len(train)} training images ({sum(map(len, train_boxes.values()))} boxes)")
+        if not train_boxes:
+            raise DataSetError(f"{self.r.instances}: no box of a training image (are the image ids the captions'?)")
+        return {"categories": categories, "boxes": train_boxes}
 
     def state(self) -> dict:
         if self._state is None:
@@ -423,8 +436,17 @@ class CaptionData:
         source = self.feature_source("train", cfg)
         return torch.stack([source[int(i)][1] for i in idx]).contiguous(memory_format=torch.channels_last)
 
-    def train_metas(self, idx) -> list[None]:
-        return [None] * len(idx)
+    def train_metas(self, idx) -> list[dict | None]:
+        regions = self.state().get("regions")
+        if not regions:
+            return [None] * len(idx)
+        ids = self.split("train").image_ids
+        return [{"boxes": regions["boxes"].get(ids[i], [])} for i in idx]
+
+    def regions(self) -> BoxRegions | None:
+        """The region supervision of stage 0: with --instances, per-cell object labels."""
+        regions = self.state().get("regions")
+        return BoxRegions(regions["categories"]) if regions else None
 
     def train_references(self, idx) -> list[list[str]]:
         refs = self.split("train").references

@@ -184,6 +184,23 @@ def cell_loss(out: torch.Tensor, t: dict[str, torch.Tensor]) -> torch.Tensor:
     return loss
 
 
+class ScenesRegions:
+    """The scenes' region supervision of stage 0 (cell_targets, cell_loss), with the interface
+    of data.regions.BoxRegions."""
+
+    accuracy_name = "cell_shape_acc"
+    outputs = CELL_OUTPUTS
+
+    def targets(self, metas: list[dict], side: int) -> dict[str, torch.Tensor]:
+        return cell_targets(metas, side)
+
+    def loss(self, out: torch.Tensor, t: dict[str, torch.Tensor]) -> torch.Tensor:
+        return cell_loss(out, t)
+
+    def accuracy(self, out: torch.Tensor, t: dict[str, torch.Tensor]) -> float:
+        return cell_shape_accuracy(out, t)
+
+
 RELATION_SWAP = {"left": "right", "right": "left", "above": "below", "below": "above"}
 
 
@@ -416,6 +433,9 @@ class ScenesData:
 
     def train_references(self, idx) -> list[list[str]]:
         return [self.split("train").captions[i] for i in idx]
+
+    def regions(self) -> ScenesRegions:
+        return ScenesRegions()
 
     def sample_captions(self, references: list[list[str]], metas: list[dict], rng: np.random.Generator,
                         primary_weight: float | None = None) -> list[str]:

@@ -122,9 +122,10 @@ class ClipObjective(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(float(np.log(1 / 0.07))))
         self.model.visual.to(memory_format=torch.channels_last)
         self.scenes = ctx.data.kind == "scenes"
-        self.region_steps = r.clip_region_steps if self.scenes else 0
-        if self.scenes:
-            self.cells = nn.Linear(self.model.config.grid_channels, scenes_dataset.CELL_OUTPUTS)
+        self.regions = ctx.data.regions()
+        self.region_steps = r.clip_region_steps if self.regions else 0
+        if self.regions:
+            self.cells = nn.Linear(self.model.config.grid_channels, self.regions.outputs)
 
     def forward(self, step):
         ctx, r = self.ctx, self.ctx.r
@@ -134,8 +135,8 @@ class ClipObjective(nn.Module):
         metas = ctx.data.train_metas(idx)
         if step < self.region_steps:  # region pretraining: the grid must first tell shapes apart
             grid_tokens = self.model.visual.forward_grid(images).flatten(2).transpose(1, 2)
-            cells, shape_acc = self.region_loss(grid_tokens, metas)
-            return cells, {"cells": cells.detach(), "cell_shape_acc": shape_acc}
+            cells, cell_acc = self.region_loss(grid_tokens, metas)
+            return cells, {"cells": cells.detach(), self.regions.accuracy_name: cell_acc}
         texts = ctx.data.sample_captions(ctx.data.train_references(idx), metas, rng)
         negatives = [scenes_dataset.hard_negative(t, rng) for t in texts] if self.scenes else []
         tokens = self.bpe(texts + negatives, r.text_context).to(ctx.device)  # [B (+B), ctx]
@@ -154,17 +155,17 @@ class ClipObjective(nn.Module):
         acc = (logits.argmax(1) == target).float().mean()
         loss = clip + r.clip_caption_weight * caption
         stats = {"clip": clip.detach(), "caption": caption.detach()}
-        if self.scenes:
-            cells, shape_acc = self.region_loss(grid_tokens, metas)
+        if self.regions:
+            cells, cell_acc = self.region_loss(grid_tokens, metas)
             loss = loss + r.clip_cell_weight * cells
-            stats.update(cells=cells.detach(), cell_shape_acc=shape_acc)
+            stats.update({"cells": cells.detach(), self.regions.accuracy_name: cell_acc})
         return loss, {**stats, "i2t_acc": acc.detach()}
 
     def region_loss(self, grid_tokens: torch.Tensor, metas: list[dict]) -> tuple[torch.Tensor, float]:
-        """cell_loss of the grid tokens [B, N, C], and the share of object cells whose shape is right."""
-        t = {k: v.to(grid_tokens.device) for k, v in scenes_dataset.cell_targets(metas, self.model.config.grid_side).items()}
+        """The data set's region loss of the grid tokens [B, N, C], and its accuracy."""
+        t = {k: v.to(grid_tokens.device) for k, v in self.regions.targets(metas, self.model.config.grid_side).items()}
         out = self.cells(grid_tokens)
-        return scenes_dataset.cell_loss(out, t), scenes_dataset.cell_shape_accuracy(out, t)
+        return self.regions.loss(out, t), self.regions.accuracy(out, t)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -88,6 +88,7 @@ class Recipe:
     karpathy: str = ""
     image_root: str = ""
     skip_bad_images: bool = False
+    instances: str = ""  # COCO instances JSON of the training images: boxes supervise stage 0's grid
     # checkpoints (captioned data only; empty: trained here from scratch)
     clip: str = ""
     clip_text_act: str = ""  # "gelu" / "quick_gelu"; empty: quick_gelu for OpenAI archives
@@ -217,9 +218,12 @@ class Recipe:
         if self.data == "scenes" and (self.clip or self.bert or self.teacher_bert or self.concepts_file):
             raise ValueError("--clip, --bert, --teacher-bert and --concepts need captioned data "
                              "(--annotations or --karpathy): the scenes have their own vocabulary")
+        if self.instances and (self.clip or self.data == "scenes"):
+            raise ValueError("--instances supervises the grid of the CLIP that stage 0 trains on captioned data; "
+                             "with --clip (or on the scenes) there is no such stage")
         if self.teacher_bert and not self.bert:
             raise ValueError("--teacher-bert needs --bert (the student's vocabulary must be the teacher's)")
-        for name in ("clip", "bert", "teacher_bert", "concepts_file"):
+        for name in ("clip", "bert", "teacher_bert", "concepts_file", "instances"):
             path = getattr(self, name)
             if path and not os.path.exists(path):
                 raise ValueError(f"--{name.replace('_file', '').replace('_', '-')} {path}: no such file or directory")
@@ -874,7 +878,7 @@ RUNNERS = {"data": stage_data, "clip": stage_clip, "features": stage_features,
 OPTIONS = {"annotations": "annotations", "images": "images", "val_annotations": "val_annotations",
            "val_images": "val_images", "test_annotations": "test_annotations", "test_images": "test_images",
            "karpathy": "karpathy", "image_root": "image_root", "clip": "clip", "bert": "bert",
-           "teacher_bert": "teacher_bert", "concepts": "concepts_file"}
+           "teacher_bert": "teacher_bert", "concepts": "concepts_file", "instances": "instances"}
 
 
 def recipe_from_args(args, saved: str) -> Recipe:
@@ -927,6 +931,8 @@ def main(argv=None) -> None:
     data.add_argument("--test-images", help="their folder (default: --images)")
     data.add_argument("--karpathy", help="Karpathy's dataset_coco.json (train + restval / val / test)")
     data.add_argument("--image-root", help="folder of its filepath/filename entries")
+    data.add_argument("--instances", help="COCO instances JSON of the training images (object boxes): every "
+                      "grid cell of stage 0's CLIP learns what covers it (data/regions.py)")
     data.add_argument("--skip-bad-images", action="store_true",
                       help="drop missing or corrupt images (listed in the log) instead of stopping")
     ckpt = p.add_argument_group("checkpoints (captioned data only)")

@@ -3,8 +3,9 @@
     python -m lightcap_train.data.objects --split train --seed 1 --count 20000 --out data/objects/train
 
 writes DIR/images/000000.jpg ..., DIR/captions.json (COCO captions format, five references per
-image) and DIR/objects.json (per object: its word, emoji, style, box and rotation; per image: the
-background's source and phrase). Everything is deterministic from (split, seed, index, words).
+image), DIR/objects.json (per object: its word, emoji, style, box and rotation; per image: the
+background's source and phrase), DIR/instances.json (the boxes in COCO's detection format) and
+DIR/concepts.txt (the object words). Everything is deterministic from (split, seed, index, words).
 
 The things come from words.tsv, a reviewed table mapping emoji to the word a caption uses
 ("automobile" -> "car"); the backgrounds from backgrounds.tsv, each photograph labelled once with
@@ -54,6 +55,10 @@ BRIGHTNESS = (0.75, 1.25)
 JPEG_QUALITY = (55, 95)
 CROP_SCALE = (0.35, 1.0)  # background crop side / shorter side of the photograph
 BACKGROUND_SIDE = 640  # photographs are kept in memory at this shorter side
+
+#: Image ids are split * ID_STRIDE + index, so that the splits of one data set never share an id
+#: (the training recipe refuses evaluation images that are also training images).
+ID_STRIDE = 10_000_000
 
 GLYPH_SIDE = 160  # pictograms are cached at this longer side, then resized per object
 
@@ -426,9 +431,9 @@ def write_split(split: str, seed: int, count: int, out: str, words: int | None =
     """Writes one split into `out`, which must not hold a data set already."""
     if split not in SPLITS:
         raise ObjectsError(f"unknown split {split!r}; one of {', '.join(SPLITS)}")
-    if count < 1 or size < 64:
-        raise ObjectsError("--count must be at least 1 and --size at least 64")
-    for name in ("captions.json", "objects.json", "images"):
+    if not 1 <= count < ID_STRIDE or size < 64:
+        raise ObjectsError(f"--count must be between 1 and {ID_STRIDE - 1}, --size at least 64")
+    for name in ("captions.json", "objects.json", "instances.json", "concepts.txt", "images"):
         if os.path.exists(os.path.join(out, name)):
             raise ObjectsError(f"{out} already holds {name}; choose an empty folder")
     vocabulary = distinct_words(words) if words else list(things())
@@ -437,13 +442,13 @@ def write_split(split: str, seed: int, count: int, out: str, words: int | None =
     start = time.time()
     for i in range(count):
         picture, image = compose(split, seed, i, vocabulary, size)
-        name = f"{i:06d}.jpg"
+        name, image_id = f"{i:06d}.jpg", SPLITS[split] * ID_STRIDE + i
         with open(os.path.join(out, "images", name), "wb") as f:
             f.write(jpeg_bytes(image, picture.quality))
-        images.append({"id": i, "file_name": name, "width": size, "height": size})
+        images.append({"id": image_id, "file_name": name, "width": size, "height": size})
         for c in captions(picture):
-            annotations.append({"id": len(annotations), "image_id": i, "caption": c})
-        pictures.append(metadata(picture, i, name))
+            annotations.append({"id": len(annotations), "image_id": image_id, "caption": c})
+        pictures.append(metadata(picture, image_id, name))
         if progress and (i + 1) % 500 == 0:
             print(f"objects: {i + 1}/{count} ({(i + 1) / (time.time() - start):.0f} images/s)",
                   flush=True)
@@ -455,3 +460,24 @@ def write_split(split: str, seed: int, count: int, out: str, words: int | None =
                    "annotations": annotations}, f, indent=0)
     with open(os.path.join(out, "objects.json"), "w") as f:
         json.dump({"info": info, "images": pictures}, f, indent=0, ensure_ascii=False)
+    with open(os.path.join(out, "instances.json"), "w") as f:
+        json.dump(instances(info, images, pictures, vocabulary), f, indent=0)
+    with open(os.path.join(out, "concepts.txt"), "w") as f:  # the recipe's --concepts
+        f.writelines(t.word + "\n" for t in vocabulary)
+
+
+def instances(info: dict, images: list[dict], pictures: list[dict], vocabulary: list[Thing]) -> dict:
+    """The boxes in COCO's object detection format (bbox [x, y, width, height] in pixels; one
+    category per word of the vocabulary, ids from 1): what the training recipe's --instances
+    reads to supervise every grid cell."""
+    category = {t.word: k + 1 for k, t in enumerate(vocabulary)}
+    annotations = []
+    for p in pictures:
+        for o in p["objects"]:
+            x0, y0, x1, y1 = o["box"]
+            annotations.append({"id": len(annotations) + 1, "image_id": p["image_id"],
+                                "category_id": category[o["name"]], "bbox": [x0, y0, x1 - x0, y1 - y0],
+                                "area": (x1 - x0) * (y1 - y0), "iscrowd": 0})
+    return {"info": info, "images": images, "annotations": annotations,
+            "categories": [{"id": k, "name": w, "supercategory": t.category}
+                           for (w, k), t in zip(category.items(), vocabulary)]}
