@@ -88,9 +88,10 @@ def test_backgrounds_are_the_allowed_packages_and_load():
 
 
 def test_split_is_byte_identical_for_the_same_seed(tmp_path):
-    for name, seed in (("a", 7), ("b", 7), ("c", 8)):
-        O.write_split("test", seed, 5, str(tmp_path / name), words=60, size=96, progress=False)
-    for name in ["captions.json", "objects.json"] + [f"images/{i:06d}.jpg" for i in range(5)]:
+    for name, seed, workers in (("a", 7, 1), ("b", 7, 2), ("c", 8, 1)):
+        O.write_split("test", seed, 5, str(tmp_path / name), words=60, size=96, progress=False, workers=workers)
+    for name in ["captions.json", "objects.json", "instances.json", "concepts.txt"] + \
+            [f"images/{i:06d}.jpg" for i in range(5)]:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     assert (tmp_path / "a" / "captions.json").read_bytes() != (tmp_path / "c" / "captions.json").read_bytes()
     coco = json.loads((tmp_path / "a" / "captions.json").read_text())

@@ -19,7 +19,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
+import multiprocessing
 import os
 import time
 from dataclasses import dataclass
@@ -199,6 +199,11 @@ def glyph(emoji: str, style: str) -> Image.Image:
     else:
         raise ObjectsError(f"unknown style {style!r}")
     return _fit(_crop_to_alpha(image), GLYPH_SIDE)
+
+
+@lru_cache(maxsize=None)
+def _distinct_words(count: int) -> tuple[Thing, ...]:
+    return tuple(distinct_words(count))
 
 
 def distinct_words(count: int) -> list[Thing]:
@@ -426,9 +431,19 @@ def jpeg_bytes(image: Image.Image, quality: int) -> bytes:
     return buf.getvalue()
 
 
+def _render(job) -> tuple[dict, list[str], bytes]:
+    """(metadata, captions, JPEG bytes) of image `index` (a worker process's unit of work)."""
+    split, seed, index, words, size = job
+    vocabulary = list(_distinct_words(words)) if words else list(things())
+    picture, image = compose(split, seed, index, vocabulary, size)
+    image_id = SPLITS[split] * ID_STRIDE + index
+    return metadata(picture, image_id, f"{index:06d}.jpg"), captions(picture), jpeg_bytes(image, picture.quality)
+
+
 def write_split(split: str, seed: int, count: int, out: str, words: int | None = None,
-                size: int = 256, progress: bool = True) -> None:
-    """Writes one split into `out`, which must not hold a data set already."""
+                size: int = 256, progress: bool = True, workers: int = 1) -> None:
+    """Writes one split into `out`, which must not hold a data set already. `workers` processes
+    render; the files are the same whatever their number."""
     if split not in SPLITS:
         raise ObjectsError(f"unknown split {split!r}; one of {', '.join(SPLITS)}")
     if not 1 <= count < ID_STRIDE or size < 64:
@@ -440,18 +455,23 @@ def write_split(split: str, seed: int, count: int, out: str, words: int | None =
     os.makedirs(os.path.join(out, "images"))
     images, annotations, pictures = [], [], []
     start = time.time()
-    for i in range(count):
-        picture, image = compose(split, seed, i, vocabulary, size)
-        name, image_id = f"{i:06d}.jpg", SPLITS[split] * ID_STRIDE + i
-        with open(os.path.join(out, "images", name), "wb") as f:
-            f.write(jpeg_bytes(image, picture.quality))
-        images.append({"id": image_id, "file_name": name, "width": size, "height": size})
-        for c in captions(picture):
-            annotations.append({"id": len(annotations), "image_id": image_id, "caption": c})
-        pictures.append(metadata(picture, image_id, name))
-        if progress and (i + 1) % 500 == 0:
-            print(f"objects: {i + 1}/{count} ({(i + 1) / (time.time() - start):.0f} images/s)",
-                  flush=True)
+    jobs = ((split, seed, i, words, size) for i in range(count))
+    pool = multiprocessing.get_context("fork").Pool(workers) if workers > 1 else None
+    rendered = pool.imap(_render, jobs, chunksize=16) if pool else map(_render, jobs)
+    try:
+        for i, (meta, caps, jpeg) in enumerate(rendered):
+            with open(os.path.join(out, "images", meta["file_name"]), "wb") as f:
+                f.write(jpeg)
+            images.append({"id": meta["image_id"], "file_name": meta["file_name"], "width": size, "height": size})
+            for c in caps:
+                annotations.append({"id": len(annotations), "image_id": meta["image_id"], "caption": c})
+            pictures.append(meta)
+            if progress and (i + 1) % 500 == 0:
+                print(f"objects: {i + 1}/{count} ({(i + 1) / (time.time() - start):.0f} images/s)",
+                      flush=True)
+    finally:
+        if pool:
+            pool.terminate()
     info = {"description": "LightCap objects", "split": split, "seed": seed, "count": count,
             "image_size": size, "styles": list(SPLIT_STYLES[split]),
             "words": [t.word for t in vocabulary]}

@@ -16,9 +16,10 @@ def main(argv=None) -> int:
     p.add_argument("--words", type=int, help="use only the N most distinct words of the table "
                    "(the same N gives the same words in every split); default: all")
     p.add_argument("--size", type=int, default=256, help="image side in pixels")
+    p.add_argument("--workers", type=int, default=1, help="rendering processes (the files do not depend on it)")
     args = p.parse_args(argv)
     try:
-        write_split(args.split, args.seed, args.count, args.out, args.words, args.size)
+        write_split(args.split, args.seed, args.count, args.out, args.words, args.size, workers=args.workers)
     except ObjectsError as e:
         print(f"objects: {e}", file=sys.stderr)
         return 2
