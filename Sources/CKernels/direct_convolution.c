@@ -26,8 +26,8 @@ typedef struct {
 // Panels [p0, p1): each written in order (one sequential stream) from a tile of its 16 rows,
 // copied a run of whole cache lines at a time (8 input channels x k x k floats per row, 64
 // input channels for 1x1). RN50's layer4 layers: 0.9-2.7 ms each into memory already touched
-// (a memcpy of the same bytes 0.4-1.0 ms), 4.4-8.9 ms into fresh memory (page faults); the
-// plain loop (scattered stores) took 6.4-13 ms into fresh memory.
+// (a memcpy of the same bytes 0.4-1.0 ms), 4.4-8.9 ms into fresh memory (page faults); a
+// plain loop (scattered stores) takes 6.4-13 ms into fresh memory.
 static void weights_part(const void *p, long p0, long p1) {
     const weights_args *a = p;
     const long taps = a->k * a->k, blocks8 = a->in / 8;
@@ -97,8 +97,9 @@ static inline __attribute__((always_inline)) void pixel_block(
     float *const out[MAX_PIXELS], long out_second, int first, int last, const float *bias, int relu,
     const float *next, long prefetch) {
     v8 acc0[MAX_PIXELS], acc1[MAX_PIXELS];
-    // Fully unrolled, so the accumulators live in registers (clang -O2 left the channel loop
-    // rolled and the accumulators in memory: 2.5x slower).
+    // Fully unrolled, so the accumulators live in registers (without the pragmas clang -O2,
+    // SwiftPM's release level, leaves the channel loop rolled and the accumulators in memory:
+    // 2.5x slower).
 #pragma clang loop unroll(full)
     for (int r = 0; r < R; r++) acc0[r] = acc1[r] = splat8(0);
     for (long s = 0; s < steps; s++) {

@@ -26,8 +26,8 @@ const char *lightcap_kernel_isa(void) { return lightcap_kernel_has_avx2() ? "avx
 // Threads: the work is split over an OpenMP team through libgomp's own entry points (the ABI
 // GCC's `#pragma omp parallel` calls), found at run time in the libgomp that oneDNN loads. The
 // kernels then run on the same threads as oneDNN's kernels between them: with a second pool
-// (Dispatch) the OpenMP threads, still spinning after each oneDNN call, took the cores the
-// kernels wanted. Without libgomp in the process the work runs on the calling thread.
+// (Dispatch) the OpenMP threads, still spinning after each oneDNN call, would take the cores
+// the kernels want. Without libgomp in the process the work runs on the calling thread.
 typedef void (*gomp_parallel_fn)(void (*)(void *), void *, unsigned, unsigned);
 typedef int (*omp_int_fn)(void);
 static gomp_parallel_fn gomp_parallel;

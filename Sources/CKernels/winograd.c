@@ -123,9 +123,9 @@ static inline __attribute__((always_inline)) void output_body(
 // output channels x 16 tiles (12 accumulators, 8 tiles per vector) runs down each group,
 // broadcasting U and loading V transposed ([in][16], built per point). U of such a layer is
 // MBs and comes from memory: one sequential stream of 24 bytes per 12 FMAs (12 GB/s at the
-// FMA peak of the AVX2 EPYC, whose one core reads 13-16 GB/s). The earlier block
-// of 6 tiles x 16 channels read U three times for 16 tiles, the first pass from memory at
-// 6 cycles per cache line; this kernel runs RN50's 16-tile products 20-25% faster.
+// FMA peak of an AVX2 EPYC, whose one core reads 13-16 GB/s). A block of 6 tiles x 16
+// channels would read U three times for 16 tiles, the first pass from memory at 6 cycles per
+// cache line; measured on that EPYC, this kernel runs RN50's 16-tile products 20-25% faster.
 enum { GROUP = 6, BLOCK_TILES = 16 };
 
 // acc[r][j] lane l = sum_k U[k][r] Vt[k][8 j + l], for TV = 1 or 2 tile vectors.

@@ -50,9 +50,8 @@ public enum ConvolutionAlgorithm: String, Sendable, CaseIterable {
     /// (`DirectConvolution`) where it beats oneDNN's AVX2 kernels (stride 1: 3x3 with >= 128
     /// output channels, 1x1 at output sides up to 7), oneDNN's elsewhere.
     case direct
-    /// Direct convolution and average pools by oneDNN's kernels everywhere (what `direct` was
-    /// before LightCap's pool existed; for comparisons). Every other choice pools by LightCap's
-    /// `AveragePool`.
+    /// Direct convolution and average pools by oneDNN's kernels everywhere, for comparisons.
+    /// Every other choice pools by LightCap's `AveragePool`.
     case directOneDNN = "direct-onednn"
     /// Winograd for the 3x3 stride-1 convolutions where it is faster (output side >= 14, >= 64
     /// output channels); others direct. Slightly less exact, slower to load.

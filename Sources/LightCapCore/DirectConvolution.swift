@@ -35,7 +35,7 @@ final class DirectConvolution: @unchecked Sendable {
 
     /// Where it beats oneDNN's direct kernel `oneDNN` (the implementation oneDNN chose), against
     /// oneDNN's AVX2 kernels only (not AVX-512's, twice as wide); `lightcap-bench-visual
-    /// --profile`, RN50 trunk, quiet host (docs/VISUAL.md):
+    /// --profile`, RN50 trunk, a quiet AVX2 EPYC (docs/VISUAL.md):
     /// - 3x3 (`jit:avx2`), stride 1, at least 128 output channels (8 panels), any output side:
     ///   3-5% faster at sides 56 to 14, 16-35% at 7 (where oneDNN's 3-pixel blocks leave one
     ///   pixel). With 32 or 64 output channels (the stem, layer1) there are 2 or 4 panels to

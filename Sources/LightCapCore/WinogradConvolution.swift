@@ -32,11 +32,11 @@ final class WinogradConvolution: @unchecked Sendable {
     let weights: DNNL.Buffer
     /// Below this many tiles the panel kernel computes the products: oneDNN's AVX2 matmul
     /// (gemm:jit) repacks U on every call, which for 16 tiles costs about as much as the
-    /// multiplies (a C test on the RN50 shapes: 36 x [16, 512] x [512, 512] in
-    /// 8.2 ms, the panel kernel 4.7; from 49 tiles on the two were within 10%; in the trunk,
-    /// one thread: RN50's 16-tile layers 1.4-1.6 and 5.7 ms against 1.6-2.3
-    /// and 6.9, and the panel kernel at 49-64 tiles slower than gemm:jit;
-    /// the kernel reading U once per 16 tiles: still slower than gemm:jit at 49-784 tiles).
+    /// multiplies. Measured on an AVX2 EPYC, one thread: in C on the RN50 shapes,
+    /// 36 x [16, 512] x [512, 512] in 8.2 ms by gemm:jit, 4.7 by a panel kernel, the two within
+    /// 10% from 49 tiles on; in the trunk, RN50's 16-tile layers 1.4-1.6 and 5.7 ms against
+    /// 1.6-2.3 and 6.9, and the panel kernel (also in its present form, reading U once per 16
+    /// tiles) slower than gemm:jit at 49 to 784 tiles.
     static let panelTiles = 32
     /// [out], nil when the convolution has none.
     let bias: DNNL.Buffer?

@@ -1,7 +1,6 @@
 """Scenes: rendered images of simple shapes with five reference captions each.
 
-The data specification is ../shared/SCENES.md (copied in docs/SCENES.md); this module follows it
-exactly. Everything is deterministic from (split, seed, index): the same arguments give
+The data specification is docs/SCENES.md; this module follows it exactly. Everything is deterministic from (split, seed, index): the same arguments give
 byte-identical PNG files and captions.
 
     python -m lightcap_train.data.scenes --split test --seed 2026 --count 1000 --out data/test
