@@ -1,5 +1,6 @@
 // `lightcap caption PATH...`: caption image files, folders of images, or paths read from
 // standard input ("-"), as text, JSON or JSON lines, optionally writing image.txt sidecars.
+// `--stream` makes it a pipeline stage instead (StreamMode.swift).
 
 import ArgumentParser
 import Foundation
@@ -12,20 +13,28 @@ struct CaptionCommand: ParsableCommand {
         discussion: """
             Prints one caption per image. A file that cannot be captioned prints its error on standard \
             error and the others go on; the exit status is 1 if any failed.
+            With --stream (for Spark's RDD.pipe, Hadoop Streaming, Ray Data): reads lines from standard \
+            input, each a path or a JSON record {"id", "path"} or {"id", "image_base64"}, and writes one \
+            JSON line per input line in the same order, flushed per line: {"id", "path", "caption", \
+            "score", "concepts", "timings"}, or {"id", "error"} when that input failed; the exit status \
+            stays 0 when only inputs failed. See docs/SCALE.md.
             Examples:
               lightcap caption examples/
               find photos -name '*.jpg' | lightcap caption - --format jsonl
               lightcap caption photos/ --sidecar txt
+              find photos -name '*.jpg' | lightcap caption --stream --shard 0/4 --resume out0.jsonl
             """)
 
     enum Format: String, ExpressibleByArgument, CaseIterable { case text, json, jsonl }
     enum Sidecar: String, ExpressibleByArgument, CaseIterable { case txt }
 
     @Argument(help: ArgumentHelp("Image files, folders (searched for .jpg .jpeg .png .webp), or '-'.", valueName: "path"))
-    var paths: [String]
+    var paths: [String] = []
 
-    @Option(name: .long, help: "Output format: text, json (one array) or jsonl (one object a line).")
-    var format: Format = .text
+    @Option(name: .long, help: ArgumentHelp(
+        "Output format: text, json (one array) or jsonl (one object a line). Default: text; --stream writes jsonl.",
+        valueName: "format"))
+    var format: Format?
 
     @Option(name: .long, help: "Also write each caption beside its image: 'txt' writes photo.txt for photo.jpg.")
     var sidecar: Sidecar?
@@ -33,29 +42,61 @@ struct CaptionCommand: ParsableCommand {
     @Flag(name: .long, help: "Let --sidecar replace existing files (never done otherwise).")
     var overwrite = false
 
+    @Flag(name: .long, help: ArgumentHelp(
+        "Pipeline mode: one JSON line per input line (a path or a JSON record), in order, flushed per line; failures as {\"id\", \"error\"} records."))
+    var stream = false
+
+    @Option(name: .long, help: ArgumentHelp(
+        "With --stream: caption only shard K of N (0 <= K < N), chosen by a stable hash of each path; other inputs are left out.",
+        valueName: "K/N"))
+    var shard: String?
+
+    @Option(name: .long, help: ArgumentHelp(
+        "With --stream: append the records to FILE instead of standard output, skipping the inputs whose id FILE already holds.",
+        valueName: "file"))
+    var resume: String?
+
+    @Option(name: .customLong("max-image-mb"), help: ArgumentHelp(
+        "With --stream: largest image_base64 image in MiB, checked before decoding. Default: 32.", valueName: "mib"))
+    var maxImageMB: Double?
+
     @OptionGroup var model: ModelOptions
     @OptionGroup var decoding: DecodingFlags
 
     func validate() throws {
-        if paths.isEmpty { throw ValidationError("give at least one image, folder, or '-'") }
         if overwrite && sidecar == nil { throw ValidationError("--overwrite only applies with --sidecar") }
+        if stream { return try validateStream() }
+        if paths.isEmpty { throw ValidationError("give at least one image, folder, or '-'") }
+        for (flag, given) in [("--shard", shard != nil), ("--resume", resume != nil), ("--max-image-mb", maxImageMB != nil)]
+        where given {
+            throw ValidationError("\(flag) only applies with --stream")
+        }
     }
 
-    /// One output record (the JSON keys).
+    /// One output record (the JSON keys); `path` is absent only from --stream's image_base64 records.
     struct Record: Encodable {
-        var path: String
+        var path: String?
         var caption: String
         var score: Double
         var concepts: [ConceptScore]
         var timings: [String: Double]
+
+        init(path: String?, caption c: Caption) {
+            self.path = path
+            caption = c.text
+            score = c.score
+            concepts = c.concepts
+            timings = c.timings
+        }
     }
 
     func run() throws {
+        if stream { return try runStream() }
         let files = try ImageInputs.expand(paths)
         guard !files.isEmpty else { throw CLIError.noImages(paths) }
         let pipeline = try model.loadPipeline()
         let options = try decoding.options(for: pipeline)
-        let failures = try Self.captionAll(files, pipeline: pipeline, options: options, format: format,
+        let failures = try Self.captionAll(files, pipeline: pipeline, options: options, format: format ?? .text,
                                            sidecar: sidecar != nil, overwrite: overwrite)
         if failures > 0 {
             printError("lightcap: \(failures) of \(files.count) images failed")
@@ -75,7 +116,7 @@ struct CaptionCommand: ParsableCommand {
         for (i, path) in files.enumerated() {
             do {
                 let c = try pipeline.caption(imageAt: URL(fileURLWithPath: path), options: options)
-                let record = Record(path: path, caption: c.text, score: c.score, concepts: c.concepts, timings: c.timings)
+                let record = Record(path: path, caption: c)
                 progress.finish()
                 switch format {
                 case .text:

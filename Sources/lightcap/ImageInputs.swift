@@ -13,7 +13,7 @@ enum ImageInputs {
         for arg in arguments {
             if arg == "-" {
                 while let line = stdin() {
-                    let path = line.trimmingCharacters(in: .whitespaces)
+                    let path = pathLine(line)
                     if !path.isEmpty { out.append(path) }  // a bad path fails on its own, later
                 }
                 continue
@@ -37,6 +37,11 @@ enum ImageInputs {
         }
         return out
     }
+
+    /// The path a line of standard input names: the line without surrounding spaces and tabs.
+    static func pathLine(_ line: String) -> String {
+        line.trimmingCharacters(in: .whitespaces)
+    }
 }
 
 /// A one-line progress bar on standard error (only when it is a terminal).
@@ -54,8 +59,7 @@ struct ProgressBar {
         guard enabled else { return }
         let width = 30
         let filled = total == 0 ? width : width * done / total
-        let elapsed = ContinuousClock.now - start
-        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+        let seconds = (ContinuousClock.now - start).seconds
         let rate = seconds > 0 ? Double(done) / seconds : 0
         let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
         let fail = failed > 0 ? ", \(failed) failed" : ""
@@ -67,4 +71,9 @@ struct ProgressBar {
         guard enabled else { return }
         FileHandle.standardError.write(Data("\r\u{1B}[K".utf8))
     }
+}
+
+extension Duration {
+    /// The duration in seconds.
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) * 1e-18 }
 }

@@ -5,50 +5,7 @@ import XCTest
 // python -m lightcap_train.tools.fixtures writes ($LIGHTCAP_FIXTURES/tiny/model, random weights);
 // eval is checked against pycocoevalcap's scores ($LIGHTCAP_FIXTURES/metrics/scores.json).
 
-struct Run {
-    var status: Int32
-    var stdout: String
-    var stderr: String
-}
-
-final class CommandLineTests: XCTestCase {
-    static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-        .deletingLastPathComponent().deletingLastPathComponent()
-
-    var executable: URL {
-        // The test bundle sits in the build products folder, beside the executable.
-        var dir = Bundle.main.bundleURL
-        for bundle in Bundle.allBundles where bundle.bundlePath.hasSuffix(".xctest") {
-            dir = bundle.bundleURL.deletingLastPathComponent()
-        }
-        return dir.appendingPathComponent("lightcap")
-    }
-
-    func lightcap(_ args: [String], stdin: String? = nil, cwd: URL? = nil) throws -> Run {
-        guard FileManager.default.isExecutableFile(atPath: executable.path) else {
-            XCTFail("the lightcap executable is not at \(executable.path) (swift build builds it)")
-            throw XCTSkip("no executable")
-        }
-        let p = Process()
-        p.executableURL = executable
-        p.arguments = args
-        if let cwd { p.currentDirectoryURL = cwd }
-        var env = ProcessInfo.processInfo.environment
-        env["LIGHTCAP_MODEL"] = nil
-        p.environment = env
-        let out = Pipe(), err = Pipe(), inp = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        p.standardInput = inp
-        try p.run()
-        if let stdin { inp.fileHandleForWriting.write(Data(stdin.utf8)) }
-        try inp.fileHandleForWriting.close()
-        let o = out.fileHandleForReading.readDataToEndOfFile()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return Run(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
-    }
-
+final class CommandLineTests: LightCapCLITestCase {
     func fixtures() throws -> URL {
         guard let dir = ProcessInfo.processInfo.environment["LIGHTCAP_FIXTURES"] else { throw XCTSkip("LIGHTCAP_FIXTURES is not set") }
         return URL(fileURLWithPath: dir)
