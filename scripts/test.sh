@@ -18,7 +18,7 @@ swift build -c release -Xswiftc -enable-testing --build-tests 2>&1
 
 echo "== pytest"
 export LIGHTCAP_FIXTURES="$PWD/.fixtures"
-LIGHTCAP_REQUIRE_SWIFT=1 .venv/bin/python -m pytest -q python/tests
+LIGHTCAP_REQUIRE_SWIFT=1 .venv/bin/python -m pytest -q --durations=12 python/tests
 
 echo "== swift test"
 swift test -c release -Xswiftc -enable-testing --skip-build 2>&1
