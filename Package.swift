@@ -27,7 +27,7 @@ let package = Package(
         .systemLibrary(name: "CDeflate", path: "Sources/CDeflate", pkgConfig: "libdeflate",
                        providers: [.apt(["libdeflate-dev"])]),
 
-        // Tensor, safetensors, weight store, configuration, kernels (oneDNN + plain reference twins).
+        // Tensor, safetensors, weight store, configuration, kernels (oneDNN + LightCap's own).
         .target(name: "LightCapCore", dependencies: ["CDNNL", "CPeakFLOPS", "CKernels"]),
         // LightCap's own kernels: Winograd F(4x4)/F(2x2) transforms and products, the direct convolution
         // for small outputs (AVX2+FMA or generic, chosen at run time).
@@ -36,8 +36,9 @@ let package = Package(
         .target(name: "CPeakFLOPS"),
         // WordPiece tokenizer / detokenizer.
         .target(name: "LightCapText"),
-        // The network: CLIPResNet, ConceptExtractor, Modulator, FusionModel, Heads.
-        .target(name: "LightCapModel", dependencies: ["LightCapCore", "LightCapText"]),
+        // The network: CLIPResNet, ConceptExtractor, Modulator, FusionModel, Heads. Works on token ids
+        // only; the tokenizer (LightCapText) is the Captioner's.
+        .target(name: "LightCapModel", dependencies: ["LightCapCore"]),
         // Image decoding, EXIF orientation, resize, CLIP preprocessing.
         .target(name: "LightCapImage", dependencies: ["CTurboJPEG", "CSPNG", "CWebP", "CDeflate"]),
         // Captioner (shared, read-only) + per-request state and decoding.
@@ -59,11 +60,18 @@ let package = Package(
         // Visual encoder benchmark: `swift run -c release lightcap-bench-visual --help`.
         .executableTarget(name: "lightcap-bench-visual", dependencies: ["LightCapModel", "LightCapCore"]),
 
+        // Plain reference twins (direct loops, Double accumulation) the tests compare the fast kernels
+        // and CLIPResNet with. Test targets only: no product, library or executable depends on it.
+        .target(name: "LightCapReference", dependencies: ["LightCapCore"]),
         // What the test targets share: the seeded random generator.
         .target(name: "LightCapTestSupport", dependencies: ["LightCapCore"], path: "Tests/LightCapTestSupport"),
-        .testTarget(name: "LightCapCoreTests", dependencies: ["LightCapCore", "CKernels", "LightCapTestSupport"]),
+        .testTarget(name: "LightCapCoreTests", dependencies: [
+            "LightCapCore", "CKernels", "LightCapReference", "LightCapTestSupport",
+        ]),
         .testTarget(name: "LightCapTextTests", dependencies: ["LightCapText"]),
-        .testTarget(name: "LightCapModelTests", dependencies: ["LightCapModel", "LightCapCore", "LightCapTestSupport"]),
+        .testTarget(name: "LightCapModelTests", dependencies: [
+            "LightCapModel", "LightCapCore", "LightCapReference", "LightCapTestSupport",
+        ]),
         .testTarget(name: "LightCapImageTests", dependencies: ["LightCapImage"]),
         .testTarget(name: "LightCapTests", dependencies: ["LightCap", "LightCapTestSupport"]),
         .testTarget(name: "LightCapEvalTests", dependencies: ["LightCapEval"]),

@@ -159,26 +159,6 @@ public final class Captioner: Sendable {
         return (hidden, heads.headLogits(rows), heads.logits(rows))
     }
 
-    /// The default model directory: `$LIGHTCAP_MODEL` if set, else the first `models/default`
-    /// found in the current directory or a folder above the executable (nil when none exists).
-    public static var defaultModelDirectory: URL? {
-        let fm = FileManager.default
-        if let env = ProcessInfo.processInfo.environment["LIGHTCAP_MODEL"], !env.isEmpty {
-            return URL(fileURLWithPath: env)
-        }
-        var candidates = [URL(fileURLWithPath: fm.currentDirectoryPath)]
-        var dir = URL(fileURLWithPath: CommandLine.arguments.first ?? ".").resolvingSymlinksInPath().deletingLastPathComponent()
-        for _ in 0..<8 {
-            candidates.append(dir)
-            dir = dir.deletingLastPathComponent()
-        }
-        for base in candidates {
-            let model = base.appendingPathComponent("models/default")
-            if fm.fileExists(atPath: model.appendingPathComponent("config.json").path) { return model }
-        }
-        return nil
-    }
-
     /// Captions an encoded image file (JPEG, PNG, WebP; EXIF orientation applied).
     public func caption(imageAt url: URL, options: DecodingOptions = .init()) throws -> Caption {
         let data: Data

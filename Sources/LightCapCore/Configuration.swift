@@ -1,5 +1,7 @@
-// Configuration: the Codable mirror of config.json (docs/FORMAT.md). Missing keys take the
-// defaults of the `tiny` example; `format_version` is required and must be 1.
+// Configuration: the Codable mirror of config.json (docs/FORMAT.md). `format_version` (only 1),
+// the sections that size the network and their size keys are required: a missing one is an
+// `invalidConfiguration` error naming its path, never a silent `tiny` value. The other keys
+// (normalisation, epsilons, decoding, tokens, ...) take the defaults of the `tiny` example.
 
 import Foundation
 
@@ -15,7 +17,7 @@ public struct Configuration: Codable, Sendable, Equatable {
         public init() {}
         public init(from decoder: Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
-            size = try c.decodeIfPresent(Int.self, forKey: .size) ?? size
+            size = try c.required(Int.self, .size)
             mean = try c.decodeIfPresent([Float].self, forKey: .mean) ?? mean
             std = try c.decodeIfPresent([Float].self, forKey: .std) ?? std
         }
@@ -39,11 +41,17 @@ public struct Configuration: Codable, Sendable, Equatable {
         public init() {}
         public init(from decoder: Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
-            layers = try c.decodeIfPresent([Int].self, forKey: .layers) ?? layers
-            width = try c.decodeIfPresent(Int.self, forKey: .width) ?? width
+            layers = try c.required([Int].self, .layers)
+            width = try c.required(Int.self, .width)
             attentionPool = try c.decodeIfPresent(Bool.self, forKey: .attentionPool) ?? attentionPool
-            heads = try c.decodeIfPresent(Int.self, forKey: .heads) ?? heads
-            outputDim = try c.decodeIfPresent(Int.self, forKey: .outputDim) ?? outputDim
+            // The attention pool's sizes; read only when its weights are in the file.
+            if attentionPool {
+                heads = try c.required(Int.self, .heads)
+                outputDim = try c.required(Int.self, .outputDim)
+            } else {
+                heads = try c.decodeIfPresent(Int.self, forKey: .heads) ?? heads
+                outputDim = try c.decodeIfPresent(Int.self, forKey: .outputDim) ?? outputDim
+            }
             batchnormFolded = try c.decodeIfPresent(Bool.self, forKey: .batchnormFolded) ?? batchnormFolded
         }
     }
@@ -68,9 +76,16 @@ public struct Configuration: Codable, Sendable, Equatable {
         public init(from decoder: Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
             enabled = try c.decodeIfPresent(Bool.self, forKey: .enabled) ?? enabled
-            embedDim = try c.decodeIfPresent(Int.self, forKey: .embedDim) ?? embedDim
-            hiddenDim = try c.decodeIfPresent(Int.self, forKey: .hiddenDim) ?? hiddenDim
-            topK = try c.decodeIfPresent(Int.self, forKey: .topK) ?? topK
+            // The extractor's sizes; without concepts there is no extractor to size.
+            if enabled {
+                embedDim = try c.required(Int.self, .embedDim)
+                hiddenDim = try c.required(Int.self, .hiddenDim)
+                topK = try c.required(Int.self, .topK)
+            } else {
+                embedDim = try c.decodeIfPresent(Int.self, forKey: .embedDim) ?? embedDim
+                hiddenDim = try c.decodeIfPresent(Int.self, forKey: .hiddenDim) ?? hiddenDim
+                topK = try c.decodeIfPresent(Int.self, forKey: .topK) ?? topK
+            }
             windows = try c.decodeIfPresent([Int].self, forKey: .windows) ?? windows
             prompt = try c.decodeIfPresent(String.self, forKey: .prompt) ?? prompt
         }
@@ -89,7 +104,11 @@ public struct Configuration: Codable, Sendable, Equatable {
         public init(from decoder: Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
             enabled = try c.decodeIfPresent(Bool.self, forKey: .enabled) ?? enabled
-            hiddenDim = try c.decodeIfPresent(Int.self, forKey: .hiddenDim) ?? hiddenDim
+            if enabled {
+                hiddenDim = try c.required(Int.self, .hiddenDim)
+            } else {
+                hiddenDim = try c.decodeIfPresent(Int.self, forKey: .hiddenDim) ?? hiddenDim
+            }
         }
     }
 
@@ -128,13 +147,13 @@ public struct Configuration: Codable, Sendable, Equatable {
         public init() {}
         public init(from decoder: Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
-            vocabSize = try c.decodeIfPresent(Int.self, forKey: .vocabSize) ?? vocabSize
-            hiddenSize = try c.decodeIfPresent(Int.self, forKey: .hiddenSize) ?? hiddenSize
-            numHiddenLayers = try c.decodeIfPresent(Int.self, forKey: .numHiddenLayers) ?? numHiddenLayers
-            numAttentionHeads = try c.decodeIfPresent(Int.self, forKey: .numAttentionHeads) ?? numAttentionHeads
-            intermediateSize = try c.decodeIfPresent(Int.self, forKey: .intermediateSize) ?? intermediateSize
-            maxPositionEmbeddings = try c.decodeIfPresent(Int.self, forKey: .maxPositionEmbeddings) ?? maxPositionEmbeddings
-            typeVocabSize = try c.decodeIfPresent(Int.self, forKey: .typeVocabSize) ?? typeVocabSize
+            vocabSize = try c.required(Int.self, .vocabSize)
+            hiddenSize = try c.required(Int.self, .hiddenSize)
+            numHiddenLayers = try c.required(Int.self, .numHiddenLayers)
+            numAttentionHeads = try c.required(Int.self, .numAttentionHeads)
+            intermediateSize = try c.required(Int.self, .intermediateSize)
+            maxPositionEmbeddings = try c.required(Int.self, .maxPositionEmbeddings)
+            typeVocabSize = try c.required(Int.self, .typeVocabSize)
             layerNormEps = try c.decodeIfPresent(Float.self, forKey: .layerNormEps) ?? layerNormEps
             hiddenAct = try c.decodeIfPresent(String.self, forKey: .hiddenAct) ?? hiddenAct
             visualPositionEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .visualPositionEmbeddings)
@@ -152,7 +171,7 @@ public struct Configuration: Codable, Sendable, Equatable {
         public init() {}
         public init(from decoder: Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
-            count = try c.decodeIfPresent(Int.self, forKey: .count) ?? count
+            count = try c.required(Int.self, .count)
         }
     }
 
@@ -225,7 +244,7 @@ public struct Configuration: Codable, Sendable, Equatable {
         case name, image, visual, concepts, modulator, fusion, heads, decoding, tokens, tokenizer
     }
 
-    /// The `tiny` defaults.
+    /// The `tiny` example of docs/FORMAT.md (in code only: a config.json must state its sizes).
     public init() {}
 
     public init(from decoder: Decoder) throws {
@@ -233,14 +252,24 @@ public struct Configuration: Codable, Sendable, Equatable {
         guard let version = try c.decodeIfPresent(Int.self, forKey: .formatVersion) else {
             throw LightCapError.invalidConfiguration(reason: "format_version is missing")
         }
+        // Before the sections: another format's keys are not this one's.
+        guard version == 1 else {
+            throw LightCapError.invalidConfiguration(reason: "format_version \(version) is not supported (only 1)")
+        }
         formatVersion = version
         name = try c.decodeIfPresent(String.self, forKey: .name) ?? name
-        image = try c.decodeIfPresent(Image.self, forKey: .image) ?? image
-        visual = try c.decodeIfPresent(Visual.self, forKey: .visual) ?? visual
-        concepts = try c.decodeIfPresent(Concepts.self, forKey: .concepts) ?? concepts
-        modulator = try c.decodeIfPresent(Modulator.self, forKey: .modulator) ?? modulator
-        fusion = try c.decodeIfPresent(Fusion.self, forKey: .fusion) ?? fusion
-        heads = try c.decodeIfPresent(Heads.self, forKey: .heads) ?? heads
+        image = try c.required(Image.self, .image)
+        visual = try c.required(Visual.self, .visual)
+        concepts = try c.required(Concepts.self, .concepts)
+        // Optional without concepts: the modulator then must be off, and an absent section
+        // (enabled by default) fails validation with the reason.
+        if concepts.enabled {
+            modulator = try c.required(Modulator.self, .modulator)
+        } else {
+            modulator = try c.decodeIfPresent(Modulator.self, forKey: .modulator) ?? modulator
+        }
+        fusion = try c.required(Fusion.self, .fusion)
+        heads = try c.required(Heads.self, .heads)
         decoding = try c.decodeIfPresent(Decoding.self, forKey: .decoding) ?? decoding
         tokens = try c.decodeIfPresent(Tokens.self, forKey: .tokens) ?? tokens
         tokenizer = try c.decodeIfPresent(Tokenizer.self, forKey: .tokenizer) ?? tokenizer
@@ -332,4 +361,16 @@ public struct Configuration: Codable, Sendable, Equatable {
     public var gridSide: Int { image.size / 32 }
     /// Number of visual tokens: `gridSide^2`.
     public var visualTokens: Int { gridSide * gridSide }
+}
+
+extension KeyedDecodingContainer {
+    /// The value at `key`; absent or null is `invalidConfiguration` naming the key's path
+    /// (`fusion.hidden_size is missing`).
+    func required<T: Decodable>(_ type: T.Type, _ key: Key) throws -> T {
+        guard let value = try decodeIfPresent(type, forKey: key) else {
+            let path = (codingPath + [key]).map(\.stringValue).joined(separator: ".")
+            throw LightCapError.invalidConfiguration(reason: "\(path) is missing")
+        }
+        return value
+    }
 }

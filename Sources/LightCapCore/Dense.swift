@@ -1,6 +1,6 @@
 // Dense kernels of the fusion model and heads: Linear (oneDNN sgemm), LayerNorm, GELU (erf),
 // softmax, a general matrix product and multi-head attention. Each has a plain twin in
-// `Reference` that the tests compare against.
+// `Reference` (the test-only LightCapReference target) that the tests compare against.
 
 #if canImport(Glibc)
 import Glibc

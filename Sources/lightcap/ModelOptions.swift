@@ -27,7 +27,7 @@ struct ModelOptions: ParsableArguments {
     /// beside the executable's package, or in this source tree.
     func modelDirectory() throws -> URL {
         if let model { return try checked(URL(fileURLWithPath: model)) }
-        if let found = Captioner.defaultModelDirectory { return try checked(found) }
+        if let found = defaultModelDirectory() { return try checked(found) }
         // A source checkout run by `swift run` from elsewhere: this package's models/default.
         let source = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().appendingPathComponent("models/default")
@@ -70,6 +70,27 @@ struct DecodingFlags: ParsableArguments {
         }
         return DecodingOptions(beamSize: beam ?? d.beamSize, maxLength: maxLength)
     }
+}
+
+/// The default model directory: `$LIGHTCAP_MODEL` if set, else the first `models/default`
+/// found in the current directory or a folder above the executable (nil when none exists).
+/// Lives in the command line, not the library, because it reads the executable's own path.
+func defaultModelDirectory() -> URL? {
+    let fm = FileManager.default
+    if let env = ProcessInfo.processInfo.environment["LIGHTCAP_MODEL"], !env.isEmpty {
+        return URL(fileURLWithPath: env)
+    }
+    var candidates = [URL(fileURLWithPath: fm.currentDirectoryPath)]
+    var dir = URL(fileURLWithPath: CommandLine.arguments.first ?? ".").resolvingSymlinksInPath().deletingLastPathComponent()
+    for _ in 0..<8 {
+        candidates.append(dir)
+        dir = dir.deletingLastPathComponent()
+    }
+    for base in candidates {
+        let model = base.appendingPathComponent("models/default")
+        if fm.fileExists(atPath: model.appendingPathComponent("config.json").path) { return model }
+    }
+    return nil
 }
 
 /// Writes to standard error.

@@ -50,7 +50,7 @@ struct ServeCommand: ParsableCommand {
         let directory: URL
         if let model {
             directory = URL(fileURLWithPath: model)
-        } else if let found = Captioner.defaultModelDirectory {
+        } else if let found = defaultModelDirectory() {
             directory = found
         } else {
             throw ValidationError("no model: pass --model DIR or set LIGHTCAP_MODEL (models/default was not found)")

@@ -1,5 +1,6 @@
 import XCTest
 @testable import LightCapCore
+import LightCapReference
 import LightCapTestSupport
 
 /// LightCap's average pool (`AveragePool`, the kernel in CKernels) against the plain

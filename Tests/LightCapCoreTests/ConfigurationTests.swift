@@ -1,12 +1,11 @@
 import XCTest
 @testable import LightCapCore
 
-/// config.json parsing: defaults, the FORMAT.md example, required format_version, bad values;
+/// config.json parsing: defaults, the FORMAT.md example, required keys named, bad values;
 /// the model directory's file checks.
 final class ConfigurationTests: XCTestCase {
-    func testFormatExampleParses() throws {
-        // docs/FORMAT.md's config.json example, verbatim.
-        let json = """
+    /// docs/FORMAT.md's config.json example, verbatim.
+    static let example = """
         {
           "format_version": 1,
           "name": "tiny",
@@ -29,6 +28,31 @@ final class ConfigurationTests: XCTestCase {
           "tokenizer": {"do_lower_case": true}
         }
         """
+
+    /// The example with `sections` merged in (section -> key -> value), `top` keys set and the
+    /// dotted `removing` paths (`fusion.hidden_size`, `heads`) deleted.
+    func example(_ sections: [String: [String: Any]] = [:], top: [String: Any] = [:],
+                 removing: [String] = []) throws -> Data {
+        var config = try JSONSerialization.jsonObject(with: Data(Self.example.utf8)) as! [String: Any]
+        for (section, values) in sections {
+            config[section] = (config[section] as? [String: Any] ?? [:]).merging(values) { $1 }
+        }
+        config.merge(top) { $1 }
+        for path in removing {
+            let parts = path.split(separator: ".").map(String.init)
+            if parts.count == 1 {
+                config.removeValue(forKey: parts[0])
+            } else {
+                var section = config[parts[0]] as! [String: Any]
+                section.removeValue(forKey: parts[1])
+                config[parts[0]] = section
+            }
+        }
+        return try JSONSerialization.data(withJSONObject: config)
+    }
+
+    func testFormatExampleParses() throws {
+        let json = Self.example
         let c = try Configuration.decode(Data(json.utf8))
         XCTAssertEqual(c, Configuration())  // the example is the tiny default
         XCTAssertEqual(c.gridChannels, 512)
@@ -63,39 +87,88 @@ final class ConfigurationTests: XCTestCase {
         }
     }
 
+    /// The keys with a natural default may be left out; unknown keys are ignored.
     func testDefaultsAndUnknownKeys() throws {
-        let c = try Configuration.decode(Data(#"{"format_version": 1, "visual": {"width": 64, "layers": [3, 4, 6, 3]}, "image": {"size": 224}, "extra": 5}"#.utf8))
+        let optional = ["name", "image.mean", "image.std", "visual.attention_pool", "visual.heads", "visual.output_dim",
+                        "visual.batchnorm_folded", "concepts.enabled", "concepts.windows", "concepts.prompt",
+                        "modulator.enabled", "fusion.layer_norm_eps", "fusion.hidden_act", "decoding", "tokens", "tokenizer"]
+        let c = try Configuration.decode(try example(["visual": ["width": 64, "layers": [3, 4, 6, 3]], "image": ["size": 224]],
+                                                     top: ["extra": 5], removing: optional))
         XCTAssertEqual(c.visual.layers, [3, 4, 6, 3])
         XCTAssertEqual(c.gridChannels, 2048)
         XCTAssertEqual(c.gridSide, 7)
+        let tiny = Configuration()
         XCTAssertEqual(c.visual.heads, 8)
-        XCTAssertEqual(c.fusion, Configuration.Fusion())
+        XCTAssertEqual(c.name, tiny.name)
+        XCTAssertEqual(c.image.mean, tiny.image.mean)
+        XCTAssertEqual(c.fusion, tiny.fusion)
+        XCTAssertEqual(c.decoding, tiny.decoding)
+        XCTAssertEqual(c.tokens, tiny.tokens)
+        XCTAssertTrue(c.concepts.enabled && c.modulator.enabled)
     }
 
-    func testFormatVersionRequired() {
+    /// A size key or a section holding them, left out, is an error naming its path (never a
+    /// `tiny` size: a config.json without fusion.hidden_size must not load as 128).
+    func testMissingSizeKeysNamed() throws {
+        let required = ["image.size", "visual.layers", "visual.width",
+                        "concepts.embed_dim", "concepts.hidden_dim", "concepts.top_k", "modulator.hidden_dim",
+                        "fusion.vocab_size", "fusion.hidden_size", "fusion.num_hidden_layers", "fusion.num_attention_heads",
+                        "fusion.intermediate_size", "fusion.max_position_embeddings", "fusion.type_vocab_size",
+                        "heads.count", "image", "visual", "concepts", "modulator", "fusion", "heads"]
+        for path in required {
+            XCTAssertThrowsError(try Configuration.decode(try example(removing: [path])), path) {
+                XCTAssertEqual($0 as? LightCapError, .invalidConfiguration(reason: "\(path) is missing"))
+                XCTAssertEqual("\($0)", "invalid configuration: \(path) is missing")
+            }
+        }
+        // A null value is as missing as an absent key.
+        XCTAssertThrowsError(try Configuration.decode(try example(["fusion": ["hidden_size": NSNull()]]))) {
+            XCTAssertEqual("\($0)", "invalid configuration: fusion.hidden_size is missing")
+        }
+        // The attention pool's sizes are required with the pool only.
+        for path in ["visual.heads", "visual.output_dim"] {
+            XCTAssertThrowsError(try Configuration.decode(try example(["visual": ["attention_pool": true]], removing: [path]))) {
+                XCTAssertEqual($0 as? LightCapError, .invalidConfiguration(reason: "\(path) is missing"))
+            }
+        }
+        // Without concepts the extractor's and the modulator's sizes (and the modulator section) may go.
+        let noConcepts = try Configuration.decode(try example(
+            ["concepts": ["enabled": false], "modulator": ["enabled": false]],
+            removing: ["concepts.embed_dim", "concepts.hidden_dim", "concepts.top_k", "modulator.hidden_dim"]))
+        XCTAssertFalse(noConcepts.concepts.enabled)
+        // No modulator section then means the default (enabled), which validation rejects with the reason.
+        XCTAssertThrowsError(try Configuration.decode(try example(["concepts": ["enabled": false]], removing: ["modulator"]))) {
+            XCTAssertTrue("\($0)".contains("modulator.enabled requires concepts.enabled"), "\($0)")
+        }
+    }
+
+    func testFormatVersionRequired() throws {
         XCTAssertThrowsError(try Configuration.decode(Data(#"{"name": "x"}"#.utf8))) {
             XCTAssertEqual($0 as? LightCapError, .invalidConfiguration(reason: "format_version is missing"))
         }
-        XCTAssertThrowsError(try Configuration.decode(Data(#"{"format_version": 2}"#.utf8))) {
-            XCTAssertTrue("\($0)".contains("format_version 2"))
+        // Another version is rejected before its keys are read.
+        for data in [Data(#"{"format_version": 2}"#.utf8), try example(top: ["format_version": 2])] {
+            XCTAssertThrowsError(try Configuration.decode(data)) {
+                XCTAssertTrue("\($0)".contains("format_version 2"), "\($0)")
+            }
         }
     }
 
-    func testBadValuesNamed() {
-        XCTAssertThrowsError(try Configuration.decode(Data(#"{"format_version": 1, "image": {"size": 100}}"#.utf8))) {
+    func testBadValuesNamed() throws {
+        XCTAssertThrowsError(try Configuration.decode(try example(["image": ["size": 100]]))) {
             XCTAssertTrue("\($0)".contains("image.size"), "\($0)")
         }
-        XCTAssertThrowsError(try Configuration.decode(Data(#"{"format_version": 1, "visual": {"width": "wide"}}"#.utf8))) {
+        XCTAssertThrowsError(try Configuration.decode(try example(["visual": ["width": "wide"]]))) {
             XCTAssertTrue("\($0)".contains("visual.width"), "\($0)")
         }
-        XCTAssertThrowsError(try Configuration.decode(Data(#"{"format_version": 1, "concepts": {"enabled": false}}"#.utf8))) {
+        XCTAssertThrowsError(try Configuration.decode(try example(["concepts": ["enabled": false]]))) {
             XCTAssertTrue("\($0)".contains("modulator.enabled"), "\($0)")
         }
-        XCTAssertNoThrow(try Configuration.decode(Data(#"{"format_version": 1, "concepts": {"enabled": false}, "modulator": {"enabled": false}}"#.utf8)))
+        XCTAssertNoThrow(try Configuration.decode(try example(["concepts": ["enabled": false], "modulator": ["enabled": false]])))
         XCTAssertThrowsError(try Configuration.decode(Data("{not json".utf8))) {
             XCTAssertTrue("\($0)".contains("not valid JSON"), "\($0)")
         }
-        XCTAssertThrowsError(try Configuration.decode(Data(#"{"format_version": 1, "fusion": {"hidden_size": 130, "num_attention_heads": 4}}"#.utf8))) {
+        XCTAssertThrowsError(try Configuration.decode(try example(["fusion": ["hidden_size": 130, "num_attention_heads": 4]]))) {
             XCTAssertTrue("\($0)".contains("num_attention_heads"), "\($0)")
         }
     }
@@ -106,7 +179,7 @@ final class ConfigurationTests: XCTestCase {
         XCTAssertThrowsError(try ModelDirectory(url: dir.appendingPathComponent("nothing"))) {
             XCTAssertTrue("\($0)".contains("nothing"))
         }
-        try Data(#"{"format_version": 1}"#.utf8).write(to: dir.appendingPathComponent("config.json"))
+        try example().write(to: dir.appendingPathComponent("config.json"))
         try SafetensorsWriter.write(["a": .f32(Tensor(zeros: [1]))], to: dir.appendingPathComponent("model.safetensors"))
         try Data("[PAD]\n[UNK]\n".utf8).write(to: dir.appendingPathComponent("vocab.txt"))
         XCTAssertThrowsError(try ModelDirectory(url: dir)) {
@@ -118,7 +191,7 @@ final class ConfigurationTests: XCTestCase {
         XCTAssertEqual(try model.vocabulary(), ["[PAD]", "[UNK]"])
         XCTAssertEqual(try model.weightStore().keys, ["a"])
         // Without concepts, concepts.txt is optional and ignored.
-        try Data(#"{"format_version": 1, "concepts": {"enabled": false}, "modulator": {"enabled": false}}"#.utf8)
+        try example(["concepts": ["enabled": false], "modulator": ["enabled": false]])
             .write(to: dir.appendingPathComponent("config.json"))
         XCTAssertEqual(try ModelDirectory(url: dir).conceptNames(), [])
         try FileManager.default.removeItem(at: dir.appendingPathComponent("concepts.txt"))

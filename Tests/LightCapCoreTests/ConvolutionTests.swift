@@ -1,5 +1,6 @@
 import XCTest
 @testable import LightCapCore
+import LightCapReference
 import LightCapTestSupport
 
 /// oneDNN convolutions and pools (packed weights, fused bias/ReLU/residual, blocked layouts

@@ -1,5 +1,6 @@
 import XCTest
 @testable import LightCapCore
+import LightCapReference
 import LightCapTestSupport
 
 /// `a` equals `b` within `tolerance` times b's scale: max |b|, but at least `minimumScale`;

@@ -1,5 +1,6 @@
 import XCTest
 @testable import LightCapCore
+import LightCapReference
 import LightCapTestSupport
 
 /// LightCap's direct convolution for small outputs (`DirectConvolution`, the kernel in

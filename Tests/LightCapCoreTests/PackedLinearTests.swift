@@ -2,6 +2,7 @@
 import Foundation
 import XCTest
 @testable import LightCapCore
+import LightCapReference
 import LightCapTestSupport
 
 /// PackedLinear (oneDNN matmul on a weight packed once) against its plain twins: the sgemm

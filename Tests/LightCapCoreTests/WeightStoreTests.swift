@@ -1,5 +1,6 @@
 import XCTest
 @testable import LightCapCore
+import LightCapReference
 import LightCapTestSupport
 
 /// Strict loading: scopes, shape checks, NaN/Inf rejection, unused and missing keys.

@@ -1,5 +1,6 @@
 import XCTest
 @testable import LightCapCore
+import LightCapReference
 import LightCapTestSupport
 import CKernels
 

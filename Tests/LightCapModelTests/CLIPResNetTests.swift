@@ -2,6 +2,7 @@ import XCTest
 import Foundation
 @testable import LightCapCore
 @testable import LightCapModel
+import LightCapReference
 import LightCapTestSupport
 
 /// Random visual weights for `config` (folded or not, with the attention pool if configured),

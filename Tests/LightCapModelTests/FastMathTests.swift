@@ -1,8 +1,9 @@
 // FastMath (polynomial exp, erf, GELU) against its reference twins: libm in Double and
-// LightCapCore's `Reference.gelu`, on a dense sweep and on random values.
+// LightCapReference's `Reference.gelu`, on a dense sweep and on random values.
 import XCTest
 import LightCapCore
 @testable import LightCapModel
+import LightCapReference
 
 final class FastMathTests: XCTestCase {
     func testExpMatchesLibm() {

@@ -89,3 +89,20 @@ def test_config_round_trip_and_errors(tmp_path):
                                          "modulator": {"enabled": False}})
     ablation.save(tmp_path / "c.json")
     assert LightCapConfig.load(tmp_path / "c.json") == ablation
+
+
+@pytest.mark.parametrize("path", ["fusion.hidden_size", "image.size", "heads.count", "concepts.top_k",
+                                  "modulator.hidden_dim", "visual.width"])
+def test_a_config_file_without_a_size_key_names_it(tmp_path, path):
+    """docs/FORMAT.md's required keys, as the Swift loader enforces them."""
+    data = LightCapConfig.tiny().to_dict()
+    section, key = path.split(".")
+    del data[section][key]
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=f"invalid configuration: {path} is missing"):
+        LightCapConfig.load(tmp_path / "config.json")
+    data = LightCapConfig.tiny().to_dict()
+    data["concepts"]["enabled"] = data["modulator"]["enabled"] = False
+    del data["concepts"]["top_k"], data["modulator"]["hidden_dim"]
+    (tmp_path / "ablation.json").write_text(json.dumps(data))
+    assert LightCapConfig.load(tmp_path / "ablation.json").concepts.enabled is False

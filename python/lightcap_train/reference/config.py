@@ -110,6 +110,32 @@ _SECTIONS = {
 }
 
 
+def missing_size_keys(data: dict[str, Any]) -> list[str]:
+    """The required keys of docs/FORMAT.md that `data` lacks (or holds as null), as paths."""
+    def absent(section: str, key: str | None = None) -> bool:
+        value = data.get(section)
+        if key is not None:
+            value = value.get(key) if isinstance(value, dict) else None
+        return value is None
+
+    def flag(section: str, key: str, default: bool) -> bool:
+        value = data.get(section)
+        return bool(value.get(key, default)) if isinstance(value, dict) else default
+
+    concepts = flag("concepts", "enabled", True)
+    required = [("format_version", None), ("image", "size"), ("visual", "layers"), ("visual", "width")]
+    if flag("visual", "attention_pool", False):
+        required += [("visual", "heads"), ("visual", "output_dim")]
+    if concepts:
+        required += [("concepts", "embed_dim"), ("concepts", "hidden_dim"), ("concepts", "top_k")]
+        if flag("modulator", "enabled", True):
+            required += [("modulator", "hidden_dim")]
+    required += [("fusion", k) for k in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                                          "intermediate_size", "max_position_embeddings", "type_vocab_size")]
+    required += [("heads", "count")]
+    return [s if k is None else f"{s}.{k}" for s, k in required if absent(s, k)]
+
+
 def _section_from_dict(cls, data: dict[str, Any] | None):
     data = data or {}
     if not isinstance(data, dict):
@@ -196,7 +222,13 @@ class LightCapConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> "LightCapConfig":
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """A model directory's config.json: the size keys are required (docs/FORMAT.md), as in
+        the Swift loader; `from_dict` alone fills absent keys from `tiny`."""
+        data = json.loads(Path(path).read_text())
+        missing = missing_size_keys(data)
+        if missing:
+            raise ValueError(f"{path}: invalid configuration: {missing[0]} is missing")
+        return cls.from_dict(data)
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")

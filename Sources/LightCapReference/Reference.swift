@@ -1,6 +1,8 @@
 // Plain reference twins of every kernel: direct loops, Double accumulation, no oneDNN.
 // Slow on purpose; tests compare the fast kernels with these.
 
+import LightCapCore
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
