@@ -202,8 +202,10 @@ def glyph(emoji: str, style: str) -> Image.Image:
 
 
 @lru_cache(maxsize=None)
-def _distinct_words(count: int) -> tuple[Thing, ...]:
-    return tuple(distinct_words(count))
+def _vocabulary(words: int | None) -> tuple[Thing, ...]:
+    """The things a split draws from: the `words` most distinct ones, or the whole table
+    (computed once per process: the writer and every rendering worker ask for it)."""
+    return tuple(distinct_words(words)) if words else things()
 
 
 def distinct_words(count: int) -> list[Thing]:
@@ -434,7 +436,7 @@ def jpeg_bytes(image: Image.Image, quality: int) -> bytes:
 def _render(job) -> tuple[dict, list[str], bytes]:
     """(metadata, captions, JPEG bytes) of image `index` (a worker process's unit of work)."""
     split, seed, index, words, size = job
-    vocabulary = list(_distinct_words(words)) if words else list(things())
+    vocabulary = list(_vocabulary(words))
     picture, image = compose(split, seed, index, vocabulary, size)
     image_id = SPLITS[split] * ID_STRIDE + index
     return metadata(picture, image_id, f"{index:06d}.jpg"), captions(picture), jpeg_bytes(image, picture.quality)
@@ -451,7 +453,7 @@ def write_split(split: str, seed: int, count: int, out: str, words: int | None =
     for name in ("captions.json", "objects.json", "instances.json", "concepts.txt", "images"):
         if os.path.exists(os.path.join(out, name)):
             raise ObjectsError(f"{out} already holds {name}; choose an empty folder")
-    vocabulary = distinct_words(words) if words else list(things())
+    vocabulary = list(_vocabulary(words))
     os.makedirs(os.path.join(out, "images"))
     images, annotations, pictures = [], [], []
     start = time.time()
