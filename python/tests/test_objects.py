@@ -187,7 +187,7 @@ def test_scores_read_things_counts_and_backgrounds_from_captions(tmp_path):
     first = {}
     for a in coco["annotations"]:
         first.setdefault(a["image_id"], a["caption"])
-    perfect = object_scores(first, objects)
+    perfect = object_scores(first, objects["images"])
     assert perfect == {"object_precision": 1.0, "object_recall": 1.0, "object_f1": 1.0,
                        "count_accuracy": 1.0, "background_accuracy": 1.0}
     # one image's things replaced by a wrong one, another's count and background wrong
@@ -198,7 +198,7 @@ def test_scores_read_things_counts_and_backgrounds_from_captions(tmp_path):
     wrong[m0["image_id"]] = f"{other.article} {other.word} {m0['background']['phrase']}"
     wrong[m1["image_id"]] = " and ".join(f"four {next(t.plural for t in O.things() if t.word == o['name'])}"
                                          for o in m1["objects"])
-    s = object_scores(wrong, objects)
+    s = object_scores(wrong, objects["images"])
     n_true = sum(len({o["name"] for o in m["objects"]}) for m in objects["images"])
     assert s["object_precision"] == pytest.approx((n_true - len(truth)) / (n_true - len(truth) + 1))
     assert s["object_recall"] == pytest.approx((n_true - len(truth)) / n_true)

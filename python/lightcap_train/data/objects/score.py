@@ -71,12 +71,12 @@ def named_background(caption: str) -> str | None:
     return best
 
 
-def object_scores(captions: dict[int, str], objects: dict) -> dict[str, float]:
+def object_scores(captions: dict[int, str], images: list[dict]) -> dict[str, float]:
     """Object P/R/F1, count and background accuracy of `captions` (image id -> caption) against
-    objects.json's content."""
+    the images of objects.json."""
     forms = _forms()
     tp = fp = fn = counted = right_counts = right_backgrounds = 0
-    for image in objects["images"]:
+    for image in images:
         caption = captions[image["image_id"]]
         truth = Counter(o["name"] for o in image["objects"])
         said = named_things(caption, forms)
@@ -90,7 +90,7 @@ def object_scores(captions: dict[int, str], objects: dict) -> dict[str, float]:
     return {"object_precision": precision, "object_recall": recall,
             "object_f1": 2 * precision * recall / max(1e-12, precision + recall),
             "count_accuracy": right_counts / max(1, counted),
-            "background_accuracy": right_backgrounds / max(1, len(objects["images"]))}
+            "background_accuracy": right_backgrounds / max(1, len(images))}
 
 
 def read_results(path: str) -> dict[int, str]:
@@ -106,22 +106,16 @@ def main(argv=None) -> int:
     p.add_argument("--results", required=True, help="COCO results JSON of its images")
     p.add_argument("--json", help="also write the scores here")
     args = p.parse_args(argv)
-    from lightcap_train.recipe.evaluate import coco_metrics
+    from lightcap_train.recipe.evaluate import coco_metrics, load_references
 
-    with open(f"{args.data}/objects.json") as f:
-        objects = json.load(f)
-    with open(f"{args.data}/captions.json") as f:
-        coco = json.load(f)
+    _, refs, metas = load_references(args.data)
     captions = read_results(args.results)
-    missing = [m["image_id"] for m in objects["images"] if m["image_id"] not in captions]
+    missing = [i for i in metas if i not in captions]
     if missing:
         print(f"score: {args.results} has no caption of {len(missing)} images (first: {missing[0]})",
               file=sys.stderr)
         return 2
-    refs: dict[int, list[str]] = {}
-    for a in coco["annotations"]:
-        refs.setdefault(a["image_id"], []).append(a["caption"])
-    scores = {**coco_metrics({i: captions[i] for i in refs}, refs), **object_scores(captions, objects)}
+    scores = {**coco_metrics({i: captions[i] for i in refs}, refs), **object_scores(captions, list(metas.values()))}
     print("  ".join(f"{k} {v:.4f}" for k, v in scores.items()))
     if args.json:
         with open(args.json, "w") as f:
