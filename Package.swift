@@ -28,12 +28,10 @@ let package = Package(
                        providers: [.apt(["libdeflate-dev"])]),
 
         // Tensor, safetensors, weight store, configuration, kernels (oneDNN + LightCap's own).
-        .target(name: "LightCapCore", dependencies: ["CDNNL", "CPeakFLOPS", "CKernels"]),
+        .target(name: "LightCapCore", dependencies: ["CDNNL", "CKernels"]),
         // LightCap's own kernels: Winograd F(4x4)/F(2x2) transforms and products, the direct convolution
         // for small outputs (AVX2+FMA or generic, chosen at run time).
         .target(name: "CKernels"),
-        // An FMA loop measuring the FP32 peak (benchmarks report the fraction of it they reach).
-        .target(name: "CPeakFLOPS"),
         // WordPiece tokenizer / detokenizer.
         .target(name: "LightCapText"),
         // The network: CLIPResNet, ConceptExtractor, Modulator, FusionModel, Heads. Works on token ids
@@ -49,20 +47,22 @@ let package = Package(
         .target(name: "LightCapServer", dependencies: [
             "LightCap", "LightCapCore", "LightCapImage", .product(name: "Hummingbird", package: "hummingbird"),
         ]),
+        // The benchmarks behind `lightcap bench caption|visual|image|decode|eval` (the scripts/bench_*.py
+        // peers call them): clocks, statistics, memory, the FMA peak.
+        .target(name: "LightCapBench", dependencies: [
+            "LightCap", "LightCapCore", "LightCapModel", "LightCapImage", "LightCapEval", "CPeakFLOPS",
+        ]),
+        // An FMA loop measuring the FP32 peak (benchmarks report the fraction of it they reach).
+        .target(name: "CPeakFLOPS"),
         // The command line.
         .executableTarget(name: "lightcap", dependencies: [
-            "LightCap", "LightCapEval", "LightCapServer",
+            "LightCap", "LightCapEval", "LightCapServer", "LightCapBench",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
-        // Decode + preprocess timings (scripts/bench_image.py compares them with Pillow).
-        .executableTarget(name: "lightcap-image-bench", dependencies: ["LightCapImage"]),
-
-        // Visual encoder benchmark: `swift run -c release lightcap-bench-visual --help`.
-        .executableTarget(name: "lightcap-bench-visual", dependencies: ["LightCapModel", "LightCapCore"]),
 
         // Plain reference twins (direct loops, Double accumulation) the tests compare the fast kernels
         // and CLIPResNet with. Test targets only: no product, library or executable depends on it.
-        .target(name: "LightCapReference", dependencies: ["LightCapCore"]),
+        .target(name: "LightCapReference", dependencies: ["LightCapCore", "LightCapModel"]),
         // What the test targets share: the seeded random generator.
         .target(name: "LightCapTestSupport", dependencies: ["LightCapCore"], path: "Tests/LightCapTestSupport"),
         .testTarget(name: "LightCapCoreTests", dependencies: [

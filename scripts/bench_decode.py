@@ -8,7 +8,7 @@ all 20 steps), then times the same decode of one image's features
   - PyTorch: the reference's uncached loop (LightCap.greedy / beam_search, transformers style),
   - ONNX Runtime: the reference's fusion graph (BERT + heads at the [MASK] row) exported,
     run by the same uncached loop,
-  - Swift: `swift test -c release --filter DecodeBenchmark` (cached and uncached),
+  - Swift: `lightcap bench decode` (cached and uncached, and the stages of one step),
 all in the same run, one thread each, and prints a table with ratios to ONNX Runtime.
 """
 
@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import re
 import statistics
 import subprocess
 import sys
@@ -95,6 +93,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-swift", action="store_true")
+    parser.add_argument("--lightcap", type=Path, default=REPO / ".build/release/lightcap")
     args = parser.parse_args()
 
     import numpy as np
@@ -151,14 +150,14 @@ def main() -> None:
     rows["greedy 20, ONNX Runtime uncached"] = median_ms(ort_greedy, args.repeats)
 
     if not args.skip_swift:
-        env = dict(os.environ, LIGHTCAP_BENCH=str(args.out), LIGHTCAP_BENCH_REPEATS=str(args.repeats))
-        cmd = ["swift", "test", "-c", "release", "-Xswiftc", "-enable-testing", "--filter", "DecodeBenchmark"]
-        run = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
-        found = re.search(r"^BENCH (\{.*\})$", run.stdout + run.stderr, re.M)
-        if not found:
+        if not args.lightcap.exists():
+            subprocess.run(["swift", "build", "-c", "release", "--product", "lightcap"], cwd=REPO, check=True)
+        run = subprocess.run([str(args.lightcap), "bench", "decode", "--data", str(args.out), "--repeats", str(args.repeats)],
+                             capture_output=True, text=True)
+        if run.returncode != 0:
             print(run.stdout[-3000:], run.stderr[-3000:])
-            raise SystemExit("Swift benchmark did not report")
-        swift = json.loads(found.group(1))
+            raise SystemExit("lightcap bench decode failed")
+        swift = json.loads(run.stdout)
         assert swift["greedy_ids"] == greedy.ids, f"Swift greedy {swift['greedy_ids']} != PyTorch {greedy.ids}"
         assert swift["beam_ids"] == beam_ids, f"Swift beam {swift['beam_ids']} != PyTorch {beam_ids}"
         for name, ms in sorted(swift["timings"].items(), key=lambda kv: (kv[0].startswith("  "), kv[0])):

@@ -73,9 +73,9 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / ".build" / "bench-images"))
     args = ap.parse_args()
     files = workloads(Path(args.out))
-    subprocess.run(["swift", "build", "-c", "release", "--product", "lightcap-image-bench"], cwd=ROOT,
+    subprocess.run(["swift", "build", "-c", "release", "--product", "lightcap"], cwd=ROOT,
                    check=True, stdout=subprocess.DEVNULL)
-    exe = ROOT / ".build" / "release" / "lightcap-image-bench"
+    bench = [str(ROOT / ".build" / "release" / "lightcap"), "bench", "image"]
     print(f"{'workload':<21} {'source':>10} {'decoded':>10} {'swift dec':>9} {'swift pre':>9} "
           f"{'swift ms':>8} {'pillow ms':>9} {'ratio':>6}   {'wall: swift':>11} {'pillow':>7} {'ratio':>6}")
     runs = [(files[0], []), (files[0], ["--no-dct-scaling"]), (files[1], [])]
@@ -86,7 +86,7 @@ def main() -> None:
         for _ in range(args.rounds):
             c, w = bench_pillow(f, args.size, args.iterations)
             pil, pil_wall = min(pil, c), min(pil_wall, w)
-            res = subprocess.run([str(exe), str(f), "--size", str(args.size), "--iterations", str(args.iterations)]
+            res = subprocess.run(bench + [str(f), "--size", str(args.size), "--iterations", str(args.iterations)]
                                  + extra,
                                  check=True, capture_output=True, text=True)
             r = json.loads(res.stdout.strip().splitlines()[-1])

@@ -1,18 +1,18 @@
 #!/usr/bin/env python3
 """Visual encoder benchmark: the CLIP RN50 trunk (base, 224, stem to layer4, BatchNorm folded)
 on the same random weights in PyTorch (eager), ONNX Runtime (the same graph exported to ONNX)
-and the Swift engine (lightcap-bench-visual, direct and Winograd), in one run; prints the
+and the Swift engine (`lightcap bench visual`, direct and Winograd), in one run; prints the
 ratio table against ONNX Runtime, GFLOPS and the fraction of the FMA-measured FP32 peak.
 
     scripts/bench_visual.py [--threads 1 2] [--iterations 20] [--warmup 3] [--rounds 1]
     scripts/bench_visual.py --profile [--threads 1] [--algorithms direct]
 
 --profile: where the time goes, layer by layer, on both sides: the Swift engine's own op
-timings (lightcap-bench-visual --profile) beside ONNX Runtime's per-node profile of the same
+timings (`lightcap bench visual --profile`) beside ONNX Runtime's per-node profile of the same
 graph, matched by layer name, on the first --threads count.
 
-A benchmark, not a test: run it on a quiet machine. Builds the Swift benchmark in release
-mode if needed (swift build -c release --product lightcap-bench-visual).
+A benchmark, not a test: run it on a quiet machine. Builds lightcap in release mode if needed
+(swift build -c release --product lightcap).
 """
 
 from __future__ import annotations
@@ -185,13 +185,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="repeat every measurement, keep the best median")
     parser.add_argument("--algorithms", default="direct,winograd,winograd4x4")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--binary", type=Path, default=ROOT / ".build/release/lightcap-bench-visual")
+    parser.add_argument("--lightcap", type=Path, default=ROOT / ".build/release/lightcap")
     parser.add_argument("--profile", action="store_true", help="per-op times of the Swift engine beside ONNX Runtime's")
     args = parser.parse_args()
 
-    if not args.binary.exists():
-        print("building lightcap-bench-visual (release)", file=sys.stderr)
-        subprocess.run(["swift", "build", "-c", "release", "--product", "lightcap-bench-visual"], cwd=ROOT, check=True)
+    if not args.lightcap.exists():
+        print("building lightcap (release)", file=sys.stderr)
+        subprocess.run(["swift", "build", "-c", "release", "--product", "lightcap"], cwd=ROOT, check=True)
+    bench = [str(args.lightcap), "bench", "visual"]
 
     # The same random, non-degenerate weights as the fixtures' base model, BatchNorm folded.
     torch.set_num_threads(max(args.threads))
@@ -222,10 +223,10 @@ def main() -> None:
 
             ort_times = ort_node_times(ort_session(onnx_path, t, str(Path(tmp) / "ort-profile")),
                                        {"pixels": x.numpy()}, args.warmup, args.iterations)
-            out = subprocess.run([str(args.binary), "--weights", str(weights), "--json", "--profile", "--threads", str(t),
+            out = subprocess.run(bench + ["--weights", str(weights), "--json", "--profile", "--threads", str(t),
                                   "--algorithms", args.algorithms, "--iterations", str(args.iterations)],
                                  check=True, capture_output=True, text=True).stdout
-            peak = json.loads(subprocess.run([str(args.binary), "--weights", str(weights), "--json", "--threads", str(t),
+            peak = json.loads(subprocess.run(bench + ["--weights", str(weights), "--json", "--threads", str(t),
                                               "--algorithms", algorithms[0], "--iterations", "1", "--warmup", "0"],
                                              check=True, capture_output=True, text=True).stdout)["rows"][0]["peakGflops"]
             print_profile(json.loads(out), ort_times, algorithms, t, peak)
@@ -250,7 +251,7 @@ def main() -> None:
                 extra["onnxruntime_relative_error_vs_torch"] = max(err, extra.get("onnxruntime_relative_error_vs_torch", 0.0))
                 keep_best(results, ("ONNX Runtime", t), *timed(lambda: sess.run(None, feed), args.warmup, args.iterations))
 
-            out = subprocess.run([str(args.binary), "--weights", str(weights), "--json",
+            out = subprocess.run(bench + ["--weights", str(weights), "--json",
                                   "--threads", ",".join(map(str, args.threads)), "--algorithms", args.algorithms,
                                   "--iterations", str(args.iterations), "--warmup", str(args.warmup)],
                                  check=True, capture_output=True, text=True).stdout
@@ -264,7 +265,7 @@ def main() -> None:
             extra["swift_load_ms_warm_primitive_cache"] = report["loadMs"]
             extra["swift_first_load_ms"] = report["firstLoadMs"]
             for algorithm in args.algorithms.split(","):  # a process holding only the backbone
-                mem = subprocess.run([str(args.binary), "--memory", "--weights", str(weights), "--algorithms", algorithm],
+                mem = subprocess.run(bench + ["--memory", "--weights", str(weights), "--algorithms", algorithm],
                                      check=True, capture_output=True, text=True).stdout
                 extra[f"swift_backbone_process_{algorithm}"] = json.loads(mem)
 

@@ -1,6 +1,6 @@
 // Captioner: the shared, read-only model (loaded once, used by any number of threads) and the
 // pipeline grid -> concepts -> modulator -> visual tokens -> fusion + heads -> decoding.
-// Per-call state (key/value caches, buffers) lives in a per-request session (Decoding.swift).
+// Per-request state (backbone workspace, key/value caches, buffers) lives in a CaptionSession.
 
 import Foundation
 import LightCapCore
@@ -58,6 +58,8 @@ public final class Captioner: Sendable {
     public let special: SpecialTokenIDs
     /// oneDNN threads used by each call.
     public let threads: Int
+    /// The model directory it was loaded from.
+    public let modelDirectory: URL
     let visual: CLIPResNet
     let preprocessor: CLIPPreprocessor
     /// nil without concepts (`concepts.enabled` false: no concept segment, no modulation).
@@ -66,8 +68,8 @@ public final class Captioner: Sendable {
     let conceptPieces: [[Int]]
     let modulator: Modulator?
     let projection: ImageProjection
-    let fusion: FusionModel
-    let heads: PredictionHeads
+    package let fusion: FusionModel
+    package let heads: PredictionHeads
 
     /// Loads a model directory (config.json, model.safetensors, vocab.txt, concepts.txt).
     /// Loading is strict: a missing, unused or mis-shaped tensor is an error naming it. Without
@@ -118,6 +120,7 @@ public final class Captioner: Sendable {
         self.tokenizer = tokenizer
         self.special = special
         self.threads = threads
+        self.modelDirectory = modelDirectory
     }
 
     /// The concept vocabulary (empty without concepts).
@@ -159,87 +162,25 @@ public final class Captioner: Sendable {
         return (hidden, heads.headLogits(rows), heads.logits(rows))
     }
 
-    /// Captions an encoded image file (JPEG, PNG, WebP; EXIF orientation applied).
-    public func caption(imageAt url: URL, options: DecodingOptions = .init()) throws -> Caption {
-        let data: Data
-        do { data = try Data(contentsOf: url) } catch {
-            throw LightCapError.io(path: url.path, reason: error.localizedDescription)
-        }
-        return try caption(imageData: data, options: options)
-    }
+    /// A new per-request session (backbone workspace, decoding caches, scratch buffers): keep
+    /// one per thread and reuse it from image to image.
+    public func makeSession() throws -> CaptionSession { try CaptionSession(self) }
 
-    /// Captions encoded image bytes (JPEG, PNG, WebP).
-    public func caption(imageData data: Data, options: DecodingOptions = .init()) throws -> Caption {
-        var stopwatch = Stopwatch()
-        let image = try ImageDecoder.decode(data, minimumSide: configuration.image.size)
-        stopwatch.lap("decode")
-        let pixels = preprocessor(image)
-        stopwatch.lap("preprocess")
-        return try caption(pixels: pixels, options: options, stopwatch: stopwatch)
-    }
-
-    /// Captions normalised pixels [3, S, S] (channel-major, `CLIPPreprocessor`'s output).
-    public func caption(pixels: [Float], options: DecodingOptions = .init()) throws -> Caption {
-        try caption(pixels: pixels, options: options, stopwatch: Stopwatch())
-    }
-
-    func caption(pixels: [Float], options: DecodingOptions, stopwatch: Stopwatch) throws -> Caption {
-        var stopwatch = stopwatch
-        Threads.set(threads)
-        let grid = try visual.grid(pixels: pixels)
-        stopwatch.lap("backbone")
-        return try caption(grid: grid, options: options, stopwatch: stopwatch)
-    }
-
-    /// Captions a grid [N, C] (the backbone's output).
-    public func caption(grid: Tensor, options: DecodingOptions = .init()) throws -> Caption {
-        try caption(grid: grid, options: options, stopwatch: Stopwatch())
-    }
-
-    func caption(grid: Tensor, options: DecodingOptions, stopwatch: Stopwatch) throws -> Caption {
-        Threads.set(threads)
-        var stopwatch = stopwatch
-        func lap(_ stage: String) { stopwatch.lap(stage) }
-        let features = try imageFeatures(grid: grid)
-        lap("concepts")
-        let hypothesis = try decode(features: features, options: options)
-        lap("fusion")
-        let concepts = zip(features.concepts.ids, features.concepts.scores).map {
-            ConceptScore(name: conceptNames[$0], score: $1)
-        }
-        return Caption(text: tokenizer.decodeCaption(hypothesis.tokens), tokens: tokenizer.tokenize(ids: hypothesis.tokens),
-                       tokenIds: hypothesis.tokens, score: hypothesis.score, concepts: concepts, timings: stopwatch.timings)
-    }
-
-    /// Decodes the caption tokens of prepared image features (greedy when beamSize is 1).
-    /// `f32Vocabulary` makes cached greedy decoding use the F32 vocabulary product every step
-    /// instead of the INT8 one with exact rescoring; by default only where oneDNN has no VNNI
-    /// kernels (QuantizedDecoder.hasVNNI). Both give the exact argmax.
-    func decode(features: ImageFeatures, options: DecodingOptions,
-                f32Vocabulary: Bool = !QuantizedDecoder.hasVNNI) throws -> Hypothesis {
-        let a = configuration.decoding.captionSegmentLength
+    /// Checks `options` against the model: beam at least 1, max length in
+    /// 1...`configuration.decoding.longestCaption` (the caption segment holds [CLS] and [MASK] too).
+    public func validate(_ options: DecodingOptions) throws {
         guard options.beamSize >= 1 else {
-            throw LightCapError.invalidArgument(reason: "beamSize must be at least 1, got \(options.beamSize)")
+            throw LightCapError.invalidArgument(reason: "beam size must be at least 1, got \(options.beamSize)")
         }
-        guard options.maxLength >= 1, options.maxLength + 2 <= a else {
-            throw LightCapError.invalidArgument(reason: "maxLength \(options.maxLength) must lie in 1...\(a - 2) (caption_segment_length \(a) holds [CLS] and [MASK])")
+        let longest = configuration.decoding.longestCaption
+        guard (1...max(longest, 1)).contains(options.maxLength) else {
+            throw LightCapError.invalidArgument(reason: "max length \(options.maxLength) must lie in 1...\(longest) (caption_segment_length \(configuration.decoding.captionSegmentLength) holds [CLS], the caption and [MASK])")
         }
-        let context = ImageContext(conceptPieces: conceptSegment(features.concepts), visualTokens: features.visualTokens)
-        let session: LogitSession = options.useCache
-            ? try CachedSession(fusion: fusion, heads: heads, special: special, context: context, captionSegmentLength: a)
-            : UncachedSession(fusion: fusion, heads: heads, special: special, context: context, captionSegmentLength: a)
-        if options.beamSize == 1 {
-            // Greedy needs the exact argmax only: with VNNI the INT8 vocabulary product with
-            // exact rescoring is the fastest way to it.
-            (session as? CachedSession)?.argmaxOnly = !f32Vocabulary
-            return try Decoder.greedy(session, sep: special.sep, maxLength: options.maxLength)
-        }
-        return try Decoder.beamSearch(session, sep: special.sep, beam: options.beamSize, maxLength: options.maxLength)
     }
 
     /// The kept concepts' pieces, concatenated in score order (no [SEP]); nil without concepts:
     /// the text is then the caption segment alone (T = A).
-    func conceptSegment(_ selection: ConceptSelection) -> [Int]? {
+    package func conceptSegment(_ selection: ConceptSelection) -> [Int]? {
         guard conceptExtractor != nil else { return nil }
         return selection.ids.flatMap { conceptPieces[$0] }
     }
@@ -250,7 +191,7 @@ extension WordPieceTokenizer {
     func tokenize(ids: [Int]) -> [String] { ids.compactMap { token(of: $0) } }
 }
 
-/// Milliseconds per stage.
+/// Milliseconds per stage of one caption.
 struct Stopwatch {
     var timings: [String: Double] = [:]
     var last = ContinuousClock.now

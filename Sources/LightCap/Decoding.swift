@@ -24,16 +24,35 @@ public struct DecodingOptions: Sendable, Equatable, Codable {
 }
 
 /// The image-side inputs of the fusion model for one image.
-struct ImageContext {
+package struct ImageContext {
     /// Concept pieces in score order, concatenated, no [SEP]; nil without a concept segment.
-    var conceptPieces: [Int]?
+    package var conceptPieces: [Int]?
     /// [N, D].
-    var visualTokens: Tensor
+    package var visualTokens: Tensor
+
+    package init(conceptPieces: [Int]?, visualTokens: Tensor) {
+        self.conceptPieces = conceptPieces
+        self.visualTokens = visualTokens
+    }
 }
 
 /// Gives ensemble logits at the [MASK] that follows each caption prefix (tokens without [CLS]).
 protocol LogitSession: AnyObject {
     func logits(prefixes: [[Int]]) throws -> [[Float]]
+    /// Greedy's log-probabilities of `tokens`: tokens[i] was chosen from `rows[i]`, the logits
+    /// of the i-th one-prefix `logits` call. By default the rows' own log-softmax.
+    func greedyLogProbabilities(of tokens: [Int], rows: [[Float]]) -> [Float]
+}
+
+extension LogitSession {
+    func greedyLogProbabilities(of tokens: [Int], rows: [[Float]]) -> [Float] {
+        logSoftmax(at: tokens, rows: rows)
+    }
+}
+
+/// rows[i][tokens[i]] - log-sum-exp(rows[i]).
+func logSoftmax(at tokens: [Int], rows: [[Float]]) -> [Float] {
+    zip(tokens, rows).map { t, row in row[t] - Float(row.withUnsafeBufferPointer { LogSoftmax.logSumExp($0) }) }
 }
 
 /// The uncached reference loop: builds and runs the whole padded sequence for every prefix.
@@ -41,16 +60,19 @@ final class UncachedSession: LogitSession {
     let fusion: FusionModel
     let heads: PredictionHeads
     let special: SpecialTokenIDs
-    let context: ImageContext
     let captionSegmentLength: Int
+    /// The image being captioned (`start`).
+    var context = ImageContext(conceptPieces: nil, visualTokens: Tensor(zeros: [0, 0]))
 
-    init(fusion: FusionModel, heads: PredictionHeads, special: SpecialTokenIDs, context: ImageContext, captionSegmentLength: Int) {
+    init(fusion: FusionModel, heads: PredictionHeads, special: SpecialTokenIDs, captionSegmentLength: Int) {
         self.fusion = fusion
         self.heads = heads
         self.special = special
-        self.context = context
         self.captionSegmentLength = captionSegmentLength
     }
+
+    /// Starts on a new image.
+    func start(_ context: ImageContext) { self.context = context }
 
     func logits(prefixes: [[Int]]) throws -> [[Float]] {
         let d = fusion.hiddenSize
@@ -71,38 +93,47 @@ final class UncachedSession: LogitSession {
 }
 
 /// The cached loop: concept + visual keys/values once, then two rows per hypothesis and step.
-final class CachedSession: LogitSession {
+/// Reused from image to image (`start`).
+package final class CachedSession: LogitSession {
     let fusion: FusionModel
     let heads: PredictionHeads
     let special: SpecialTokenIDs
-    let image: ImageCache
+    let captionSegmentLength: Int
+    /// The current image's concept + visual keys and values (`start`).
+    package private(set) var image: ImageCache?
     /// Caption caches of the prefixes of the last step, keyed by the prefix.
     var caches: [[Int]: CaptionCache] = [:]
     /// Use the INT8 decoder (exact argmax, approximate elsewhere): greedy decoding only.
-    var argmaxOnly = false
+    private(set) var argmaxOnly = false
+    /// The averaged head states of every step run with `argmaxOnly` (one row per step in greedy).
+    var transformedStates: [Tensor] = []
 
-    init(fusion: FusionModel, heads: PredictionHeads, special: SpecialTokenIDs, context: ImageContext, captionSegmentLength: Int) throws {
+    package init(fusion: FusionModel, heads: PredictionHeads, special: SpecialTokenIDs, captionSegmentLength: Int) {
         self.fusion = fusion
         self.heads = heads
         self.special = special
+        self.captionSegmentLength = captionSegmentLength
+    }
+
+    /// Starts on a new image: its keys and values, empty caption caches. `argmaxOnly`: the INT8
+    /// vocabulary product with exact rescoring (greedy decoding only).
+    package func start(_ context: ImageContext, argmaxOnly: Bool) throws {
         let conceptTokens = context.conceptPieces.map { $0 + [special.sep] } ?? []
         guard captionSegmentLength + conceptTokens.count <= fusion.configuration.maxPositionEmbeddings else {
             throw LightCapError.invalidArgument(reason: "text of \(captionSegmentLength + conceptTokens.count) tokens exceeds max_position_embeddings")
         }
         image = try fusion.imageCache(conceptTokens: conceptTokens, visualTokens: context.visualTokens,
                                       captionSegmentLength: captionSegmentLength)
-        self.captionSegmentLength = captionSegmentLength
+        caches.removeAll(keepingCapacity: true)
+        transformedStates.removeAll(keepingCapacity: true)
+        self.argmaxOnly = argmaxOnly
     }
 
-    let captionSegmentLength: Int
-
     func logits(prefixes: [[Int]]) throws -> [[Float]] {
+        guard let image else { preconditionFailure("CachedSession.start comes first") }
         var parents: [CaptionCache] = [], tokens: [Int] = []
         var taken: [[Int]: CaptionCache] = [:]
         for prefix in prefixes {
-            guard prefix.count + 2 <= captionSegmentLength else {
-                throw LightCapError.invalidArgument(reason: "caption of \(prefix.count) tokens does not fit the caption segment (\(captionSegmentLength))")
-            }
             if let last = prefix.last {
                 // The first child takes the parent's cache over (it then grows in place).
                 guard let parent = caches.removeValue(forKey: Array(prefix.dropLast())) ?? taken[Array(prefix.dropLast())] else {
@@ -120,17 +151,15 @@ final class CachedSession: LogitSession {
         let (hidden, grown) = try fusion.step(caches: consume parents, tokens: tokens, maskID: special.mask)
         caches = Dictionary(zip(prefixes, grown), uniquingKeysWith: { a, _ in a })
         let states = heads.transformed(hidden)
-        guard argmaxOnly else { return splitRows(heads.decode(transformed: states)) }
+        guard argmaxOnly else { return splitRows(heads.vocabularyLogits(transformed: states)) }
         transformedStates.append(states)
         return heads.argmaxExactLogits(transformed: states)
     }
 
-    /// The averaged head states of every step run with `argmaxOnly` (one row per step in greedy).
-    var transformedStates: [Tensor] = []
-
-    /// Exact log-probabilities of `tokens` (one per recorded step, in order): one F32 decoder
-    /// product over all the steps' states at once, replacing the approximate normalisers.
-    func exactLogProbabilities(of tokens: [Int]) -> [Float] {
+    /// With `argmaxOnly` the rows are exact only near their argmax: the log-probabilities come
+    /// from one F32 vocabulary product over all the recorded steps' states at once.
+    func greedyLogProbabilities(of tokens: [Int], rows: [[Float]]) -> [Float] {
+        guard argmaxOnly else { return logSoftmax(at: tokens, rows: rows) }
         precondition(tokens.count == transformedStates.count, "one token per recorded step")
         guard !tokens.isEmpty else { return [] }
         let d = transformedStates[0].shape[1]
@@ -138,7 +167,7 @@ final class CachedSession: LogitSession {
         for (i, s) in transformedStates.enumerated() {
             s.withUnsafeBufferPointer { (states.storage.base + i * d).update(from: $0.baseAddress!, count: d) }
         }
-        let logits = heads.decode(transformed: states)  // [steps, V]
+        let logits = heads.vocabularyLogits(transformed: states)  // [steps, V]
         let v = logits.shape[1]
         return logits.withUnsafeBufferPointer { p in
             tokens.indices.map { i in
@@ -155,31 +184,25 @@ func splitRows(_ x: Tensor) -> [[Float]] {
 }
 
 /// A decoded token sequence and its score.
-struct Hypothesis: Equatable {
-    var tokens: [Int]
-    var score: Double
+package struct Hypothesis: Equatable {
+    package var tokens: [Int]
+    package var score: Double
 }
 
 enum Decoder {
     /// Rule 11: argmax (lowest id on ties) at each step, stop at [SEP]; score = mean log-prob of
     /// the chosen tokens, the [SEP] included when emitted.
     static func greedy(_ session: LogitSession, sep: Int, maxLength: Int) throws -> Hypothesis {
-        var tokens: [Int] = [], logps: [Float] = [], chosen: [Int] = []
-        let deferred = (session as? CachedSession)?.argmaxOnly == true
+        var tokens: [Int] = [], chosen: [Int] = [], rows: [[Float]] = []
         for _ in 0..<maxLength {
             let logits = try session.logits(prefixes: [tokens])[0]
             let best = logits.withUnsafeBufferPointer { FastMath.firstIndexOfMax($0) }  // lowest id on ties
             chosen.append(best)
-            if !deferred {
-                logps.append(logits[best] - Float(logits.withUnsafeBufferPointer { LogSoftmax.logSumExp($0) }))
-            }
+            rows.append(logits)
             if best == sep { break }
             tokens.append(best)
         }
-        if deferred, let cached = session as? CachedSession {
-            // The INT8 logits are exact only near the argmax: score with one exact product.
-            logps = cached.exactLogProbabilities(of: chosen)
-        }
+        let logps = session.greedyLogProbabilities(of: chosen, rows: rows)
         let mean = logps.isEmpty ? 0 : logps.reduce(0.0) { $0 + Double($1) } / Double(logps.count)
         return Hypothesis(tokens: tokens, score: mean)
     }
@@ -251,14 +274,14 @@ struct TopCandidates {
 }
 
 /// log-sum-exp of a logit row, the normaliser of log_softmax.
-enum LogSoftmax {
+package enum LogSoftmax {
     /// log(sum(exp(x))), vectorised: the max in 16 lanes, then e^(x - max) by FastMath's
     /// branch-free exp (about 3e-7 relative per term), summed in Float lanes over blocks of 128
     /// values (at most 8 additions per lane) and the blocks in Double, so the sum keeps about
     /// 1e-7 relative error over 30522 values where one Float sum would lose 1e-5. About 4x
     /// libm's `expf` loop at base size (0.06 ms a row). Twin: `logSumExpReference`; an empty or
     /// all -inf row gives -inf.
-    static func logSumExp(_ x: UnsafeBufferPointer<Float>) -> Double {
+    package static func logSumExp(_ x: UnsafeBufferPointer<Float>) -> Double {
         let n = x.count
         let m = FastMath.maximum(x)
         if m == -.infinity { return -.infinity }
@@ -281,7 +304,7 @@ enum LogSoftmax {
     }
 
     /// The reference twin: libm's exp in Double.
-    static func logSumExpReference(_ x: UnsafeBufferPointer<Float>) -> Double {
+    package static func logSumExpReference(_ x: UnsafeBufferPointer<Float>) -> Double {
         var m = -Float.infinity
         for v in x { m = max(m, v) }
         var sum = 0.0

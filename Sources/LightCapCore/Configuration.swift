@@ -181,6 +181,9 @@ public struct Configuration: Codable, Sendable, Equatable {
         public var captionSegmentLength: Int = 22
         public var beamSize: Int = 5
 
+        /// The longest caption a request may ask for: the caption segment also holds [CLS] and [MASK].
+        public var longestCaption: Int { captionSegmentLength - 2 }
+
         enum CodingKeys: String, CodingKey {
             case maxLength = "max_length"
             case captionSegmentLength = "caption_segment_length"

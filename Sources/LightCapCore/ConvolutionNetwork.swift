@@ -371,12 +371,12 @@ public final class ConvolutionNetwork: @unchecked Sendable {
         public let implementation: String
         /// Floating-point operations (convolutions; 0 for reorders and pools).
         public let flops: Int
-        /// Median milliseconds over the runs.
-        public let milliseconds: Double
+        /// Milliseconds of each run.
+        public let samples: [Double]
     }
 
     /// Runs the network `runs` times (after one warm-up run), timing each op on its own: the
-    /// median milliseconds of every op, in order. The ops run exactly as in `run` (same
+    /// milliseconds of every op in every run, ops in order. The ops run exactly as in `run` (same
     /// buffers, threads and order), with a clock read between them.
     public func profile(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, workspace: Workspace,
                         runs: Int) throws -> [OpTime] {
@@ -398,8 +398,7 @@ public final class ConvolutionNetwork: @unchecked Sendable {
             }
         }
         return zip(ops, samples).map { op, times in
-            OpTime(label: op.label, implementation: op.implementation, flops: op.flops,
-                   milliseconds: Statistics.median(times))
+            OpTime(label: op.label, implementation: op.implementation, flops: op.flops, samples: times)
         }
     }
 

@@ -76,6 +76,8 @@ public final class SafetensorsFile: @unchecked Sendable {
     public let path: String
     /// Entries by name.
     public let entries: [String: Entry]
+    /// The number of values in all tensors (a model's parameter count).
+    public var parameterCount: Int { entries.values.reduce(0) { $0 + Tensor.elementCount($1.shape) } }
     /// `__metadata__` of the header (string values only).
     public let metadata: [String: String]
     let file: MappedFile

@@ -38,45 +38,26 @@ public final class CLIPResNet: Sendable {
         let loader = ConvLoader(store: store.scoped("visual"), folded: visual.batchnormFolded)
         let b = try ConvolutionNetwork.Builder(channels: 3, height: imageSize, width: imageSize, algorithm: algorithm,
                                                  threads: threads)
-        let width = visual.width
-
-        // Stem: conv1 (stride 2), conv2, conv3, each + BN + ReLU; AvgPool 2.
-        var x = try loader.add(b, b.input, "conv1", bn: "bn1", in: 3, out: width / 2, kernel: 3, stride: 2, padding: 1)
-        x = try loader.add(b, x, "conv2", bn: "bn2", in: width / 2, out: width / 2, kernel: 3, padding: 1)
-        x = try loader.add(b, x, "conv3", bn: "bn3", in: width / 2, out: width, kernel: 3, padding: 1)
+        let layout = CLIPResNetLayout(visual)
+        var x = b.input
+        for conv in layout.stem { x = try loader.add(b, x, conv) }
         x = try b.averagePool(x, kernel: 2, label: "avgpool")
-
-        // layer1..4: planes width * (1, 2, 4, 8), strides (1, 2, 2, 2).
-        var inplanes = width
-        for (l, blocks) in visual.layers.enumerated() {
-            let planes = width << l
-            for i in 0..<blocks {
-                let stride = (i == 0 && l > 0) ? 2 : 1
-                x = try CLIPResNet.bottleneck(b, x, loader, name: "layer\(l + 1).\(i)", inplanes: inplanes, planes: planes, stride: stride)
-                inplanes = planes * 4
+        for block in layout.blocks {
+            var h = try loader.add(b, x, block.conv1)
+            h = try loader.add(b, h, block.conv2)
+            h = try b.averagePool(h, kernel: block.stride, label: "\(block.name).avgpool")
+            var identity = x
+            if let downsample = block.downsample {
+                let pooled = try b.averagePool(x, kernel: block.stride, label: "\(block.name).downsample.-1")
+                identity = try loader.add(b, pooled, downsample, relu: false)
             }
+            x = try loader.add(b, h, block.conv3, residual: identity)
         }
         network = try b.build(output: x)
         attentionPool = visual.attentionPool
             ? try AttentionPool(store.scoped("visual").scoped("attnpool"), tokens: gridSide * gridSide, channels: channels,
                                 heads: visual.heads, outputDim: visual.outputDim)
             : nil
-    }
-
-    /// x -> conv1 (1x1) -> conv2 (3x3) -> AvgPool(stride) -> conv3 (1x1) + identity -> ReLU, where
-    /// identity = downsample (AvgPool(stride), 1x1 conv, BN) when stride > 1 or channels change.
-    private static func bottleneck(_ b: ConvolutionNetwork.Builder, _ x: ConvolutionNetwork.Value, _ loader: ConvLoader,
-                                   name: String, inplanes: Int, planes: Int, stride: Int) throws -> ConvolutionNetwork.Value {
-        var h = try loader.add(b, x, "\(name).conv1", bn: "\(name).bn1", in: inplanes, out: planes, kernel: 1)
-        h = try loader.add(b, h, "\(name).conv2", bn: "\(name).bn2", in: planes, out: planes, kernel: 3, padding: 1)
-        h = try b.averagePool(h, kernel: stride, label: "\(name).avgpool")
-        var identity = x
-        if stride > 1 || inplanes != planes * 4 {
-            let pooled = try b.averagePool(x, kernel: stride, label: "\(name).downsample.-1")
-            identity = try loader.add(b, pooled, "\(name).downsample.0", bn: "\(name).downsample.1",
-                                      in: inplanes, out: planes * 4, kernel: 1, relu: false)
-        }
-        return try loader.add(b, h, "\(name).conv3", bn: "\(name).bn3", in: planes, out: planes * 4, kernel: 1, residual: identity)
     }
 
     /// A new workspace for `grid`.
@@ -117,26 +98,23 @@ struct ConvLoader {
     let store: WeightStore
     let folded: Bool
 
-    /// Loads convolution `name` (+ BN `bn`), adds it to `builder` (packing its weights), then
-    /// lets the file's pages of it go: the packed copy is the only resident one.
-    func add(_ builder: ConvolutionNetwork.Builder, _ x: ConvolutionNetwork.Value, _ name: String, bn: String,
-             in inChannels: Int, out outChannels: Int, kernel: Int, stride: Int = 1, padding: Int = 0,
+    /// Loads convolution `c` (+ its BN), adds it to `builder` (packing its weights), then lets
+    /// the file's pages of it go: the packed copy is the only resident one.
+    func add(_ builder: ConvolutionNetwork.Builder, _ x: ConvolutionNetwork.Value, _ c: CLIPResNetLayout.Convolution,
              relu: Bool = true, residual: ConvolutionNetwork.Value? = nil) throws -> ConvolutionNetwork.Value {
-        let conv = try self.conv(name, bn: bn, in: inChannels, out: outChannels, kernel: kernel, stride: stride, padding: padding)
-        let y = try builder.convolution(x, conv, relu: relu, residual: residual, label: name)
-        store.releasePages(of: "\(name).weight")
+        let y = try builder.convolution(x, try conv(c), relu: relu, residual: residual, label: c.name)
+        store.releasePages(of: "\(c.name).weight")
         return y
     }
 
-    func conv(_ name: String, bn: String, in inChannels: Int, out outChannels: Int, kernel: Int,
-              stride: Int = 1, padding: Int = 0) throws -> Conv2d {
-        let weight = try store.take("\(name).weight", shape: [outChannels, inChannels, kernel, kernel])
+    func conv(_ c: CLIPResNetLayout.Convolution) throws -> Conv2d {
+        let weight = try store.take("\(c.name).weight", shape: [c.outChannels, c.inChannels, c.kernel, c.kernel])
         if folded {
-            let bias = try store.take("\(name).bias", shape: [outChannels])
-            return try Conv2d(weight: weight, bias: bias, stride: stride, padding: padding)
+            let bias = try store.take("\(c.name).bias", shape: [c.outChannels])
+            return try Conv2d(weight: weight, bias: bias, stride: c.stride, padding: c.padding)
         }
-        let (w, b) = try ConvLoader.fold(weight: weight, batchNorm: store.scoped(bn), channels: outChannels)
-        return try Conv2d(weight: w, bias: b, stride: stride, padding: padding)
+        let (w, b) = try ConvLoader.fold(weight: weight, batchNorm: store.scoped(c.batchNorm), channels: c.outChannels)
+        return try Conv2d(weight: w, bias: b, stride: c.stride, padding: c.padding)
     }
 
     /// W' = W * g / sqrt(var + eps), b' = beta - mean * g / sqrt(var + eps), per output channel.

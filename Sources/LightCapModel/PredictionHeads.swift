@@ -4,7 +4,7 @@
 // decoder product on the averaged transformed states plus the averaged bias, which is how
 // `logits(_:)` computes it. `headLogits(_:)` computes every head apart (the reference twin).
 // The decoder product runs on a weight packed once for oneDNN's matmul (PackedLinear: 3x
-// sgemm's speed at 1-20 rows); `decodePlain(transformed:)` is its sgemm twin.
+// sgemm's speed at 1-20 rows); `vocabularyLogitsPlain(transformed:)` is its sgemm twin.
 
 import LightCapCore
 
@@ -73,12 +73,12 @@ public struct PredictionHeads: Sendable {
 
     /// The F32 decoder product (+ averaged bias) on already transformed states [M, D] -> [M, V]
     /// (the packed matmul).
-    public func decode(transformed states: Tensor) -> Tensor {
+    public func vocabularyLogits(transformed states: Tensor) -> Tensor {
         decoder(states)
     }
 
-    /// `decode(transformed:)`'s plain twin: one sgemm on the row-major decoder.
-    public func decodePlain(transformed states: Tensor) -> Tensor {
+    /// `vocabularyLogits(transformed:)`'s plain twin: one sgemm on the row-major decoder.
+    public func vocabularyLogitsPlain(transformed states: Tensor) -> Tensor {
         decoder.plain(states)
     }
 

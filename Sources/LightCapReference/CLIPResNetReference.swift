@@ -2,6 +2,7 @@
 // explicit BatchNorm for unfolded files, the attention pool from Reference ops. Slow; tests only.
 
 import LightCapCore
+import LightCapModel
 
 /// A slow, plain-Swift ModifiedResNet for checking `CLIPResNet`.
 public struct CLIPResNetReference: Sendable {
@@ -34,36 +35,23 @@ public struct CLIPResNetReference: Sendable {
     public init(_ store: WeightStore, configuration: Configuration) throws {
         let v = configuration.visual
         let s = store.scoped("visual")
-        func conv(_ name: String, _ bn: String, _ i: Int, _ o: Int, _ k: Int, stride: Int = 1, padding: Int = 0) throws -> ConvBN {
-            let w = try s.take("\(name).weight", shape: [o, i, k, k])
+        func conv(_ c: CLIPResNetLayout.Convolution) throws -> ConvBN {
+            let (o, i, k) = (c.outChannels, c.inChannels, c.kernel)
+            let w = try s.take("\(c.name).weight", shape: [o, i, k, k])
             if v.batchnormFolded {
-                return ConvBN(weight: w, bias: try s.take("\(name).bias", shape: [o]), bn: nil, stride: stride, padding: padding)
+                return ConvBN(weight: w, bias: try s.take("\(c.name).bias", shape: [o]), bn: nil, stride: c.stride, padding: c.padding)
             }
-            let b = s.scoped(bn)
+            let b = s.scoped(c.batchNorm)
             return ConvBN(weight: w, bias: nil,
                           bn: (try b.take("weight", shape: [o]), try b.take("bias", shape: [o]),
                                try b.take("running_mean", shape: [o]), try b.take("running_var", shape: [o])),
-                          stride: stride, padding: padding)
+                          stride: c.stride, padding: c.padding)
         }
-        let w = v.width
-        stem = [try conv("conv1", "bn1", 3, w / 2, 3, stride: 2, padding: 1),
-                try conv("conv2", "bn2", w / 2, w / 2, 3, padding: 1),
-                try conv("conv3", "bn3", w / 2, w, 3, padding: 1)]
-        var blocks: [Block] = []
-        var inplanes = w
-        for (l, count) in v.layers.enumerated() {
-            let planes = w << l
-            for i in 0..<count {
-                let stride = (i == 0 && l > 0) ? 2 : 1
-                let n = "layer\(l + 1).\(i)"
-                let ds = (stride > 1 || inplanes != planes * 4)
-                    ? try conv("\(n).downsample.0", "\(n).downsample.1", inplanes, planes * 4, 1) : nil
-                blocks.append(Block(conv1: try conv("\(n).conv1", "\(n).bn1", inplanes, planes, 1),
-                                    conv2: try conv("\(n).conv2", "\(n).bn2", planes, planes, 3, padding: 1),
-                                    conv3: try conv("\(n).conv3", "\(n).bn3", planes, planes * 4, 1),
-                                    downsample: ds, stride: stride))
-                inplanes = planes * 4
-            }
+        let layout = CLIPResNetLayout(v)
+        stem = try layout.stem.map(conv)
+        let blocks = try layout.blocks.map { block in
+            Block(conv1: try conv(block.conv1), conv2: try conv(block.conv2), conv3: try conv(block.conv3),
+                  downsample: try block.downsample.map(conv), stride: block.stride)
         }
         self.blocks = blocks
         if v.attentionPool {

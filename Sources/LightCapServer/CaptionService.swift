@@ -1,6 +1,6 @@
-// The work behind the HTTP routes: one shared, read-only Captioner; per-request decoding state
-// (the Captioner makes it per call); concurrency bounded by an async limiter (no global lock);
-// the CPU work runs on Dispatch worker threads, never on the NIO event loops or the cooperative pool.
+// The work behind the HTTP routes: one shared, read-only Captioner; per-request state in pooled
+// CaptionSessions (SessionPool); concurrency bounded by an async limiter (no global lock); the
+// CPU work runs on Dispatch worker threads, never on the NIO event loops or the cooperative pool.
 
 import Dispatch
 import Foundation
@@ -145,6 +145,7 @@ public struct ModelResponse: Codable, Sendable, Equatable {
 /// Captions request bodies with the shared Captioner under the concurrency limit.
 final class CaptionService: Sendable {
     let captioner: Captioner
+    let sessions: SessionPool
     let configuration: ServerConfiguration
     let limiter: AsyncLimiter
     let model: ModelResponse
@@ -153,13 +154,14 @@ final class CaptionService: Sendable {
 
     init(captioner: Captioner, configuration: ServerConfiguration) throws {
         self.captioner = captioner
+        sessions = SessionPool(captioner: captioner)
         self.configuration = configuration
         limiter = AsyncLimiter(limit: configuration.maxConcurrentCaptions, maxWaiting: configuration.maxQueuedRequests)
         let c = captioner.configuration
         var parameters: Int?
         if let url = configuration.modelDirectory {
             let weights = try ModelDirectory(url: url).openWeights()
-            parameters = weights.entries.values.reduce(0) { $0 + $1.shape.reduce(1, *) }
+            parameters = weights.parameterCount
         }
         model = ModelResponse(
             name: c.name, formatVersion: c.formatVersion, parameters: parameters, imageSize: c.image.size,
@@ -169,8 +171,8 @@ final class CaptionService: Sendable {
             fusionLayers: c.fusion.numHiddenLayers, fusionHiddenSize: c.fusion.hiddenSize,
             fusionHeads: c.fusion.numAttentionHeads, vocabSize: c.fusion.vocabSize, predictionHeads: c.heads.count,
             defaultBeam: min(max(1, c.decoding.beamSize), configuration.maxBeamSize),
-            defaultMaxLength: min(max(1, c.decoding.maxLength), c.decoding.captionSegmentLength - 2),
-            maxMaxLength: c.decoding.captionSegmentLength - 2)
+            defaultMaxLength: min(max(1, c.decoding.maxLength), c.decoding.longestCaption),
+            maxMaxLength: c.decoding.longestCaption)
     }
 
     /// Parses `beam` and `max_length`; anything else in the query is an error (typos surface).
@@ -209,10 +211,12 @@ final class CaptionService: Sendable {
                            message: "server busy: \(configuration.maxQueuedRequests) requests already waiting")
         }
         let queued = DispatchTime.now()
-        let captioner = self.captioner
+        let sessions = self.sessions
         let result: Result<Caption, any Error> = await withCheckedContinuation { continuation in
             Self.workQueue.async {
-                continuation.resume(returning: Result { try captioner.caption(imageData: data, options: options) })
+                continuation.resume(returning: Result {
+                    try sessions.withSession { try $0.caption(imageData: data, options: options) }
+                })
             }
         }
         await limiter.release()

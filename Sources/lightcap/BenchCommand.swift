@@ -1,122 +1,279 @@
-// `lightcap bench`: per-stage timings of captioning one image, after warm-up: median and p90
-// of each stage (decode, preprocess, backbone, concepts, fusion) and of the whole, with the
-// thread count and the model's size. Benchmarks are not tests: run on a quiet machine.
+// `lightcap bench caption|visual|image|decode|eval`: the benchmarks (LightCapBench). Benchmarks
+// are not tests: their numbers depend on the machine and its load. The scripts/bench_*.py peers
+// run them beside PyTorch, ONNX Runtime, Pillow or pycocoevalcap in the same run.
 
 import ArgumentParser
 import Foundation
 import LightCap
+import LightCapBench
 import LightCapCore
-import LightCapImage
 
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
-        abstract: "Time each stage of captioning (warm-up, then median and p90 over runs).",
-        discussion: """
-            Without --image, a synthetic 640x480 image is captioned (no decode stage).
-            Example: lightcap bench --image examples/scene1.png --runs 50 --threads 2
-            """)
+        abstract: "Benchmarks: caption stages, the visual backbone, image decoding, caption decoding, metrics.",
+        subcommands: [Caption.self, Visual.self, Image.self, Decode.self, Eval.self],
+        defaultSubcommand: Caption.self)
 
-    @Option(name: .long, help: ArgumentHelp("Image file to caption (JPEG, PNG, WebP).", valueName: "file"))
-    var image: String?
-
-    @Option(name: .long, help: "Timed runs.")
-    var runs: Int = 20
-
-    @Option(name: .long, help: "Untimed warm-up runs.")
-    var warmup: Int = 3
-
-    @Flag(name: .long, help: "Print one JSON object instead of a table.")
-    var json = false
-
-    @OptionGroup var model: ModelOptions
-    @OptionGroup var decoding: DecodingFlags
-
-    func validate() throws {
-        guard runs >= 1 else { throw ValidationError("--runs must be at least 1") }
-        guard warmup >= 0 else { throw ValidationError("--warmup must be 0 or more") }
+    /// Prints `value` as JSON (sorted keys).
+    static func printJSON<T: Encodable>(_ value: T, pretty: Bool = true) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = pretty ? [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes] : [.sortedKeys, .withoutEscapingSlashes]
+        print(String(decoding: try encoder.encode(value), as: UTF8.self))
     }
 
-    func run() throws {
-        var clock = Stopwatch()
-        let pipeline = try model.loadPipeline()
-        let loadMs = clock.lap()
-        let options = try decoding.options(for: pipeline)
-        let data: Data?
-        if let image {
-            guard let d = FileManager.default.contents(atPath: image) else { throw CLIError.noSuchPath(image) }
-            data = d
-        } else {
-            data = nil
-        }
-        let synthetic = Self.syntheticImage(width: 640, height: 480)
-        func once() throws -> Caption {
-            if let data { return try pipeline.caption(imageData: data, options: options) }
-            return try pipeline.caption(image: synthetic, options: options)
-        }
-        for _ in 0..<warmup { _ = try once() }
-        var samples: [String: [Double]] = [:]
-        var caption = ""
-        for _ in 0..<runs {
-            var total = Stopwatch()
-            let c = try once()
-            let t = total.lap()
-            for (k, v) in c.timings { samples[k, default: []].append(v) }
-            samples["total", default: []].append(t)
-            caption = c.text
-        }
-        let stages = ["decode", "preprocess", "backbone", "concepts", "fusion", "total"].filter { samples[$0] != nil }
-        let weights = try ModelDirectory(url: pipeline.directory).weightsURL
-        let bytes = (try? FileManager.default.attributesOfItem(atPath: weights.path)[.size] as? Int) ?? 0
-        let params = try SafetensorsFile(url: weights).entries.values.reduce(0) { $0 + $1.shape.reduce(1, *) }
-        let decodingName = options.beamSize == 1 ? "greedy" : "beam \(options.beamSize)"
-
-        if json {
-            var object: [String: Any] = [
-                "model": pipeline.directory.path, "threads": model.threads, "runs": runs, "warmup": warmup,
-                "decoding": decodingName, "max_length": options.maxLength, "load_ms": loadMs,
-                "model_bytes": bytes, "parameters": params, "caption": caption, "image": image ?? "synthetic 640x480",
-            ]
-            var st: [String: Any] = [:]
-            for s in stages { st[s] = ["median_ms": Self.percentile(samples[s]!, 0.5), "p90_ms": Self.percentile(samples[s]!, 0.9)] }
-            object["stages"] = st
-            let out = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
-            print(String(decoding: out, as: UTF8.self))
-            return
-        }
-        print("model      \(pipeline.directory.path) (\(pipeline.configuration.name), \(Self.megabytes(bytes)), \(params) parameters)")
-        print("image      \(image ?? "synthetic 640x480")")
-        print("decoding   \(decodingName), max \(options.maxLength) tokens; threads \(model.threads); \(warmup) warm-up + \(runs) runs")
-        print(String(format: "load       %.1f ms", loadMs))
-        print("caption    \(caption)")
-        print("stage          median ms     p90 ms")
-        for s in stages {
-            print(s.padding(toLength: 12, withPad: " ", startingAt: 0)
-                  + String(format: " %10.2f %10.2f", Self.percentile(samples[s]!, 0.5), Self.percentile(samples[s]!, 0.9)))
-        }
+    static func pad(_ s: String, _ width: Int) -> String {
+        s.count >= width ? s : s + String(repeating: " ", count: width - s.count)
     }
 
-    /// Nearest-rank percentile.
-    static func percentile(_ x: [Double], _ q: Double) -> Double {
-        let s = x.sorted()
-        let rank = Int((q * Double(s.count)).rounded(.up)) - 1
-        return s[min(max(rank, 0), s.count - 1)]
-    }
+    struct Caption: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Time each stage of captioning (warm-up, then median and p90 over runs).",
+            discussion: """
+                Without --image, a synthetic 640x480 image is captioned (no decode stage).
+                Example: lightcap bench caption --image examples/scene1.png --runs 50 --threads 2
+                """)
 
-    static func megabytes(_ bytes: Int) -> String { String(format: "%.1f MB", Double(bytes) / 1e6) }
+        @Option(name: .long, help: ArgumentHelp("Image file to caption (JPEG, PNG, WebP).", valueName: "file"))
+        var image: String?
 
-    /// A smooth colour gradient with a few shapes.
-    static func syntheticImage(width: Int, height: Int) -> RGBImage {
-        var pixels = [UInt8](repeating: 0, count: width * height * 3)
-        for y in 0..<height {
-            for x in 0..<width {
-                let i = (y * width + x) * 3
-                let inSquare = abs(x - width / 3) < 60 && abs(y - height / 2) < 60
-                pixels[i] = inSquare ? 220 : UInt8(x * 255 / width)
-                pixels[i + 1] = inSquare ? 30 : UInt8(y * 255 / height)
-                pixels[i + 2] = inSquare ? 30 : 128
+        @Option(name: .long, help: "Timed runs.")
+        var runs: Int = 20
+
+        @Option(name: .long, help: "Untimed warm-up runs.")
+        var warmup: Int = 3
+
+        @Flag(name: .long, help: "Print one JSON object instead of a table.")
+        var json = false
+
+        @OptionGroup var model: ModelOptions
+        @OptionGroup var decoding: DecodingFlags
+
+        func validate() throws {
+            guard runs >= 1 else { throw ValidationError("--runs must be at least 1") }
+            guard warmup >= 0 else { throw ValidationError("--warmup must be 0 or more") }
+        }
+
+        func run() throws {
+            var captioner: Captioner?
+            let loadMs = try Clock.time { captioner = try model.loadCaptioner() }
+            let options = try decoding.options(for: captioner!)
+            var data: Data?
+            if let image {
+                guard let d = FileManager.default.contents(atPath: image) else { throw CLIError.noSuchPath(image) }
+                data = d
+            }
+            let report = try CaptionBenchmark.run(captioner!, imageData: data, options: options, runs: runs, warmup: warmup)
+            let directory = captioner!.modelDirectory
+            let weights = try ModelDirectory(url: directory).weightsURL
+            let bytes = (try? FileManager.default.attributesOfItem(atPath: weights.path)[.size] as? Int) ?? 0
+            let params = try SafetensorsFile(url: weights).parameterCount
+            let decodingName = options.beamSize == 1 ? "greedy" : "beam \(options.beamSize)"
+            let imageName = image ?? "synthetic 640x480"
+            if json {
+                struct Output: Encodable {
+                    var model: String, threads: Int, runs: Int, warmup: Int, decoding: String, max_length: Int
+                    var load_ms: Double, model_bytes: Int, parameters: Int, caption: String, image: String
+                    var stages: [String: CaptionBenchmark.Stage]
+                }
+                try BenchCommand.printJSON(Output(
+                    model: directory.path, threads: model.threads, runs: runs, warmup: warmup, decoding: decodingName,
+                    max_length: options.maxLength, load_ms: loadMs, model_bytes: bytes, parameters: params,
+                    caption: report.caption, image: imageName,
+                    stages: Dictionary(report.stages.map { ($0.name, $0.summary) }, uniquingKeysWith: { a, _ in a })))
+                return
+            }
+            print("model      \(directory.path) (\(captioner!.configuration.name), \(String(format: "%.1f MB", Double(bytes) / 1e6)), \(params) parameters)")
+            print("image      \(imageName)")
+            print("decoding   \(decodingName), max \(options.maxLength) tokens; threads \(model.threads); \(warmup) warm-up + \(runs) runs")
+            print(String(format: "load       %.1f ms", loadMs))
+            print("caption    \(report.caption)")
+            print("stage          median ms     p90 ms")
+            for (name, s) in report.stages {
+                print(BenchCommand.pad(name, 12) + String(format: " %10.2f %10.2f", s.medianMs, s.p90Ms))
             }
         }
-        return RGBImage(width: width, height: height, pixels: pixels)
+    }
+
+    struct Visual: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Time the CLIP ResNet trunk (base, 224) on random or given weights.",
+            discussion: """
+                Default: load times, then the median forward per convolution policy and thread count with \
+                GFLOPS and the fraction of the measured FMA peak, and the peak resident memory.
+                --profile: the time of every op inside the network on the first --threads count.
+                --memory: only load and run --runs times on 1 thread; prints load time and peak resident memory.
+                scripts/bench_visual.py runs it beside PyTorch and ONNX Runtime.
+                """)
+
+        @Option(name: .long, help: ArgumentHelp("Folded visual.* weights (safetensors); default: random base weights.", valueName: "file"))
+        var weights: String?
+
+        @Option(name: .long, help: ArgumentHelp("Thread counts, comma-separated.", valueName: "n,n"))
+        var threads: String = "1,2"
+
+        @Option(name: .long, help: ArgumentHelp("Convolution policies, comma-separated (as lightcap caption --convolutions).", valueName: "kind,kind"))
+        var algorithms: String?
+
+        @Option(name: .long, help: "Timed forwards per row.")
+        var iterations: Int = 20
+
+        @Option(name: .long, help: "Untimed forwards first.")
+        var warmup: Int = 3
+
+        @Flag(name: .long, help: "Print JSON.")
+        var json = false
+
+        @Flag(name: .long, help: "Only load and run on 1 thread, then print the load time and the peak resident memory.")
+        var memory = false
+
+        @Option(name: .long, help: "With --memory: forwards to run.")
+        var runs: Int = 2
+
+        @Flag(name: .long, help: "The time of every op inside the network.")
+        var profile = false
+
+        func options() throws -> VisualBenchmark.Options {
+            var o = VisualBenchmark.Options()
+            o.weights = weights.map { URL(fileURLWithPath: $0) }
+            o.threads = try threads.split(separator: ",").map {
+                guard let n = Int($0), n >= 1 else { throw ValidationError("--threads: '\($0)' is not a positive integer") }
+                return n
+            }
+            if let algorithms {
+                o.algorithms = try algorithms.split(separator: ",").map {
+                    guard let a = ConvolutionAlgorithm(rawValue: String($0)) else {
+                        throw ValidationError("--algorithms: unknown '\($0)' (\(ConvolutionAlgorithm.allCases.map(\.rawValue).joined(separator: ", ")))")
+                    }
+                    return a
+                }
+            }
+            guard iterations >= 1, warmup >= 0, runs >= 1 else { throw ValidationError("--iterations and --runs must be at least 1, --warmup 0 or more") }
+            o.iterations = iterations
+            o.warmup = warmup
+            return o
+        }
+
+        func run() throws {
+            let options = try options()
+            if memory {
+                guard options.weights != nil else { throw ValidationError("--memory needs --weights (scripts/bench_visual.py writes them)") }
+                try BenchCommand.printJSON(try VisualBenchmark.memory(options, runs: runs), pretty: false)
+                return
+            }
+            if profile { return try printProfile(options) }
+            let report = try VisualBenchmark.run(options) { if !json { print($0) } }
+            if json { return try BenchCommand.printJSON(report) }
+            print(String(format: "convolutions: %.2f GFLOP; packed weights %.1f MB; FMA peak probe: %@", report.convolutionGflop, report.packedWeightMB, report.fmaISA))
+            print(String(format: "load: first %.1f ms; median of 3: %@", report.firstLoadMs,
+                         report.loadMs.sorted { $0.key < $1.key }.map { String(format: "%@ %.1f ms", $0.key, $0.value) }.joined(separator: ", ")))
+            print(String(format: "resident memory: %.1f MB before load, peak %.1f MB", report.rssBeforeMB, report.peakRSSMB))
+            print("wall clock: median of the runs, peak by wall clock; CPU: process CPU time per run, peak by CPU time")
+            print("algorithm  threads  median ms  GFLOPS  % peak  |  CPU ms  GFLOPS  % peak  |  rel. error vs direct")
+            for r in report.rows {
+                print(String(format: "%-9@  %7d  %9.2f  %6.1f  %5.1f%%  |  %6.2f  %6.1f  %5.1f%%  |  %.2e", r.algorithm, r.threads,
+                             r.medianMs, r.gflops, 100 * r.fractionOfPeak, r.cpuMs, r.cpuGflops, 100 * r.cpuGflops / max(r.cpuPeakGflops, 1e-9),
+                             r.relativeErrorVsDirect))
+            }
+        }
+
+        private func printProfile(_ options: VisualBenchmark.Options) throws {
+            let threads = options.threads.first ?? 1
+            let peak = PeakFLOPS.measure(threads: threads).wallGflops
+            let profiles = try VisualBenchmark.profile(options) { if !json { print($0) } }
+            if json { return try BenchCommand.printJSON(profiles) }
+            let pad = BenchCommand.pad
+            print(String(format: "FMA peak %.1f GFLOPS on %d thread(s); median of %d runs per op", peak, threads, options.iterations))
+            for algorithm in options.algorithms.map(\.rawValue) {
+                guard let ops = profiles[algorithm] else { continue }
+                print("\n\(algorithm)\n" + pad("op", 26) + " " + pad("implementation", 28) + "      ms   GFLOPS  % peak")
+                var kinds: [String: (ms: Double, flops: Int)] = [:]
+                for op in ops {
+                    let gflops = op.flops > 0 ? Double(op.flops) / op.milliseconds / 1e6 : 0
+                    print(pad(op.label, 26) + " " + pad(op.implementation, 28)
+                          + String(format: " %7.3f  %7.1f  %5.1f%%", op.milliseconds, gflops, op.flops > 0 ? 100 * gflops / peak : 0))
+                    let kind = op.flops == 0 ? (op.label.contains("pool") || op.label.hasSuffix("downsample.-1") ? "pool" : "reorder")
+                        : op.implementation.contains("wino") ? "winograd 3x3" : op.implementation.contains("1x1") ? "1x1" : "direct 3x3"
+                    kinds[kind, default: (0, 0)].ms += op.milliseconds
+                    kinds[kind, default: (0, 0)].flops += op.flops
+                }
+                let total = ops.reduce(0) { $0 + $1.milliseconds }
+                for (kind, v) in kinds.sorted(by: { $0.value.ms > $1.value.ms }) {
+                    print("  " + pad(kind, 14) + String(format: " %8.2f ms (%4.1f%%)  %6.2f GFLOP  %6.1f GFLOPS", v.ms, 100 * v.ms / total,
+                                                        Double(v.flops) / 1e9, v.flops > 0 ? Double(v.flops) / v.ms / 1e6 : 0))
+                }
+                print(String(format: "  total          %8.2f ms", total))
+            }
+        }
+    }
+
+    struct Image: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Time image decoding + CLIP preprocessing per file (one JSON line each).",
+            discussion: "scripts/bench_image.py runs it beside Pillow on the same files.")
+
+        @Argument(help: ArgumentHelp("Image files.", valueName: "file"))
+        var files: [String]
+
+        @Option(name: .long, help: "Preprocessed side S.")
+        var size: Int = 224
+
+        @Option(name: .long, help: "Timed runs per file.")
+        var iterations: Int = 20
+
+        @Flag(name: .long, help: "Decode JPEGs at full size (no DCT scaling towards S).")
+        var noDctScaling = false
+
+        func validate() throws {
+            guard !files.isEmpty else { throw ValidationError("give at least one image file") }
+            guard size >= 1, iterations >= 1 else { throw ValidationError("--size and --iterations must be at least 1") }
+        }
+
+        func run() throws {
+            for f in files {
+                try BenchCommand.printJSON(try ImageBenchmark.run(file: URL(fileURLWithPath: f), size: size, iterations: iterations,
+                                                                  dctScaling: !noDctScaling), pretty: false)
+            }
+        }
+    }
+
+    struct Decode: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Time caption decoding (greedy, beam, cached, uncached, per stage) on one thread.",
+            discussion: "--data is a folder written by scripts/bench_decode.py (model/ and grid.safetensors), which runs this and prints the table beside PyTorch and ONNX Runtime.")
+
+        @Option(name: .long, help: ArgumentHelp("The benchmark's folder.", valueName: "dir"))
+        var data: String
+
+        @Option(name: .long, help: "Timed runs per workload (median).")
+        var repeats: Int = 5
+
+        @Option(name: .long, help: ArgumentHelp("Only run N cached greedy decodes, untimed (for perf record).", valueName: "n"))
+        var profileRuns: Int?
+
+        func run() throws {
+            guard let report = try DecodeBenchmark.run(folder: URL(fileURLWithPath: data), repeats: repeats, profileRuns: profileRuns) else { return }
+            try BenchCommand.printJSON(report, pretty: false)
+        }
+    }
+
+    struct Eval: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Time the caption metrics (without METEOR) on an annotations and a results file.",
+            discussion: "scripts/bench_eval.py runs it beside pycocoevalcap on the same files.")
+
+        @Option(name: .long, help: ArgumentHelp("COCO captions annotation file.", valueName: "file"))
+        var annotations: String
+
+        @Option(name: .long, help: ArgumentHelp("COCO results file.", valueName: "file"))
+        var results: String
+
+        @Option(name: .long, help: "Timed runs (median).")
+        var runs: Int = 3
+
+        func run() throws {
+            try BenchCommand.printJSON(try EvalBenchmark.run(annotations: URL(fileURLWithPath: annotations),
+                                                             results: URL(fileURLWithPath: results), runs: runs))
+        }
     }
 }

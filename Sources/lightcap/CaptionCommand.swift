@@ -94,9 +94,9 @@ struct CaptionCommand: ParsableCommand {
         if stream { return try runStream() }
         let files = try ImageInputs.expand(paths)
         guard !files.isEmpty else { throw CLIError.noImages(paths) }
-        let pipeline = try model.loadPipeline()
-        let options = try decoding.options(for: pipeline)
-        let failures = try Self.captionAll(files, pipeline: pipeline, options: options, format: format ?? .text,
+        let captioner = try model.loadCaptioner()
+        let options = try decoding.options(for: captioner)
+        let failures = try Self.captionAll(files, session: try captioner.makeSession(), options: options, format: format ?? .text,
                                            sidecar: sidecar != nil, overwrite: overwrite)
         if failures > 0 {
             printError("lightcap: \(failures) of \(files.count) images failed")
@@ -105,7 +105,7 @@ struct CaptionCommand: ParsableCommand {
     }
 
     /// Captions `files` in order, printing as it goes; returns how many failed.
-    static func captionAll(_ files: [String], pipeline: ImagePipeline, options: DecodingOptions, format: Format,
+    static func captionAll(_ files: [String], session: CaptionSession, options: DecodingOptions, format: Format,
                            sidecar: Bool, overwrite: Bool) throws -> Int {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
@@ -115,7 +115,7 @@ struct CaptionCommand: ParsableCommand {
         if format == .json { print("[") }
         for (i, path) in files.enumerated() {
             do {
-                let c = try pipeline.caption(imageAt: URL(fileURLWithPath: path), options: options)
+                let c = try session.caption(imageAt: URL(fileURLWithPath: path), options: options)
                 let record = Record(path: path, caption: c)
                 progress.finish()
                 switch format {

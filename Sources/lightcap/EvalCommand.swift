@@ -81,13 +81,14 @@ struct EvalCommand: ParsableCommand {
         guard !wanted.isEmpty else {
             throw CLIError.badUse("none of the \(files.count) images in \(folder) is named by \(annotations) (by file_name or id)")
         }
-        let pipeline = try model.loadPipeline()
-        let options = try decoding.options(for: pipeline)
+        let captioner = try model.loadCaptioner()
+        let options = try decoding.options(for: captioner)
+        let session = try captioner.makeSession()
         let progress = ProgressBar(total: wanted.count)
         var out: [String: String] = [:]
         var failed = 0
         for (i, w) in wanted.enumerated() {
-            do { out[w.id] = try pipeline.caption(imageAt: URL(fileURLWithPath: w.path), options: options).text } catch {
+            do { out[w.id] = try session.caption(imageAt: URL(fileURLWithPath: w.path), options: options).text } catch {
                 failed += 1
                 progress.finish()
                 printError("lightcap: \(w.path): \(error)")

@@ -30,7 +30,7 @@ struct InspectCommand: ParsableCommand {
         var parts: [String: Int] = [:]
         var dtypes: [String: Int] = [:]
         for e in file.entries.values {
-            parts[Self.part(of: e.name), default: 0] += e.shape.reduce(1, *)
+            parts[Self.part(of: e.name), default: 0] += Tensor.elementCount(e.shape)
             dtypes[e.dtype.rawValue, default: 0] += 1
         }
         let total = parts.values.reduce(0, +)
@@ -41,7 +41,7 @@ struct InspectCommand: ParsableCommand {
         var loadCheck = "skipped"
         if !noLoad {
             do {
-                _ = try ImagePipeline(modelDirectory: url, threads: 1)
+                _ = try Captioner(modelDirectory: url, threads: 1)
                 loadCheck = "ok (strict: every tensor present, shaped and used)"
             } catch {
                 loadCheck = "FAILED: \(error)"
@@ -78,7 +78,7 @@ struct InspectCommand: ParsableCommand {
         }
         print("  " + "total".padding(toLength: 20, withPad: " ", startingAt: 0) + String(format: " %12d", total))
         print("dtypes      " + dtypes.sorted { $0.key < $1.key }.map { "\($0.key) x\($0.value)" }.joined(separator: ", ") + " (\(file.entries.count) tensors)")
-        print("files       " + files.map { "\($0.0) \(BenchCommand.megabytes($0.1))" }.joined(separator: ", "))
+        print("files       " + files.map { "\($0.0) \(String(format: "%.1f MB", Double($0.1) / 1e6))" }.joined(separator: ", "))
         print("load        \(loadCheck)")
         if loadCheck.hasPrefix("FAILED") { throw ExitCode(1) }
     }

@@ -45,8 +45,8 @@ struct ModelOptions: ParsableArguments {
         return url
     }
 
-    func loadPipeline() throws -> ImagePipeline {
-        try ImagePipeline(modelDirectory: try modelDirectory(), threads: threads, convolutions: convolutions)
+    func loadCaptioner() throws -> Captioner {
+        try Captioner(modelDirectory: try modelDirectory(), threads: threads, convolutions: convolutions)
     }
 }
 
@@ -62,13 +62,12 @@ struct DecodingFlags: ParsableArguments {
         if let maxLength, maxLength < 1 { throw ValidationError("--max-length must be at least 1, got \(maxLength)") }
     }
 
-    func options(for pipeline: ImagePipeline) throws -> DecodingOptions {
-        let d = pipeline.configuration.decoding
-        let maxLength = maxLength ?? d.maxLength
-        guard maxLength + 2 <= d.captionSegmentLength else {
-            throw ValidationError("--max-length \(maxLength) does not fit the model's caption segment (\(d.captionSegmentLength) positions hold [CLS], the caption and [MASK]: at most \(d.captionSegmentLength - 2))")
-        }
-        return DecodingOptions(beamSize: beam ?? d.beamSize, maxLength: maxLength)
+    /// The flags over the model's defaults, checked against the model.
+    func options(for captioner: Captioner) throws -> DecodingOptions {
+        let d = captioner.configuration.decoding
+        let options = DecodingOptions(beamSize: beam ?? d.beamSize, maxLength: maxLength ?? d.maxLength)
+        do { try captioner.validate(options) } catch { throw ValidationError("\(error)") }
+        return options
     }
 }
 

@@ -72,9 +72,9 @@ extension CaptionCommand {
         } else {
             sink = OutputSink(fd: 1)
         }
-        let pipeline = try model.loadPipeline()
-        let options = try decoding.options(for: pipeline)
-        let captioner = StreamCaptioner(pipeline: pipeline, options: options, maxImageBytes: maxImageBytes)
+        let loaded = try model.loadCaptioner()
+        let captioner = StreamCaptioner(session: try loaded.makeSession(), options: try decoding.options(for: loaded),
+                                        maxImageBytes: maxImageBytes)
         let progress = StreamProgress()
         while let input = try next() {
             if let shard, !shard.contains(input.shardKey) {
@@ -345,7 +345,7 @@ struct LineReader {
 
 /// Makes the output line of one input.
 struct StreamCaptioner {
-    let pipeline: ImagePipeline
+    let session: CaptionSession
     let options: DecodingOptions
     let maxImageBytes: Int
     let encoder: JSONEncoder = {
@@ -380,7 +380,7 @@ struct StreamCaptioner {
     private func caption(_ source: StreamInput.Source) throws -> Caption {
         switch source {
         case .path(let path):
-            return try pipeline.caption(imageAt: URL(fileURLWithPath: path), options: options)
+            return try session.caption(imageAt: URL(fileURLWithPath: path), options: options)
         case .base64(let text):
             // The size is checked on the encoded text, before anything is decoded; the image
             // decoder then checks the header's dimensions against its limits before it allocates.
@@ -389,7 +389,7 @@ struct StreamCaptioner {
                                              Double(maxImageBytes) / 1_048_576))
             }
             guard let data = Data(base64Encoded: text) else { throw CLIError.badUse("image_base64 is not valid base64") }
-            return try pipeline.caption(imageData: data, options: options)
+            return try session.caption(imageData: data, options: options)
         }
     }
 }

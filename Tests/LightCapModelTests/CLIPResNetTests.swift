@@ -14,31 +14,16 @@ func randomVisualWeights(_ config: Configuration, seed: UInt64) -> [String: Tens
     }
     let v = config.visual
     var out: [String: Tensor] = [:]
-    func conv(_ name: String, _ bn: String, _ i: Int, _ o: Int, _ k: Int) {
-        out["visual.\(name).weight"] = uniform([o, i, k, k], (3 / Float(i * k * k)).squareRoot())
+    for c in CLIPResNetLayout(v).convolutions {
+        let (o, i, k) = (c.outChannels, c.inChannels, c.kernel)
+        out["visual.\(c.name).weight"] = uniform([o, i, k, k], (3 / Float(i * k * k)).squareRoot())
         if v.batchnormFolded {
-            out["visual.\(name).bias"] = uniform([o], 0.1)
+            out["visual.\(c.name).bias"] = uniform([o], 0.1)
         } else {
-            out["visual.\(bn).weight"] = uniform([o], 0.5, 1)
-            out["visual.\(bn).bias"] = uniform([o], 0.1)
-            out["visual.\(bn).running_mean"] = uniform([o], 0.1)
-            out["visual.\(bn).running_var"] = uniform([o], 0.5, 1)
-        }
-    }
-    let w = v.width
-    conv("conv1", "bn1", 3, w / 2, 3)
-    conv("conv2", "bn2", w / 2, w / 2, 3)
-    conv("conv3", "bn3", w / 2, w, 3)
-    var inplanes = w
-    for (l, count) in v.layers.enumerated() {
-        let planes = w << l
-        for i in 0..<count {
-            let n = "layer\(l + 1).\(i)"
-            conv("\(n).conv1", "\(n).bn1", inplanes, planes, 1)
-            conv("\(n).conv2", "\(n).bn2", planes, planes, 3)
-            conv("\(n).conv3", "\(n).bn3", planes, planes * 4, 1)
-            if (i == 0 && l > 0) || inplanes != planes * 4 { conv("\(n).downsample.0", "\(n).downsample.1", inplanes, planes * 4, 1) }
-            inplanes = planes * 4
+            out["visual.\(c.batchNorm).weight"] = uniform([o], 0.5, 1)
+            out["visual.\(c.batchNorm).bias"] = uniform([o], 0.1)
+            out["visual.\(c.batchNorm).running_mean"] = uniform([o], 0.1)
+            out["visual.\(c.batchNorm).running_var"] = uniform([o], 0.5, 1)
         }
     }
     if v.attentionPool {

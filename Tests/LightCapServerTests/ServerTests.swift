@@ -126,9 +126,9 @@ final class ServerTests: XCTestCase, @unchecked Sendable {
         let png = makePNG(width: 96, height: 64)
         let d = model.captioner.configuration.decoding
         // The defaults are the model's (config.json decoding), as in `lightcap caption`.
-        let defaults = try model.captioner.caption(imageData: png, options: .init(beamSize: d.beamSize, maxLength: d.maxLength))
-        let greedy = try model.captioner.caption(imageData: png, options: .init(beamSize: 1, maxLength: d.maxLength))
-        let beam = try model.captioner.caption(imageData: png, options: .init(beamSize: 3, maxLength: 5))
+        let defaults = try model.captioner.makeSession().caption(imageData: png, options: .init(beamSize: d.beamSize, maxLength: d.maxLength))
+        let greedy = try model.captioner.makeSession().caption(imageData: png, options: .init(beamSize: 1, maxLength: d.maxLength))
+        let beam = try model.captioner.makeSession().caption(imageData: png, options: .init(beamSize: 3, maxLength: 5))
         XCTAssertFalse(greedy.tokenIds.isEmpty)
         try await app(model).test(.router) { client in
             try await client.execute(uri: "/v1/caption", method: .post, headers: [.contentType: "image/png"],
@@ -159,7 +159,7 @@ final class ServerTests: XCTestCase, @unchecked Sendable {
     func testConcurrentRequests() async throws {
         let model = try TestModel.load()
         let images = (0..<6).map { makePNG(width: 40 + 8 * $0, height: 48) }
-        let direct = try images.map { try model.captioner.caption(imageData: $0, options: .init(beamSize: 1, maxLength: 8)) }
+        let direct = try images.map { try model.captioner.makeSession().caption(imageData: $0, options: .init(beamSize: 1, maxLength: 8)) }
         try await app(model, { $0.maxConcurrentCaptions = 2 }).test(.router) { client in
             try await withThrowingTaskGroup(of: (Int, CaptionResponse).self) { group in
                 for (i, image) in images.enumerated() {
@@ -174,6 +174,24 @@ final class ServerTests: XCTestCase, @unchecked Sendable {
                 for try await (i, http) in group { self.assertSame(http, direct[i]) }
             }
         }
+    }
+
+    /// The service reuses its caption sessions: six concurrent captions under a limit of 2 make
+    /// at most 2 sessions, and every answer equals a fresh session's.
+    func testSessionsArePooled() async throws {
+        let model = try TestModel.load()
+        let service = try CaptionService(captioner: model.captioner, configuration: ServerConfiguration(maxConcurrentCaptions: 2))
+        let images = (0..<6).map { makePNG(width: 40 + 8 * $0, height: 48) }
+        let options = DecodingOptions(beamSize: 2, maxLength: 8)
+        let direct = try images.map { try model.captioner.makeSession().caption(imageData: $0, options: options) }
+        try await withThrowingTaskGroup(of: (Int, CaptionResponse).self) { group in
+            for (i, image) in images.enumerated() {
+                group.addTask { (i, try await service.caption(image, options: options)) }
+            }
+            for try await (i, answer) in group { self.assertSame(answer, direct[i]) }
+        }
+        XCTAssertGreaterThanOrEqual(service.sessions.made, 1)
+        XCTAssertLessThanOrEqual(service.sessions.made, 2, "sessions made for 6 captions under a limit of 2")
     }
 
     func testHealthAndModel() async throws {
@@ -245,7 +263,7 @@ final class ServerTests: XCTestCase, @unchecked Sendable {
     func testLiveOnLoopback() async throws {
         let model = try TestModel.load()
         let png = makePNG(width: 64, height: 48)
-        let direct = try model.captioner.caption(imageData: png, options: .init(beamSize: 2, maxLength: 6))
+        let direct = try model.captioner.makeSession().caption(imageData: png, options: .init(beamSize: 2, maxLength: 6))
         try await app(model, { $0.maxBodyBytes = 1 << 16 }).test(.live) { client in
             try await client.execute(uri: "/v1/caption?max_length=6&beam=2", method: .post, body: ByteBuffer(bytes: png)) { response in
                 XCTAssertEqual(response.status, .ok, self.body(response))

@@ -35,7 +35,7 @@ final class AblationLoadingTests: XCTestCase {
         let captioner = try Captioner(modelDirectory: dir)
         XCTAssertEqual(captioner.conceptNames, [])
         for c in fx.cases {
-            let caption = try captioner.caption(grid: try fx.tensor(c, "grid"), options: .init(beamSize: 1, maxLength: fx.maxLength))
+            let caption = try captioner.makeSession().caption(grid: try fx.tensor(c, "grid"), options: .init(beamSize: 1, maxLength: fx.maxLength))
             XCTAssertEqual(caption.tokenIds, try fx.ints(c, "greedy_ids"), c)
             XCTAssertEqual(caption.concepts, [], c)
         }

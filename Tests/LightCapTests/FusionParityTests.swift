@@ -61,6 +61,7 @@ final class FusionParityTests: XCTestCase {
     func runParity(size: String) throws {
         guard let fx = try FixtureSet.load(size: size) else { throw XCTSkip("LIGHTCAP_FIXTURES not set") }
         let cap = fx.captioner
+        let session = try cap.makeSession()
         for c in fx.cases {
             let grid = try fx.tensor(c, "grid")
             let features = try cap.imageFeatures(grid: grid)
@@ -107,13 +108,13 @@ final class FusionParityTests: XCTestCase {
             // Decoding: cached and uncached, greedy and beam, equal to the reference.
             for useCache in [true, false] {
                 for f32Vocabulary in [true, false] {  // cached greedy: F32 or INT8 vocabulary product
-                    let greedy = try cap.decode(features: features, options: .init(beamSize: 1, maxLength: fx.maxLength, useCache: useCache),
+                    let greedy = try session.decode(features: features, options: .init(beamSize: 1, maxLength: fx.maxLength, useCache: useCache),
                                                 f32Vocabulary: f32Vocabulary)
                     XCTAssertEqual(greedy.tokens, try fx.ints(c, "greedy_ids"), "\(size) \(c) greedy ids (cache \(useCache), F32 \(f32Vocabulary))")
                     XCTAssertEqual(greedy.score, Double(try fx.tensor(c, "greedy_score")[flat: 0]), accuracy: 1e-4,
                                    "\(size) \(c) greedy score (cache \(useCache), F32 \(f32Vocabulary))")
                 }
-                let beam = try cap.decode(features: features, options: .init(beamSize: fx.beamSize, maxLength: fx.maxLength, useCache: useCache))
+                let beam = try session.decode(features: features, options: .init(beamSize: fx.beamSize, maxLength: fx.maxLength, useCache: useCache))
                 XCTAssertEqual(beam.tokens, try fx.ints(c, "beam_ids"), "\(size) \(c) beam ids (cache \(useCache))")
                 XCTAssertEqual(beam.score, Double(try fx.tensor(c, "beam_score")[flat: 0]), accuracy: 1e-4,
                                "\(size) \(c) beam score (cache \(useCache))")
@@ -126,14 +127,15 @@ final class FusionParityTests: XCTestCase {
         guard let fx = try FixtureSet.load(size: size) else { throw XCTSkip("LIGHTCAP_FIXTURES not set") }
         let captioner = convolutions == .direct ? fx.captioner
             : try Captioner(modelDirectory: fx.folder.appendingPathComponent("model"), convolutions: convolutions)
+        let session = try captioner.makeSession()
         for c in fx.cases {
             let pixels = try fx.tensor(c, "input").scalars
-            let greedy = try captioner.caption(pixels: pixels, options: .init(beamSize: 1, maxLength: fx.maxLength))
+            let greedy = try session.caption(pixels: pixels, options: .init(beamSize: 1, maxLength: fx.maxLength))
             XCTAssertEqual(greedy.tokenIds, try fx.ints(c, "greedy_ids"), "\(size) \(c) greedy from pixels")
             let conceptIDs = fx.has(c, "concept_ids") ? try fx.ints(c, "concept_ids") : []
             XCTAssertEqual(greedy.concepts.map(\.name), conceptIDs.map { captioner.conceptNames[$0] })
             for stage in ["backbone", "concepts", "fusion"] { XCTAssertNotNil(greedy.timings[stage], stage) }
-            let beam = try captioner.caption(pixels: pixels, options: .init(beamSize: fx.beamSize, maxLength: fx.maxLength))
+            let beam = try session.caption(pixels: pixels, options: .init(beamSize: fx.beamSize, maxLength: fx.maxLength))
             XCTAssertEqual(beam.tokenIds, try fx.ints(c, "beam_ids"), "\(size) \(c) beam from pixels")
             if let captions = fx.json["captions"] as? [String: [String: String]], let expected = captions[c] {
                 XCTAssertEqual(greedy.text, expected["greedy"], "\(size) \(c) greedy text")
@@ -195,7 +197,7 @@ final class FusionParityTests: XCTestCase {
     }
 
     /// At base size, the packed F32 vocabulary product against its sgemm twin, and the exact
-    /// scores after cached greedy decoding (`CachedSession.exactLogProbabilities`: packed product,
+    /// scores after cached greedy decoding (`CachedSession.greedyLogProbabilities`: packed product,
     /// SIMD log-sum-exp) against the plain twins (sgemm, libm exp in Double), on 20 rows: the
     /// fixture's final hidden rows and random states. Tolerances: logits 1e-5 x the row scale
     /// (Float rounding of 312-term dot products), log-probabilities 1e-5 (as cached vs uncached).
@@ -209,18 +211,18 @@ final class FusionParityTests: XCTestCase {
         let k = min(8, last.shape[0])
         let rows = last.rows(0..<k).scalars + (0..<((20 - k) * d)).map { _ in Float(generator.nextGaussian()) }
         let states = heads.transformed(Tensor(shape: [20, d], scalars: rows))
-        let fast = heads.decode(transformed: states), plain = heads.decodePlain(transformed: states)
+        let fast = heads.vocabularyLogits(transformed: states), plain = heads.vocabularyLogitsPlain(transformed: states)
         assertClose(fast, plain, relative: 1e-5, "packed vs sgemm vocabulary product")
 
         let v = heads.vocabularySize
         let plainRows = (0..<20).map { Array(plain.scalars[($0 * v)..<(($0 + 1) * v)]) }
         let tokens = plainRows.map { row in row.indices.max { row[$0] < row[$1] || (row[$0] == row[$1] && $0 > $1) }! }
-        let session = try CachedSession(fusion: cap.fusion, heads: heads, special: cap.special,
-                                        context: ImageContext(conceptPieces: cap.conceptSegment(features.concepts),
-                                                              visualTokens: features.visualTokens),
-                                        captionSegmentLength: cap.configuration.decoding.captionSegmentLength)
+        let session = CachedSession(fusion: cap.fusion, heads: heads, special: cap.special,
+                                    captionSegmentLength: cap.configuration.decoding.captionSegmentLength)
+        try session.start(ImageContext(conceptPieces: cap.conceptSegment(features.concepts), visualTokens: features.visualTokens),
+                          argmaxOnly: true)
         session.transformedStates = (0..<20).map { states.rows($0..<($0 + 1)) }
-        let exact = session.exactLogProbabilities(of: tokens)
+        let exact = session.greedyLogProbabilities(of: tokens, rows: [])
         for (r, row) in plainRows.enumerated() {
             let reference = Double(row[tokens[r]]) - row.withUnsafeBufferPointer { LogSoftmax.logSumExpReference($0) }
             XCTAssertEqual(Double(exact[r]), reference, accuracy: 1e-5, "row \(r): log-probability of token \(tokens[r])")
@@ -248,7 +250,8 @@ final class FusionParityTests: XCTestCase {
     func testTinyVisualPositionsParity() throws { try runParity(size: "tiny-visual-positions") }
 
     /// The cached decoder equals the uncached one on every fixture case and on other beam widths
-    /// and lengths than the fixtures', including the caption result (text, tokens, concepts).
+    /// and lengths than the fixtures', including the caption result (text, tokens, concepts);
+    /// one session serves every call, and a fresh session gives the same caption.
     func testCachedEqualsUncached() throws {
         for size in ["tiny", "tiny-no-concepts", "tiny-no-modulator", "tiny-visual-positions"] {
             try checkCachedEqualsUncached(size: size)
@@ -259,12 +262,15 @@ final class FusionParityTests: XCTestCase {
         guard let fx = try FixtureSet.load(size: size) else { throw XCTSkip("LIGHTCAP_FIXTURES not set") }
         let concepts = fx.captioner.conceptExtractor == nil
             ? 0 : min(fx.captioner.configuration.concepts.topK, fx.captioner.conceptNames.count)
+        let session = try fx.captioner.makeSession()
         for c in fx.cases {
             let grid = try fx.tensor(c, "grid")
             for beam in [1, 2, 3, 5] {
                 for maxLength in [1, 3, 20] {
-                    let cached = try fx.captioner.caption(grid: grid, options: .init(beamSize: beam, maxLength: maxLength, useCache: true))
-                    let plain = try fx.captioner.caption(grid: grid, options: .init(beamSize: beam, maxLength: maxLength, useCache: false))
+                    let cached = try session.caption(grid: grid, options: .init(beamSize: beam, maxLength: maxLength, useCache: true))
+                    let plain = try session.caption(grid: grid, options: .init(beamSize: beam, maxLength: maxLength, useCache: false))
+                    let fresh = try fx.captioner.makeSession().caption(grid: grid, options: .init(beamSize: beam, maxLength: maxLength))
+                    XCTAssertEqual(fresh.tokenIds, cached.tokenIds, "\(size) \(c) beam \(beam) max \(maxLength): a reused session")
                     XCTAssertEqual(cached.tokenIds, plain.tokenIds, "\(size) \(c) beam \(beam) max \(maxLength)")
                     XCTAssertEqual(cached.score, plain.score, accuracy: 1e-5, "\(size) \(c) beam \(beam) max \(maxLength)")
                     XCTAssertLessThanOrEqual(cached.tokenIds.count, maxLength)
@@ -281,28 +287,32 @@ final class FusionParityTests: XCTestCase {
     func testConcurrentCallsShareOneCaptioner() throws {
         guard let fx = try FixtureSet.load(size: "tiny") else { throw XCTSkip("LIGHTCAP_FIXTURES not set") }
         let inputs = try fx.cases.map { try fx.tensor($0, "input").scalars }
-        let expected = try inputs.map { try fx.captioner.caption(pixels: $0, options: .init(beamSize: 2)).tokenIds }
+        let expected = try inputs.map { try fx.captioner.makeSession().caption(pixels: $0, options: .init(beamSize: 2)).tokenIds }
         let results = ResultBox(count: 8)
         let captioner = fx.captioner
         DispatchQueue.concurrentPerform(iterations: 8) { i in
-            results.set(i, try? captioner.caption(pixels: inputs[i % inputs.count], options: .init(beamSize: 2)).tokenIds)
+            results.set(i, try? captioner.makeSession().caption(pixels: inputs[i % inputs.count], options: .init(beamSize: 2)).tokenIds)
         }
         for i in 0..<8 { XCTAssertEqual(results.get(i), expected[i % inputs.count], "call \(i)") }
     }
 
     func testBadInputsThrow() throws {
         guard let fx = try FixtureSet.load(size: "tiny") else { throw XCTSkip("LIGHTCAP_FIXTURES not set") }
-        let cap = fx.captioner
+        let cap = try fx.captioner.makeSession()
         XCTAssertThrowsError(try cap.caption(grid: Tensor(zeros: [3, 5])))
         let grid = try fx.tensor(fx.cases[0], "grid")
         XCTAssertThrowsError(try cap.caption(grid: grid, options: .init(beamSize: 0)))
         XCTAssertThrowsError(try cap.caption(grid: grid, options: .init(maxLength: 0)))
-        XCTAssertThrowsError(try cap.caption(grid: grid, options: .init(maxLength: cap.configuration.decoding.captionSegmentLength)))
+        XCTAssertThrowsError(try cap.caption(grid: grid, options: .init(maxLength: fx.captioner.configuration.decoding.captionSegmentLength - 1))) { error in
+            XCTAssertTrue("\(error)".contains("max length"), "\(error)")
+        }
         XCTAssertThrowsError(try cap.caption(pixels: [0, 1, 2])) { error in
             XCTAssertTrue("\(error)".contains("pixels"), "\(error)")
         }
         XCTAssertThrowsError(try cap.caption(imageData: Data("not an image".utf8)))
-        XCTAssertThrowsError(try cap.caption(imageAt: URL(fileURLWithPath: "/nonexistent/image.jpg")))
+        XCTAssertThrowsError(try cap.caption(imageAt: URL(fileURLWithPath: "/nonexistent/image.jpg"))) { error in
+            XCTAssertEqual(error as? LightCapError, .fileNotFound(path: "/nonexistent/image.jpg"))
+        }
         XCTAssertThrowsError(try Captioner(modelDirectory: URL(fileURLWithPath: "/nonexistent/model")))
         XCTAssertThrowsError(try Captioner(modelDirectory: fx.folder.appendingPathComponent("model"), threads: 0))
     }

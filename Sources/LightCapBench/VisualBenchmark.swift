@@ -1,12 +1,13 @@
-// VisualBenchmark: times the CLIPResNet trunk (stem to layer4) at the base size on random or
-// given weights: load (mmap + packing), warm-up then median of N forwards per thread count
-// and convolution algorithm, GFLOPS and the fraction of the FMA-measured FP32 peak, peak RSS.
-// A benchmark, not a test: the numbers depend on the machine and its load.
+// VisualBenchmark (`lightcap bench visual`): times the CLIPResNet trunk (stem to layer4) at the
+// base size on random or given weights: load (mmap + packing), warm-up then median of N forwards
+// per thread count and convolution policy, GFLOPS and the fraction of the FMA-measured FP32 peak,
+// peak RSS; or the time of every op inside the network (`profile`).
 
 import Foundation
 import LightCapCore
+import LightCapModel
 
-/// The visual encoder benchmark (used by `lightcap-bench-visual` and `lightcap bench`).
+/// The visual encoder benchmark.
 public enum VisualBenchmark {
     /// What to run.
     public struct Options: Sendable {
@@ -44,6 +45,17 @@ public enum VisualBenchmark {
         public let relativeErrorVsDirect: Double
     }
 
+    /// One op of the network in a profile: its median time.
+    public struct OpProfile: Codable, Sendable {
+        public let label: String
+        /// oneDNN's implementation name, or LightCap's kernel's.
+        public let implementation: String
+        /// Floating-point operations (convolutions; 0 for reorders and pools).
+        public let flops: Int
+        /// Median milliseconds over the runs.
+        public let milliseconds: Double
+    }
+
     /// The whole run.
     public struct Report: Codable, Sendable {
         public let configurationName: String
@@ -78,60 +90,23 @@ public enum VisualBenchmark {
     }
 
     /// Writes random folded `visual.` weights for `configuration` (uniform, variance 1/fan_in;
-    /// biases small) to `url`, one tensor at a time.
+    /// biases small) to `url`.
     public static func writeRandomWeights(_ configuration: Configuration, to url: URL, seed: UInt64 = 0) throws {
-        var shapes: [(String, [Int])] = []
-        let w = configuration.visual.width
-        func conv(_ name: String, _ i: Int, _ o: Int, _ k: Int) {
-            shapes.append(("visual.\(name).weight", [o, i, k, k]))
-            shapes.append(("visual.\(name).bias", [o]))
-        }
-        conv("conv1", 3, w / 2, 3)
-        conv("conv2", w / 2, w / 2, 3)
-        conv("conv3", w / 2, w, 3)
-        var inplanes = w
-        for (l, count) in configuration.visual.layers.enumerated() {
-            let planes = w << l
-            for i in 0..<count {
-                let n = "layer\(l + 1).\(i)"
-                conv("\(n).conv1", inplanes, planes, 1)
-                conv("\(n).conv2", planes, planes, 3)
-                conv("\(n).conv3", planes, planes * 4, 1)
-                if (i == 0 && l > 0) || inplanes != planes * 4 { conv("\(n).downsample.0", inplanes, planes * 4, 1) }
-                inplanes = planes * 4
-            }
-        }
-        shapes.sort { $0.0 < $1.0 }
-        var header: [String] = []
-        var offset = 0
-        for (name, shape) in shapes {
-            let bytes = shape.reduce(1, *) * 4
-            header.append("\"\(name)\":{\"dtype\":\"F32\",\"shape\":[\(shape.map(String.init).joined(separator: ","))],\"data_offsets\":[\(offset),\(offset + bytes)]}")
-            offset += bytes
-        }
-        var json = "{" + header.joined(separator: ",") + "}"
-        while (8 + json.utf8.count) % 8 != 0 { json += " " }
-        guard FileManager.default.createFile(atPath: url.path, contents: nil) else {
-            throw LightCapError.io(path: url.path, reason: "cannot create the file")
-        }
-        let handle = try FileHandle(forWritingTo: url)
-        defer { try? handle.close() }
-        var head = Data()
-        withUnsafeBytes(of: UInt64(json.utf8.count).littleEndian) { head.append(contentsOf: $0) }
-        head.append(contentsOf: Array(json.utf8))
-        try handle.write(contentsOf: head)
         var state = seed &+ 0x1234_5678
-        for (name, shape) in shapes {
-            let count = shape.reduce(1, *)
-            let fanIn = shape.count == 4 ? shape[1] * shape[2] * shape[3] : 0
-            let scale: Float = fanIn > 0 ? (3 / Float(fanIn)).squareRoot() : 0.01
-            var values = [Float](repeating: 0, count: count)
-            for i in 0..<count {
+        func uniform(_ count: Int, _ scale: Float) -> [Float] {
+            (0..<count).map { _ in
                 state = state &* 6364136223846793005 &+ 1442695040888963407
-                values[i] = (Float(Int64(bitPattern: state) >> 40) / Float(1 << 23)) * scale
+                return (Float(Int64(bitPattern: state) >> 40) / Float(1 << 23)) * scale
             }
-            _ = name
-            try handle.write(contentsOf: values.withUnsafeBytes { Data($0) })
+        }
+        var tensors: [String: SafetensorsWriter.Value] = [:]
+        for layer in CLIPResNetLayout(configuration.visual).convolutions {
+            let (o, i, k) = (layer.outChannels, layer.inChannels, layer.kernel)
+            tensors["visual.\(layer.name).weight"] = .f32(Tensor(shape: [o, i, k, k], scalars: uniform(o * i * k * k, (3 / Float(i * k * k)).squareRoot())))
+            tensors["visual.\(layer.name).bias"] = .f32(Tensor(shape: [o], scalars: uniform(o, 0.01)))
+        }
+        do { try SafetensorsWriter.write(tensors, to: url) } catch {
+            throw LightCapError.io(path: url.path, reason: "cannot write the weights: \(error.localizedDescription)")
         }
     }
 
@@ -201,7 +176,7 @@ public enum VisualBenchmark {
                 try pixels.withUnsafeBufferPointer { x in
                     try out.withUnsafeMutableBufferPointer { y in
                         for i in 0..<(options.warmup + options.iterations) {
-                            if i == options.warmup { cpuStart = PeakFLOPS.processCPUSeconds() }
+                            if i == options.warmup { cpuStart = Clock.processCPUSeconds() }
                             let start = DispatchTime.now().uptimeNanoseconds
                             try runner.grid(pixels: x.baseAddress!, into: y.baseAddress!, workspace: runnerWorkspace)
                             let ms = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6
@@ -209,7 +184,7 @@ public enum VisualBenchmark {
                         }
                     }
                 }
-                let cpuMs = (PeakFLOPS.processCPUSeconds() - cpuStart) * 1e3 / Double(max(samples.count, 1))
+                let cpuMs = (Clock.processCPUSeconds() - cpuStart) * 1e3 / Double(max(samples.count, 1))
                 let cpuGflops = Double(flops) / (cpuMs / Double(t) / 1e3) / 1e9
                 let med = Statistics.median(samples)
                 let gflops = Double(flops) / (med / 1e3) / 1e9
@@ -228,11 +203,43 @@ public enum VisualBenchmark {
                       rssBeforeMB: rssBefore, peakRSSMB: Memory.peakMB(), rows: rows, implementations: implementations)
     }
 
+    /// What `memory` reports (MB, ms).
+    public struct MemoryReport: Codable, Sendable {
+        public let rssBeforeMB: Double
+        public let peakRSSMB: Double
+        public let rssAfterMB: Double
+        public let loadMs: Double
+
+        enum CodingKeys: String, CodingKey {
+            case rssBeforeMB = "rss_before_mb", peakRSSMB = "peak_rss_mb", rssAfterMB = "rss_after_mb", loadMs = "load_ms"
+        }
+    }
+
+    /// Only loads `options.weights` with the first policy and runs `runs` forwards on one
+    /// thread: the backbone's own load time and peak resident memory (run it in a fresh process).
+    public static func memory(_ options: Options, runs: Int) throws -> MemoryReport {
+        guard let weights = options.weights else {
+            throw LightCapError.invalidArgument(reason: "the memory benchmark needs a weights file")
+        }
+        Threads.set(1)
+        let before = Memory.residentMB()
+        var model: CLIPResNet?
+        let loadMs = try Clock.time {
+            let store = WeightStore(file: try SafetensorsFile(url: weights))
+            model = try CLIPResNet(store, configuration: options.configuration, algorithm: options.algorithms.first ?? .direct)
+            try store.finish()
+        }
+        let pixels = [Float](repeating: 0.5, count: 3 * model!.imageSize * model!.imageSize)
+        let workspace = try model!.makeWorkspace()
+        for _ in 0..<runs { _ = try model!.grid(pixels: pixels, workspace: workspace) }
+        return MemoryReport(rssBeforeMB: before, peakRSSMB: Memory.peakMB(), rssAfterMB: Memory.residentMB(), loadMs: loadMs)
+    }
+
     /// Per-op times of the trunk for each of `options.algorithms`, on `options.threads.first`
     /// threads: `options.warmup` forwards, then `ConvolutionNetwork.profile` over
     /// `options.iterations` runs. Shows where the time goes inside the network (each op with
     /// the caches as the ops before it left them), unlike timing a layer alone.
-    public static func profile(_ options: Options, log: (String) -> Void = { _ in }) throws -> [String: [ConvolutionNetwork.OpTime]] {
+    public static func profile(_ options: Options, log: (String) -> Void = { _ in }) throws -> [String: [OpProfile]] {
         let config = options.configuration
         let url = options.weights ?? FileManager.default.temporaryDirectory
             .appendingPathComponent("lightcap-profile-\(ProcessInfo.processInfo.processIdentifier).safetensors")
@@ -243,7 +250,7 @@ public enum VisualBenchmark {
         defer { if options.weights == nil { try? FileManager.default.removeItem(at: url) } }
         let threads = options.threads.first ?? 1
         let pixels = (0..<(3 * config.image.size * config.image.size)).map { Float(($0 * 7919) % 4001) / 1000 - 2 }
-        var result: [String: [ConvolutionNetwork.OpTime]] = [:]
+        var result: [String: [OpProfile]] = [:]
         for algorithm in options.algorithms {
             let store = WeightStore(file: try SafetensorsFile(url: url))
             let model = try CLIPResNet(store, configuration: config, algorithm: algorithm, threads: threads)
@@ -254,31 +261,14 @@ public enum VisualBenchmark {
                 try out.withUnsafeMutableBufferPointer { y in
                     for _ in 0..<options.warmup { try model.grid(pixels: x.baseAddress!, into: y.baseAddress!, workspace: workspace) }
                     return try model.network.profile(input: x.baseAddress!, output: y.baseAddress!, workspace: workspace,
-                                                     runs: options.iterations)
+                                                     runs: options.iterations).map {
+                        OpProfile(label: $0.label, implementation: $0.implementation, flops: $0.flops,
+                                  milliseconds: Statistics.median($0.samples))
+                    }
                 }
             }
             log("profiled \(algorithm.rawValue) on \(threads) thread(s)")
         }
         return result
-    }
-
-    /// Process memory from /proc (Linux; 0 elsewhere).
-    public enum Memory {
-        static func status(_ key: String) -> Double {
-            guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
-            for line in text.split(separator: "\n") where line.hasPrefix(key + ":") {
-                let kb = line.split(separator: " ").compactMap { Double($0) }.first ?? 0
-                return kb / 1024
-            }
-            return 0
-        }
-        /// Current resident set, MB.
-        public static func residentMB() -> Double { status("VmRSS") }
-        /// Peak resident set since start or the last `resetPeak`, MB.
-        public static func peakMB() -> Double { status("VmHWM") }
-        /// Resets the peak resident set to the current one (writes 5 to /proc/self/clear_refs).
-        public static func resetPeak() {
-            try? "5".write(toFile: "/proc/self/clear_refs", atomically: false, encoding: .utf8)
-        }
     }
 }

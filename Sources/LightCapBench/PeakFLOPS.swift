@@ -1,11 +1,8 @@
 // PeakFLOPS: the FP32 peak of this machine, measured with an FMA loop (CPeakFLOPS), so
-// benchmarks can report the fraction of peak they reach. Not used by the engine itself.
+// benchmarks can report the fraction of peak they reach.
 
 import CPeakFLOPS
 import Foundation
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// Measures the FP32 multiply-add peak with independent FMA chains on 1..n threads.
 public enum PeakFLOPS {
@@ -17,13 +14,6 @@ public enum PeakFLOPS {
     public struct Peak: Sendable, Codable {
         public let wallGflops: Double
         public let cpuGflops: Double
-    }
-
-    /// CPU seconds used by this process so far.
-    public static func processCPUSeconds() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
     }
 
     /// The best GFLOPS over `repeats` runs of about `seconds` each, with `threads` threads
@@ -39,7 +29,7 @@ public enum PeakFLOPS {
         var best = 0.0, bestCPU = 0.0
         for _ in 0..<max(repeats, 1) {
             let flops = Counter()
-            let cpu0 = processCPUSeconds()
+            let cpu0 = Clock.processCPUSeconds()
             let start = DispatchTime.now().uptimeNanoseconds
             DispatchQueue.concurrentPerform(iterations: max(threads, 1)) { _ in
                 var s: Float = 0
@@ -47,7 +37,7 @@ public enum PeakFLOPS {
                 flops.keep(s)
             }
             let elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-            let cpu = processCPUSeconds() - cpu0
+            let cpu = Clock.processCPUSeconds() - cpu0
             best = max(best, flops.total / elapsed / 1e9)
             bestCPU = max(bestCPU, flops.total / (cpu / Double(max(threads, 1))) / 1e9)
         }

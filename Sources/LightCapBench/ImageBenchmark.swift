@@ -1,9 +1,12 @@
-// Decode + preprocess timing on a file, per stage, for `lightcap-image-bench` / `lightcap bench`.
-import Foundation
+// ImageBenchmark (`lightcap bench image`): LightCapImage's decode + CLIP preprocessing of one
+// file, per stage (scripts/bench_image.py times Pillow on the same files in the same run).
 
-/// Times LightCapImage on one image file: read + decode (with DCT scaling to S), then resize, crop
-/// and normalise. Median over `iterations` runs after `warmup` untimed ones, in thread CPU time
-/// (steady on a shared machine) and wall time.
+import Foundation
+import LightCapImage
+
+/// Times read + decode (with DCT scaling to S), then resize, crop and normalise. Median over
+/// `iterations` runs after `warmup` untimed ones, in thread CPU time (steady on a shared
+/// machine) and wall time.
 public enum ImageBenchmark {
     /// Medians in milliseconds (CPU time of the calling thread; `wallTotalMs` is wall-clock).
     public struct Result: Codable, Sendable {
@@ -20,13 +23,6 @@ public enum ImageBenchmark {
         public var wallTotalMs: Double
     }
 
-    /// CPU time of the calling thread in nanoseconds.
-    static func threadCPUNanoseconds() -> UInt64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
-        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
-    }
-
     /// Runs the benchmark; `dctScaling: false` decodes JPEGs at full size.
     public static func run(file url: URL, size: Int, iterations: Int = 20, warmup: Int = 3,
                            dctScaling: Bool = true) throws -> Result {
@@ -36,27 +32,26 @@ public enum ImageBenchmark {
         var decoded = full
         var sink: Float = 0
         for i in 0..<(warmup + iterations) {
-            let w0 = DispatchTime.now().uptimeNanoseconds
-            let t0 = threadCPUNanoseconds()
+            let w0 = Clock.wallMs()
+            let t0 = Clock.threadCPUMs()
             let data = try Data(contentsOf: url)
             decoded = try ImageDecoder.decode(data, minimumSide: dctScaling ? size : nil)
-            let t1 = threadCPUNanoseconds()
+            let t1 = Clock.threadCPUMs()
             let x = pre(decoded)
-            let t2 = threadCPUNanoseconds()
-            let w2 = DispatchTime.now().uptimeNanoseconds
+            let t2 = Clock.threadCPUMs()
+            let w2 = Clock.wallMs()
             sink += x[x.count / 2]
             if i >= warmup {
-                decode.append(Double(t1 - t0) / 1e6)
-                prep.append(Double(t2 - t1) / 1e6)
-                total.append(Double(t2 - t0) / 1e6)
-                wall.append(Double(w2 - w0) / 1e6)
+                decode.append(t1 - t0)
+                prep.append(t2 - t1)
+                total.append(t2 - t0)
+                wall.append(w2 - w0)
             }
         }
-        if sink.isNaN { print("") }
-        func median(_ v: [Double]) -> Double { let s = v.sorted(); return s[s.count / 2] }
+        if sink.isNaN { print("") }  // keeps the preprocessing
         return Result(file: url.lastPathComponent, sourceWidth: full.width, sourceHeight: full.height,
                       decodedWidth: decoded.width, decodedHeight: decoded.height, size: size,
-                      iterations: iterations, decodeMs: median(decode), preprocessMs: median(prep),
-                      totalMs: median(total), wallTotalMs: median(wall))
+                      iterations: iterations, decodeMs: Statistics.median(decode), preprocessMs: Statistics.median(prep),
+                      totalMs: Statistics.median(total), wallTotalMs: Statistics.median(wall))
     }
 }

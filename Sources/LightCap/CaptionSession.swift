@@ -1,0 +1,139 @@
+// CaptionSession: the per-request state of captioning (as whisper.cpp keeps a context's state
+// apart from the shared model): the backbone's activation buffers and oneDNN stream, the grid
+// buffer, the decoding caches. One session per thread; reuse it from image to image. Every
+// input form enters the one caption path at its stage: file -> bytes -> image -> pixels -> grid.
+
+import Foundation
+import LightCapCore
+import LightCapImage
+import LightCapModel
+
+/// Per-request captioning state over a shared `Captioner`. Not thread-safe: one per thread.
+public final class CaptionSession {
+    /// The shared model.
+    public let captioner: Captioner
+    private let workspace: CLIPResNet.Workspace
+    /// The backbone's output [N, C], rewritten by each caption.
+    private var grid: Tensor
+    private let cached: CachedSession
+    /// The uncached reference loop (`DecodingOptions.useCache` false), made when first asked for.
+    private lazy var uncached = UncachedSession(
+        fusion: captioner.fusion, heads: captioner.heads, special: captioner.special,
+        captionSegmentLength: captioner.configuration.decoding.captionSegmentLength)
+
+    init(_ captioner: Captioner) throws {
+        self.captioner = captioner
+        workspace = try captioner.visual.makeWorkspace()
+        grid = Tensor(zeros: [captioner.configuration.visualTokens, captioner.configuration.gridChannels])
+        cached = CachedSession(fusion: captioner.fusion, heads: captioner.heads, special: captioner.special,
+                               captionSegmentLength: captioner.configuration.decoding.captionSegmentLength)
+    }
+
+    /// Where a caption starts: each form enters the pipeline at its own stage.
+    private enum Input {
+        case file(URL)
+        case data(Data)
+        case image(RGBImage)
+        case pixels([Float])
+        case grid(Tensor)
+    }
+
+    /// Captions an encoded image file (JPEG, PNG, WebP; EXIF orientation applied).
+    public func caption(imageAt url: URL, options: DecodingOptions = .init()) throws -> Caption {
+        try caption(.file(url), options: options)
+    }
+
+    /// Captions encoded image bytes (JPEG, PNG, WebP).
+    public func caption(imageData data: Data, options: DecodingOptions = .init()) throws -> Caption {
+        try caption(.data(data), options: options)
+    }
+
+    /// Captions decoded pixels (any size; resized and normalised as CLIP does).
+    public func caption(image: RGBImage, options: DecodingOptions = .init()) throws -> Caption {
+        try caption(.image(image), options: options)
+    }
+
+    /// Captions normalised pixels [3, S, S] (channel-major, `CLIPPreprocessor`'s output).
+    public func caption(pixels: [Float], options: DecodingOptions = .init()) throws -> Caption {
+        try caption(.pixels(pixels), options: options)
+    }
+
+    /// Captions a grid [N, C] (the backbone's output).
+    public func caption(grid: Tensor, options: DecodingOptions = .init()) throws -> Caption {
+        try caption(.grid(grid), options: options)
+    }
+
+    /// The one caption path; `timings` gets the stages that ran.
+    private func caption(_ input: Input, options: DecodingOptions) throws -> Caption {
+        try captioner.validate(options)
+        Threads.set(captioner.threads)
+        var stage = input
+        if case .file(let url) = stage { stage = .data(try Self.read(url)) }
+        var clock = Stopwatch()
+        if case .data(let data) = stage {
+            stage = .image(try ImageDecoder.decode(data, minimumSide: captioner.configuration.image.size))
+            clock.lap("decode")
+        }
+        if case .image(let image) = stage {
+            stage = .pixels(captioner.preprocessor(image))
+            clock.lap("preprocess")
+        }
+        if case .pixels(let pixels) = stage {
+            let side = captioner.visual.imageSize
+            guard pixels.count == 3 * side * side else {
+                throw LightCapError.invalidArgument(reason: "the backbone expects 3x\(side)x\(side) = \(3 * side * side) pixels, got \(pixels.count)")
+            }
+            try pixels.withUnsafeBufferPointer { x in
+                try grid.withUnsafeMutableBufferPointer { y in
+                    try captioner.visual.grid(pixels: x.baseAddress!, into: y.baseAddress!, workspace: workspace)
+                }
+            }
+            stage = .grid(grid)
+            clock.lap("backbone")
+        }
+        guard case .grid(let grid) = stage else { preconditionFailure("every input reaches the grid stage") }
+        let features = try captioner.imageFeatures(grid: grid)
+        clock.lap("concepts")
+        let hypothesis = try decode(features: features, options: options)
+        clock.lap("fusion")
+        let concepts = zip(features.concepts.ids, features.concepts.scores).map {
+            ConceptScore(name: captioner.conceptNames[$0], score: $1)
+        }
+        let tokenizer = captioner.tokenizer
+        return Caption(text: tokenizer.decodeCaption(hypothesis.tokens), tokens: tokenizer.tokenize(ids: hypothesis.tokens),
+                       tokenIds: hypothesis.tokens, score: hypothesis.score, concepts: concepts, timings: clock.timings)
+    }
+
+    /// Decodes the caption tokens of prepared image features (greedy when beamSize is 1).
+    /// `f32Vocabulary` makes cached greedy decoding use the F32 vocabulary product every step
+    /// instead of the INT8 one with exact rescoring; by default only where oneDNN has no VNNI
+    /// kernels (QuantizedDecoder.hasVNNI). Both give the exact argmax.
+    package func decode(features: ImageFeatures, options: DecodingOptions,
+                        f32Vocabulary: Bool = !QuantizedDecoder.hasVNNI) throws -> Hypothesis {
+        try captioner.validate(options)
+        let context = ImageContext(conceptPieces: captioner.conceptSegment(features.concepts),
+                                   visualTokens: features.visualTokens)
+        let session: LogitSession
+        if options.useCache {
+            // Greedy needs the exact argmax only: with VNNI the INT8 vocabulary product with
+            // exact rescoring is the fastest way to it.
+            try cached.start(context, argmaxOnly: options.beamSize == 1 && !f32Vocabulary)
+            session = cached
+        } else {
+            uncached.start(context)
+            session = uncached
+        }
+        let sep = captioner.special.sep
+        if options.beamSize == 1 { return try Decoder.greedy(session, sep: sep, maxLength: options.maxLength) }
+        return try Decoder.beamSearch(session, sep: sep, beam: options.beamSize, maxLength: options.maxLength)
+    }
+
+    /// The bytes of an image file; a missing or unreadable file is an error naming it.
+    private static func read(_ url: URL) throws -> Data {
+        guard FileManager.default.fileExists(atPath: url.path) else { throw LightCapError.fileNotFound(path: url.path) }
+        do { return try Data(contentsOf: url) } catch {
+            let reason = FileManager.default.isReadableFile(atPath: url.path) ? error.localizedDescription : "permission denied"
+            throw LightCapError.io(path: url.path, reason: reason)
+        }
+    }
+}
