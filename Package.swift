@@ -75,8 +75,10 @@ let package = Package(
         .testTarget(name: "LightCapImageTests", dependencies: ["LightCapImage"]),
         .testTarget(name: "LightCapTests", dependencies: ["LightCap", "LightCapTestSupport"]),
         .testTarget(name: "LightCapEvalTests", dependencies: ["LightCapEval"]),
+        // Tests the service through a real loopback socket (no HTTP client library: HummingbirdTesting
+        // would add AsyncHTTPClient, swift-crypto and NIOSSL to every fresh build).
         .testTarget(name: "LightCapServerTests", dependencies: [
-            "LightCapServer", "LightCap", .product(name: "HummingbirdTesting", package: "hummingbird"),
+            "LightCapServer", "LightCap", "LightCapCore", .product(name: "Hummingbird", package: "hummingbird"),
         ]),
         // Runs the built `lightcap` executable on small inputs.
         .testTarget(name: "LightCapCLITests", dependencies: ["lightcap"]),

@@ -4,7 +4,6 @@
 
 import Foundation
 import Hummingbird
-import HummingbirdTesting
 import LightCap
 import LightCapCore
 @testable import LightCapServer
@@ -87,28 +86,35 @@ func makePNG(width: Int, height: Int) -> Data {
 }
 
 final class ServerTests: XCTestCase, @unchecked Sendable {
-    let decoder: JSONDecoder = {
-        let decoder = JSONDecoder()
-        decoder.keyDecodingStrategy = .convertFromSnakeCase
-        return decoder
-    }()
+    let decoder: JSONDecoder = .snake
 
-    func app(_ model: TestModel.Loaded, _ configure: (inout ServerConfiguration) -> Void = { _ in }) throws
-        -> some ApplicationProtocol {
-        var configuration = ServerConfiguration(port: 0, modelDirectory: model.directory)
-        configure(&configuration)
-        return try buildApplication(captioner: model.captioner, configuration: configuration)
+    /// Runs `body` against the service on a loopback port, configured by `configure`.
+    func serve(_ model: TestModel.Loaded, _ configure: (inout ServerConfiguration) -> Void = { _ in },
+               _ body: (LoopbackServer) async throws -> Void) async throws {
+        let server = try await LoopbackServer { port in
+            var configuration = ServerConfiguration(port: port, modelDirectory: model.directory)
+            configure(&configuration)
+            return try buildApplication(captioner: model.captioner, configuration: configuration)
+        }
+        do { try await body(server) } catch {
+            await server.stop()
+            throw error
+        }
+        await server.stop()
     }
 
-    func body(_ response: TestResponse) -> String { String(decoding: response.body.readableBytesView, as: UTF8.self) }
-
     /// Asserts a JSON error with `status` whose message contains `fragment`.
-    func expectError(_ response: TestResponse, _ status: HTTPResponse.Status, _ fragment: String,
+    func expectError(_ reply: HTTPReply, _ status: Int, _ fragment: String,
                      file: StaticString = #filePath, line: UInt = #line) throws {
-        XCTAssertEqual(response.status, status, body(response), file: file, line: line)
-        XCTAssertEqual(response.headers[.contentType], "application/json; charset=utf-8", file: file, line: line)
-        let error = try decoder.decode(ErrorBody.self, from: Data(response.body.readableBytesView))
+        XCTAssertEqual(reply.status, status, reply.text, file: file, line: line)
+        XCTAssertEqual(reply.headers["content-type"], "application/json; charset=utf-8", file: file, line: line)
+        let error = try decoder.decode(ErrorBody.self, from: reply.body)
         XCTAssertTrue(error.error.contains(fragment), "'\(error.error)' lacks '\(fragment)'", file: file, line: line)
+    }
+
+    func caption(_ reply: HTTPReply, file: StaticString = #filePath, line: UInt = #line) throws -> CaptionResponse {
+        XCTAssertEqual(reply.status, 200, reply.text, file: file, line: line)
+        return try decoder.decode(CaptionResponse.self, from: reply.body)
     }
 
     func assertSame(_ http: CaptionResponse, _ direct: Caption, file: StaticString = #filePath, line: UInt = #line) {
@@ -123,55 +129,39 @@ final class ServerTests: XCTestCase, @unchecked Sendable {
 
     func testCaptionMatchesDirectCall() async throws {
         let model = try TestModel.load()
-        let png = makePNG(width: 96, height: 64)
+        let png = Array(makePNG(width: 96, height: 64))
         let d = model.captioner.configuration.decoding
+        let session = try model.captioner.makeSession()
         // The defaults are the model's (config.json decoding), as in `lightcap caption`.
-        let defaults = try model.captioner.makeSession().caption(imageData: png, options: .init(beamSize: d.beamSize, maxLength: d.maxLength))
-        let greedy = try model.captioner.makeSession().caption(imageData: png, options: .init(beamSize: 1, maxLength: d.maxLength))
-        let beam = try model.captioner.makeSession().caption(imageData: png, options: .init(beamSize: 3, maxLength: 5))
+        let defaults = try session.caption(imageData: Data(png), options: .init(beamSize: d.beamSize, maxLength: d.maxLength))
+        let greedy = try session.caption(imageData: Data(png), options: .init(beamSize: 1, maxLength: d.maxLength))
+        let beam = try session.caption(imageData: Data(png), options: .init(beamSize: 3, maxLength: 5))
         XCTAssertFalse(greedy.tokenIds.isEmpty)
-        try await app(model).test(.router) { client in
-            try await client.execute(uri: "/v1/caption", method: .post, headers: [.contentType: "image/png"],
-                                     body: ByteBuffer(bytes: png)) { response in
-                XCTAssertEqual(response.status, .ok, self.body(response))
-                let http = try self.decoder.decode(CaptionResponse.self, from: Data(response.body.readableBytesView))
-                self.assertSame(http, defaults)
-                XCTAssertEqual(http.beam, d.beamSize)
-                XCTAssertEqual(http.maxLength, d.maxLength)
-            }
-            try await client.execute(uri: "/v1/caption?beam=1", method: .post, body: ByteBuffer(bytes: png)) { response in
-                XCTAssertEqual(response.status, .ok, self.body(response))
-                self.assertSame(try self.decoder.decode(CaptionResponse.self, from: Data(response.body.readableBytesView)), greedy)
-            }
-            try await client.execute(uri: "/v1/caption?beam=3&max_length=5", method: .post,
-                                     body: ByteBuffer(bytes: png)) { response in
-                XCTAssertEqual(response.status, .ok, self.body(response))
-                let http = try self.decoder.decode(CaptionResponse.self, from: Data(response.body.readableBytesView))
-                self.assertSame(http, beam)
-                XCTAssertEqual(http.beam, 3)
-                XCTAssertEqual(http.maxLength, 5)
-                XCTAssertLessThanOrEqual(http.tokenIds.count, 5)
-            }
+        try await serve(model) { server in
+            var http = try self.caption(try await server.request("POST", "/v1/caption", headers: ["Content-Type": "image/png"], body: png))
+            self.assertSame(http, defaults)
+            XCTAssertEqual(http.beam, d.beamSize)
+            XCTAssertEqual(http.maxLength, d.maxLength)
+            self.assertSame(try self.caption(try await server.request("POST", "/v1/caption?beam=1", body: png)), greedy)
+            http = try self.caption(try await server.request("POST", "/v1/caption?beam=3&max_length=5", body: png))
+            self.assertSame(http, beam)
+            XCTAssertEqual(http.beam, 3)
+            XCTAssertEqual(http.maxLength, 5)
+            XCTAssertLessThanOrEqual(http.tokenIds.count, 5)
         }
     }
 
     /// Concurrent requests share the Captioner under a limit of 2 and all get the direct answer.
     func testConcurrentRequests() async throws {
         let model = try TestModel.load()
-        let images = (0..<6).map { makePNG(width: 40 + 8 * $0, height: 48) }
-        let direct = try images.map { try model.captioner.makeSession().caption(imageData: $0, options: .init(beamSize: 1, maxLength: 8)) }
-        try await app(model, { $0.maxConcurrentCaptions = 2 }).test(.router) { client in
-            try await withThrowingTaskGroup(of: (Int, CaptionResponse).self) { group in
+        let images = (0..<6).map { Array(makePNG(width: 40 + 8 * $0, height: 48)) }
+        let direct = try images.map { try model.captioner.makeSession().caption(imageData: Data($0), options: .init(beamSize: 1, maxLength: 8)) }
+        try await serve(model, { $0.maxConcurrentCaptions = 2 }) { server in
+            try await withThrowingTaskGroup(of: (Int, HTTPReply).self) { group in
                 for (i, image) in images.enumerated() {
-                    group.addTask {
-                        try await client.execute(uri: "/v1/caption?beam=1&max_length=8", method: .post,
-                                                 body: ByteBuffer(bytes: image)) {
-                            XCTAssertEqual($0.status, .ok)
-                            return (i, try JSONDecoder.snake.decode(CaptionResponse.self, from: Data($0.body.readableBytesView)))
-                        }
-                    }
+                    group.addTask { (i, try await server.request("POST", "/v1/caption?beam=1&max_length=8", body: image)) }
                 }
-                for try await (i, http) in group { self.assertSame(http, direct[i]) }
+                for try await (i, reply) in group { self.assertSame(try self.caption(reply), direct[i]) }
             }
         }
     }
@@ -197,83 +187,73 @@ final class ServerTests: XCTestCase, @unchecked Sendable {
     func testHealthAndModel() async throws {
         let model = try TestModel.load()
         let weights = try ModelDirectory(url: model.directory).openWeights()
-        try await app(model).test(.router) { client in
-            try await client.execute(uri: "/v1/health", method: .get) { response in
-                XCTAssertEqual(response.status, .ok)
-                let health = try self.decoder.decode(Health.self, from: Data(response.body.readableBytesView))
-                XCTAssertEqual(health.status, "ok")
-                XCTAssertEqual(health.model, model.captioner.configuration.name)
-            }
-            try await client.execute(uri: "/v1/model", method: .get) { response in
-                XCTAssertEqual(response.status, .ok)
-                let info = try self.decoder.decode(ModelResponse.self, from: Data(response.body.readableBytesView))
-                let c = model.captioner.configuration
-                XCTAssertEqual(info.name, c.name)
-                XCTAssertEqual(info.fusionLayers, c.fusion.numHiddenLayers)
-                XCTAssertEqual(info.concepts, model.captioner.conceptNames.count)
-                // Every F32 value in the file is a parameter: its size in bytes over 4.
-                let bytes = weights.entries.values.reduce(0) { $0 + $1.range.count / $1.dtype.size }
-                XCTAssertEqual(info.parameters, bytes)
-                XCTAssertGreaterThan(info.parameters ?? 0, 1000)
-            }
+        try await serve(model) { server in
+            let healthReply = try await server.request("GET", "/v1/health")
+            XCTAssertEqual(healthReply.status, 200, healthReply.text)
+            let health = try self.decoder.decode(Health.self, from: healthReply.body)
+            XCTAssertEqual(health.status, "ok")
+            XCTAssertEqual(health.model, model.captioner.configuration.name)
+            let modelReply = try await server.request("GET", "/v1/model")
+            XCTAssertEqual(modelReply.status, 200, modelReply.text)
+            let info = try self.decoder.decode(ModelResponse.self, from: modelReply.body)
+            let c = model.captioner.configuration
+            XCTAssertEqual(info.name, c.name)
+            XCTAssertEqual(info.fusionLayers, c.fusion.numHiddenLayers)
+            XCTAssertEqual(info.concepts, model.captioner.conceptNames.count)
+            // Every F32 value in the file is a parameter: its size in bytes over 4.
+            let bytes = weights.entries.values.reduce(0) { $0 + $1.range.count / $1.dtype.size }
+            XCTAssertEqual(info.parameters, bytes)
+            XCTAssertGreaterThan(info.parameters ?? 0, 1000)
         }
     }
 
     func testMalformedRequests() async throws {
         let model = try TestModel.load()
-        let png = makePNG(width: 64, height: 64)
-        try await app(model, { $0.maxBodyBytes = 16384; $0.maxBeamSize = 8 }).test(.router) { client in
-            func post(_ uri: String, _ bytes: [UInt8]?, headers: HTTPFields = [:]) async throws -> TestResponse {
-                try await client.execute(uri: uri, method: .post, headers: headers, body: bytes.map { ByteBuffer(bytes: $0) })
+        let png = Array(makePNG(width: 64, height: 64))
+        try await serve(model, { $0.maxBodyBytes = 16384; $0.maxBeamSize = 8 }) { server in
+            func post(_ uri: String, _ bytes: [UInt8]?, headers: [String: String] = [:]) async throws -> HTTPReply {
+                try await server.request("POST", uri, headers: headers, body: bytes)
             }
-            try self.expectError(try await post("/v1/caption", nil), .badRequest, "empty body")
-            try self.expectError(try await post("/v1/caption", []), .badRequest, "empty body")
-            try self.expectError(try await post("/v1/caption", Array("hello, this is not an image".utf8)),
-                                 .unsupportedMediaType, "not a JPEG, PNG or WebP")
-            try self.expectError(try await post("/v1/caption", (0..<200).map { UInt8($0 * 37 % 256) }),
-                                 .unsupportedMediaType, "not a JPEG, PNG or WebP")
-            try self.expectError(try await post("/v1/caption", Array(png.prefix(60))), .badRequest, "bad image")
-            try self.expectError(try await post("/v1/caption", Array(png.prefix(png.count / 2))), .badRequest, "bad image")
-            try self.expectError(try await post("/v1/caption", Array(png), headers: [.contentType: "text/plain"]),
-                                 .unsupportedMediaType, "not an image")
+            try self.expectError(try await post("/v1/caption", nil), 400, "empty body")
+            try self.expectError(try await post("/v1/caption", []), 400, "empty body")
+            try self.expectError(try await post("/v1/caption", Array("hello, this is not an image".utf8)), 415, "not a JPEG, PNG or WebP")
+            try self.expectError(try await post("/v1/caption", (0..<200).map { UInt8($0 * 37 % 256) }), 415, "not a JPEG, PNG or WebP")
+            try self.expectError(try await post("/v1/caption", Array(png.prefix(60))), 400, "bad image")
+            try self.expectError(try await post("/v1/caption", Array(png.prefix(png.count / 2))), 400, "bad image")
+            try self.expectError(try await post("/v1/caption", png, headers: ["Content-Type": "text/plain"]), 415, "not an image")
             for bad in ["beam=0", "beam=-1", "beam=abc", "beam=9", "beam=", "beam=1.5"] {
-                try self.expectError(try await post("/v1/caption?\(bad)", Array(png)), .badRequest, "beam must be")
+                try self.expectError(try await post("/v1/caption?\(bad)", png), 400, "beam must be")
             }
             for bad in ["max_length=0", "max_length=x", "max_length=100000"] {
-                try self.expectError(try await post("/v1/caption?\(bad)", Array(png)), .badRequest, "max_length must be")
+                try self.expectError(try await post("/v1/caption?\(bad)", png), 400, "max_length must be")
             }
-            try self.expectError(try await post("/v1/caption?beams=2", Array(png)), .badRequest, "unknown query parameter")
-            try self.expectError(try await post("/v1/caption?beam=1&beam=2", Array(png)), .badRequest, "twice")
-            let big = [UInt8](repeating: 7, count: 20000)
-            try self.expectError(try await post("/v1/caption", big), .contentTooLarge, "over the limit")
-            let wrong = try await client.execute(uri: "/v1/caption", method: .get)
-            try self.expectError(wrong, .methodNotAllowed, "not allowed")
-            XCTAssertEqual(wrong.headers[.allow], "POST")
-            try self.expectError(try await post("/v1/health", [1]), .methodNotAllowed, "not allowed")
-            try self.expectError(try await client.execute(uri: "/v1/model", method: .delete), .methodNotAllowed, "GET")
-            try self.expectError(try await client.execute(uri: "/nope", method: .get), .notFound, "no route")
-            try self.expectError(try await client.execute(uri: "/v1", method: .post), .notFound, "no route")
+            try self.expectError(try await post("/v1/caption?beams=2", png), 400, "unknown query parameter")
+            try self.expectError(try await post("/v1/caption?beam=1&beam=2", png), 400, "twice")
+            try self.expectError(try await post("/v1/caption", [UInt8](repeating: 7, count: 20000)), 413, "over the limit")
+            let wrong = try await server.request("GET", "/v1/caption")
+            try self.expectError(wrong, 405, "not allowed")
+            XCTAssertEqual(wrong.headers["allow"], "POST")
+            try self.expectError(try await post("/v1/health", [1]), 405, "not allowed")
+            try self.expectError(try await server.request("DELETE", "/v1/model"), 405, "GET")
+            try self.expectError(try await server.request("GET", "/nope"), 404, "no route")
+            try self.expectError(try await post("/v1", nil), 404, "no route")
+            try self.expectError(try await server.request("PUT", "/v1/caption", body: [UInt8](repeating: 1, count: 20000)),
+                                 405, "not allowed")
             // The service still answers after all that.
-            let ok = try await post("/v1/caption", Array(png))
-            XCTAssertEqual(ok.status, .ok, self.body(ok))
+            _ = try self.caption(try await post("/v1/caption", png))
         }
     }
 
-    /// A real socket on loopback (port 0): streamed body, Content-Length limit, a caption.
-    func testLiveOnLoopback() async throws {
+    /// A body sent in chunks without a Content-Length is limited as it arrives.
+    func testChunkedBodyOverTheLimit() async throws {
         let model = try TestModel.load()
-        let png = makePNG(width: 64, height: 48)
-        let direct = try model.captioner.makeSession().caption(imageData: png, options: .init(beamSize: 2, maxLength: 6))
-        try await app(model, { $0.maxBodyBytes = 1 << 16 }).test(.live) { client in
-            try await client.execute(uri: "/v1/caption?max_length=6&beam=2", method: .post, body: ByteBuffer(bytes: png)) { response in
-                XCTAssertEqual(response.status, .ok, self.body(response))
-                self.assertSame(try self.decoder.decode(CaptionResponse.self, from: Data(response.body.readableBytesView)), direct)
-            }
-            let big = ByteBuffer(bytes: [UInt8](repeating: 1, count: (1 << 16) + 1))
-            try self.expectError(try await client.execute(uri: "/v1/caption", method: .post, body: big),
-                                 .contentTooLarge, "over the limit")
-            try self.expectError(try await client.execute(uri: "/v1/caption", method: .put, body: big),
-                                 .methodNotAllowed, "not allowed")
+        try await serve(model, { $0.maxBodyBytes = 1 << 16 }) { server in
+            let chunk = [UInt8](repeating: 1, count: 1 << 15)
+            var body: [UInt8] = []
+            for _ in 0..<3 { body += Array("8000\r\n".utf8) + chunk + Array("\r\n".utf8) }
+            body += Array("0\r\n\r\n".utf8)
+            let reply = try await server.request("POST", "/v1/caption", headers: ["Transfer-Encoding": "chunked"], body: body)
+            try self.expectError(reply, 413, "over the limit")
         }
     }
 }
