@@ -12,7 +12,7 @@ import LightCapCore
 import LightCapImage
 
 /// Builds the LightCap HTTP application around one shared, read-only `captioner`.
-/// Run it with `runService()`, or test it in-process with HummingbirdTesting's `app.test(.router)`.
+/// Run it with `runService()`.
 /// Throws when `configuration.modelDirectory` is set but its weights cannot be read.
 public func buildApplication(captioner: Captioner,
                              configuration: ServerConfiguration = ServerConfiguration()) throws -> some ApplicationProtocol {
