@@ -18,8 +18,8 @@ public struct Configuration: Codable, Sendable, Equatable {
         public init(from decoder: Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
             size = try c.required(Int.self, .size)
-            mean = try c.decodeIfPresent([Float].self, forKey: .mean) ?? mean
-            std = try c.decodeIfPresent([Float].self, forKey: .std) ?? std
+            mean = try c.decode(.mean, default: mean)
+            std = try c.decode(.std, default: std)
         }
     }
 
@@ -43,16 +43,11 @@ public struct Configuration: Codable, Sendable, Equatable {
             let c = try decoder.container(keyedBy: CodingKeys.self)
             layers = try c.required([Int].self, .layers)
             width = try c.required(Int.self, .width)
-            attentionPool = try c.decodeIfPresent(Bool.self, forKey: .attentionPool) ?? attentionPool
+            attentionPool = try c.decode(.attentionPool, default: attentionPool)
             // The attention pool's sizes; read only when its weights are in the file.
-            if attentionPool {
-                heads = try c.required(Int.self, .heads)
-                outputDim = try c.required(Int.self, .outputDim)
-            } else {
-                heads = try c.decodeIfPresent(Int.self, forKey: .heads) ?? heads
-                outputDim = try c.decodeIfPresent(Int.self, forKey: .outputDim) ?? outputDim
-            }
-            batchnormFolded = try c.decodeIfPresent(Bool.self, forKey: .batchnormFolded) ?? batchnormFolded
+            heads = try c.decode(.heads, required: attentionPool, default: heads)
+            outputDim = try c.decode(.outputDim, required: attentionPool, default: outputDim)
+            batchnormFolded = try c.decode(.batchnormFolded, default: batchnormFolded)
         }
     }
 
@@ -75,19 +70,13 @@ public struct Configuration: Codable, Sendable, Equatable {
         public init() {}
         public init(from decoder: Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
-            enabled = try c.decodeIfPresent(Bool.self, forKey: .enabled) ?? enabled
+            enabled = try c.decode(.enabled, default: enabled)
             // The extractor's sizes; without concepts there is no extractor to size.
-            if enabled {
-                embedDim = try c.required(Int.self, .embedDim)
-                hiddenDim = try c.required(Int.self, .hiddenDim)
-                topK = try c.required(Int.self, .topK)
-            } else {
-                embedDim = try c.decodeIfPresent(Int.self, forKey: .embedDim) ?? embedDim
-                hiddenDim = try c.decodeIfPresent(Int.self, forKey: .hiddenDim) ?? hiddenDim
-                topK = try c.decodeIfPresent(Int.self, forKey: .topK) ?? topK
-            }
-            windows = try c.decodeIfPresent([Int].self, forKey: .windows) ?? windows
-            prompt = try c.decodeIfPresent(String.self, forKey: .prompt) ?? prompt
+            embedDim = try c.decode(.embedDim, required: enabled, default: embedDim)
+            hiddenDim = try c.decode(.hiddenDim, required: enabled, default: hiddenDim)
+            topK = try c.decode(.topK, required: enabled, default: topK)
+            windows = try c.decode(.windows, default: windows)
+            prompt = try c.decode(.prompt, default: prompt)
         }
     }
 
@@ -103,12 +92,8 @@ public struct Configuration: Codable, Sendable, Equatable {
         public init() {}
         public init(from decoder: Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
-            enabled = try c.decodeIfPresent(Bool.self, forKey: .enabled) ?? enabled
-            if enabled {
-                hiddenDim = try c.required(Int.self, .hiddenDim)
-            } else {
-                hiddenDim = try c.decodeIfPresent(Int.self, forKey: .hiddenDim) ?? hiddenDim
-            }
+            enabled = try c.decode(.enabled, default: enabled)
+            hiddenDim = try c.decode(.hiddenDim, required: enabled, default: hiddenDim)
         }
     }
 
@@ -154,12 +139,11 @@ public struct Configuration: Codable, Sendable, Equatable {
             intermediateSize = try c.required(Int.self, .intermediateSize)
             maxPositionEmbeddings = try c.required(Int.self, .maxPositionEmbeddings)
             typeVocabSize = try c.required(Int.self, .typeVocabSize)
-            layerNormEps = try c.decodeIfPresent(Float.self, forKey: .layerNormEps) ?? layerNormEps
-            hiddenAct = try c.decodeIfPresent(String.self, forKey: .hiddenAct) ?? hiddenAct
-            visualPositionEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .visualPositionEmbeddings)
-                ?? visualPositionEmbeddings
-            hiddenDropoutProb = try c.decodeIfPresent(Float.self, forKey: .hiddenDropoutProb) ?? hiddenDropoutProb
-            attentionProbsDropoutProb = try c.decodeIfPresent(Float.self, forKey: .attentionProbsDropoutProb) ?? attentionProbsDropoutProb
+            layerNormEps = try c.decode(.layerNormEps, default: layerNormEps)
+            hiddenAct = try c.decode(.hiddenAct, default: hiddenAct)
+            visualPositionEmbeddings = try c.decode(.visualPositionEmbeddings, default: visualPositionEmbeddings)
+            hiddenDropoutProb = try c.decode(.hiddenDropoutProb, default: hiddenDropoutProb)
+            attentionProbsDropoutProb = try c.decode(.attentionProbsDropoutProb, default: attentionProbsDropoutProb)
         }
     }
 
@@ -192,9 +176,9 @@ public struct Configuration: Codable, Sendable, Equatable {
         public init() {}
         public init(from decoder: Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
-            maxLength = try c.decodeIfPresent(Int.self, forKey: .maxLength) ?? maxLength
-            captionSegmentLength = try c.decodeIfPresent(Int.self, forKey: .captionSegmentLength) ?? captionSegmentLength
-            beamSize = try c.decodeIfPresent(Int.self, forKey: .beamSize) ?? beamSize
+            maxLength = try c.decode(.maxLength, default: maxLength)
+            captionSegmentLength = try c.decode(.captionSegmentLength, default: captionSegmentLength)
+            beamSize = try c.decode(.beamSize, default: beamSize)
         }
     }
 
@@ -210,11 +194,11 @@ public struct Configuration: Codable, Sendable, Equatable {
         public init() {}
         public init(from decoder: Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
-            cls = try c.decodeIfPresent(String.self, forKey: .cls) ?? cls
-            sep = try c.decodeIfPresent(String.self, forKey: .sep) ?? sep
-            mask = try c.decodeIfPresent(String.self, forKey: .mask) ?? mask
-            pad = try c.decodeIfPresent(String.self, forKey: .pad) ?? pad
-            unk = try c.decodeIfPresent(String.self, forKey: .unk) ?? unk
+            cls = try c.decode(.cls, default: cls)
+            sep = try c.decode(.sep, default: sep)
+            mask = try c.decode(.mask, default: mask)
+            pad = try c.decode(.pad, default: pad)
+            unk = try c.decode(.unk, default: unk)
         }
     }
 
@@ -226,7 +210,7 @@ public struct Configuration: Codable, Sendable, Equatable {
         public init() {}
         public init(from decoder: Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
-            doLowerCase = try c.decodeIfPresent(Bool.self, forKey: .doLowerCase) ?? doLowerCase
+            doLowerCase = try c.decode(.doLowerCase, default: doLowerCase)
         }
     }
 
@@ -260,7 +244,7 @@ public struct Configuration: Codable, Sendable, Equatable {
             throw LightCapError.invalidConfiguration(reason: "format_version \(version) is not supported (only 1)")
         }
         formatVersion = version
-        name = try c.decodeIfPresent(String.self, forKey: .name) ?? name
+        name = try c.decode(.name, default: name)
         image = try c.required(Image.self, .image)
         visual = try c.required(Visual.self, .visual)
         concepts = try c.required(Concepts.self, .concepts)
@@ -269,13 +253,13 @@ public struct Configuration: Codable, Sendable, Equatable {
         if concepts.enabled {
             modulator = try c.required(Modulator.self, .modulator)
         } else {
-            modulator = try c.decodeIfPresent(Modulator.self, forKey: .modulator) ?? modulator
+            modulator = try c.decode(.modulator, default: modulator)
         }
         fusion = try c.required(Fusion.self, .fusion)
         heads = try c.required(Heads.self, .heads)
-        decoding = try c.decodeIfPresent(Decoding.self, forKey: .decoding) ?? decoding
-        tokens = try c.decodeIfPresent(Tokens.self, forKey: .tokens) ?? tokens
-        tokenizer = try c.decodeIfPresent(Tokenizer.self, forKey: .tokenizer) ?? tokenizer
+        decoding = try c.decode(.decoding, default: decoding)
+        tokens = try c.decode(.tokens, default: tokens)
+        tokenizer = try c.decode(.tokenizer, default: tokenizer)
     }
 
     /// Parses and validates config.json bytes.
@@ -367,6 +351,17 @@ public struct Configuration: Codable, Sendable, Equatable {
 }
 
 extension KeyedDecodingContainer {
+    /// The value at `key`, or `fallback` when it is absent.
+    func decode<T: Decodable>(_ key: Key, default fallback: T) throws -> T {
+        try decodeIfPresent(T.self, forKey: key) ?? fallback
+    }
+
+    /// The value at `key`: required when `required` (a size the configuration uses), else
+    /// `fallback` when absent.
+    func decode<T: Decodable>(_ key: Key, required: Bool, default fallback: T) throws -> T {
+        required ? try self.required(T.self, key) : try decode(key, default: fallback)
+    }
+
     /// The value at `key`; absent or null is `invalidConfiguration` naming the key's path
     /// (`fusion.hidden_size is missing`).
     func required<T: Decodable>(_ type: T.Type, _ key: Key) throws -> T {
