@@ -15,6 +15,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         // The HTTP service (LightCapServer) only; nothing else depends on it.
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        // Graceful shutdown (the service's draining state) and header names; Hummingbird uses both.
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.0.0"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.0.0"),
     ],
     targets: [
         // System libraries from Debian (see scripts/setup.sh).
@@ -46,6 +49,8 @@ let package = Package(
         // The HTTP service: POST /v1/caption, GET /v1/health, GET /v1/model (docs/SERVER.md).
         .target(name: "LightCapServer", dependencies: [
             "LightCap", "LightCapCore", "LightCapImage", .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "HTTPTypes", package: "swift-http-types"),
         ]),
         // The benchmarks behind `lightcap bench caption|visual|image|decode|eval` (the scripts/bench_*.py
         // peers call them): clocks, statistics, memory, the FMA peak.

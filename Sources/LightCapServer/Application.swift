@@ -1,34 +1,64 @@
 // The HTTP service (docs/SERVER.md): routes, request parsing and JSON errors.
 //   POST /v1/caption?beam=N&max_length=N   body: the raw image bytes (JPEG, PNG, WebP)
-//   GET  /v1/health
-//   GET  /v1/model
+//   GET  /v1/health, /v1/model             the service and the model
+//   GET  /healthz, /readyz                 alive; ready (503 while draining)
 // Every error is `{"error": "..."}` with its status: 400 bad image or parameters, 413 body over
-// the limit, 415 not an image, 404 unknown path, 405 known path with another method, 503 busy.
+// the limit, 415 not an image, 404 unknown path, 405 known path with another method, 503 busy
+// or draining. Every answer carries an `X-Request-ID` (the client's, or a new one), which the
+// request's log lines carry too.
 
 import Foundation
+import HTTPTypes
 import Hummingbird
 import LightCap
 import LightCapCore
 import LightCapImage
+import ServiceLifecycle
 
 /// Builds the LightCap HTTP application around one shared, read-only `captioner`.
 /// Run it with `runService()`.
 /// Throws when `configuration.modelDirectory` is set but its weights cannot be read.
 public func buildApplication(captioner: Captioner,
                              configuration: ServerConfiguration = ServerConfiguration()) throws -> some ApplicationProtocol {
-    let router = try buildRouter(captioner: captioner, configuration: configuration)
-    return Application(
-        router: router,
-        configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "lightcap"))
+    let service = try CaptionService(captioner: captioner, configuration: configuration)
+    try service.warmUp()
+    return makeApplication(service: service)
 }
 
-/// The routes of the service (exposed for tests that need no server).
-func buildRouter(captioner: Captioner, configuration: ServerConfiguration) throws -> Router<BasicRequestContext> {
-    let service = try CaptionService(captioner: captioner, configuration: configuration)
+/// The application around a ready `service`.
+func makeApplication(service: CaptionService) -> some ApplicationProtocol {
+    let configuration = service.configuration
+    return Application(
+        router: buildRouter(service: service),
+        configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "lightcap"),
+        services: [DrainWatch(service: service)])
+}
+
+/// Marks the service as draining once a graceful shutdown (SIGTERM, SIGINT) begins: /readyz
+/// answers 503 and new captions are refused while the accepted ones finish.
+struct DrainWatch: Service {
+    let service: CaptionService
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        service.startDraining()
+    }
+}
+
+/// The routes of the service.
+func buildRouter(service: CaptionService) -> Router<BasicRequestContext> {
     let router = Router()
+    router.add(middleware: RequestIDMiddleware())
     router.add(middleware: JSONErrorMiddleware(routes: [
-        "/v1/caption": [.post], "/v1/health": [.get], "/v1/model": [.get],
+        "/v1/caption": [.post], "/v1/health": [.get], "/v1/model": [.get], "/healthz": [.get], "/readyz": [.get],
     ]))
+    router.get("/healthz") { _, _ in
+        jsonResponse(["status": "alive"])
+    }
+    router.get("/readyz") { _, _ in
+        guard !service.isDraining else { throw APIError(status: .serviceUnavailable, message: "draining: shutting down") }
+        return jsonResponse(["status": "ready"])
+    }
     router.post("/v1/caption") { request, _ in
         try await caption(request, service: service)
     }
@@ -145,6 +175,36 @@ struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     static func error(_ status: HTTPResponse.Status, _ message: String, headers: HTTPFields = [:]) -> Response {
         jsonResponse(ErrorBody(error: message), status: status, headers: headers)
     }
+}
+
+/// Gives every request an id: the client's `X-Request-ID` when it is 1 to 128 characters of
+/// letters, digits and `-_.:`, else a new UUID. The id goes back in the answer's header and into
+/// the request's logger (`request_id`), and one line per request is logged: method, path,
+/// status, milliseconds.
+struct RequestIDMiddleware<Context: RequestContext>: RouterMiddleware {
+    static func valid(_ id: String) -> Bool {
+        (1...128).contains(id.utf8.count)
+            && id.unicodeScalars.allSatisfy { $0.isASCII && (CharacterSet.alphanumerics.contains($0) || "-_.:".unicodeScalars.contains($0)) }
+    }
+
+    func handle(_ request: Request, context: Context,
+                next: (Request, Context) async throws -> Response) async throws -> Response {
+        let given = request.headers[.xRequestID]
+        let id = given.flatMap { Self.valid($0) ? $0 : nil } ?? UUID().uuidString
+        var context = context
+        context.logger[metadataKey: "request_id"] = .string(id)
+        let start = ContinuousClock.now
+        var response = try await next(request, context)
+        response.headers[.xRequestID] = id
+        let elapsed = ContinuousClock.now - start
+        let ms = Double(elapsed.components.seconds) * 1e3 + Double(elapsed.components.attoseconds) * 1e-15
+        context.logger.info("\(request.method.rawValue) \(request.uri.path) \(response.status.code) \(String(format: "%.1f", ms)) ms")
+        return response
+    }
+}
+
+extension HTTPField.Name {
+    static let xRequestID = Self("X-Request-ID")!
 }
 
 /// `{"error": "..."}`.

@@ -7,6 +7,7 @@ import Foundation
 import Hummingbird
 import LightCap
 import LightCapCore
+import LightCapImage
 
 /// Settings of the HTTP service.
 public struct ServerConfiguration: Sendable {
@@ -203,8 +204,25 @@ final class CaptionService: Sendable {
         return options
     }
 
+    private let draining = DrainingFlag()
+
+    /// True once a graceful shutdown has begun.
+    var isDraining: Bool { draining.isSet }
+
+    /// Refuses new captions from now on (the accepted ones finish).
+    func startDraining() { draining.set() }
+
+    /// One caption of a small synthetic image, so that the first request does not pay for
+    /// oneDNN's kernel generation.
+    func warmUp() throws {
+        let side = 64
+        let pixels = (0..<(side * side * 3)).map { UInt8(($0 * 7) % 251) }
+        _ = try sessions.withSession { try $0.caption(image: RGBImage(width: side, height: side, pixels: pixels)) }
+    }
+
     /// Captions `data` once a slot is free, on a worker thread.
     func caption(_ data: Data, options: DecodingOptions) async throws -> CaptionResponse {
+        guard !isDraining else { throw APIError(status: .serviceUnavailable, message: "draining: the server is shutting down") }
         let start = DispatchTime.now()
         guard await limiter.acquire() else {
             throw APIError(status: .serviceUnavailable,
@@ -225,4 +243,12 @@ final class CaptionService: Sendable {
         func ms(_ a: DispatchTime, _ b: DispatchTime) -> Double { Double(b.uptimeNanoseconds - a.uptimeNanoseconds) / 1e6 }
         return CaptionResponse(caption, options: options, queueMs: ms(start, queued), totalMs: ms(start, end))
     }
+}
+
+/// A flag set once, read from any thread.
+final class DrainingFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+    var isSet: Bool { lock.lock(); defer { lock.unlock() }; return value }
+    func set() { lock.lock(); value = true; lock.unlock() }
 }

@@ -243,6 +243,47 @@ final class ServerTests: XCTestCase, @unchecked Sendable {
         }
     }
 
+    /// /healthz and /readyz, and the X-Request-ID of every answer: the client's when valid, else new.
+    func testProbesAndRequestIDs() async throws {
+        let model = try TestModel.load()
+        try await serve(model) { server in
+            let alive = try await server.request("GET", "/healthz")
+            XCTAssertEqual(alive.status, 200, alive.text)
+            XCTAssertEqual(try JSONDecoder().decode([String: String].self, from: alive.body), ["status": "alive"])
+            let ready = try await server.request("GET", "/readyz", headers: ["X-Request-ID": "job-7.a:1"])
+            XCTAssertEqual(ready.status, 200, ready.text)
+            XCTAssertEqual(ready.headers["x-request-id"], "job-7.a:1")
+            for bad in ["", "with space", String(repeating: "x", count: 129), "quote\"d"] {
+                let reply = try await server.request("GET", "/healthz", headers: ["X-Request-ID": bad])
+                let id = reply.headers["x-request-id"] ?? ""
+                XCTAssertNotEqual(id, bad)
+                XCTAssertNotNil(UUID(uuidString: id), "a new id for '\(bad)': '\(id)'")
+            }
+            let error = try await server.request("GET", "/nope")
+            XCTAssertNotNil(UUID(uuidString: error.headers["x-request-id"] ?? ""), "errors carry an id too")
+            try self.expectError(try await server.request("POST", "/readyz", body: [1]), 405, "not allowed")
+        }
+    }
+
+    /// Draining (a graceful shutdown has begun): /readyz and new captions get 503, /healthz stays 200.
+    func testDrainingRefusesNewWork() async throws {
+        let model = try TestModel.load()
+        let png = Array(makePNG(width: 48, height: 48))
+        var made: CaptionService?
+        let server = try await LoopbackServer { port in
+            made = try CaptionService(captioner: model.captioner, configuration: ServerConfiguration(port: port))
+            return makeApplication(service: made!)
+        }
+        let service = made!
+        _ = try self.caption(try await server.request("POST", "/v1/caption", body: png))
+        service.startDraining()
+        try self.expectError(try await server.request("GET", "/readyz"), 503, "draining")
+        try self.expectError(try await server.request("POST", "/v1/caption", body: png), 503, "draining")
+        let alive = try await server.request("GET", "/healthz")
+        XCTAssertEqual(alive.status, 200)
+        await server.stop()
+    }
+
     /// A body sent in chunks without a Content-Length is limited as it arrives.
     func testChunkedBodyOverTheLimit() async throws {
         let model = try TestModel.load()
