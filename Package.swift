@@ -18,6 +18,8 @@ let package = Package(
         // Graceful shutdown (the service's draining state) and header names; Hummingbird uses both.
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.0.0"),
         .package(url: "https://github.com/apple/swift-http-types", from: "1.0.0"),
+        // multipart/form-data request bodies.
+        .package(url: "https://github.com/vapor/multipart-kit", from: "4.7.1"),
     ],
     targets: [
         // System libraries from Debian (see scripts/setup.sh).
@@ -51,6 +53,7 @@ let package = Package(
             "LightCap", "LightCapCore", "LightCapImage", .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "HTTPTypes", package: "swift-http-types"),
+            .product(name: "MultipartKit", package: "multipart-kit"),
         ]),
         // The benchmarks behind `lightcap bench caption|visual|image|decode|eval` (the scripts/bench_*.py
         // peers call them): clocks, statistics, memory, the FMA peak.

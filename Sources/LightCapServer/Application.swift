@@ -1,5 +1,7 @@
 // The HTTP service (docs/SERVER.md): routes, request parsing and JSON errors.
-//   POST /v1/caption?beam=N&max_length=N   body: the raw image bytes (JPEG, PNG, WebP)
+//   POST /v1/caption?beam=N&max_length=N   body: the image bytes (JPEG, PNG, WebP), a form's
+//                                          `image` field, or JSON {"image": base64, "beam", "max_length"}
+//   POST /v1/captions?beam=N&max_length=N  a form with one `image` field per image
 //   GET  /v1/health, /v1/model             the service and the model
 //   GET  /healthz, /readyz                 alive; ready (503 while draining)
 // Every error is `{"error": "..."}` with its status: 400 bad image or parameters, 413 body over
@@ -50,7 +52,7 @@ func buildRouter(service: CaptionService) -> Router<BasicRequestContext> {
     let router = Router()
     router.add(middleware: RequestIDMiddleware())
     router.add(middleware: JSONErrorMiddleware(routes: [
-        "/v1/caption": [.post], "/v1/health": [.get], "/v1/model": [.get], "/healthz": [.get], "/readyz": [.get],
+        "/v1/caption": [.post], "/v1/captions": [.post], "/v1/health": [.get], "/v1/model": [.get], "/healthz": [.get], "/readyz": [.get],
     ]))
     router.get("/healthz") { _, _ in
         jsonResponse(["status": "alive"])
@@ -61,6 +63,9 @@ func buildRouter(service: CaptionService) -> Router<BasicRequestContext> {
     }
     router.post("/v1/caption") { request, _ in
         try await caption(request, service: service)
+    }
+    router.post("/v1/captions") { request, _ in
+        try await captions(request, service: service)
     }
     router.get("/v1/health") { _, _ in
         let load = await service.limiter.load
@@ -82,31 +87,75 @@ struct Health: Codable {
     var maxConcurrent: Int
 }
 
-/// `POST /v1/caption`: checks the query, the content type and the size, reads the body, captions it.
+/// `POST /v1/caption`: checks the query, the content type and the size, reads the body (raw
+/// bytes, a form's `image` field or JSON), captions it.
 func caption(_ request: Request, service: CaptionService) async throws -> Response {
+    let query = request.uri.queryParameters.map { (key: String($0.key), value: String($0.value)) }
+    _ = try service.options(query: query)  // a bad query is answered before the body is read
+    let body = try await RequestBody.read(request, limit: service.configuration.maxBodyBytes)
+    let options = try service.options(query: query + body.parameters)
+    return jsonResponse(try await service.caption(body.images[0], options: options))
+}
+
+/// `POST /v1/captions`: a multipart form with one `image` field per image; the answer lists a
+/// caption or an error (with its status) per image, in order. The images are captioned
+/// concurrently under the service's limit.
+func captions(_ request: Request, service: CaptionService) async throws -> Response {
     let options = try service.options(query: request.uri.queryParameters.map { (String($0.key), String($0.value)) })
-    if let type = request.headers[.contentType] {
-        let media = type.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() } ?? ""
-        guard media.hasPrefix("image/") || media == "application/octet-stream" else {
-            throw APIError(status: .unsupportedMediaType,
-                           message: "content type '\(type)' is not an image (send JPEG, PNG or WebP bytes)")
+    let body = try await RequestBody.read(request, limit: service.configuration.maxBodyBytes, multiple: true,
+                                          maxImages: service.configuration.maxImagesPerRequest)
+    let items = await withTaskGroup(of: (Int, BatchItem).self) { group in
+        for (i, image) in body.images.enumerated() {
+            group.addTask {
+                do { return (i, .caption(try await service.caption(image, options: options))) } catch {
+                    let (status, message) = errorAnswer(error)
+                    return (i, .failure(BatchError(error: message, status: Int(status.code))))
+                }
+            }
+        }
+        var items = [BatchItem?](repeating: nil, count: body.images.count)
+        for await (i, item) in group { items[i] = item }
+        return items.map { $0! }
+    }
+    return jsonResponse(BatchResponse(captions: items))
+}
+
+/// One image's answer in `POST /v1/captions`.
+enum BatchItem: Encodable {
+    case caption(CaptionResponse)
+    case failure(BatchError)
+
+    func encode(to encoder: any Encoder) throws {
+        switch self {
+        case .caption(let c): try c.encode(to: encoder)
+        case .failure(let e): try e.encode(to: encoder)
         }
     }
-    let limit = service.configuration.maxBodyBytes
-    if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > limit {
-        throw APIError(status: .contentTooLarge, message: "body of \(length) bytes is over the limit of \(limit) bytes")
+}
+
+/// `{"error": "...", "status": N}` in place of a caption.
+struct BatchError: Codable {
+    var error: String
+    var status: Int
+}
+
+/// `{"captions": [...]}`.
+struct BatchResponse: Encodable {
+    var captions: [BatchItem]
+}
+
+/// The status and message an error is answered with (routes' own errors aside).
+func errorAnswer(_ error: any Error) -> (HTTPResponse.Status, String) {
+    switch error {
+    case let error as APIError: return (error.status, error.message)
+    case let error as ImageError:
+        if case .unrecognizedFormat = error { return (.unsupportedMediaType, error.description) }
+        return (.badRequest, "bad image: \(error.description)")
+    case let error as LightCapError:
+        if case .invalidArgument = error { return (.badRequest, error.description) }
+        return (.internalServerError, error.description)
+    default: return (.internalServerError, "\(error)")
     }
-    var body: ByteBuffer
-    do {
-        body = try await request.body.collect(upTo: limit)
-    } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
-        throw APIError(status: .contentTooLarge, message: "body is over the limit of \(limit) bytes")
-    }
-    guard body.readableBytes > 0 else {
-        throw APIError(status: .badRequest, message: "empty body: send the image bytes (JPEG, PNG or WebP) as the body")
-    }
-    let data = Data(body.readBytes(length: body.readableBytes) ?? [])
-    return jsonResponse(try await service.caption(data, options: options))
 }
 
 private let encoder: JSONEncoder = {
@@ -142,16 +191,6 @@ struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
                 next: (Request, Context) async throws -> Response) async throws -> Response {
         do {
             return try await next(request, context)
-        } catch let error as APIError {
-            return Self.error(error.status, error.message)
-        } catch let error as ImageError {
-            if case .unrecognizedFormat = error {
-                return Self.error(.unsupportedMediaType, error.description)
-            }
-            return Self.error(.badRequest, "bad image: \(error.description)")
-        } catch let error as LightCapError {
-            if case .invalidArgument = error { return Self.error(.badRequest, error.description) }
-            return Self.error(.internalServerError, error.description)
         } catch let error as any HTTPResponseError {
             var path = request.uri.path
             while path.count > 1, path.hasSuffix("/") { path.removeLast() }
@@ -168,7 +207,8 @@ struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             let message = (error as? HTTPError)?.body ?? error.status.reasonPhrase
             return Self.error(error.status, message)
         } catch {
-            return Self.error(.internalServerError, "\(error)")
+            let (status, message) = errorAnswer(error)
+            return Self.error(status, message)
         }
     }
 

@@ -23,18 +23,22 @@ public struct ServerConfiguration: Sendable {
     public var maxQueuedRequests: Int
     /// Largest `beam` a request may ask for.
     public var maxBeamSize: Int
+    /// Most images in one `POST /v1/captions` request.
+    public var maxImagesPerRequest: Int
     /// The model directory, for `GET /v1/model` (parameter count); nil leaves it out.
     public var modelDirectory: URL?
 
     public init(host: String = "127.0.0.1", port: Int = 8080, maxBodyBytes: Int = 32 << 20,
                 maxConcurrentCaptions: Int = ProcessInfo.processInfo.activeProcessorCount,
-                maxQueuedRequests: Int = 64, maxBeamSize: Int = 16, modelDirectory: URL? = nil) {
+                maxQueuedRequests: Int = 64, maxBeamSize: Int = 16, maxImagesPerRequest: Int = 16,
+                modelDirectory: URL? = nil) {
         self.host = host
         self.port = port
         self.maxBodyBytes = maxBodyBytes
         self.maxConcurrentCaptions = maxConcurrentCaptions
         self.maxQueuedRequests = maxQueuedRequests
         self.maxBeamSize = maxBeamSize
+        self.maxImagesPerRequest = maxImagesPerRequest
         self.modelDirectory = modelDirectory
     }
 }

@@ -219,7 +219,7 @@ final class ServerTests: XCTestCase, @unchecked Sendable {
             try self.expectError(try await post("/v1/caption", (0..<200).map { UInt8($0 * 37 % 256) }), 415, "not a JPEG, PNG or WebP")
             try self.expectError(try await post("/v1/caption", Array(png.prefix(60))), 400, "bad image")
             try self.expectError(try await post("/v1/caption", Array(png.prefix(png.count / 2))), 400, "bad image")
-            try self.expectError(try await post("/v1/caption", png, headers: ["Content-Type": "text/plain"]), 415, "not an image")
+            try self.expectError(try await post("/v1/caption", png, headers: ["Content-Type": "text/plain"]), 415, "not accepted")
             for bad in ["beam=0", "beam=-1", "beam=abc", "beam=9", "beam=", "beam=1.5"] {
                 try self.expectError(try await post("/v1/caption?\(bad)", png), 400, "beam must be")
             }
@@ -240,6 +240,84 @@ final class ServerTests: XCTestCase, @unchecked Sendable {
                                  405, "not allowed")
             // The service still answers after all that.
             _ = try self.caption(try await post("/v1/caption", png))
+        }
+    }
+
+    /// A multipart/form-data body of `fields` (name, bytes) with `boundary`.
+    func form(_ fields: [(String, [UInt8])], boundary: String = "lightcap-boundary-7") -> [UInt8] {
+        var body: [UInt8] = []
+        for (name, bytes) in fields {
+            body += Array("--\(boundary)\r\nContent-Disposition: form-data; name=\"\(name)\"; filename=\"x.png\"\r\nContent-Type: image/png\r\n\r\n".utf8)
+            body += bytes + Array("\r\n".utf8)
+        }
+        return body + Array("--\(boundary)--\r\n".utf8)
+    }
+
+    /// The same image as raw bytes, as a form's `image` field and as JSON base64 gets the same
+    /// caption; the JSON's beam and max_length apply; malformed forms and JSON get clear errors.
+    func testFormAndJSONBodies() async throws {
+        let model = try TestModel.load()
+        let png = Array(makePNG(width: 72, height: 56))
+        let session = try model.captioner.makeSession()
+        let d = model.captioner.configuration.decoding
+        let direct = try session.caption(imageData: Data(png), options: .init(beamSize: d.beamSize, maxLength: d.maxLength))
+        let beam2 = try session.caption(imageData: Data(png), options: .init(beamSize: 2, maxLength: 6))
+        let multipart = ["Content-Type": "multipart/form-data; boundary=lightcap-boundary-7"]
+        try await serve(model) { server in
+            self.assertSame(try self.caption(try await server.request("POST", "/v1/caption", headers: multipart,
+                                                                     body: self.form([("note", Array("hi".utf8)), ("image", png)]))), direct)
+            let json = ["Content-Type": "application/json"]
+            let encoded = Data(png).base64EncodedString()
+            self.assertSame(try self.caption(try await server.request("POST", "/v1/caption", headers: json,
+                                                                     body: Array("{\"image\": \"\(encoded)\"}".utf8))), direct)
+            let http = try self.caption(try await server.request(
+                "POST", "/v1/caption", headers: json, body: Array("{\"image\": \"\(encoded)\", \"beam\": 2, \"max_length\": 6}".utf8)))
+            self.assertSame(http, beam2)
+            XCTAssertEqual(http.beam, 2)
+            try self.expectError(try await server.request("POST", "/v1/caption?beam=3", headers: json,
+                                                          body: Array("{\"image\": \"\(encoded)\", \"beam\": 2}".utf8)), 400, "twice")
+            for (bad, fragment) in [("[1, 2]", "not an object"), ("{\"beam\": 2}", "needs \"image\""),
+                                    ("{\"image\": \"@@@\"}", "not valid base64"), ("{\"image\": 5}", "must be a string"),
+                                    ("{\"image\": \"\(encoded)\", \"beam\": true}", "integers"),
+                                    ("{\"image\": \"\(encoded)\", \"beams\": 2}", "unknown key 'beams'"), ("{", "not an object")] {
+                try self.expectError(try await server.request("POST", "/v1/caption", headers: json, body: Array(bad.utf8)), 400, fragment)
+            }
+            try self.expectError(try await server.request("POST", "/v1/caption", headers: multipart, body: self.form([("file", png)])),
+                                 400, "no `image` field")
+            try self.expectError(try await server.request("POST", "/v1/caption", headers: multipart,
+                                                          body: self.form([("image", png), ("image", png)])), 400, "/v1/captions")
+            try self.expectError(try await server.request("POST", "/v1/caption", headers: ["Content-Type": "multipart/form-data"],
+                                                          body: self.form([("image", png)])), 400, "boundary")
+            try self.expectError(try await server.request("POST", "/v1/caption", headers: multipart, body: Array("garbage".utf8)),
+                                 400, "malformed multipart")
+            try self.expectError(try await server.request("POST", "/v1/caption", headers: multipart,
+                                                          body: self.form([("image", Array("not an image".utf8))])), 415, "not a JPEG")
+        }
+    }
+
+    /// `POST /v1/captions`: several images in one form, answered in order, each failure in its place.
+    func testBatchOfImages() async throws {
+        let model = try TestModel.load()
+        let images = (0..<3).map { Array(makePNG(width: 40 + 16 * $0, height: 40)) }
+        let session = try model.captioner.makeSession()
+        let direct = try images.map { try session.caption(imageData: Data($0), options: .init(beamSize: 1, maxLength: 8)) }
+        let multipart = ["Content-Type": "multipart/form-data; boundary=lightcap-boundary-7"]
+        try await serve(model, { $0.maxImagesPerRequest = 4 }) { server in
+            let fields = [("image", images[0]), ("image", Array(images[1].prefix(40))), ("image", images[1]),
+                          ("image", Array("text".utf8)), ("image", images[2])].prefix(4)
+            let reply = try await server.request("POST", "/v1/captions?beam=1&max_length=8", headers: multipart, body: self.form(Array(fields)))
+            XCTAssertEqual(reply.status, 200, reply.text)
+            let object = try JSONSerialization.jsonObject(with: reply.body) as? [String: Any]
+            let items = try XCTUnwrap(object?["captions"] as? [[String: Any]])
+            XCTAssertEqual(items.count, 4)
+            XCTAssertEqual(items[0]["caption"] as? String, direct[0].text)
+            XCTAssertEqual(items[1]["status"] as? Int, 400)
+            XCTAssertTrue((items[1]["error"] as? String ?? "").contains("bad image"), "\(items[1])")
+            XCTAssertEqual(items[2]["caption"] as? String, direct[1].text)
+            XCTAssertEqual(items[3]["status"] as? Int, 415)
+            let five = self.form((0..<5).map { _ in ("image", images[0]) })
+            try self.expectError(try await server.request("POST", "/v1/captions", headers: multipart, body: five), 413, "at most 4")
+            try self.expectError(try await server.request("POST", "/v1/captions", body: images[0]), 415, "multipart/form-data")
         }
     }
 

@@ -1,0 +1,139 @@
+// RequestBody: the forms a caption request's body may take, read within the size limit:
+// the raw image bytes; multipart/form-data (MultipartKit's parser) with one `image` field, or
+// several for `POST /v1/captions`; JSON `{"image": base64, "beam", "max_length"}`.
+
+import Foundation
+import Hummingbird
+import MultipartKit
+
+/// A caption request's images and the decoding parameters its body carries.
+struct RequestBody {
+    /// The images, in order.
+    var images: [Data]
+    /// `beam` / `max_length` from a JSON body, as query-style pairs (the query's checks apply).
+    var parameters: [(key: String, value: String)] = []
+
+    /// The media type, lower-cased without parameters ("" when absent), and its parameters.
+    static func mediaType(_ header: String?) -> (type: String, parameters: [String: String]) {
+        guard let header else { return ("", [:]) }
+        let pieces = header.split(separator: ";").map { $0.trimmingCharacters(in: .whitespaces) }
+        var parameters: [String: String] = [:]
+        for piece in pieces.dropFirst() {
+            guard let eq = piece.firstIndex(of: "=") else { continue }
+            var value = piece[piece.index(after: eq)...].trimmingCharacters(in: .whitespaces)
+            if value.count >= 2, value.hasPrefix("\""), value.hasSuffix("\"") { value = String(value.dropFirst().dropLast()) }
+            parameters[piece[..<eq].trimmingCharacters(in: .whitespaces).lowercased()] = value
+        }
+        return ((pieces.first ?? "").lowercased(), parameters)
+    }
+
+    /// Reads `request`'s body: 413 past `limit` (the Content-Length checked before reading),
+    /// 415 for a content type that is none of the accepted ones, 400 for a malformed one.
+    /// `multiple`: every `image` field of a multipart body (`POST /v1/captions`), at most `maxImages`.
+    static func read(_ request: Request, limit: Int, multiple: Bool = false, maxImages: Int = 1) async throws -> RequestBody {
+        let (media, parameters) = mediaType(request.headers[.contentType])
+        let accepted = media.isEmpty || media.hasPrefix("image/") || media == "application/octet-stream"
+            || media == "multipart/form-data" || (media == "application/json" && !multiple)
+        guard accepted && (!multiple || media == "multipart/form-data") else {
+            let wanted = multiple ? "multipart/form-data with one `image` field per image"
+                : "JPEG, PNG or WebP bytes, multipart/form-data with an `image` field, or JSON {\"image\": base64}"
+            throw APIError(status: .unsupportedMediaType,
+                           message: "content type '\(request.headers[.contentType] ?? "")' is not accepted (send \(wanted))")
+        }
+        if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > limit {
+            throw APIError(status: .contentTooLarge, message: "body of \(length) bytes is over the limit of \(limit) bytes")
+        }
+        let body: ByteBuffer
+        do {
+            body = try await request.body.collect(upTo: limit)
+        } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
+            throw APIError(status: .contentTooLarge, message: "body is over the limit of \(limit) bytes")
+        }
+        guard body.readableBytes > 0 else {
+            throw APIError(status: .badRequest, message: "empty body: send the image bytes (JPEG, PNG or WebP) as the body")
+        }
+        switch media {
+        case "multipart/form-data":
+            guard let boundary = parameters["boundary"], !boundary.isEmpty, boundary.utf8.count <= 200 else {
+                throw APIError(status: .badRequest, message: "multipart/form-data without a boundary parameter")
+            }
+            let images = try formFields(body, boundary: boundary).filter { $0.name == "image" }.map(\.bytes)
+            guard !images.isEmpty else {
+                throw APIError(status: .badRequest, message: "the form has no `image` field (send the file as a field named image)")
+            }
+            guard multiple || images.count == 1 else {
+                throw APIError(status: .badRequest, message: "the form has \(images.count) `image` fields; POST /v1/captions takes several")
+            }
+            guard images.count <= maxImages else {
+                throw APIError(status: .contentTooLarge, message: "the form has \(images.count) images; at most \(maxImages) per request")
+            }
+            return RequestBody(images: images)
+        case "application/json":
+            return try json(body)
+        default:
+            return RequestBody(images: [Data(body.readableBytesView)])
+        }
+    }
+
+    /// One field of a form: its name and bytes.
+    struct Field {
+        var name: String?
+        var bytes: Data
+    }
+
+    /// The fields of a multipart/form-data body, in order; a malformed body is a 400.
+    static func formFields(_ body: ByteBuffer, boundary: String) throws -> [Field] {
+        let parser = MultipartParser(boundary: boundary)
+        var fields: [Field] = []
+        var name: String?
+        var bytes = Data()
+        var sawHeaders = false
+        parser.onHeader = { header, value in
+            sawHeaders = true
+            if header.lowercased() == "content-disposition" {
+                name = mediaType(value).parameters["name"]
+            }
+        }
+        parser.onBody = { buffer in bytes.append(contentsOf: buffer.readableBytesView) }
+        parser.onPartComplete = {
+            fields.append(Field(name: name, bytes: bytes))
+            name = nil
+            bytes = Data()
+        }
+        do { try parser.execute(body) } catch {
+            throw APIError(status: .badRequest, message: "malformed multipart/form-data body")
+        }
+        guard sawHeaders || !fields.isEmpty else {
+            throw APIError(status: .badRequest, message: "malformed multipart/form-data body: no part with boundary '\(boundary)'")
+        }
+        return fields
+    }
+
+    /// `{"image": base64, "beam": N, "max_length": N}`; other keys are an error (typos surface).
+    static func json(_ body: ByteBuffer) throws -> RequestBody {
+        guard let object = try? JSONSerialization.jsonObject(with: Data(body.readableBytesView)) as? [String: Any] else {
+            throw APIError(status: .badRequest, message: "the JSON body is not an object like {\"image\": \"<base64>\"}")
+        }
+        if let unknown = object.keys.sorted().first(where: { !["image", "beam", "max_length"].contains($0) }) {
+            throw APIError(status: .badRequest, message: "unknown key '\(unknown)' in the JSON body (known: image, beam, max_length)")
+        }
+        struct Fields: Decodable {
+            var image: String?
+            var beam: Int?
+            var max_length: Int?
+        }
+        guard let fields = try? JSONDecoder().decode(Fields.self, from: Data(body.readableBytesView)) else {
+            throw APIError(status: .badRequest, message: "in the JSON body, image must be a string and beam, max_length integers")
+        }
+        guard let text = fields.image else {
+            throw APIError(status: .badRequest, message: "the JSON body needs \"image\": the image bytes in base64")
+        }
+        guard let data = Data(base64Encoded: text, options: .ignoreUnknownCharacters), !data.isEmpty else {
+            throw APIError(status: .badRequest, message: "\"image\" is not valid base64")
+        }
+        var parameters: [(key: String, value: String)] = []
+        if let beam = fields.beam { parameters.append(("beam", String(beam))) }
+        if let maxLength = fields.max_length { parameters.append(("max_length", String(maxLength))) }
+        return RequestBody(images: [data], parameters: parameters)
+    }
+}
