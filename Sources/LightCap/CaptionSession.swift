@@ -16,6 +16,11 @@ public final class CaptionSession {
     /// The backbone's output [N, C], rewritten by each caption.
     private var grid: Tensor
     private let cached: CachedSession
+    /// Asked between stages and before every decoding step: true stops the caption with
+    /// `LightCapError.cancelled` (a service sets it when a request's deadline passes).
+    public var shouldStop: () -> Bool = { false }
+    /// What an encoded image may claim (pixels, sides), checked on its header before decoding.
+    public var imageLimits = ImageLimits()
     /// The uncached reference loop (`DecodingOptions.useCache` false), made when first asked for.
     private lazy var uncached = UncachedSession(
         fusion: captioner.fusion, heads: captioner.heads, special: captioner.special,
@@ -70,14 +75,17 @@ public final class CaptionSession {
         var stage = input
         if case .file(let url) = stage { stage = .data(try Self.read(url)) }
         var clock = Stopwatch()
+        func checkpoint(_ next: String) throws { if shouldStop() { throw LightCapError.cancelled(stage: next) } }
+        try checkpoint("decode")
         if case .data(let data) = stage {
-            stage = .image(try ImageDecoder.decode(data, minimumSide: captioner.configuration.image.size))
+            stage = .image(try ImageDecoder.decode(data, limits: imageLimits, minimumSide: captioner.configuration.image.size))
             clock.lap("decode")
         }
         if case .image(let image) = stage {
             stage = .pixels(captioner.preprocessor(image))
             clock.lap("preprocess")
         }
+        try checkpoint("backbone")
         if case .pixels(let pixels) = stage {
             let side = captioner.visual.imageSize
             guard pixels.count == 3 * side * side else {
@@ -92,6 +100,7 @@ public final class CaptionSession {
             clock.lap("backbone")
         }
         guard case .grid(let grid) = stage else { preconditionFailure("every input reaches the grid stage") }
+        try checkpoint("concepts")
         let features = try captioner.imageFeatures(grid: grid)
         clock.lap("concepts")
         let hypothesis = try decode(features: features, options: options)
@@ -123,6 +132,7 @@ public final class CaptionSession {
             uncached.start(context)
             session = uncached
         }
+        session.shouldStop = shouldStop
         let sep = captioner.special.sep
         if options.beamSize == 1 { return try Decoder.greedy(session, sep: sep, maxLength: options.maxLength) }
         return try Decoder.beamSearch(session, sep: sep, beam: options.beamSize, maxLength: options.maxLength)

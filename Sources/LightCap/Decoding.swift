@@ -39,6 +39,8 @@ package struct ImageContext {
 /// Gives ensemble logits at the [MASK] that follows each caption prefix (tokens without [CLS]).
 protocol LogitSession: AnyObject {
     func logits(prefixes: [[Int]]) throws -> [[Float]]
+    /// Asked before every step: true stops decoding with `LightCapError.cancelled`.
+    var shouldStop: () -> Bool { get set }
     /// Greedy's log-probabilities of `tokens`: tokens[i] was chosen from `rows[i]`, the logits
     /// of the i-th one-prefix `logits` call. By default the rows' own log-softmax.
     func greedyLogProbabilities(of tokens: [Int], rows: [[Float]]) -> [Float]
@@ -63,6 +65,7 @@ final class UncachedSession: LogitSession {
     let captionSegmentLength: Int
     /// The image being captioned (`start`).
     var context = ImageContext(conceptPieces: nil, visualTokens: Tensor(zeros: [0, 0]))
+    var shouldStop: () -> Bool = { false }
 
     init(fusion: FusionModel, heads: PredictionHeads, special: SpecialTokenIDs, captionSegmentLength: Int) {
         self.fusion = fusion
@@ -75,6 +78,7 @@ final class UncachedSession: LogitSession {
     func start(_ context: ImageContext) { self.context = context }
 
     func logits(prefixes: [[Int]]) throws -> [[Float]] {
+        if shouldStop() { throw LightCapError.cancelled(stage: "fusion") }
         let d = fusion.hiddenSize
         let rows = Tensor(zeros: [prefixes.count, d])
         for (i, prefix) in prefixes.enumerated() {
@@ -107,6 +111,7 @@ package final class CachedSession: LogitSession {
     private(set) var argmaxOnly = false
     /// The averaged head states of every step run with `argmaxOnly` (one row per step in greedy).
     var transformedStates: [Tensor] = []
+    var shouldStop: () -> Bool = { false }
 
     package init(fusion: FusionModel, heads: PredictionHeads, special: SpecialTokenIDs, captionSegmentLength: Int) {
         self.fusion = fusion
@@ -131,6 +136,7 @@ package final class CachedSession: LogitSession {
 
     func logits(prefixes: [[Int]]) throws -> [[Float]] {
         guard let image else { preconditionFailure("CachedSession.start comes first") }
+        if shouldStop() { throw LightCapError.cancelled(stage: "fusion") }
         var parents: [CaptionCache] = [], tokens: [Int] = []
         var taken: [[Int]: CaptionCache] = [:]
         for prefix in prefixes {

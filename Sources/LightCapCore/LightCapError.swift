@@ -36,6 +36,8 @@ public enum LightCapError: Error, Equatable, Sendable, CustomStringConvertible {
     case invalidArgument(reason: String)
     /// oneDNN returned an error status.
     case kernel(operation: String, status: Int)
+    /// The caller stopped the work (a deadline passed) before it finished.
+    case cancelled(stage: String)
 
     public var description: String {
         switch self {
@@ -74,6 +76,8 @@ public enum LightCapError: Error, Equatable, Sendable, CustomStringConvertible {
             return "invalid argument: \(reason)"
         case .kernel(let operation, let status):
             return "oneDNN failed in \(operation) (status \(status))"
+        case .cancelled(let stage):
+            return "cancelled during \(stage)"
         }
     }
 }

@@ -50,10 +50,13 @@ struct DrainWatch: Service {
 /// The routes of the service.
 func buildRouter(service: CaptionService) -> Router<BasicRequestContext> {
     let router = Router()
+    let configuration = service.configuration
     router.add(middleware: RequestIDMiddleware())
+    if !configuration.corsOrigins.isEmpty { router.add(middleware: CORSAllowList(origins: Set(configuration.corsOrigins))) }
     router.add(middleware: JSONErrorMiddleware(routes: [
         "/v1/caption": [.post], "/v1/captions": [.post], "/v1/health": [.get], "/v1/model": [.get], "/healthz": [.get], "/readyz": [.get],
     ]))
+    if let key = configuration.apiKey { router.add(middleware: APIKeyMiddleware(key: key)) }
     router.get("/healthz") { _, _ in
         jsonResponse(["status": "alive"])
     }
@@ -92,7 +95,8 @@ struct Health: Codable {
 func caption(_ request: Request, service: CaptionService) async throws -> Response {
     let query = request.uri.queryParameters.map { (key: String($0.key), value: String($0.value)) }
     _ = try service.options(query: query)  // a bad query is answered before the body is read
-    let body = try await RequestBody.read(request, limit: service.configuration.maxBodyBytes)
+    let body = try await RequestBody.read(request, limit: service.configuration.maxBodyBytes,
+                                          timeout: service.configuration.bodyTimeout)
     let options = try service.options(query: query + body.parameters)
     return jsonResponse(try await service.caption(body.images[0], options: options))
 }
@@ -102,13 +106,14 @@ func caption(_ request: Request, service: CaptionService) async throws -> Respon
 /// concurrently under the service's limit.
 func captions(_ request: Request, service: CaptionService) async throws -> Response {
     let options = try service.options(query: request.uri.queryParameters.map { (String($0.key), String($0.value)) })
-    let body = try await RequestBody.read(request, limit: service.configuration.maxBodyBytes, multiple: true,
+    let body = try await RequestBody.read(request, limit: service.configuration.maxBodyBytes,
+                                          timeout: service.configuration.bodyTimeout, multiple: true,
                                           maxImages: service.configuration.maxImagesPerRequest)
     let items = await withTaskGroup(of: (Int, BatchItem).self) { group in
         for (i, image) in body.images.enumerated() {
             group.addTask {
                 do { return (i, .caption(try await service.caption(image, options: options))) } catch {
-                    let (status, message) = errorAnswer(error)
+                    let (status, message, _) = errorAnswer(error)
                     return (i, .failure(BatchError(error: message, status: Int(status.code))))
                 }
             }
@@ -144,17 +149,18 @@ struct BatchResponse: Encodable {
     var captions: [BatchItem]
 }
 
-/// The status and message an error is answered with (routes' own errors aside).
-func errorAnswer(_ error: any Error) -> (HTTPResponse.Status, String) {
+/// The status, message and headers an error is answered with (routes' own errors aside).
+func errorAnswer(_ error: any Error) -> (HTTPResponse.Status, String, HTTPFields) {
     switch error {
-    case let error as APIError: return (error.status, error.message)
+    case let error as APIError: return (error.status, error.message, error.headers)
     case let error as ImageError:
-        if case .unrecognizedFormat = error { return (.unsupportedMediaType, error.description) }
-        return (.badRequest, "bad image: \(error.description)")
+        if case .unrecognizedFormat = error { return (.unsupportedMediaType, error.description, [:]) }
+        return (.badRequest, "bad image: \(error.description)", [:])
     case let error as LightCapError:
-        if case .invalidArgument = error { return (.badRequest, error.description) }
-        return (.internalServerError, error.description)
-    default: return (.internalServerError, "\(error)")
+        if case .invalidArgument = error { return (.badRequest, error.description, [:]) }
+        if case .cancelled = error { return (.serviceUnavailable, error.description, [:]) }
+        return (.internalServerError, error.description, [:])
+    default: return (.internalServerError, "\(error)", [:])
     }
 }
 
@@ -207,8 +213,8 @@ struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             let message = (error as? HTTPError)?.body ?? error.status.reasonPhrase
             return Self.error(error.status, message)
         } catch {
-            let (status, message) = errorAnswer(error)
-            return Self.error(status, message)
+            let (status, message, headers) = errorAnswer(error)
+            return Self.error(status, message, headers: headers)
         }
     }
 

@@ -4,6 +4,7 @@
 
 import Dispatch
 import Foundation
+import HTTPTypes
 import Hummingbird
 import LightCap
 import LightCapCore
@@ -25,13 +26,25 @@ public struct ServerConfiguration: Sendable {
     public var maxBeamSize: Int
     /// Most images in one `POST /v1/captions` request.
     public var maxImagesPerRequest: Int
+    /// Seconds a caption may take, waiting for a slot included; past it the answer is 503 and
+    /// the work stops at its next step.
+    public var requestTimeout: Double
+    /// Seconds a request body may take to arrive (a client trickling bytes gets 408).
+    public var bodyTimeout: Double
+    /// Largest image (width x height) accepted, checked on the header before decoding.
+    public var maxPixels: Int
+    /// When set, every route but /healthz and /readyz needs `Authorization: Bearer <key>`.
+    public var apiKey: String?
+    /// Origins allowed to call the service from a browser (CORS); `*` allows any.
+    public var corsOrigins: [String]
     /// The model directory, for `GET /v1/model` (parameter count); nil leaves it out.
     public var modelDirectory: URL?
 
     public init(host: String = "127.0.0.1", port: Int = 8080, maxBodyBytes: Int = 32 << 20,
                 maxConcurrentCaptions: Int = ProcessInfo.processInfo.activeProcessorCount,
                 maxQueuedRequests: Int = 64, maxBeamSize: Int = 16, maxImagesPerRequest: Int = 16,
-                modelDirectory: URL? = nil) {
+                requestTimeout: Double = 30, bodyTimeout: Double = 30, maxPixels: Int = 100_000_000,
+                apiKey: String? = nil, corsOrigins: [String] = [], modelDirectory: URL? = nil) {
         self.host = host
         self.port = port
         self.maxBodyBytes = maxBodyBytes
@@ -39,14 +52,20 @@ public struct ServerConfiguration: Sendable {
         self.maxQueuedRequests = maxQueuedRequests
         self.maxBeamSize = maxBeamSize
         self.maxImagesPerRequest = maxImagesPerRequest
+        self.requestTimeout = requestTimeout
+        self.bodyTimeout = bodyTimeout
+        self.maxPixels = maxPixels
+        self.apiKey = apiKey
+        self.corsOrigins = corsOrigins
         self.modelDirectory = modelDirectory
     }
 }
 
-/// An error answered as `{"error": message}` with `status`.
+/// An error answered as `{"error": message}` with `status` (and `headers`, e.g. Retry-After).
 struct APIError: Error, CustomStringConvertible {
     var status: HTTPResponse.Status
     var message: String
+    var headers: HTTPFields = [:]
     var description: String { "\(status.code): \(message)" }
 }
 
@@ -208,7 +227,7 @@ final class CaptionService: Sendable {
         return options
     }
 
-    private let draining = DrainingFlag()
+    private let draining = CancelFlag()
 
     /// True once a graceful shutdown has begun.
     var isDraining: Bool { draining.isSet }
@@ -224,20 +243,54 @@ final class CaptionService: Sendable {
         _ = try sessions.withSession { try $0.caption(image: RGBImage(width: side, height: side, pixels: pixels)) }
     }
 
-    /// Captions `data` once a slot is free, on a worker thread.
+    /// Captions `data` once a slot is free, on a worker thread, within `requestTimeout`: past
+    /// it the answer is 503 at once and the work stops at its next step (or, still waiting for
+    /// a slot, never starts).
     func caption(_ data: Data, options: DecodingOptions) async throws -> CaptionResponse {
         guard !isDraining else { throw APIError(status: .serviceUnavailable, message: "draining: the server is shutting down") }
         let start = DispatchTime.now()
+        let job = CancelFlag()
+        let answer = OnceContinuation<CaptionResponse>()
+        let timeout = configuration.requestTimeout
+        return try await withCheckedThrowingContinuation { continuation in
+            answer.set(continuation)
+            let work = Task {
+                do { answer.resume(.success(try await self.run(data, options: options, job: job, start: start))) } catch {
+                    answer.resume(.failure(error))
+                }
+            }
+            Task {
+                try? await Task.sleep(nanoseconds: UInt64(max(timeout, 0) * 1e9))
+                guard !answer.isResumed else { return }
+                job.set()
+                work.cancel()
+                answer.resume(.failure(APIError(status: .serviceUnavailable,
+                                                message: String(format: "timed out after %g s (waiting and captioning)", timeout))))
+            }
+        }
+    }
+
+    /// Waits for a slot, then captions on a worker thread (the slot is given back there).
+    private func run(_ data: Data, options: DecodingOptions, job: CancelFlag, start: DispatchTime) async throws -> CaptionResponse {
         guard await limiter.acquire() else {
+            var headers = HTTPFields()
+            headers[.retryAfter] = "1"
             throw APIError(status: .serviceUnavailable,
-                           message: "server busy: \(configuration.maxQueuedRequests) requests already waiting")
+                           message: "server busy: \(configuration.maxQueuedRequests) requests already waiting", headers: headers)
         }
         let queued = DispatchTime.now()
         let sessions = self.sessions
+        let limits = ImageLimits(maxPixels: configuration.maxPixels)
         let result: Result<Caption, any Error> = await withCheckedContinuation { continuation in
             Self.workQueue.async {
                 continuation.resume(returning: Result {
-                    try sessions.withSession { try $0.caption(imageData: data, options: options) }
+                    if job.isSet { throw LightCapError.cancelled(stage: "the queue") }
+                    return try sessions.withSession { session in
+                        session.shouldStop = { job.isSet }
+                        session.imageLimits = limits
+                        defer { session.shouldStop = { false } }
+                        return try session.caption(imageData: data, options: options)
+                    }
                 })
             }
         }
@@ -249,8 +302,39 @@ final class CaptionService: Sendable {
     }
 }
 
-/// A flag set once, read from any thread.
-final class DrainingFlag: @unchecked Sendable {
+/// Resumes a continuation once: the first of the work and the deadline wins.
+final class OnceContinuation<T: Sendable>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var continuation: CheckedContinuation<T, any Error>?
+    private var resumed = false
+    private var early: Result<T, any Error>?
+
+    func set(_ c: CheckedContinuation<T, any Error>) {
+        lock.lock()
+        if let early { lock.unlock(); c.resume(with: early); return }
+        continuation = c
+        lock.unlock()
+    }
+
+    var isResumed: Bool { lock.lock(); defer { lock.unlock() }; return resumed }
+
+    func resume(_ result: Result<T, any Error>) {
+        lock.lock()
+        guard !resumed else { lock.unlock(); return }
+        resumed = true
+        if let c = continuation {
+            continuation = nil
+            lock.unlock()
+            c.resume(with: result)
+        } else {
+            early = result
+            lock.unlock()
+        }
+    }
+}
+
+/// A flag set once, read from any thread (draining; a request's cancellation).
+final class CancelFlag: @unchecked Sendable {
     private let lock = NSLock()
     private var value = false
     var isSet: Bool { lock.lock(); defer { lock.unlock() }; return value }

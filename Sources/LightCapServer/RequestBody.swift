@@ -30,7 +30,8 @@ struct RequestBody {
     /// Reads `request`'s body: 413 past `limit` (the Content-Length checked before reading),
     /// 415 for a content type that is none of the accepted ones, 400 for a malformed one.
     /// `multiple`: every `image` field of a multipart body (`POST /v1/captions`), at most `maxImages`.
-    static func read(_ request: Request, limit: Int, multiple: Bool = false, maxImages: Int = 1) async throws -> RequestBody {
+    static func read(_ request: Request, limit: Int, timeout: Double, multiple: Bool = false,
+                     maxImages: Int = 1) async throws -> RequestBody {
         let (media, parameters) = mediaType(request.headers[.contentType])
         let accepted = media.isEmpty || media.hasPrefix("image/") || media == "application/octet-stream"
             || media == "multipart/form-data" || (media == "application/json" && !multiple)
@@ -43,12 +44,7 @@ struct RequestBody {
         if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > limit {
             throw APIError(status: .contentTooLarge, message: "body of \(length) bytes is over the limit of \(limit) bytes")
         }
-        let body: ByteBuffer
-        do {
-            body = try await request.body.collect(upTo: limit)
-        } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
-            throw APIError(status: .contentTooLarge, message: "body is over the limit of \(limit) bytes")
-        }
+        let body = try await collect(request.body, limit: limit, timeout: timeout)
         guard body.readableBytes > 0 else {
             throw APIError(status: .badRequest, message: "empty body: send the image bytes (JPEG, PNG or WebP) as the body")
         }
@@ -72,6 +68,34 @@ struct RequestBody {
             return try json(body)
         default:
             return RequestBody(images: [Data(body.readableBytesView)])
+        }
+    }
+
+    /// The whole body: 413 past `limit` bytes, 408 when it has not all arrived after `timeout`
+    /// seconds (a client trickling bytes holds no caption slot, and not for long).
+    static func collect(_ body: Hummingbird.RequestBody, limit: Int, timeout: Double) async throws -> ByteBuffer {
+        let answer = OnceContinuation<ByteBuffer>()
+        return try await withCheckedThrowingContinuation { continuation in
+            answer.set(continuation)
+            let reader = Task {
+                do {
+                    answer.resume(.success(try await body.collect(upTo: limit)))
+                } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
+                    answer.resume(.failure(APIError(status: .contentTooLarge, message: "body is over the limit of \(limit) bytes")))
+                } catch {
+                    answer.resume(.failure(error))
+                }
+            }
+            Task {
+                try? await Task.sleep(nanoseconds: UInt64(max(timeout, 0) * 1e9))
+                guard !answer.isResumed else { return }
+                reader.cancel()
+                var headers = HTTPFields()
+                headers[.connection] = "close"
+                answer.resume(.failure(APIError(status: .requestTimeout,
+                                                message: String(format: "the body did not arrive within %g s", timeout),
+                                                headers: headers)))
+            }
         }
     }
 

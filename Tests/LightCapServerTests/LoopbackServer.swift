@@ -43,20 +43,32 @@ final class LoopbackServer: Sendable {
     /// Shuts the server down gracefully and waits for it.
     func stop() async {
         kill(getpid(), SIGUSR2)
+        await finished()
+    }
+
+    /// Waits until the server has stopped (after a shutdown begun elsewhere).
+    func finished() async {
         _ = try? await task.value
     }
 
     /// Sends one request (off the cooperative threads: the socket calls block) and reads the whole answer.
-    func request(_ method: String, _ path: String, headers: [String: String] = [:], body: [UInt8]? = nil) async throws -> HTTPReply {
+    /// `split`: send the head and the body's first `split.bytes` bytes, run `split.then` (on the
+    /// sending thread), wait up to `split.pause` seconds, then send the rest; an answer that
+    /// arrives during the wait ends the sending.
+    func request(_ method: String, _ path: String, headers: [String: String] = [:], body: [UInt8]? = nil,
+                 split: (bytes: Int, pause: Double, then: @Sendable () -> Void)? = nil) async throws -> HTTPReply {
         let port = self.port
         return try await withCheckedThrowingContinuation { continuation in
             DispatchQueue.global().async {
-                continuation.resume(with: Result { try Self.exchange(port: port, method: method, path: path, headers: headers, body: body) })
+                continuation.resume(with: Result {
+                    try Self.exchange(port: port, method: method, path: path, headers: headers, body: body, split: split)
+                })
             }
         }
     }
 
-    static func exchange(port: Int, method: String, path: String, headers: [String: String], body: [UInt8]?) throws -> HTTPReply {
+    static func exchange(port: Int, method: String, path: String, headers: [String: String], body: [UInt8]?,
+                         split: (bytes: Int, pause: Double, then: @Sendable () -> Void)? = nil) throws -> HTTPReply {
         let fd = try connect(port: port)
         defer { close(fd) }
         var timeout = timeval(tv_sec: 60, tv_usec: 0)
@@ -66,10 +78,19 @@ final class LoopbackServer: Sendable {
         if !chunked && (body != nil || method == "POST" || method == "PUT") { head += "Content-Length: \(body?.count ?? 0)\r\n" }
         for (k, v) in headers { head += "\(k): \(v)\r\n" }
         let bytes = Array((head + "\r\n").utf8) + (body ?? [])
+        let headBytes = bytes.count - (body?.count ?? 0)
         var sent = 0
+        var paused = split == nil
         while sent < bytes.count {
+            if !paused, let split, sent >= headBytes + split.bytes {
+                paused = true
+                split.then()
+                var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                if poll(&poller, 1, Int32(split.pause * 1000)) > 0 { break }  // answered early
+            }
+            let end = paused ? bytes.count : min(bytes.count, headBytes + (split?.bytes ?? 0))
             // The server may answer (413) and close before it has read everything: stop sending then.
-            let n = bytes[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            let n = bytes[sent..<end].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
             if n <= 0 { break }
             sent += n
         }

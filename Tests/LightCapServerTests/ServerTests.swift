@@ -362,6 +362,93 @@ final class ServerTests: XCTestCase, @unchecked Sendable {
         await server.stop()
     }
 
+    /// Limits: a deadline (503, work stopped), a full queue (503 + Retry-After), a body that
+    /// trickles (408), an image over the pixel limit (400, before decoding).
+    func testLimits() async throws {
+        let model = try TestModel.load()
+        let png = Array(makePNG(width: 64, height: 64))
+        try await serve(model, { $0.requestTimeout = 0.000_001 }) { server in
+            try self.expectError(try await server.request("POST", "/v1/caption", body: png), 503, "timed out")
+        }
+        var made: CaptionService?
+        let server = try await LoopbackServer { port in
+            made = try CaptionService(captioner: model.captioner, configuration: ServerConfiguration(
+                port: port, maxConcurrentCaptions: 1, maxQueuedRequests: 0, bodyTimeout: 0.5, maxPixels: 4000))
+            return makeApplication(service: made!)
+        }
+        let service = made!
+        let held = await service.limiter.acquire()  // the one slot is taken, no room to wait
+        XCTAssertTrue(held)
+        let busy = try await server.request("POST", "/v1/caption", body: png)
+        try expectError(busy, 503, "server busy")
+        XCTAssertEqual(busy.headers["retry-after"], "1")
+        await service.limiter.release()
+        let start = Date()
+        let slow = try await server.request("POST", "/v1/caption", body: png, split: (bytes: 10, pause: 3, then: {}))
+        try expectError(slow, 408, "did not arrive within 0.5 s")
+        XCTAssertLessThan(Date().timeIntervalSince(start), 2.5, "answered while the client still held the rest back")
+        try expectError(try await server.request("POST", "/v1/caption", body: Array(makePNG(width: 100, height: 41))), 400, "exceeds the limit of 4000 pixels")
+        _ = try caption(try await server.request("POST", "/v1/caption", body: Array(makePNG(width: 60, height: 60))))
+        await server.stop()
+    }
+
+    /// A deadline stops the work itself: a session asked to stop throws `cancelled`.
+    func testSessionStopsWhenAsked() throws {
+        let model = try TestModel.load()
+        let session = try model.captioner.makeSession()
+        var asked = 0
+        session.shouldStop = { asked += 1; return asked > 3 }
+        XCTAssertThrowsError(try session.caption(imageData: makePNG(width: 64, height: 64), options: .init(beamSize: 2, maxLength: 10))) {
+            guard case LightCapError.cancelled = $0 else { return XCTFail("\($0)") }
+        }
+    }
+
+    /// --api-key: 401 without or with a wrong key (probes stay open); CORS for listed origins only.
+    func testAPIKeyAndCORS() async throws {
+        let model = try TestModel.load()
+        let png = Array(makePNG(width: 64, height: 64))
+        try await serve(model, { $0.apiKey = "s3cret"; $0.corsOrigins = ["https://app.example"] }) { server in
+            try self.expectError(try await server.request("POST", "/v1/caption", body: png), 401, "missing Authorization")
+            let wrong = try await server.request("POST", "/v1/caption", headers: ["Authorization": "Bearer s3cre"], body: png)
+            try self.expectError(wrong, 401, "wrong API key")
+            XCTAssertEqual(wrong.headers["www-authenticate"], "Bearer")
+            try self.expectError(try await server.request("GET", "/v1/model", headers: ["Authorization": "Bearer s3cretX"]), 401, "wrong")
+            for probe in ["/healthz", "/readyz"] {
+                let open = try await server.request("GET", probe)
+                XCTAssertEqual(open.status, 200, probe)
+            }
+            let ok = try await server.request("POST", "/v1/caption",
+                                              headers: ["Authorization": "Bearer s3cret", "Origin": "https://app.example"], body: png)
+            _ = try self.caption(ok)
+            XCTAssertEqual(ok.headers["access-control-allow-origin"], "https://app.example")
+            let other = try await server.request("GET", "/v1/model", headers: ["Authorization": "Bearer s3cret", "Origin": "https://evil.example"])
+            XCTAssertEqual(other.status, 200)
+            XCTAssertNil(other.headers["access-control-allow-origin"])
+            let preflight = try await server.request("OPTIONS", "/v1/caption", headers: [
+                "Origin": "https://app.example", "Access-Control-Request-Method": "POST"])
+            XCTAssertEqual(preflight.status, 204, preflight.text)
+            XCTAssertEqual(preflight.headers["access-control-allow-origin"], "https://app.example")
+            XCTAssertTrue(preflight.headers["access-control-allow-headers"]?.contains("Authorization") ?? false)
+        }
+    }
+
+    /// A graceful shutdown (SIGTERM's path) answers the request it accepted, then refuses connections.
+    func testShutdownDrainsAcceptedRequests() async throws {
+        let model = try TestModel.load()
+        let png = Array(makePNG(width: 64, height: 64))
+        let server = try await LoopbackServer { port in
+            try buildApplication(captioner: model.captioner, configuration: ServerConfiguration(port: port))
+        }
+        let d = model.captioner.configuration.decoding
+        let direct = try model.captioner.makeSession().caption(imageData: Data(png), options: .init(beamSize: 1, maxLength: d.maxLength))
+        // Half the body, then the shutdown signal, then the rest: the answer still comes.
+        let reply = try await server.request("POST", "/v1/caption?beam=1", body: png,
+                                             split: (bytes: png.count / 2, pause: 0.3, then: { kill(getpid(), SIGUSR2) }))
+        XCTAssertEqual(try caption(reply).caption, direct.text)
+        await server.finished()
+        XCTAssertThrowsError(try LoopbackServer.connect(port: server.port), "the port is closed after the drain")
+    }
+
     /// A body sent in chunks without a Content-Length is limited as it arrives.
     func testChunkedBodyOverTheLimit() async throws {
         let model = try TestModel.load()
