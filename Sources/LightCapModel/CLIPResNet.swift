@@ -19,16 +19,16 @@ public final class CLIPResNet: Sendable {
     public let network: ConvolutionNetwork
     /// CLIP's attention pool, when the file has it.
     public let attentionPool: AttentionPool?
-    /// How the 3x3 stride-1 convolutions were built.
-    public let algorithm: ConvolutionAlgorithm
+    /// The policy that picked the convolutions' and pools' kernels.
+    public let algorithm: ConvolutionPolicy
 
     /// A per-caller workspace (activation buffers, oneDNN stream).
     public typealias Workspace = ConvolutionNetwork.Workspace
 
     /// Loads the tower from `store` (the root scope; keys under `visual.`) for `configuration`,
-    /// to run on `threads` oneDNN threads. Every `visual.` key the configuration implies is
-    /// taken with its exact shape.
-    public init(_ store: WeightStore, configuration: Configuration, algorithm: ConvolutionAlgorithm = .direct,
+    /// to run on `threads` oneDNN threads with the kernels the policy `algorithm` picks. Every
+    /// `visual.` key the configuration implies is taken with its exact shape.
+    public init(_ store: WeightStore, configuration: Configuration, algorithm: ConvolutionPolicy = .exact,
                 threads: Int = 1) throws {
         let visual = configuration.visual
         imageSize = configuration.image.size
