@@ -5,7 +5,7 @@ and the Swift engine (`lightcap bench visual`, direct and Winograd), in one run;
 ratio table against ONNX Runtime, GFLOPS and the fraction of the FMA-measured FP32 peak.
 
     scripts/bench_visual.py [--threads 1 2] [--iterations 20] [--warmup 3] [--rounds 1]
-    scripts/bench_visual.py --profile [--threads 1] [--algorithms direct]
+    scripts/bench_visual.py --profile [--threads 1] [--policies exact]
 
 --profile: where the time goes, layer by layer, on both sides: the Swift engine's own op
 timings (`lightcap bench visual --profile`) beside ONNX Runtime's per-node profile of the same
@@ -142,20 +142,20 @@ def ort_node_times(sess, feed: dict, warmup: int, iterations: int) -> dict[str, 
     return {ort_label(n): statistics.median(v[warmup:] or v) for n, v in samples.items()}
 
 
-def print_profile(swift: dict, ort: dict[str, float], algorithms: list[str], threads: int, peak: float) -> None:
-    """One row per op: the Swift engine's time per algorithm beside ONNX Runtime's."""
-    labels = [op["label"] for op in swift[algorithms[0]]]
+def print_profile(swift: dict, ort: dict[str, float], policies: list[str], threads: int, peak: float) -> None:
+    """One row per op: the Swift engine's time per policy beside ONNX Runtime's."""
+    labels = [op["label"] for op in swift[policies[0]]]
     labels += [l for l in ort if l not in labels]
-    by_label = {a: {op["label"]: op for op in swift[a]} for a in algorithms}
+    by_label = {a: {op["label"]: op for op in swift[a]} for a in policies}
     print(f"Per op, {threads} thread(s), median ms; % of the FMA peak ({peak:.1f} GFLOPS) for convolutions")
-    header = f"{'op':<24}{'implementation (' + algorithms[0] + ')':<32}" + "".join(f"{a:>15}" for a in algorithms)
+    header = f"{'op':<24}{'implementation (' + policies[0] + ')':<32}" + "".join(f"{a:>15}" for a in policies)
     print(header + f"{'ONNX Runtime':>14}{'ratio':>7}  (first / ORT)")
-    totals = {a: 0.0 for a in algorithms}
+    totals = {a: 0.0 for a in policies}
     ort_total = 0.0
     for label in labels:
-        first = by_label[algorithms[0]].get(label)
+        first = by_label[policies[0]].get(label)
         row = f"{label:<24}{(first['implementation'] if first else '-'):<32}"
-        for a in algorithms:
+        for a in policies:
             op = by_label[a].get(label)
             if op:
                 totals[a] += op["milliseconds"]
@@ -168,8 +168,8 @@ def print_profile(swift: dict, ort: dict[str, float], algorithms: list[str], thr
         row += f"{o:>14.3f}" if o is not None else f"{'-':>14}"
         row += f"{first['milliseconds'] / o:>7.2f}" if first and o else f"{'':>7}"
         print(row)
-    print(f"{'total':<56}" + "".join(f"{totals[a]:>10.2f}     " for a in algorithms) + f"{ort_total:>14.2f}"
-          f"{totals[algorithms[0]] / ort_total:>7.2f}")
+    print(f"{'total':<56}" + "".join(f"{totals[a]:>10.2f}     " for a in policies) + f"{ort_total:>14.2f}"
+          f"{totals[policies[0]] / ort_total:>7.2f}")
 
 
 def keep_best(results: dict, key, *values: float) -> None:
@@ -183,7 +183,7 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=1, help="repeat every measurement, keep the best median")
-    parser.add_argument("--algorithms", default="direct,winograd,winograd4x4")
+    parser.add_argument("--policies", default="exact,onednn-winograd,lightcap-winograd")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lightcap", type=Path, default=ROOT / ".build/release/lightcap")
     parser.add_argument("--profile", action="store_true", help="per-op times of the Swift engine beside ONNX Runtime's")
@@ -219,17 +219,17 @@ def main() -> None:
 
         if args.profile:
             t = args.threads[0]
-            algorithms = args.algorithms.split(",")
+            policies = args.policies.split(",")
 
             ort_times = ort_node_times(ort_session(onnx_path, t, str(Path(tmp) / "ort-profile")),
                                        {"pixels": x.numpy()}, args.warmup, args.iterations)
             out = subprocess.run(bench + ["--weights", str(weights), "--json", "--profile", "--threads", str(t),
-                                  "--algorithms", args.algorithms, "--iterations", str(args.iterations)],
+                                  "--policies", args.policies, "--iterations", str(args.iterations)],
                                  check=True, capture_output=True, text=True).stdout
             peak = json.loads(subprocess.run(bench + ["--weights", str(weights), "--json", "--threads", str(t),
-                                              "--algorithms", algorithms[0], "--iterations", "1", "--warmup", "0"],
+                                              "--policies", policies[0], "--iterations", "1", "--warmup", "0"],
                                              check=True, capture_output=True, text=True).stdout)["rows"][0]["peakGflops"]
-            print_profile(json.loads(out), ort_times, algorithms, t, peak)
+            print_profile(json.loads(out), ort_times, policies, t, peak)
             return
 
         with torch.inference_mode():
@@ -252,22 +252,22 @@ def main() -> None:
                 keep_best(results, ("ONNX Runtime", t), *timed(lambda: sess.run(None, feed), args.warmup, args.iterations))
 
             out = subprocess.run(bench + ["--weights", str(weights), "--json",
-                                  "--threads", ",".join(map(str, args.threads)), "--algorithms", args.algorithms,
+                                  "--threads", ",".join(map(str, args.threads)), "--policies", args.policies,
                                   "--iterations", str(args.iterations), "--warmup", str(args.warmup)],
                                  check=True, capture_output=True, text=True).stdout
             report = json.loads(out)
             for row in report["rows"]:
-                keep_best(results, (f"Swift {row['algorithm']}", row["threads"]), row["medianMs"], row["minMs"], row["cpuMs"])
+                keep_best(results, (f"Swift {row['policy']}", row["threads"]), row["medianMs"], row["minMs"], row["cpuMs"])
                 old = peaks.get(row["threads"], (0.0, 0.0))
                 peaks[row["threads"]] = (max(row["peakGflops"], old[0]), max(row["cpuPeakGflops"], old[1]))
-                if row["algorithm"] != "direct":
-                    extra[f"{row['algorithm']}_relative_error_vs_direct"] = row["relativeErrorVsDirect"]
+                if row["policy"] != "exact":
+                    extra[f"{row['policy']}_relative_error_vs_exact"] = row["relativeErrorVsExact"]
             extra["swift_load_ms_warm_primitive_cache"] = report["loadMs"]
             extra["swift_first_load_ms"] = report["firstLoadMs"]
-            for algorithm in args.algorithms.split(","):  # a process holding only the backbone
-                mem = subprocess.run(bench + ["--memory", "--weights", str(weights), "--algorithms", algorithm],
+            for policy in args.policies.split(","):  # a process holding only the backbone
+                mem = subprocess.run(bench + ["--memory", "--weights", str(weights), "--policies", policy],
                                      check=True, capture_output=True, text=True).stdout
-                extra[f"swift_backbone_process_{algorithm}"] = json.loads(mem)
+                extra[f"swift_backbone_process_{policy}"] = json.loads(mem)
 
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     print(f"CLIP RN50 trunk, {size}x{size}, {flops / 1e9:.2f} GFLOP of convolutions; {cpu}; "
@@ -276,7 +276,7 @@ def main() -> None:
         f"{t} thread(s) {w:.1f} / {c:.1f} GFLOPS" for t, (w, c) in sorted(peaks.items())))
     print("wall: median (and min) ms of the runs, GFLOPS from the median; CPU: process CPU ms per run"
           " (GFLOPS = flops / (CPU ms / threads)), less sensitive to other processes sharing the cores")
-    engines = ["PyTorch eager", "ONNX Runtime"] + [f"Swift {a}" for a in args.algorithms.split(",")]
+    engines = ["PyTorch eager", "ONNX Runtime"] + [f"Swift {a}" for a in args.policies.split(",")]
     width = max(map(len, engines)) + 1
     print(f"{'engine':<{width}}{'thr':>4}{'wall ms':>9}{'(min)':>8}{'GFLOPS':>8}{'%peak':>7}{'vs ORT':>8}{'(min)':>7}  |"
           f"{'CPU ms':>8}{'GFLOPS':>8}{'%peak':>7}{'vs ORT':>8}")

@@ -75,10 +75,10 @@ public final class Captioner: Sendable {
     /// Loading is strict: a missing, unused or mis-shaped tensor is an error naming it. Without
     /// concepts (`concepts.enabled` false) there are no `concepts.*`/`modulator.*` tensors and
     /// concepts.txt is not read.
-    /// `convolutions`: how the backbone computes its 3x3 convolutions (`.direct`, exact; or
-    /// `.winograd4x4`, LightCap's Winograd, faster on the paper's sizes, relative error ~3e-6
+    /// `convolutions`: how the backbone computes its 3x3 convolutions (`.exact`; or
+    /// `.lightcapWinograd`, LightCap's Winograd, faster on the paper's sizes, relative error ~3e-6
     /// on the parity fixtures; docs/VISUAL.md).
-    public init(modelDirectory: URL, threads: Int = 1, convolutions: ConvolutionAlgorithm = .direct) throws {
+    public init(modelDirectory: URL, threads: Int = 1, convolutions: ConvolutionPolicy = .exact) throws {
         guard threads >= 1 else { throw LightCapError.invalidArgument(reason: "threads must be at least 1, got \(threads)") }
         let directory = try ModelDirectory(url: modelDirectory)
         let config = directory.configuration
@@ -106,7 +106,7 @@ public final class Captioner: Sendable {
         }
 
         let store = try directory.weightStore()
-        visual = try CLIPResNet(store, configuration: config, algorithm: convolutions, threads: threads)
+        visual = try CLIPResNet(store, configuration: config, policy: convolutions, threads: threads)
         preprocessor = CLIPPreprocessor(size: config.image.size, mean: config.image.mean, std: config.image.std)
         conceptExtractor = config.concepts.enabled
             ? try ConceptExtractor(store.scoped("concepts"), configuration: config, names: names) : nil

@@ -17,16 +17,16 @@ public enum VisualBenchmark {
         /// The model configuration (default: `base` at 224, no attention pool).
         public var configuration: Configuration = VisualBenchmark.baseConfiguration()
         public var threads: [Int] = [1, 2]
-        public var algorithms: [ConvolutionAlgorithm] = [.direct, .winograd, .winograd4x4]
+        public var policies: [ConvolutionPolicy] = [.exact, .oneDNNWinograd, .lightcapWinograd]
         public var warmup: Int = 3
         public var iterations: Int = 20
         public var seed: UInt64 = 0
         public init() {}
     }
 
-    /// One (algorithm, threads) measurement.
+    /// One (policy, threads) measurement.
     public struct Row: Codable, Sendable {
-        public let algorithm: String
+        public let policy: String
         public let threads: Int
         public let medianMs: Double
         public let minMs: Double
@@ -41,8 +41,8 @@ public enum VisualBenchmark {
         public let cpuGflops: Double
         /// The FMA peak by CPU time for this thread count.
         public let cpuPeakGflops: Double
-        /// max |grid - direct grid| / max |direct grid| on the same input (0 for direct).
-        public let relativeErrorVsDirect: Double
+        /// max |grid - exact grid| / max |exact grid| on the same input (0 for exact).
+        public let relativeErrorVsExact: Double
     }
 
     /// One op of the network in a profile: its median time.
@@ -62,7 +62,7 @@ public enum VisualBenchmark {
         public let imageSize: Int
         public let convolutionGflop: Double
         public let fmaISA: String
-        /// Median load time (mmap + validation + packing) of 3 loads, ms, per algorithm.
+        /// Median load time (mmap + validation + packing) of 3 loads, ms, per policy.
         public let loadMs: [String: Double]
         /// The very first load of the process (cold oneDNN JIT), ms.
         public let firstLoadMs: Double
@@ -124,10 +124,10 @@ public enum VisualBenchmark {
         }
         defer { if let temporary { try? FileManager.default.removeItem(at: temporary) } }
 
-        func load(_ algorithm: ConvolutionAlgorithm, threads: Int = 1) throws -> (CLIPResNet, Double) {
+        func load(_ policy: ConvolutionPolicy, threads: Int = 1) throws -> (CLIPResNet, Double) {
             let start = DispatchTime.now().uptimeNanoseconds
             let store = WeightStore(file: try SafetensorsFile(url: weightsURL!))
-            let model = try CLIPResNet(store, configuration: config, algorithm: algorithm, threads: threads)
+            let model = try CLIPResNet(store, configuration: config, policy: policy, threads: threads)
             try store.finish()
             return (model, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6)
         }
@@ -136,27 +136,27 @@ public enum VisualBenchmark {
         Threads.set(1)
         let rssBefore = Memory.residentMB()
         Memory.resetPeak()
-        let (_, firstLoad) = try load(.direct)
+        let (_, firstLoad) = try load(.exact)
         var loadMs: [String: Double] = [:]
         var rows: [Row] = []
-        var directGrid: Tensor?
+        var exactGrid: Tensor?
         var implementations: [String: String] = [:]
         var packedMB = 0.0
         var flops = 0
         var peaks: [Int: PeakFLOPS.Peak] = [:]
         for t in options.threads { peaks[t] = PeakFLOPS.measure(threads: t) }
-        for algorithm in options.algorithms {
+        for policy in options.policies {
             var times: [Double] = []
             var model: CLIPResNet?
             for _ in 0..<3 {
-                let (m, ms) = try load(algorithm)
+                let (m, ms) = try load(policy)
                 times.append(ms)
                 model = m
             }
-            loadMs[algorithm.rawValue] = Statistics.median(times)
+            loadMs[policy.rawValue] = Statistics.median(times)
             let net = model!.network
             flops = net.convolutionFlops
-            if algorithm == .direct {
+            if policy == .exact {
                 packedMB = Double(net.packedWeightBytes) / 1e6
                 for (label, impl) in net.implementations where label.contains("conv") || label.contains("downsample.0") {
                     implementations[label] = impl
@@ -164,12 +164,12 @@ public enum VisualBenchmark {
             }
             let workspace = try model!.makeWorkspace()
             let grid = try model!.grid(pixels: pixels, workspace: workspace)
-            if algorithm == .direct { directGrid = grid }
-            let error = directGrid.map { Double(grid.maxAbsDifference($0) / max($0.maxAbs, 1e-30)) } ?? .nan
+            if policy == .exact { exactGrid = grid }
+            let error = exactGrid.map { Double(grid.maxAbsDifference($0) / max($0.maxAbs, 1e-30)) } ?? .nan
             for t in options.threads {
                 // The network runs on the threads it was built for (ConvolutionNetwork.threads).
                 let (runner, runnerWorkspace) = t == model!.network.threads
-                    ? (model!, workspace) : try { let m = try load(algorithm, threads: t).0; return (m, try m.makeWorkspace()) }()
+                    ? (model!, workspace) : try { let m = try load(policy, threads: t).0; return (m, try m.makeWorkspace()) }()
                 var out = Tensor(zeros: grid.shape)
                 var samples: [Double] = []
                 var cpuStart = 0.0
@@ -189,12 +189,12 @@ public enum VisualBenchmark {
                 let med = Statistics.median(samples)
                 let gflops = Double(flops) / (med / 1e3) / 1e9
                 let peak = peaks[t]?.wallGflops ?? 0
-                rows.append(Row(algorithm: algorithm.rawValue, threads: t, medianMs: med, minMs: samples.min() ?? med,
+                rows.append(Row(policy: policy.rawValue, threads: t, medianMs: med, minMs: samples.min() ?? med,
                                 gflops: gflops, peakGflops: peak, fractionOfPeak: peak > 0 ? gflops / peak : 0,
                                 cpuMs: cpuMs, cpuGflops: cpuGflops, cpuPeakGflops: peaks[t]?.cpuGflops ?? 0,
-                                relativeErrorVsDirect: algorithm == .direct ? 0 : error))
+                                relativeErrorVsExact: policy == .exact ? 0 : error))
                 log(String(format: "%@ threads=%d median %.2f ms (min %.2f) %.1f GFLOPS = %.0f%% of peak %.1f; CPU %.2f ms/run, %.1f GFLOPS = %.0f%% of CPU-time peak %.1f",
-                           algorithm.rawValue, t, med, samples.min() ?? med, gflops, 100 * gflops / max(peak, 1e-9), peak,
+                           policy.rawValue, t, med, samples.min() ?? med, gflops, 100 * gflops / max(peak, 1e-9), peak,
                            cpuMs, cpuGflops, 100 * cpuGflops / max(peaks[t]?.cpuGflops ?? 0, 1e-9), peaks[t]?.cpuGflops ?? 0))
             }
         }
@@ -226,7 +226,7 @@ public enum VisualBenchmark {
         var model: CLIPResNet?
         let loadMs = try Clock.time {
             let store = WeightStore(file: try SafetensorsFile(url: weights))
-            model = try CLIPResNet(store, configuration: options.configuration, algorithm: options.algorithms.first ?? .direct)
+            model = try CLIPResNet(store, configuration: options.configuration, policy: options.policies.first ?? .exact)
             try store.finish()
         }
         let pixels = [Float](repeating: 0.5, count: 3 * model!.imageSize * model!.imageSize)
@@ -235,7 +235,7 @@ public enum VisualBenchmark {
         return MemoryReport(rssBeforeMB: before, peakRSSMB: Memory.peakMB(), rssAfterMB: Memory.residentMB(), loadMs: loadMs)
     }
 
-    /// Per-op times of the trunk for each of `options.algorithms`, on `options.threads.first`
+    /// Per-op times of the trunk for each of `options.policies`, on `options.threads.first`
     /// threads: `options.warmup` forwards, then `ConvolutionNetwork.profile` over
     /// `options.iterations` runs. Shows where the time goes inside the network (each op with
     /// the caches as the ops before it left them), unlike timing a layer alone.
@@ -251,13 +251,13 @@ public enum VisualBenchmark {
         let threads = options.threads.first ?? 1
         let pixels = (0..<(3 * config.image.size * config.image.size)).map { Float(($0 * 7919) % 4001) / 1000 - 2 }
         var result: [String: [OpProfile]] = [:]
-        for algorithm in options.algorithms {
+        for policy in options.policies {
             let store = WeightStore(file: try SafetensorsFile(url: url))
-            let model = try CLIPResNet(store, configuration: config, algorithm: algorithm, threads: threads)
+            let model = try CLIPResNet(store, configuration: config, policy: policy, threads: threads)
             try store.finish()
             let workspace = try model.makeWorkspace()
             var out = Tensor(zeros: [model.gridSide * model.gridSide, model.channels])
-            result[algorithm.rawValue] = try pixels.withUnsafeBufferPointer { x in
+            result[policy.rawValue] = try pixels.withUnsafeBufferPointer { x in
                 try out.withUnsafeMutableBufferPointer { y in
                     for _ in 0..<options.warmup { try model.grid(pixels: x.baseAddress!, into: y.baseAddress!, workspace: workspace) }
                     return try model.network.profile(input: x.baseAddress!, output: y.baseAddress!, workspace: workspace,
@@ -267,7 +267,7 @@ public enum VisualBenchmark {
                     }
                 }
             }
-            log("profiled \(algorithm.rawValue) on \(threads) thread(s)")
+            log("profiled \(policy.rawValue) on \(threads) thread(s)")
         }
         return result
     }

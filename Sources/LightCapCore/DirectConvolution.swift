@@ -28,26 +28,9 @@ final class DirectConvolution: @unchecked Sendable {
     var scratchCount: Int { lightcap_direct_scratch_floats(inChannels, height, width, padding) }
 
     /// Whether the kernel can compute `conv`: input channels in multiples of 8, output channels
-    /// in multiples of 16, kernel side at most 7.
+    /// in multiples of 16, kernel side at most 7. (Where a network takes it: `KernelChoice`.)
     static func supports(_ conv: Conv2d) -> Bool {
         conv.kernel <= 7 && conv.inChannels % 8 == 0 && conv.outChannels % 16 == 0
-    }
-
-    /// Where it beats oneDNN's direct kernel `oneDNN` (the implementation oneDNN chose), against
-    /// oneDNN's AVX2 kernels only (not AVX-512's, twice as wide); `lightcap-bench-visual
-    /// --profile`, RN50 trunk, a quiet AVX2 EPYC (docs/VISUAL.md):
-    /// - 3x3 (`jit:avx2`), stride 1, at least 128 output channels (8 panels), any output side:
-    ///   3-5% faster at sides 56 to 14, 16-35% at 7 (where oneDNN's 3-pixel blocks leave one
-    ///   pixel). With 32 or 64 output channels (the stem, layer1) there are 2 or 4 panels to
-    ///   split over the threads, each rereading the whole input: tied on one thread, 1-6% slower
-    ///   on two.
-    /// - 1x1 (`jit_1x1:avx2`), stride 1, output sides up to 7 (each panel rereads the input:
-    ///   at 14 to 56 1.05-1.46x oneDNN's time).
-    static func isFaster(_ conv: Conv2d, outHeight: Int, outWidth: Int, oneDNN: String) -> Bool {
-        guard LightCapKernels.isa == "avx2+fma", conv.stride == 1 else { return false }
-        if conv.kernel == 3 && oneDNN == "jit:avx2" { return conv.outChannels >= 128 }
-        if conv.kernel == 1 && oneDNN == "jit_1x1:avx2" { return max(outHeight, outWidth) <= 7 }
-        return false
     }
 
     /// `residual`: the output adds what the destination holds when `run` starts (then ReLU).

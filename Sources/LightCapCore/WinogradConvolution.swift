@@ -35,8 +35,8 @@ final class WinogradConvolution: @unchecked Sendable {
     /// multiplies. Measured on an AVX2 EPYC, one thread: in C on the RN50 shapes,
     /// 36 x [16, 512] x [512, 512] in 8.2 ms by gemm:jit, 4.7 by a panel kernel, the two within
     /// 10% from 49 tiles on; in the trunk, RN50's 16-tile layers 1.4-1.6 and 5.7 ms against
-    /// 1.6-2.3 and 6.9, and the panel kernel (also in its present form, reading U once per 16
-    /// tiles) slower than gemm:jit at 49 to 784 tiles.
+    /// 1.6-2.3 and 6.9, and the panel kernel (reading U once per 16 tiles) slower than gemm:jit
+    /// at 49 to 784 tiles.
     static let panelTiles = 32
     /// [out], nil when the convolution has none.
     let bias: DNNL.Buffer?
@@ -46,7 +46,7 @@ final class WinogradConvolution: @unchecked Sendable {
     var productCount: Int { points * tiles * outChannels }
 
     /// Whether Winograd can compute `conv` (3x3, stride 1, padding <= 2, channels in multiples
-    /// of 8).
+    /// of 8). (Where a network takes it, and which tile: `KernelChoice`.)
     static func supports(_ conv: Conv2d) -> Bool {
         conv.kernel == 3 && conv.stride == 1 && conv.padding <= 2 && conv.inChannels % 8 == 0 && conv.outChannels % 8 == 0
     }

@@ -19,24 +19,24 @@ public final class CLIPResNet: Sendable {
     public let network: ConvolutionNetwork
     /// CLIP's attention pool, when the file has it.
     public let attentionPool: AttentionPool?
-    /// How the 3x3 stride-1 convolutions were built.
-    public let algorithm: ConvolutionAlgorithm
+    /// The policy that picked the convolutions' and pools' kernels.
+    public let policy: ConvolutionPolicy
 
     /// A per-caller workspace (activation buffers, oneDNN stream).
     public typealias Workspace = ConvolutionNetwork.Workspace
 
     /// Loads the tower from `store` (the root scope; keys under `visual.`) for `configuration`,
-    /// to run on `threads` oneDNN threads. Every `visual.` key the configuration implies is
-    /// taken with its exact shape.
-    public init(_ store: WeightStore, configuration: Configuration, algorithm: ConvolutionAlgorithm = .direct,
+    /// to run on `threads` oneDNN threads with the kernels the policy `policy` picks. Every
+    /// `visual.` key the configuration implies is taken with its exact shape.
+    public init(_ store: WeightStore, configuration: Configuration, policy: ConvolutionPolicy = .exact,
                 threads: Int = 1) throws {
         let visual = configuration.visual
         imageSize = configuration.image.size
         channels = configuration.gridChannels
         gridSide = configuration.gridSide
-        self.algorithm = algorithm
+        self.policy = policy
         let loader = ConvLoader(store: store.scoped("visual"), folded: visual.batchnormFolded)
-        let b = try ConvolutionNetwork.Builder(channels: 3, height: imageSize, width: imageSize, algorithm: algorithm,
+        let b = try ConvolutionNetwork.Builder(channels: 3, height: imageSize, width: imageSize, policy: policy,
                                                  threads: threads)
         let layout = CLIPResNetLayout(visual)
         var x = b.input

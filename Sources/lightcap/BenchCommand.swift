@@ -113,7 +113,7 @@ struct BenchCommand: ParsableCommand {
         var threads: String = "1,2"
 
         @Option(name: .long, help: ArgumentHelp("Convolution policies, comma-separated (as lightcap caption --convolutions).", valueName: "kind,kind"))
-        var algorithms: String?
+        var policies: String?
 
         @Option(name: .long, help: "Timed forwards per row.")
         var iterations: Int = 20
@@ -140,10 +140,10 @@ struct BenchCommand: ParsableCommand {
                 guard let n = Int($0), n >= 1 else { throw ValidationError("--threads: '\($0)' is not a positive integer") }
                 return n
             }
-            if let algorithms {
-                o.algorithms = try algorithms.split(separator: ",").map {
-                    guard let a = ConvolutionAlgorithm(rawValue: String($0)) else {
-                        throw ValidationError("--algorithms: unknown '\($0)' (\(ConvolutionAlgorithm.allCases.map(\.rawValue).joined(separator: ", ")))")
+            if let policies {
+                o.policies = try policies.split(separator: ",").map {
+                    guard let a = ConvolutionPolicy(rawValue: String($0)) else {
+                        throw ValidationError("--policies: unknown '\($0)' (\(ConvolutionPolicy.allCases.map(\.rawValue).joined(separator: ", ")))")
                     }
                     return a
                 }
@@ -169,11 +169,11 @@ struct BenchCommand: ParsableCommand {
                          report.loadMs.sorted { $0.key < $1.key }.map { String(format: "%@ %.1f ms", $0.key, $0.value) }.joined(separator: ", ")))
             print(String(format: "resident memory: %.1f MB before load, peak %.1f MB", report.rssBeforeMB, report.peakRSSMB))
             print("wall clock: median of the runs, peak by wall clock; CPU: process CPU time per run, peak by CPU time")
-            print("algorithm  threads  median ms  GFLOPS  % peak  |  CPU ms  GFLOPS  % peak  |  rel. error vs direct")
+            print("policy             threads  median ms  GFLOPS  % peak  |  CPU ms  GFLOPS  % peak  |  rel. error vs exact")
             for r in report.rows {
-                print(String(format: "%-9@  %7d  %9.2f  %6.1f  %5.1f%%  |  %6.2f  %6.1f  %5.1f%%  |  %.2e", r.algorithm, r.threads,
+                print(String(format: "%-17@  %7d  %9.2f  %6.1f  %5.1f%%  |  %6.2f  %6.1f  %5.1f%%  |  %.2e", r.policy, r.threads,
                              r.medianMs, r.gflops, 100 * r.fractionOfPeak, r.cpuMs, r.cpuGflops, 100 * r.cpuGflops / max(r.cpuPeakGflops, 1e-9),
-                             r.relativeErrorVsDirect))
+                             r.relativeErrorVsExact))
             }
         }
 
@@ -184,9 +184,9 @@ struct BenchCommand: ParsableCommand {
             if json { return try BenchCommand.printJSON(profiles) }
             let pad = BenchCommand.pad
             print(String(format: "FMA peak %.1f GFLOPS on %d thread(s); median of %d runs per op", peak, threads, options.iterations))
-            for algorithm in options.algorithms.map(\.rawValue) {
-                guard let ops = profiles[algorithm] else { continue }
-                print("\n\(algorithm)\n" + pad("op", 26) + " " + pad("implementation", 28) + "      ms   GFLOPS  % peak")
+            for policy in options.policies.map(\.rawValue) {
+                guard let ops = profiles[policy] else { continue }
+                print("\n\(policy)\n" + pad("op", 26) + " " + pad("implementation", 28) + "      ms   GFLOPS  % peak")
                 var kinds: [String: (ms: Double, flops: Int)] = [:]
                 for op in ops {
                     let gflops = op.flops > 0 ? Double(op.flops) / op.milliseconds / 1e6 : 0

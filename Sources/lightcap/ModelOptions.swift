@@ -15,9 +15,9 @@ struct ModelOptions: ParsableArguments {
     var threads: Int = 1
 
     @Option(name: .long, help: ArgumentHelp(
-        "How the backbone computes its 3x3 convolutions: direct (exact), direct-onednn (exact, oneDNN's kernels only, for comparisons), winograd4x4 (LightCap's Winograd F(4x4, 3x3) and F(2x2, 3x3), faster on large models), winograd (oneDNN's, AVX-512 only; else direct) or auto.",
+        "Which kernels compute the backbone's convolutions: exact (direct convolution, LightCap's kernel where faster, else oneDNN's), onednn (exact, oneDNN's kernels only, for comparisons), lightcap-winograd (LightCap's Winograd F(4x4, 3x3) and F(2x2, 3x3), faster on large models), onednn-winograd (oneDNN's Winograd, AVX-512 only; else exact) or onednn-auto.",
         valueName: "kind"))
-    var convolutions: ConvolutionAlgorithm = .direct
+    var convolutions: ConvolutionPolicy = .exact
 
     func validate() throws {
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1, got \(threads)") }
@@ -97,4 +97,4 @@ func printError(_ message: String) {
     FileHandle.standardError.write(Data((message + "\n").utf8))
 }
 
-extension ConvolutionAlgorithm: ExpressibleByArgument {}
+extension ConvolutionPolicy: ExpressibleByArgument {}

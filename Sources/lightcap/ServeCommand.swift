@@ -33,9 +33,9 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "Threads for the kernels (oneDNN) in each caption.")
     var threads: Int = 1
 
-    @Option(help: ArgumentHelp("How the backbone computes its 3x3 convolutions: direct (exact) or winograd4x4 (faster on large models); as for caption.",
+    @Option(help: ArgumentHelp("Which kernels compute the backbone's convolutions: exact or lightcap-winograd (faster on large models); as for caption.",
                                valueName: "kind"))
-    var convolutions: ConvolutionAlgorithm = .direct
+    var convolutions: ConvolutionPolicy = .exact
 
     func validate() throws {
         guard (1...65535).contains(port) else { throw ValidationError("--port must lie in 1...65535, got \(port)") }

@@ -64,23 +64,23 @@ final class CommandLineTests: LightCapCLITestCase {
         XCTAssertNotEqual(r.status, 0)
         r = try lightcap(["caption", "x.png", "--convolutions", "fft"])
         XCTAssertNotEqual(r.status, 0)
-        XCTAssert(r.stderr.contains("--convolutions") && r.stderr.contains("winograd4x4"), r.stderr)
+        XCTAssert(r.stderr.contains("--convolutions") && r.stderr.contains("lightcap-winograd"), r.stderr)
     }
 
     /// The committed model captions the examples the same with LightCap's Winograd backbone.
     func testWinogradConvolutionsGiveTheSameCaptions() throws {
         let examples = Self.packageRoot.appendingPathComponent("examples").path
-        let direct = try lightcap(["caption", examples, "--format", "jsonl"], cwd: Self.packageRoot)
-        let winograd = try lightcap(["caption", examples, "--format", "jsonl", "--convolutions", "winograd4x4"], cwd: Self.packageRoot)
-        XCTAssertEqual(direct.status, 0, direct.stderr)
+        let exact = try lightcap(["caption", examples, "--format", "jsonl"], cwd: Self.packageRoot)
+        let winograd = try lightcap(["caption", examples, "--format", "jsonl", "--convolutions", "lightcap-winograd"], cwd: Self.packageRoot)
+        XCTAssertEqual(exact.status, 0, exact.stderr)
         XCTAssertEqual(winograd.status, 0, winograd.stderr)
         func captions(_ r: Run) throws -> [String] {
             try r.stdout.split(separator: "\n").map {
                 try XCTUnwrap((JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])?["caption"] as? String)
             }
         }
-        XCTAssertEqual(try captions(winograd), try captions(direct))
-        XCTAssertFalse(try captions(direct).isEmpty)
+        XCTAssertEqual(try captions(winograd), try captions(exact))
+        XCTAssertFalse(try captions(exact).isEmpty)
     }
 
     // MARK: caption

@@ -71,8 +71,8 @@ final class AveragePoolTests: XCTestCase {
         }
     }
 
-    /// In a network: the pools after a convolution are LightCap's under `.direct` and
-    /// `.winograd4x4`, oneDNN's under `.directOneDNN` and on the network's input (which has no
+    /// In a network: the pools after a convolution are LightCap's under `.exact` and
+    /// `.lightcapWinograd`, oneDNN's under `.oneDNN` and on the network's input (which has no
     /// buffer of its own); the results agree with the reference either way, on one and two
     /// threads.
     func testNetworkTakesItAfterConvolutions() throws {
@@ -84,21 +84,21 @@ final class AveragePoolTests: XCTestCase {
         let inputPool = Reference.avgPool2d(x, kernel: 2)
         let expected = Reference.tokens(Reference.avgPool2d(ref(Reference.avgPool2d(Reference.relu(ref(inputPool, a)), kernel: 2), c), kernel: 3))
         for threads in [1, 2] {
-            for algorithm in [ConvolutionAlgorithm.direct, .directOneDNN, .winograd4x4] {
-                let b = try ConvolutionNetwork.Builder(channels: 16, height: 12, width: 12, algorithm: algorithm, threads: threads)
+            for policy in [ConvolutionPolicy.exact, .oneDNN, .lightcapWinograd] {
+                let b = try ConvolutionNetwork.Builder(channels: 16, height: 12, width: 12, policy: policy, threads: threads)
                 var h = try b.averagePool(b.input, kernel: 2, label: "input pool")
                 h = try b.averagePool(try b.convolution(h, a, relu: true), kernel: 2, label: "second pool")
                 let net = try b.build(output: try b.averagePool(try b.convolution(h, c, relu: false), kernel: 3, label: "third pool"))
                 let pools = Dictionary(uniqueKeysWithValues: net.implementations.filter { $0.label.hasSuffix("pool") }
                     .map { ($0.label, $0.implementation) })
-                XCTAssertFalse(pools["input pool"]!.hasPrefix("lightcap"), "\(algorithm): \(pools)")
+                XCTAssertFalse(pools["input pool"]!.hasPrefix("lightcap"), "\(policy): \(pools)")
                 for label in ["second pool", "third pool"] {
-                    XCTAssertEqual(pools[label]!.hasPrefix("lightcap_pool"), algorithm != .directOneDNN, "\(algorithm): \(pools)")
+                    XCTAssertEqual(pools[label]!.hasPrefix("lightcap_pool"), policy != .oneDNN, "\(policy): \(pools)")
                 }
                 let ws = try net.makeWorkspace()
                 let y = try net(x, workspace: ws)
-                assertClose(y, expected, tolerance: 1e-5, minimumScale: 1e-6, "\(algorithm), \(threads) thread(s)")
-                assertClose(try net(x, workspace: ws), y, tolerance: 0, minimumScale: 1e-6, "\(algorithm) rerun")
+                assertClose(y, expected, tolerance: 1e-5, minimumScale: 1e-6, "\(policy), \(threads) thread(s)")
+                assertClose(try net(x, workspace: ws), y, tolerance: 0, minimumScale: 1e-6, "\(policy) rerun")
             }
         }
     }

@@ -36,7 +36,7 @@ final class ConvolutionTests: XCTestCase {
     /// A bottleneck with downsample: 1x1, 3x3, pool, 1x1 + residual (pooled 1x1 branch), ReLU;
     /// then a second block whose residual is its own input (in-place accumulation).
     func testBottleneckChainMatchesReference() throws {
-        for algorithm in ConvolutionAlgorithm.allCases {
+        for policy in ConvolutionPolicy.allCases {
             var rng = SeededRandom(seed: 32)
             let (cin, planes, side) = (16, 8, 12)
             let x = rng.tensor([cin, side, side])
@@ -47,7 +47,7 @@ final class ConvolutionTests: XCTestCase {
             let ds = try conv(planes * 4, cin, 1)
             let d1 = try conv(planes, planes * 4, 1), d2 = try conv(planes, planes, 3), d3 = try conv(planes * 4, planes, 1)
 
-            let b = try ConvolutionNetwork.Builder(channels: cin, height: side, width: side, algorithm: algorithm)
+            let b = try ConvolutionNetwork.Builder(channels: cin, height: side, width: side, policy: policy)
             var h = try b.convolution(b.input, c1, relu: true)
             h = try b.convolution(h, c2, relu: true)
             h = try b.averagePool(h, kernel: 2)
@@ -66,15 +66,15 @@ final class ConvolutionTests: XCTestCase {
             var rg = Reference.relu(ref(rb1, d1))
             rg = Reference.relu(ref(rg, d2))
             let rb2 = Reference.relu(Reference.add(ref(rg, d3), rb1))
-            let tolerance: Float = algorithm == .direct ? 1e-5 : 1e-3
+            let tolerance: Float = policy == .exact ? 1e-5 : 1e-3
             let ws = try net.makeWorkspace()
-            assertClose(try net(x, workspace: ws), Reference.tokens(rb2), tolerance: tolerance, minimumScale: 1e-6, "bottleneck chain \(algorithm)")
+            assertClose(try net(x, workspace: ws), Reference.tokens(rb2), tolerance: tolerance, minimumScale: 1e-6, "bottleneck chain \(policy)")
             // A second run on the same workspace gives the same result (no state left behind).
-            assertClose(try net(x, workspace: ws), Reference.tokens(rb2), tolerance: tolerance, minimumScale: 1e-6, "bottleneck chain rerun \(algorithm)")
+            assertClose(try net(x, workspace: ws), Reference.tokens(rb2), tolerance: tolerance, minimumScale: 1e-6, "bottleneck chain rerun \(policy)")
         }
     }
 
-    /// A network built for two threads gives the reference's result (both algorithms), runs
+    /// A network built for two threads gives the reference's result (both policies), runs
     /// on its own thread count and leaves the caller's count as it was.
     func testNetworkBuiltForTwoThreadsMatchesReferenceAndRestoresTheCallersThreads() throws {
         var rng = SeededRandom(seed: 35)
@@ -84,13 +84,13 @@ final class ConvolutionTests: XCTestCase {
         func ref(_ t: Tensor, _ k: Conv2d) -> Tensor { Reference.conv2d(t, weight: k.weight, bias: k.bias, stride: k.stride, padding: k.padding) }
         let expected = Reference.tokens(Reference.avgPool2d(Reference.relu(ref(Reference.relu(ref(x, a)), w)), kernel: 2))
         let caller = Threads.current
-        for algorithm in [ConvolutionAlgorithm.direct, .winograd] {
-            let b = try ConvolutionNetwork.Builder(channels: 32, height: 16, width: 16, algorithm: algorithm, threads: 2)
+        for policy in [ConvolutionPolicy.exact, .oneDNNWinograd] {
+            let b = try ConvolutionNetwork.Builder(channels: 32, height: 16, width: 16, policy: policy, threads: 2)
             let y = try b.averagePool(try b.convolution(try b.convolution(b.input, a, relu: true), w, relu: true), kernel: 2)
             let net = try b.build(output: y)
             XCTAssertEqual(net.threads, 2)
             XCTAssertEqual(Threads.current, caller, "building changed the caller's thread count")
-            assertClose(try net(x), expected, tolerance: algorithm == .direct ? 1e-5 : 1e-4, minimumScale: 1e-6, "2 threads \(algorithm)")
+            assertClose(try net(x), expected, tolerance: policy == .exact ? 1e-5 : 1e-4, minimumScale: 1e-6, "2 threads \(policy)")
             XCTAssertEqual(Threads.current, caller, "running changed the caller's thread count")
         }
         XCTAssertThrowsError(try ConvolutionNetwork.Builder(channels: 3, height: 8, width: 8, threads: 0))
@@ -132,7 +132,7 @@ final class ConvolutionTests: XCTestCase {
         let a = try Conv2d(weight: rng.tensor([64, 32, 1, 1], scale: 0.3), bias: rng.tensor([64], scale: 0.1))
         let w = try Conv2d(weight: rng.tensor([80, 64, 3, 3], scale: 0.1), bias: rng.tensor([80], scale: 0.1), padding: 1)
         let c = try Conv2d(weight: rng.tensor([64, 80, 1, 1], scale: 0.2), bias: nil)
-        let b = try ConvolutionNetwork.Builder(channels: 32, height: 16, width: 16, algorithm: .winograd)
+        let b = try ConvolutionNetwork.Builder(channels: 32, height: 16, width: 16, policy: .oneDNNWinograd)
         let h = try b.convolution(b.input, a, relu: true)
         let y = try b.convolution(try b.convolution(h, w, relu: true), c, relu: true, residual: h)
         let net = try b.build(output: y)

@@ -109,10 +109,10 @@ final class DirectConvolutionTests: XCTestCase {
                     tolerance: 1e-5, minimumScale: 1e-6, "against the reference")
     }
 
-    /// In a network (`.direct`), where oneDNN's kernels are its AVX2 ones (jit:avx2,
+    /// In a network (`.exact`), where oneDNN's kernels are its AVX2 ones (jit:avx2,
     /// jit_1x1:avx2): the 3x3 layers with >= 128 output channels at any side and the 1x1 layers
     /// at output side <= 7 (one adding a residual) are LightCap's; 3x3 layers with fewer output
-    /// channels and 1x1 layers at larger sides oneDNN's, and every layer under `.directOneDNN`.
+    /// channels and 1x1 layers at larger sides oneDNN's, and every layer under `.oneDNN`.
     /// The results agree with the reference either way, on one and two threads, also when the
     /// first op reads the network's input.
     func testNetworkTakesItWhereItIsFaster() throws {
@@ -130,21 +130,22 @@ final class DirectConvolutionTests: XCTestCase {
             // (1x1) at side 7 only, never second (3x3, 64 out).
             let mineOnAVX2 = [true, side <= 7, false, side <= 7]
             for threads in [1, 2] {
-                var outputs: [ConvolutionAlgorithm: Tensor] = [:]
+                var outputs: [ConvolutionPolicy: Tensor] = [:]
                 var oneDNNKernels: [String] = []
-                for algorithm in [ConvolutionAlgorithm.directOneDNN, .direct] {
-                    let b = try ConvolutionNetwork.Builder(channels: 32, height: side, width: side, algorithm: algorithm, threads: threads)
+                for policy in [ConvolutionPolicy.oneDNN, .exact] {
+                    let b = try ConvolutionNetwork.Builder(channels: 32, height: side, width: side, policy: policy, threads: threads)
                     let h1 = try b.convolution(b.input, first, relu: true, label: "first")
                     let h2 = try b.convolution(try b.convolution(h1, reduce, relu: true, label: "reduce"), second, relu: false, label: "second")
                     let net = try b.build(output: try b.convolution(h2, expand, relu: true, residual: h1, label: "expand"))
                     let kinds = net.implementations.filter { ["first", "reduce", "second", "expand"].contains($0.label) }.map(\.implementation)
                     XCTAssertEqual(kinds.count, 4)
-                    if algorithm == .directOneDNN {
+                    if policy == .oneDNN {
                         XCTAssertFalse(kinds.contains { $0.hasPrefix("lightcap") }, "\(kinds)")
                         oneDNNKernels = kinds
                     } else {
                         for (i, (kind, (conv, oneDNN))) in zip(kinds, zip([first, reduce, second, expand], oneDNNKernels)).enumerated() {
-                            let mine = DirectConvolution.isFaster(conv, outHeight: side, outWidth: side, oneDNN: oneDNN)
+                            let output = ConvolutionNetwork.Shape(channels: conv.outChannels, height: side, width: side)
+                            let mine = KernelChoice.lightcapDirectIsFaster(conv, output: output, oneDNN: oneDNN)
                             XCTAssertEqual(mine, LightCapKernels.isa == "avx2+fma" && oneDNN.hasSuffix(":avx2") && mineOnAVX2[i],
                                            "side \(side), layer \(i): \(oneDNN)")
                             XCTAssertTrue(kind.hasPrefix(mine ? "lightcap_direct" : "jit"), "\(kinds)")
@@ -152,12 +153,12 @@ final class DirectConvolutionTests: XCTestCase {
                     }
                     let ws = try net.makeWorkspace()
                     let y = try net(x, workspace: ws)
-                    assertClose(y, expected, tolerance: 1e-5, minimumScale: 1e-6, "side \(side), \(algorithm), \(threads) thread(s)")
-                    assertClose(try net(x, workspace: ws), y, tolerance: 0, minimumScale: 1e-6, "\(algorithm) rerun")
-                    outputs[algorithm] = y
+                    assertClose(y, expected, tolerance: 1e-5, minimumScale: 1e-6, "side \(side), \(policy), \(threads) thread(s)")
+                    assertClose(try net(x, workspace: ws), y, tolerance: 0, minimumScale: 1e-6, "\(policy) rerun")
+                    outputs[policy] = y
                 }
-                assertClose(outputs[.direct]!, outputs[.directOneDNN]!, tolerance: 1e-5, minimumScale: 1e-6,
-                            "side \(side): direct vs direct-onednn, \(threads) thread(s)")
+                assertClose(outputs[.exact]!, outputs[.oneDNN]!, tolerance: 1e-5, minimumScale: 1e-6,
+                            "side \(side): exact vs onednn, \(threads) thread(s)")
             }
         }
     }
@@ -189,7 +190,7 @@ final class DirectConvolutionTests: XCTestCase {
         let x = rng.tensor([3, 8, 8])
         let stem = try Conv2d(weight: rng.tensor([16, 3, 3, 3], scale: 0.3), bias: rng.tensor([16]), padding: 1)
         let body = try Conv2d(weight: rng.tensor([16, 16, 3, 3], scale: 0.1), bias: nil, padding: 1)
-        let b = try ConvolutionNetwork.Builder(channels: 3, height: 8, width: 8, algorithm: .direct)
+        let b = try ConvolutionNetwork.Builder(channels: 3, height: 8, width: 8, policy: .exact)
         let h = try b.convolution(b.input, stem, relu: true)
         let net = try b.build(output: try b.convolution(h, body, relu: true, residual: h))
         XCTAssertFalse(net.implementations.contains { $0.implementation.hasPrefix("lightcap") }, "\(net.implementations)")

@@ -161,9 +161,9 @@ final class WinogradConvolutionTests: XCTestCase {
         }
     }
 
-    /// In a network (`.winograd4x4`): 3x3 layers between 1x1 layers, a residual, a pool, on
+    /// In a network (`.lightcapWinograd`): 3x3 layers between 1x1 layers, a residual, a pool, on
     /// one and two threads, against the reference; the 3x3 layers really are LightCap's.
-    func testNetworkWithWinograd4x4LayersMatchesReference() throws {
+    func testNetworkWithLightCapWinogradLayersMatchesReference() throws {
         var rng = SeededRandom(seed: 43)
         let x = rng.tensor([32, 14, 14])
         let a = try Conv2d(weight: rng.tensor([64, 32, 1, 1], scale: 0.3), bias: rng.tensor([64], scale: 0.1))
@@ -175,7 +175,7 @@ final class WinogradConvolutionTests: XCTestCase {
         let rb = Reference.relu(Reference.add(ref(Reference.relu(ref(rh, w)), c), rh))
         let expected = Reference.tokens(Reference.avgPool2d(ref(rb, w2), kernel: 2))
         for threads in [1, 2] {
-            let b = try ConvolutionNetwork.Builder(channels: 32, height: 14, width: 14, algorithm: .winograd4x4, threads: threads)
+            let b = try ConvolutionNetwork.Builder(channels: 32, height: 14, width: 14, policy: .lightcapWinograd, threads: threads)
             let h = try b.convolution(b.input, a, relu: true)
             let block = try b.convolution(try b.convolution(h, w, relu: true, label: "w"), c, relu: true, residual: h)
             let y = try b.averagePool(try b.convolution(block, w2, relu: false, label: "w2"), kernel: 2)
@@ -186,7 +186,7 @@ final class WinogradConvolutionTests: XCTestCase {
                           "\(net.implementations)")  // 16 tiles each
             XCTAssertEqual(net.convolutionFlops, 2 * 14 * 14 * (64 * 32 + 64 * 64 * 9 + 64 * 64 + 32 * 64 * 9))
             let ws = try net.makeWorkspace()
-            assertClose(try net(x, workspace: ws), expected, tolerance: 1e-4, minimumScale: 1e-6, "winograd4x4 network, \(threads) thread(s)")
+            assertClose(try net(x, workspace: ws), expected, tolerance: 1e-4, minimumScale: 1e-6, "lightcap-winograd network, \(threads) thread(s)")
             assertClose(try net(x, workspace: ws), expected, tolerance: 1e-4, minimumScale: 1e-6, "rerun, \(threads) thread(s)")
         }
     }
@@ -201,7 +201,7 @@ final class WinogradConvolutionTests: XCTestCase {
         for (side, expected, panels) in [(12, "lightcap_wino_4x3", true), (11, "lightcap_wino_2x3", false),
                                          (7, "lightcap_wino_2x3", true), (6, "lightcap_wino_2x3", true), (5, "direct", false)] {
             let x = rng.tensor([16, side, side])
-            let b = try ConvolutionNetwork.Builder(channels: 16, height: side, width: side, algorithm: .winograd4x4)
+            let b = try ConvolutionNetwork.Builder(channels: 16, height: side, width: side, policy: .lightcapWinograd)
             let net = try b.build(output: try b.convolution(b.input, conv, relu: true, label: "w"))
             let kind = try XCTUnwrap(net.implementations.first { $0.label == "w" }).implementation
             if expected == "direct" {
@@ -242,7 +242,7 @@ final class WinogradConvolutionTests: XCTestCase {
         // In a network: the stride-2 stem convolution on 3 channels is direct, and still right.
         let stem = try Conv2d(weight: rng.tensor([8, 3, 3, 3], scale: 0.3), bias: rng.tensor([8]), stride: 2, padding: 1)
         let x = rng.tensor([3, 9, 9])
-        let b = try ConvolutionNetwork.Builder(channels: 3, height: 9, width: 9, algorithm: .winograd4x4)
+        let b = try ConvolutionNetwork.Builder(channels: 3, height: 9, width: 9, policy: .lightcapWinograd)
         let net = try b.build(output: try b.convolution(b.input, stem, relu: true))
         XCTAssertFalse(net.implementations.contains { $0.implementation.hasPrefix("lightcap_wino") })
         assertClose(try net(x), Reference.tokens(Reference.relu(Reference.conv2d(x, weight: stem.weight, bias: stem.bias, stride: 2, padding: 1))),

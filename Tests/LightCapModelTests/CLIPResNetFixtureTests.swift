@@ -84,17 +84,17 @@ final class CLIPResNetFixtureTests: XCTestCase {
     /// Winograd's error on the reference grids (oneDNN's where it has kernels, and LightCap's
     /// F(4x4, 3x3) everywhere; reported; bound 1e-3 of the scale).
     func testWinogradErrorOnFixtures() throws {
-        for algorithm in [ConvolutionAlgorithm.winograd, .winograd4x4] {
+        for policy in [ConvolutionPolicy.oneDNNWinograd, .lightcapWinograd] {
             for size in ["tiny", "base"] {
                 let f = try fixture(size)
-                let model = try CLIPResNet(try f.model.weightStore(), configuration: f.model.configuration, algorithm: algorithm)
+                let model = try CLIPResNet(try f.model.weightStore(), configuration: f.model.configuration, policy: policy)
                 var worst: Float = 0
                 for c in f.cases {
                     worst = max(worst, assertClose(try model.grid(try f.tensors.tensor(named: "\(c).input")),
                                                    try f.tensors.tensor(named: "\(c).grid"), tolerance: 1e-3,
-                                                   "\(size) \(c).grid \(algorithm)"))
+                                                   "\(size) \(c).grid \(policy)"))
                 }
-                print("\(algorithm) \(size): max abs diff / scale = \(worst)")
+                print("\(policy) \(size): max abs diff / scale = \(worst)")
             }
         }
     }

@@ -118,9 +118,9 @@ final class CLIPResNetTests: XCTestCase {
         let reference = try CLIPResNetReference(try store(weights), configuration: config)
         let x = pixels(64, seed: 3)
         let expected = reference.grid(x)
-        for algorithm in [ConvolutionAlgorithm.winograd, .auto, .winograd4x4] {
-            let model = try CLIPResNet(try store(weights), configuration: config, algorithm: algorithm)
-            assertClose(try model.grid(x), expected, 1e-3, "grid \(algorithm)")
+        for policy in [ConvolutionPolicy.oneDNNWinograd, .oneDNNAuto, .lightcapWinograd] {
+            let model = try CLIPResNet(try store(weights), configuration: config, policy: policy)
+            assertClose(try model.grid(x), expected, 1e-3, "grid \(policy)")
         }
     }
 

@@ -123,9 +123,9 @@ final class FusionParityTests: XCTestCase {
     }
 
     /// The whole pipeline from the fixture pixels (backbone included) gives the reference captions.
-    func runPipeline(size: String, convolutions: ConvolutionAlgorithm = .direct) throws {
+    func runPipeline(size: String, convolutions: ConvolutionPolicy = .exact) throws {
         guard let fx = try FixtureSet.load(size: size) else { throw XCTSkip("LIGHTCAP_FIXTURES not set") }
-        let captioner = convolutions == .direct ? fx.captioner
+        let captioner = convolutions == .exact ? fx.captioner
             : try Captioner(modelDirectory: fx.folder.appendingPathComponent("model"), convolutions: convolutions)
         let session = try captioner.makeSession()
         for c in fx.cases {
@@ -147,8 +147,8 @@ final class FusionParityTests: XCTestCase {
     func testTinyPipeline() throws { try runPipeline(size: "tiny") }
     func testBasePipeline() throws { try runPipeline(size: "base") }
     /// LightCap's Winograd backbone gives the same captions as the reference (docs/VISUAL.md).
-    func testTinyPipelineWithWinograd4x4() throws { try runPipeline(size: "tiny", convolutions: .winograd4x4) }
-    func testBasePipelineWithWinograd4x4() throws { try runPipeline(size: "base", convolutions: .winograd4x4) }
+    func testTinyPipelineWithLightCapWinograd() throws { try runPipeline(size: "tiny", convolutions: .lightcapWinograd) }
+    func testBasePipelineWithLightCapWinograd() throws { try runPipeline(size: "base", convolutions: .lightcapWinograd) }
     func testTinyNoConceptsPipeline() throws { try runPipeline(size: "tiny-no-concepts") }
     func testTinyNoModulatorPipeline() throws { try runPipeline(size: "tiny-no-modulator") }
     func testTinyVisualPositionsPipeline() throws { try runPipeline(size: "tiny-visual-positions") }
