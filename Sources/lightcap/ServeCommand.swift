@@ -10,7 +10,7 @@ import LightCapServer
 struct ServeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "serve",
-        abstract: "Serve captions over HTTP: POST /v1/caption, GET /v1/health, GET /v1/model.",
+        abstract: "Serve captions over HTTP: POST /v1/caption, /v1/captions; GET /v1/health, /v1/model, /healthz, /readyz.",
         discussion: "Stops on SIGINT or SIGTERM after the requests in flight are answered. See docs/SERVER.md.")
 
     @Option(help: "Address to bind. Keep the loopback default unless a proxy in front handles exposure.")
@@ -37,6 +37,30 @@ struct ServeCommand: ParsableCommand {
                                valueName: "kind"))
     var convolutions: ConvolutionPolicy = .exact
 
+    @Option(name: .customLong("max-queue"), help: "Requests that may wait for a slot; more get 503 with Retry-After.")
+    var maxQueue: Int = 64
+
+    @Option(name: .customLong("timeout"), help: "Seconds a caption may take, waiting included; past it 503 and the work stops.")
+    var timeout: Double = 30
+
+    @Option(name: .customLong("body-timeout"), help: "Seconds a request body may take to arrive; past it 408.")
+    var bodyTimeout: Double = 30
+
+    @Option(name: .customLong("max-megapixels"), help: "Largest image in megapixels, checked on its header before decoding.")
+    var maxMegapixels: Double = 100
+
+    @Option(name: .customLong("max-images"), help: "Most images in one POST /v1/captions request.")
+    var maxImages: Int = 16
+
+    @Option(name: .customLong("api-key"), help: ArgumentHelp(
+        "Require Authorization: Bearer KEY on every route but /healthz and /readyz. Default: $LIGHTCAP_API_KEY if set.",
+        valueName: "key"))
+    var apiKey: String?
+
+    @Option(name: .customLong("cors-origin"), help: ArgumentHelp(
+        "An origin browsers may call the service from (repeat it; '*' for any).", valueName: "origin"))
+    var corsOrigins: [String] = []
+
     func validate() throws {
         guard (1...65535).contains(port) else { throw ValidationError("--port must lie in 1...65535, got \(port)") }
         guard maxBodyMB > 0, maxBodyMB <= 1024 else {
@@ -44,6 +68,11 @@ struct ServeCommand: ParsableCommand {
         }
         guard concurrency >= 1 else { throw ValidationError("--concurrency must be at least 1, got \(concurrency)") }
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1, got \(threads)") }
+        guard maxQueue >= 0 else { throw ValidationError("--max-queue must be 0 or more, got \(maxQueue)") }
+        guard timeout > 0, bodyTimeout > 0 else { throw ValidationError("--timeout and --body-timeout must be positive") }
+        guard maxMegapixels > 0, maxMegapixels <= 1000 else { throw ValidationError("--max-megapixels must lie in (0, 1000]") }
+        guard maxImages >= 1 else { throw ValidationError("--max-images must be at least 1, got \(maxImages)") }
+        if let apiKey, apiKey.isEmpty { throw ValidationError("--api-key must not be empty") }
     }
 
     func run() throws {
@@ -56,9 +85,11 @@ struct ServeCommand: ParsableCommand {
             throw ValidationError("no model: pass --model DIR or set LIGHTCAP_MODEL (models/default was not found)")
         }
         let captioner = try Captioner(modelDirectory: directory, threads: threads, convolutions: convolutions)
+        let key = apiKey ?? ProcessInfo.processInfo.environment["LIGHTCAP_API_KEY"].flatMap { $0.isEmpty ? nil : $0 }
         let configuration = ServerConfiguration(
             host: host, port: port, maxBodyBytes: Int(maxBodyMB * 1024 * 1024), maxConcurrentCaptions: concurrency,
-            modelDirectory: directory)
+            maxQueuedRequests: maxQueue, maxImagesPerRequest: maxImages, requestTimeout: timeout, bodyTimeout: bodyTimeout,
+            maxPixels: Int(maxMegapixels * 1_000_000), apiKey: key, corsOrigins: corsOrigins, modelDirectory: directory)
         let app = try buildApplication(captioner: captioner, configuration: configuration)
         print("lightcap serve: model \(captioner.configuration.name) from \(directory.path), "
               + "http://\(host):\(port)/v1/caption, \(concurrency) at once, body limit \(configuration.maxBodyBytes) bytes")
