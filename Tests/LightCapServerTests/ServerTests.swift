@@ -1,4 +1,5 @@
-// The HTTP service on a loopback port (LoopbackServer), the session pool and the limiter. The model: models/default when committed, else the tiny fixture model
+// The HTTP service on a loopback port (LoopbackServer), the session pool and the limiter.
+// The model: models/default when committed, else the tiny fixture model
 // ($LIGHTCAP_FIXTURES/tiny/model; a failure when LIGHTCAP_FIXTURES is set and it is missing).
 
 import Foundation
