@@ -6,9 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(pkg-config libdnnl-dev libturbojpeg0-dev libspng-dev libwebp-dev libdeflate-dev default-jre-headless)
-# The objects data set's sources (docs/OBJECTS.md): only with --python (tests, training).
+# Only with --python (tests, training): the objects data set's sources (docs/OBJECTS.md), headless
+# Chromium for the service page's test, wrk for the service's load test (docs/SERVER.md).
 [ "${1:-}" = "--python" ] && APT_PACKAGES+=(fonts-noto-color-emoji unicode-data plasma-workspace-wallpapers
-  lomiri-wallpapers lomiri-wallpapers-16.04 lomiri-wallpapers-20.04)
+  lomiri-wallpapers lomiri-wallpapers-16.04 lomiri-wallpapers-20.04 chromium chromium-driver wrk)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

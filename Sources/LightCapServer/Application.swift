@@ -4,6 +4,8 @@
 //   POST /v1/captions?beam=N&max_length=N  a form with one `image` field per image
 //   GET  /v1/health, /v1/model             the service and the model
 //   GET  /healthz, /readyz                 alive; ready (503 while draining)
+//   GET  /metrics                          Prometheus text format (ServiceMetrics)
+//   GET  /                                 a page to try it in a browser (WebPage)
 // Every error is `{"error": "..."}` with its status: 400 bad image or parameters, 413 body over
 // the limit, 415 not an image, 404 unknown path, 405 known path with another method, 503 busy
 // or draining. Every answer carries an `X-Request-ID` (the client's, or a new one), which the
@@ -51,12 +53,17 @@ struct DrainWatch: Service {
 func buildRouter(service: CaptionService) -> Router<BasicRequestContext> {
     let router = Router()
     let configuration = service.configuration
-    router.add(middleware: RequestIDMiddleware())
+    router.add(middleware: RequestIDMiddleware(metrics: service.metrics))
     if !configuration.corsOrigins.isEmpty { router.add(middleware: CORSAllowList(origins: Set(configuration.corsOrigins))) }
     router.add(middleware: JSONErrorMiddleware(routes: [
-        "/v1/caption": [.post], "/v1/captions": [.post], "/v1/health": [.get], "/v1/model": [.get], "/healthz": [.get], "/readyz": [.get],
+        "/v1/caption": [.post], "/v1/captions": [.post], "/v1/health": [.get], "/v1/model": [.get], "/healthz": [.get], "/readyz": [.get], "/metrics": [.get], "/": [.get],
     ]))
     if let key = configuration.apiKey { router.add(middleware: APIKeyMiddleware(key: key)) }
+    router.get("/") { _, _ in
+        var headers = HTTPFields()
+        headers[.contentType] = "text/html; charset=utf-8"
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: WebPage.html)))
+    }
     router.get("/healthz") { _, _ in
         jsonResponse(["status": "alive"])
     }
@@ -77,6 +84,13 @@ func buildRouter(service: CaptionService) -> Router<BasicRequestContext> {
     }
     router.get("/v1/model") { _, _ in
         jsonResponse(service.model)
+    }
+    router.get("/metrics") { _, _ in
+        let load = await service.limiter.load
+        var headers = HTTPFields()
+        headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
+        return Response(status: .ok, headers: headers,
+                        body: .init(byteBuffer: ByteBuffer(string: service.metrics.exposition(active: load.active, waiting: load.waiting))))
     }
     return router
 }
@@ -109,6 +123,7 @@ func captions(_ request: Request, service: CaptionService) async throws -> Respo
     let body = try await RequestBody.read(request, limit: service.configuration.maxBodyBytes,
                                           timeout: service.configuration.bodyTimeout, multiple: true,
                                           maxImages: service.configuration.maxImagesPerRequest)
+    service.metrics.batch(images: body.images.count)
     let items = await withTaskGroup(of: (Int, BatchItem).self) { group in
         for (i, image) in body.images.enumerated() {
             group.addTask {
@@ -228,6 +243,8 @@ struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
 /// the request's logger (`request_id`), and one line per request is logged: method, path,
 /// status, milliseconds.
 struct RequestIDMiddleware<Context: RequestContext>: RouterMiddleware {
+    let metrics: ServiceMetrics
+
     static func valid(_ id: String) -> Bool {
         (1...128).contains(id.utf8.count)
             && id.unicodeScalars.allSatisfy { $0.isASCII && (CharacterSet.alphanumerics.contains($0) || "-_.:".unicodeScalars.contains($0)) }
@@ -245,6 +262,7 @@ struct RequestIDMiddleware<Context: RequestContext>: RouterMiddleware {
         let elapsed = ContinuousClock.now - start
         let ms = Double(elapsed.components.seconds) * 1e3 + Double(elapsed.components.attoseconds) * 1e-15
         context.logger.info("\(request.method.rawValue) \(request.uri.path) \(response.status.code) \(String(format: "%.1f", ms)) ms")
+        metrics.request(method: request.method.rawValue, path: request.uri.path, status: Int(response.status.code), seconds: ms / 1000)
         return response
     }
 }

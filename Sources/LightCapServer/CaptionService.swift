@@ -119,6 +119,7 @@ public struct ModelResponse: Codable, Sendable, Equatable {
 final class CaptionService: Sendable {
     let captioner: Captioner
     let sessions: SessionPool
+    let metrics = ServiceMetrics()
     let configuration: ServerConfiguration
     let limiter: AsyncLimiter
     let model: ModelResponse
@@ -247,7 +248,9 @@ final class CaptionService: Sendable {
         let caption = try result.get()
         let end = DispatchTime.now()
         func ms(_ a: DispatchTime, _ b: DispatchTime) -> Double { Double(b.uptimeNanoseconds - a.uptimeNanoseconds) / 1e6 }
-        return CaptionResponse(caption, options: options, queueMs: ms(start, queued), totalMs: ms(start, end))
+        let response = CaptionResponse(caption, options: options, queueMs: ms(start, queued), totalMs: ms(start, end))
+        metrics.caption(timings: response.timings)
+        return response
     }
 }
 

@@ -450,6 +450,37 @@ final class ServerTests: XCTestCase, @unchecked Sendable {
         XCTAssertThrowsError(try LoopbackServer.connect(port: server.port), "the port is closed after the drain")
     }
 
+    /// GET /metrics: the Prometheus text format with requests by route and status, stage times,
+    /// batch sizes and the gauges.
+    func testMetrics() async throws {
+        let model = try TestModel.load()
+        let png = Array(makePNG(width: 64, height: 64))
+        try await serve(model) { server in
+            _ = try self.caption(try await server.request("POST", "/v1/caption", body: png))
+            _ = try await server.request("POST", "/v1/caption", body: Array("nope".utf8))
+            _ = try await server.request("GET", "/no/such/path")
+            let form = ["Content-Type": "multipart/form-data; boundary=lightcap-boundary-7"]
+            _ = try await server.request("POST", "/v1/captions", headers: form, body: self.form([("image", png), ("image", png)]))
+            let reply = try await server.request("GET", "/metrics")
+            XCTAssertEqual(reply.status, 200)
+            XCTAssertEqual(reply.headers["content-type"], "text/plain; version=0.0.4; charset=utf-8")
+            let lines = Set(reply.text.split(separator: "\n").map(String.init))
+            for expected in [
+                #"lightcap_http_requests_total{route="/v1/caption",method="POST",status="200"} 1"#,
+                #"lightcap_http_requests_total{route="/v1/caption",method="POST",status="415"} 1"#,
+                #"lightcap_http_requests_total{route="other",method="GET",status="404"} 1"#,
+                #"lightcap_http_requests_total{route="/v1/captions",method="POST",status="200"} 1"#,
+                #"lightcap_caption_stage_duration_seconds_count{stage="backbone"} 3"#,
+                #"lightcap_caption_stage_duration_seconds_count{stage="queue"} 3"#,
+                #"lightcap_batch_images_count 1"#, #"lightcap_batch_images_sum 2.0"#,
+                "lightcap_captions_in_flight 0.0", "lightcap_queue_depth_requests 0.0",
+            ] {
+                XCTAssertTrue(lines.contains(expected), "missing: \(expected)\n\(reply.text)")
+            }
+            XCTAssertTrue(lines.contains { $0.hasPrefix(#"lightcap_http_request_duration_seconds_bucket{route="/v1/caption",le="10.0"}"#) })
+        }
+    }
+
     /// A body sent in chunks without a Content-Length is limited as it arrives.
     func testChunkedBodyOverTheLimit() async throws {
         let model = try TestModel.load()
