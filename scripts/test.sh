@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: the Python reference's fixtures, the Swift build, the Python tests (pytest;
-# some train models and check them with lightcap), the Swift tests against the fixtures, then
-# the default model's captions by both engines.
+# some train models and check them with lightcap, one drives the service's page in headless
+# Chromium), the Swift tests against the fixtures, the default model's captions by both engines,
+# then a short load test of the service.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --python
@@ -36,3 +37,6 @@ echo "== the Swift engine's captions equal the Python reference's (models/defaul
 .venv/bin/python scripts/compare_engines.py --data .fixtures/scenes-test --model models/default \
     --lightcap .build/release/lightcap > .fixtures/engine-parity.md || { cat .fixtures/engine-parity.md; exit 1; }
 head -5 .fixtures/engine-parity.md | tail -1
+
+echo "== the service under load (scripts/load_test.sh 10 16 30: 10 s of 16 clients after 30 s of warm-up; docs/SERVER.md has the 10-minute soak)"
+scripts/load_test.sh 10 16 30
