@@ -204,18 +204,18 @@ final class CaptionService: Sendable {
         let timeout = configuration.requestTimeout
         return try await withCheckedThrowingContinuation { continuation in
             answer.set(continuation)
-            let work = Task {
+            let deadline = Task {
+                do { try await Task.sleep(nanoseconds: UInt64(max(timeout, 0) * 1e9)) } catch { return }  // answered in time
+                guard !answer.isResumed else { return }
+                job.set()
+                answer.resume(.failure(APIError(status: .serviceUnavailable,
+                                                message: String(format: "timed out after %g s (waiting and captioning)", timeout))))
+            }
+            Task {
                 do { answer.resume(.success(try await self.run(data, options: options, job: job, start: start))) } catch {
                     answer.resume(.failure(error))
                 }
-            }
-            Task {
-                try? await Task.sleep(nanoseconds: UInt64(max(timeout, 0) * 1e9))
-                guard !answer.isResumed else { return }
-                job.set()
-                work.cancel()
-                answer.resume(.failure(APIError(status: .serviceUnavailable,
-                                                message: String(format: "timed out after %g s (waiting and captioning)", timeout))))
+                deadline.cancel()
             }
         }
     }

@@ -77,7 +77,16 @@ struct RequestBody {
         let answer = OnceContinuation<ByteBuffer>()
         return try await withCheckedThrowingContinuation { continuation in
             answer.set(continuation)
-            let reader = Task {
+            let deadline = Task {
+                do { try await Task.sleep(nanoseconds: UInt64(max(timeout, 0) * 1e9)) } catch { return }  // arrived in time
+                guard !answer.isResumed else { return }
+                var headers = HTTPFields()
+                headers[.connection] = "close"
+                answer.resume(.failure(APIError(status: .requestTimeout,
+                                                message: String(format: "the body did not arrive within %g s", timeout),
+                                                headers: headers)))
+            }
+            Task {
                 do {
                     answer.resume(.success(try await body.collect(upTo: limit)))
                 } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
@@ -85,16 +94,7 @@ struct RequestBody {
                 } catch {
                     answer.resume(.failure(error))
                 }
-            }
-            Task {
-                try? await Task.sleep(nanoseconds: UInt64(max(timeout, 0) * 1e9))
-                guard !answer.isResumed else { return }
-                reader.cancel()
-                var headers = HTTPFields()
-                headers[.connection] = "close"
-                answer.resume(.failure(APIError(status: .requestTimeout,
-                                                message: String(format: "the body did not arrive within %g s", timeout),
-                                                headers: headers)))
+                deadline.cancel()
             }
         }
     }
