@@ -442,9 +442,13 @@ final class ServerTests: XCTestCase, @unchecked Sendable {
         }
         let d = model.captioner.configuration.decoding
         let direct = try model.captioner.makeSession().caption(imageData: Data(png), options: .init(beamSize: 1, maxLength: d.maxLength))
-        // Half the body, then the shutdown signal, then the rest: the answer still comes.
+        // Half the body; once the server holds the request (0.3 s later: its head has been read
+        // and the handler waits for the rest), the shutdown signal; then the rest: the answer still comes.
         let reply = try await server.request("POST", "/v1/caption?beam=1", body: png,
-                                             split: (bytes: png.count / 2, pause: 0.3, then: { kill(getpid(), SIGUSR2) }))
+                                             split: (bytes: png.count / 2, pause: 0.3, then: {
+                                                 usleep(300_000)
+                                                 kill(getpid(), SIGUSR2)
+                                             }))
         XCTAssertEqual(try caption(reply).caption, direct.text)
         await server.finished()
         XCTAssertThrowsError(try LoopbackServer.connect(port: server.port), "the port is closed after the drain")
