@@ -68,13 +68,70 @@ public final class CaptionSession {
         try caption(.grid(grid), options: options)
     }
 
-    /// The one caption path; `timings` gets the stages that ran.
+    /// Captions several encoded images (JPEG, PNG, WebP) as one batch: each goes through
+    /// decoding, the backbone and the concepts on its own, then greedy decoding runs the
+    /// unfinished captions of all of them through the fusion model together (beam search decodes
+    /// them one by one). The tokens equal those of captioning each alone. One result per image,
+    /// in order: a bad image fails alone. Each caption's `fusion` timing is the whole batch's.
+    public func captions(imageData: [Data], options: DecodingOptions = .init()) throws -> [Result<Caption, any Error>] {
+        try captions(imageData.map { .data($0) }, options: options)
+    }
+
+    /// Captions several image files as one batch (see `captions(imageData:options:)`).
+    public func captions(imagesAt urls: [URL], options: DecodingOptions = .init()) throws -> [Result<Caption, any Error>] {
+        try captions(urls.map { .file($0) }, options: options)
+    }
+
+    /// Captions several decoded images as one batch (see `captions(imageData:options:)`).
+    public func captions(images: [RGBImage], options: DecodingOptions = .init()) throws -> [Result<Caption, any Error>] {
+        try captions(images.map { .image($0) }, options: options)
+    }
+
+    /// The one caption path.
     private func caption(_ input: Input, options: DecodingOptions) throws -> Caption {
+        try captions([input], options: options)[0].get()
+    }
+
+    /// The one batch path: every input to its features (its own errors kept in place), then the
+    /// decoding of all of them; `timings` gets the stages that ran. Throws only what fails the
+    /// whole batch: invalid options, cancellation.
+    private func captions(_ inputs: [Input], options: DecodingOptions) throws -> [Result<Caption, any Error>] {
         try captioner.validate(options)
         Threads.set(captioner.threads)
+        var results = [Result<Caption, any Error>?](repeating: nil, count: inputs.count)
+        var prepared: [(index: Int, features: ImageFeatures, timings: [String: Double])] = []
+        for (index, input) in inputs.enumerated() {
+            var clock = Stopwatch()
+            do {
+                let features = try features(input, clock: &clock)
+                prepared.append((index, features, clock.timings))
+            } catch {
+                if case LightCapError.cancelled = error { throw error }
+                results[index] = .failure(error)
+            }
+        }
+        if !prepared.isEmpty {
+            var clock = Stopwatch()
+            let hypotheses = try decode(features: prepared.map(\.features), options: options)
+            clock.lap("fusion")
+            let tokenizer = captioner.tokenizer
+            for (item, hypothesis) in zip(prepared, hypotheses) {
+                let concepts = zip(item.features.concepts.ids, item.features.concepts.scores).map {
+                    ConceptScore(name: captioner.conceptNames[$0], score: $1)
+                }
+                results[item.index] = .success(Caption(
+                    text: tokenizer.decodeCaption(hypothesis.tokens), tokens: tokenizer.tokenize(ids: hypothesis.tokens),
+                    tokenIds: hypothesis.tokens, score: hypothesis.score, concepts: concepts,
+                    timings: item.timings.merging(clock.timings) { a, _ in a }))
+            }
+        }
+        return results.map { $0! }
+    }
+
+    /// An input's image features: file -> bytes -> image -> pixels -> grid -> features.
+    private func features(_ input: Input, clock: inout Stopwatch) throws -> ImageFeatures {
         var stage = input
         if case .file(let url) = stage { stage = .data(try Self.read(url)) }
-        var clock = Stopwatch()
         func checkpoint(_ next: String) throws { if shouldStop() { throw LightCapError.cancelled(stage: next) } }
         try checkpoint("decode")
         if case .data(let data) = stage {
@@ -103,39 +160,46 @@ public final class CaptionSession {
         try checkpoint("concepts")
         let features = try captioner.imageFeatures(grid: grid)
         clock.lap("concepts")
-        let hypothesis = try decode(features: features, options: options)
-        clock.lap("fusion")
-        let concepts = zip(features.concepts.ids, features.concepts.scores).map {
-            ConceptScore(name: captioner.conceptNames[$0], score: $1)
-        }
-        let tokenizer = captioner.tokenizer
-        return Caption(text: tokenizer.decodeCaption(hypothesis.tokens), tokens: tokenizer.tokenize(ids: hypothesis.tokens),
-                       tokenIds: hypothesis.tokens, score: hypothesis.score, concepts: concepts, timings: clock.timings)
+        return features
     }
 
     /// Decodes the caption tokens of prepared image features (greedy when beamSize is 1).
-    /// `f32Vocabulary` makes cached greedy decoding use the F32 vocabulary product every step
-    /// instead of the INT8 one with exact rescoring; by default only where oneDNN has no VNNI
-    /// kernels (QuantizedDecoder.hasVNNI). Both give the exact argmax.
     package func decode(features: ImageFeatures, options: DecodingOptions,
                         f32Vocabulary: Bool = !QuantizedDecoder.hasVNNI) throws -> Hypothesis {
-        try captioner.validate(options)
-        let context = ImageContext(conceptPieces: captioner.conceptSegment(features.concepts),
-                                   visualTokens: features.visualTokens)
-        let session: LogitSession
-        if options.useCache {
-            // Greedy needs the exact argmax only: with VNNI the INT8 vocabulary product with
-            // exact rescoring is the fastest way to it.
-            try cached.start(context, argmaxOnly: options.beamSize == 1 && !f32Vocabulary)
-            session = cached
-        } else {
-            uncached.start(context)
-            session = uncached
+        try decode(features: [features], options: options, f32Vocabulary: f32Vocabulary)[0]
+    }
+
+    /// Decodes the captions of several images' features: greedy runs them together, beam search
+    /// one by one. `f32Vocabulary` makes cached greedy decoding use the F32 vocabulary product
+    /// every step instead of the INT8 one with exact rescoring; by default only where oneDNN has
+    /// no VNNI kernels (QuantizedDecoder.hasVNNI). Both give the exact argmax. The options are
+    /// the caller's to validate (`Captioner.validate`).
+    package func decode(features: [ImageFeatures], options: DecodingOptions,
+                        f32Vocabulary: Bool = !QuantizedDecoder.hasVNNI) throws -> [Hypothesis] {
+        let contexts = features.map {
+            ImageContext(conceptPieces: captioner.conceptSegment($0.concepts), visualTokens: $0.visualTokens)
         }
-        session.shouldStop = shouldStop
         let sep = captioner.special.sep
-        if options.beamSize == 1 { return try Decoder.greedy(session, sep: sep, maxLength: options.maxLength) }
-        return try Decoder.beamSearch(session, sep: sep, beam: options.beamSize, maxLength: options.maxLength)
+        func session(_ contexts: [ImageContext]) throws -> LogitSession {
+            let session: LogitSession
+            if options.useCache {
+                // Greedy needs the exact argmax only: with VNNI the INT8 vocabulary product with
+                // exact rescoring is the fastest way to it.
+                try cached.start(contexts, argmaxOnly: options.beamSize == 1 && !f32Vocabulary)
+                session = cached
+            } else {
+                uncached.start(contexts)
+                session = uncached
+            }
+            session.shouldStop = shouldStop
+            return session
+        }
+        if options.beamSize == 1 {
+            return try Decoder.greedy(session(contexts), images: contexts.count, sep: sep, maxLength: options.maxLength)
+        }
+        return try contexts.map {
+            try Decoder.beamSearch(session([$0]), sep: sep, beam: options.beamSize, maxLength: options.maxLength)
+        }
     }
 
     /// The bytes of an image file; a missing or unreadable file is an error naming it.

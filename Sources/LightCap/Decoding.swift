@@ -36,19 +36,26 @@ package struct ImageContext {
     }
 }
 
-/// Gives ensemble logits at the [MASK] that follows each caption prefix (tokens without [CLS]).
+/// Gives ensemble logits at the [MASK] that follows each caption prefix (tokens without [CLS]),
+/// for one or several images at once (`start` takes their contexts).
 protocol LogitSession: AnyObject {
-    func logits(prefixes: [[Int]]) throws -> [[Float]]
+    /// Prefix i continues a caption of image `images[i]` (an index into the started contexts).
+    func logits(prefixes: [[Int]], images: [Int]) throws -> [[Float]]
     /// Asked before every step: true stops decoding with `LightCapError.cancelled`.
     var shouldStop: () -> Bool { get set }
-    /// Greedy's log-probabilities of `tokens`: tokens[i] was chosen from `rows[i]`, the logits
-    /// of the i-th one-prefix `logits` call. By default the rows' own log-softmax.
-    func greedyLogProbabilities(of tokens: [Int], rows: [[Float]]) -> [Float]
+    /// Greedy's log-probabilities of `tokens` for `image`: tokens[i] was chosen from `rows[i]`,
+    /// that image's logits at its i-th step. By default the rows' own log-softmax.
+    func greedyLogProbabilities(of tokens: [Int], rows: [[Float]], image: Int) -> [Float]
 }
 
 extension LogitSession {
-    func greedyLogProbabilities(of tokens: [Int], rows: [[Float]]) -> [Float] {
+    func greedyLogProbabilities(of tokens: [Int], rows: [[Float]], image: Int) -> [Float] {
         logSoftmax(at: tokens, rows: rows)
+    }
+
+    /// Logits of prefixes that all continue image 0 (beam search).
+    func logits(prefixes: [[Int]]) throws -> [[Float]] {
+        try logits(prefixes: prefixes, images: Array(repeating: 0, count: prefixes.count))
     }
 }
 
@@ -63,8 +70,8 @@ final class UncachedSession: LogitSession {
     let heads: PredictionHeads
     let special: SpecialTokenIDs
     let captionSegmentLength: Int
-    /// The image being captioned (`start`).
-    var context = ImageContext(conceptPieces: nil, visualTokens: Tensor(zeros: [0, 0]))
+    /// The images being captioned (`start`).
+    var contexts: [ImageContext] = []
     var shouldStop: () -> Bool = { false }
 
     init(fusion: FusionModel, heads: PredictionHeads, special: SpecialTokenIDs, captionSegmentLength: Int) {
@@ -74,14 +81,15 @@ final class UncachedSession: LogitSession {
         self.captionSegmentLength = captionSegmentLength
     }
 
-    /// Starts on a new image.
-    func start(_ context: ImageContext) { self.context = context }
+    /// Starts on new images.
+    func start(_ contexts: [ImageContext]) { self.contexts = contexts }
 
-    func logits(prefixes: [[Int]]) throws -> [[Float]] {
+    func logits(prefixes: [[Int]], images: [Int]) throws -> [[Float]] {
         if shouldStop() { throw LightCapError.cancelled(stage: "fusion") }
         let d = fusion.hiddenSize
         let rows = Tensor(zeros: [prefixes.count, d])
         for (i, prefix) in prefixes.enumerated() {
+            let context = contexts[images[i]]
             let input = try FusionInput.build(
                 captionSegment: [special.cls] + prefix + [special.mask], conceptPieces: context.conceptPieces,
                 special: special, captionSegmentLength: captionSegmentLength,
@@ -96,21 +104,27 @@ final class UncachedSession: LogitSession {
     }
 }
 
-/// The cached loop: concept + visual keys/values once, then two rows per hypothesis and step.
-/// Reused from image to image (`start`).
+/// The cached loop: concept + visual keys/values once per image, then two rows per hypothesis
+/// and step; the rows of several images go through the layers together. Reused from image to
+/// image (`start`).
 package final class CachedSession: LogitSession {
     let fusion: FusionModel
     let heads: PredictionHeads
     let special: SpecialTokenIDs
     let captionSegmentLength: Int
-    /// The current image's concept + visual keys and values (`start`).
-    package private(set) var image: ImageCache?
-    /// Caption caches of the prefixes of the last step, keyed by the prefix.
-    var caches: [[Int]: CaptionCache] = [:]
+    /// The current images' concept + visual keys and values (`start`).
+    package private(set) var images: [ImageCache] = []
+    /// A hypothesis: its image and its caption prefix.
+    struct Key: Hashable {
+        var image: Int
+        var prefix: [Int]
+    }
+    /// Caption caches of the prefixes of the last step.
+    var caches: [Key: CaptionCache] = [:]
     /// Use the INT8 decoder (exact argmax, approximate elsewhere): greedy decoding only.
     private(set) var argmaxOnly = false
-    /// The averaged head states of every step run with `argmaxOnly` (one row per step in greedy).
-    var transformedStates: [Tensor] = []
+    /// Per image, the averaged head state [1, D] of each of its steps run with `argmaxOnly`.
+    var transformedStates: [[Tensor]] = []
     var shouldStop: () -> Bool = { false }
 
     package init(fusion: FusionModel, heads: PredictionHeads, special: SpecialTokenIDs, captionSegmentLength: Int) {
@@ -120,57 +134,62 @@ package final class CachedSession: LogitSession {
         self.captionSegmentLength = captionSegmentLength
     }
 
-    /// Starts on a new image: its keys and values, empty caption caches. `argmaxOnly`: the INT8
+    /// Starts on new images: their keys and values, empty caption caches. `argmaxOnly`: the INT8
     /// vocabulary product with exact rescoring (greedy decoding only).
-    package func start(_ context: ImageContext, argmaxOnly: Bool) throws {
-        let conceptTokens = context.conceptPieces.map { $0 + [special.sep] } ?? []
-        guard captionSegmentLength + conceptTokens.count <= fusion.configuration.maxPositionEmbeddings else {
-            throw LightCapError.invalidArgument(reason: "text of \(captionSegmentLength + conceptTokens.count) tokens exceeds max_position_embeddings")
+    package func start(_ contexts: [ImageContext], argmaxOnly: Bool) throws {
+        images = try contexts.map { context in
+            let conceptTokens = context.conceptPieces.map { $0 + [special.sep] } ?? []
+            guard captionSegmentLength + conceptTokens.count <= fusion.configuration.maxPositionEmbeddings else {
+                throw LightCapError.invalidArgument(reason: "text of \(captionSegmentLength + conceptTokens.count) tokens exceeds max_position_embeddings")
+            }
+            return try fusion.imageCache(conceptTokens: conceptTokens, visualTokens: context.visualTokens,
+                                         captionSegmentLength: captionSegmentLength)
         }
-        image = try fusion.imageCache(conceptTokens: conceptTokens, visualTokens: context.visualTokens,
-                                      captionSegmentLength: captionSegmentLength)
         caches.removeAll(keepingCapacity: true)
-        transformedStates.removeAll(keepingCapacity: true)
+        transformedStates = Array(repeating: [], count: contexts.count)
         self.argmaxOnly = argmaxOnly
     }
 
-    func logits(prefixes: [[Int]]) throws -> [[Float]] {
-        guard let image else { preconditionFailure("CachedSession.start comes first") }
+    func logits(prefixes: [[Int]], images imageIndices: [Int]) throws -> [[Float]] {
+        precondition(!images.isEmpty, "CachedSession.start comes first")
         if shouldStop() { throw LightCapError.cancelled(stage: "fusion") }
         var parents: [CaptionCache] = [], tokens: [Int] = []
-        var taken: [[Int]: CaptionCache] = [:]
-        for prefix in prefixes {
+        var taken: [Key: CaptionCache] = [:]
+        for (prefix, image) in zip(prefixes, imageIndices) {
             if let last = prefix.last {
                 // The first child takes the parent's cache over (it then grows in place).
-                guard let parent = caches.removeValue(forKey: Array(prefix.dropLast())) ?? taken[Array(prefix.dropLast())] else {
-                    throw LightCapError.invalidArgument(reason: "cached decoding: prefix \(prefix.dropLast()) was not run before")
+                let parentKey = Key(image: image, prefix: Array(prefix.dropLast()))
+                guard let parent = caches.removeValue(forKey: parentKey) ?? taken[parentKey] else {
+                    throw LightCapError.invalidArgument(reason: "cached decoding: prefix \(prefix.dropLast()) of image \(image) was not run before")
                 }
-                taken[Array(prefix.dropLast())] = parent
+                taken[parentKey] = parent
                 parents.append(parent)
                 tokens.append(last)
             } else {
-                parents.append(CaptionCache(image: image))  // first step: [CLS] at 0
+                parents.append(CaptionCache(image: images[image]))  // first step: [CLS] at 0
                 tokens.append(special.cls)
             }
         }
         taken = [:]  // drop the extra references: a lone child's cache is then unique
         let (hidden, grown) = try fusion.step(caches: consume parents, tokens: tokens, maskID: special.mask)
-        caches = Dictionary(zip(prefixes, grown), uniquingKeysWith: { a, _ in a })
+        let keys = zip(imageIndices, prefixes).map { Key(image: $0, prefix: $1) }
+        caches = Dictionary(zip(keys, grown), uniquingKeysWith: { a, _ in a })
         let states = heads.transformed(hidden)
         guard argmaxOnly else { return splitRows(heads.vocabularyLogits(transformed: states)) }
-        transformedStates.append(states)
+        for (r, image) in imageIndices.enumerated() { transformedStates[image].append(states.rows(r..<(r + 1))) }
         return heads.argmaxExactLogits(transformed: states)
     }
 
     /// With `argmaxOnly` the rows are exact only near their argmax: the log-probabilities come
-    /// from one F32 vocabulary product over all the recorded steps' states at once.
-    func greedyLogProbabilities(of tokens: [Int], rows: [[Float]]) -> [Float] {
+    /// from one F32 vocabulary product over all the image's recorded steps' states at once.
+    func greedyLogProbabilities(of tokens: [Int], rows: [[Float]], image: Int) -> [Float] {
         guard argmaxOnly else { return logSoftmax(at: tokens, rows: rows) }
-        precondition(tokens.count == transformedStates.count, "one token per recorded step")
+        let recorded = transformedStates[image]
+        precondition(tokens.count == recorded.count, "one token per recorded step")
         guard !tokens.isEmpty else { return [] }
-        let d = transformedStates[0].shape[1]
+        let d = recorded[0].shape[1]
         let states = Tensor(zeros: [tokens.count, d])
-        for (i, s) in transformedStates.enumerated() {
+        for (i, s) in recorded.enumerated() {
             s.withUnsafeBufferPointer { (states.storage.base + i * d).update(from: $0.baseAddress!, count: d) }
         }
         let logits = heads.vocabularyLogits(transformed: states)  // [steps, V]
@@ -197,20 +216,31 @@ package struct Hypothesis: Equatable {
 
 enum Decoder {
     /// Rule 11: argmax (lowest id on ties) at each step, stop at [SEP]; score = mean log-prob of
-    /// the chosen tokens, the [SEP] included when emitted.
-    static func greedy(_ session: LogitSession, sep: Int, maxLength: Int) throws -> Hypothesis {
-        var tokens: [Int] = [], chosen: [Int] = [], rows: [[Float]] = []
-        for _ in 0..<maxLength {
-            let logits = try session.logits(prefixes: [tokens])[0]
-            let best = logits.withUnsafeBufferPointer { FastMath.firstIndexOfMax($0) }  // lowest id on ties
-            chosen.append(best)
-            rows.append(logits)
-            if best == sep { break }
-            tokens.append(best)
+    /// the chosen tokens, the [SEP] included when emitted. Decodes the `images` started in
+    /// `session` together: each step runs the unfinished ones in one call.
+    static func greedy(_ session: LogitSession, images: Int, sep: Int, maxLength: Int) throws -> [Hypothesis] {
+        var tokens = [[Int]](repeating: [], count: images), chosen = tokens
+        var rows = [[[Float]]](repeating: [], count: images)
+        var live = Array(0..<images)
+        for _ in 0..<maxLength where !live.isEmpty {
+            let logits = try session.logits(prefixes: live.map { tokens[$0] }, images: live)
+            var next: [Int] = []
+            for (row, image) in zip(logits, live) {
+                let best = row.withUnsafeBufferPointer { FastMath.firstIndexOfMax($0) }  // lowest id on ties
+                chosen[image].append(best)
+                rows[image].append(row)
+                if best != sep {
+                    tokens[image].append(best)
+                    next.append(image)
+                }
+            }
+            live = next
         }
-        let logps = session.greedyLogProbabilities(of: chosen, rows: rows)
-        let mean = logps.isEmpty ? 0 : logps.reduce(0.0) { $0 + Double($1) } / Double(logps.count)
-        return Hypothesis(tokens: tokens, score: mean)
+        return (0..<images).map { image in
+            let logps = session.greedyLogProbabilities(of: chosen[image], rows: rows[image], image: image)
+            let mean = logps.isEmpty ? 0 : logps.reduce(0.0) { $0 + Double($1) } / Double(logps.count)
+            return Hypothesis(tokens: tokens[image], score: mean)
+        }
     }
 
     /// Rule 12: beam search of width `beam` (see docs/FORMAT.md for the exact tie and stop rules).

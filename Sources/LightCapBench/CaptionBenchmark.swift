@@ -1,6 +1,9 @@
 // CaptionBenchmark (`lightcap bench caption`): per-stage timings of captioning one image after
 // warm-up: median and p90 of each stage (decode, preprocess, backbone, concepts, fusion) and of
-// the whole, through one reused CaptionSession as a server or batch job runs.
+// the whole, through one reused CaptionSession as a server or batch job runs. With a batch size
+// above 1 each run captions that many copies as one batch (`CaptionSession.captions`): the
+// stages before fusion are each image's mean, fusion and total the batch's, and "per image" is
+// the total over the batch size.
 
 import Foundation
 import LightCap
@@ -26,26 +29,33 @@ public enum CaptionBenchmark {
     }
 
     /// The stages in pipeline order.
-    public static let stageOrder = ["decode", "preprocess", "backbone", "concepts", "fusion", "total"]
+    public static let stageOrder = ["decode", "preprocess", "backbone", "concepts", "fusion", "total", "per image"]
 
-    /// Captions `imageData` (or, when nil, `syntheticImage`) `warmup` + `runs` times.
+    /// Captions `imageData` (or, when nil, `syntheticImage`) `warmup` + `runs` times, `batch`
+    /// copies at a time.
     public static func run(_ captioner: Captioner, imageData: Data?, options: DecodingOptions, runs: Int,
-                           warmup: Int) throws -> Report {
+                           warmup: Int, batch: Int = 1) throws -> Report {
         let session = try captioner.makeSession()
         let synthetic = syntheticImage(width: 640, height: 480)
-        func once() throws -> Caption {
-            if let imageData { return try session.caption(imageData: imageData, options: options) }
-            return try session.caption(image: synthetic, options: options)
+        let n = max(batch, 1)
+        func once() throws -> [Caption] {
+            if let imageData { return try session.captions(imageData: Array(repeating: imageData, count: n), options: options).map { try $0.get() } }
+            return try session.captions(images: Array(repeating: synthetic, count: n), options: options).map { try $0.get() }
         }
         for _ in 0..<warmup { _ = try once() }
+
         var samples: [String: [Double]] = [:]
         var caption = ""
         for _ in 0..<max(runs, 1) {
-            var c: Caption?
+            var c: [Caption] = []
             let total = try Clock.time { c = try once() }
-            for (k, v) in c!.timings { samples[k, default: []].append(v) }
+            for k in Set(c.flatMap(\.timings.keys)) {
+                let values = c.compactMap { $0.timings[k] }
+                samples[k, default: []].append(k == "fusion" ? values[0] : values.reduce(0, +) / Double(values.count))
+            }
             samples["total", default: []].append(total)
-            caption = c!.text
+            samples["per image", default: []].append(total / Double(n))
+            caption = c[0].text
         }
         let stages = stageOrder.compactMap { name in
             samples[name].map { (name, Stage(medianMs: Statistics.percentile($0, 0.5), p90Ms: Statistics.percentile($0, 0.9))) }

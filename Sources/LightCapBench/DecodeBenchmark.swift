@@ -65,11 +65,11 @@ public enum DecodeBenchmark {
         let cachedSession = CachedSession(fusion: captioner.fusion, heads: captioner.heads, special: captioner.special,
                                           captionSegmentLength: a)
         timings["  stage: image keys/values (concept + visual rows, once)"] = try median(repeats) {
-            try cachedSession.start(context, argmaxOnly: false)
+            try cachedSession.start([context], argmaxOnly: false)
         }
         var hidden = Tensor(zeros: [1, captioner.fusion.hiddenSize])
         timings["  stage: one step, 2 rows through the layers"] = try median(repeats) {
-            (hidden, _) = try captioner.fusion.step(caches: [CaptionCache(image: cachedSession.image!)], tokens: [captioner.special.cls],
+            (hidden, _) = try captioner.fusion.step(caches: [CaptionCache(image: cachedSession.images[0])], tokens: [captioner.special.cls],
                                                    maskID: captioner.special.mask)
         }
         let states = captioner.heads.transformed(hidden)

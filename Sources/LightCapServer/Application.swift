@@ -25,7 +25,6 @@ import ServiceLifecycle
 public func buildApplication(captioner: Captioner,
                              configuration: ServerConfiguration = ServerConfiguration()) throws -> some ApplicationProtocol {
     let service = try CaptionService(captioner: captioner, configuration: configuration)
-    try service.warmUp()
     return makeApplication(service: service)
 }
 
@@ -78,15 +77,15 @@ func buildRouter(service: CaptionService) -> Router<BasicRequestContext> {
         try await captions(request, service: service)
     }
     router.get("/v1/health") { _, _ in
-        let load = await service.limiter.load
+        let load = service.batcher.load
         return jsonResponse(Health(status: "ok", model: service.model.name, active: load.active, waiting: load.waiting,
-                                   maxConcurrent: service.limiter.limit))
+                                   maxConcurrent: service.batcher.workers, maxBatch: service.batcher.maxBatch))
     }
     router.get("/v1/model") { _, _ in
         jsonResponse(service.model)
     }
     router.get("/metrics") { _, _ in
-        let load = await service.limiter.load
+        let load = service.batcher.load
         var headers = HTTPFields()
         headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
         return Response(status: .ok, headers: headers,
@@ -101,7 +100,9 @@ struct Health: Codable {
     var model: String
     var active: Int
     var waiting: Int
+    /// Worker threads, and the most images one of them decodes together.
     var maxConcurrent: Int
+    var maxBatch: Int
 }
 
 /// `POST /v1/caption`: checks the query, the content type and the size, reads the body (raw
@@ -116,14 +117,14 @@ func caption(_ request: Request, service: CaptionService) async throws -> Respon
 }
 
 /// `POST /v1/captions`: a multipart form with one `image` field per image; the answer lists a
-/// caption or an error (with its status) per image, in order. The images are captioned
-/// concurrently under the service's limit.
+/// caption or an error (with its status) per image, in order. The images are queued together,
+/// so the batcher decodes them in one batch where its limits allow.
 func captions(_ request: Request, service: CaptionService) async throws -> Response {
     let options = try service.options(query: request.uri.queryParameters.map { (String($0.key), String($0.value)) })
     let body = try await RequestBody.read(request, limit: service.configuration.maxBodyBytes,
                                           timeout: service.configuration.bodyTimeout, multiple: true,
                                           maxImages: service.configuration.maxImagesPerRequest)
-    service.metrics.batch(images: body.images.count)
+    service.metrics.request(images: body.images.count)
     let items = await withTaskGroup(of: (Int, BatchItem).self) { group in
         for (i, image) in body.images.enumerated() {
             group.addTask {

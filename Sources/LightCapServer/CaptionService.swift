@@ -1,6 +1,6 @@
-// The work behind the HTTP routes: one shared, read-only Captioner; per-request state in pooled
-// CaptionSessions (SessionPool); concurrency bounded by an async limiter (no global lock); the
-// CPU work runs on Dispatch worker threads, never on the NIO event loops or the cooperative pool.
+// The work behind the HTTP routes: one shared, read-only Captioner; the captions computed by the
+// CaptionBatcher's worker threads (each with its own CaptionSession), which batch concurrent
+// requests; each request bounded by its deadline.
 
 import Dispatch
 import Foundation
@@ -16,42 +16,6 @@ struct APIError: Error, CustomStringConvertible {
     var message: String
     var headers: HTTPFields = [:]
     var description: String { "\(status.code): \(message)" }
-}
-
-/// A counting async semaphore: at most `limit` holders, at most `maxWaiting` waiters (FIFO).
-actor AsyncLimiter {
-    let limit: Int
-    let maxWaiting: Int
-    private var active = 0
-    private var waiters: [CheckedContinuation<Void, Never>] = []
-
-    init(limit: Int, maxWaiting: Int) {
-        self.limit = max(1, limit)
-        self.maxWaiting = max(0, maxWaiting)
-    }
-
-    /// Takes a slot, waiting in line if none is free; false when the line is full.
-    func acquire() async -> Bool {
-        if active < limit {
-            active += 1
-            return true
-        }
-        guard waiters.count < maxWaiting else { return false }
-        await withCheckedContinuation { waiters.append($0) }
-        return true  // the releasing holder handed its slot over
-    }
-
-    /// Gives a slot back (to the first waiter, if any).
-    func release() {
-        if waiters.isEmpty {
-            active -= 1
-        } else {
-            waiters.removeFirst().resume()
-        }
-    }
-
-    /// Slots in use and requests waiting (for tests and `GET /v1/health`).
-    var load: (active: Int, waiting: Int) { (active, waiters.count) }
 }
 
 /// The caption JSON answered by `POST /v1/caption`.
@@ -70,13 +34,16 @@ public struct CaptionResponse: Codable, Sendable, Equatable {
     public var tokenIds: [Int]
     /// Concepts that steered the caption, best first.
     public var concepts: [Concept]
-    /// Milliseconds per stage (the Captioner's, plus `queue` waiting for a slot and `total`).
+    /// Milliseconds per stage (the Captioner's, plus `queue` waiting for a worker and `total`;
+    /// `fusion` is the time of the whole batch the image was decoded in).
     public var timings: [String: Double]
     /// The decoding options used.
     public var beam: Int
     public var maxLength: Int
+    /// Images decoded together with this one (1: alone).
+    public var batchSize: Int
 
-    init(_ caption: Caption, options: DecodingOptions, queueMs: Double, totalMs: Double) {
+    init(_ caption: Caption, options: DecodingOptions, batchSize: Int, queueMs: Double, totalMs: Double) {
         self.caption = caption.text
         score = caption.score
         tokens = caption.tokens
@@ -88,6 +55,7 @@ public struct CaptionResponse: Codable, Sendable, Equatable {
         timings = t
         beam = options.beamSize
         maxLength = options.maxLength
+        self.batchSize = batchSize
     }
 }
 
@@ -115,22 +83,21 @@ public struct ModelResponse: Codable, Sendable, Equatable {
     public var maxMaxLength: Int
 }
 
-/// Captions request bodies with the shared Captioner under the concurrency limit.
+/// Captions request bodies with the shared Captioner through the batcher's workers.
 final class CaptionService: Sendable {
     let captioner: Captioner
-    let sessions: SessionPool
     let metrics = ServiceMetrics()
     let configuration: ServerConfiguration
-    let limiter: AsyncLimiter
+    let batcher: CaptionBatcher
     let model: ModelResponse
-    private static let workQueue = DispatchQueue(label: "lightcap.server.caption", qos: .userInitiated,
-                                                 attributes: .concurrent)
 
     init(captioner: Captioner, configuration: ServerConfiguration) throws {
         self.captioner = captioner
-        sessions = SessionPool(captioner: captioner)
         self.configuration = configuration
-        limiter = AsyncLimiter(limit: configuration.maxConcurrentCaptions, maxWaiting: configuration.maxQueuedRequests)
+        batcher = try CaptionBatcher(
+            captioner: captioner, workers: configuration.maxConcurrentCaptions, maxBatch: configuration.maxBatchSize,
+            window: configuration.batchWindow, maxWaiting: configuration.maxQueuedRequests,
+            imageLimits: ImageLimits(maxPixels: configuration.maxPixels), metrics: metrics)
         let c = captioner.configuration
         var parameters: Int?
         if let url = configuration.modelDirectory {
@@ -148,6 +115,8 @@ final class CaptionService: Sendable {
             defaultMaxLength: min(max(1, c.decoding.maxLength), c.decoding.longestCaption),
             maxMaxLength: c.decoding.longestCaption)
     }
+
+    deinit { batcher.stop() }
 
     /// Parses `beam` and `max_length`; anything else in the query is an error (typos surface).
     func options(query: [(key: String, value: String)]) throws -> DecodingOptions {
@@ -185,72 +154,66 @@ final class CaptionService: Sendable {
     /// Refuses new captions from now on (the accepted ones finish).
     func startDraining() { draining.set() }
 
-    /// One caption of a small synthetic image, so that the first request does not pay for
-    /// oneDNN's kernel generation.
-    func warmUp() throws {
-        let side = 64
-        let pixels = (0..<(side * side * 3)).map { UInt8(($0 * 7) % 251) }
-        _ = try sessions.withSession { try $0.caption(image: RGBImage(width: side, height: side, pixels: pixels)) }
-    }
-
-    /// Captions `data` once a slot is free, on a worker thread, within `requestTimeout`: past
-    /// it the answer is 503 at once and the work stops at its next step (or, still waiting for
-    /// a slot, never starts).
+    /// Captions `data` on a worker thread, within `requestTimeout`: past it the answer is 503 at
+    /// once and the work stops (still waiting, it never starts; in a batch, the batch stops at its
+    /// next step once all its requests are past their deadlines).
     func caption(_ data: Data, options: DecodingOptions) async throws -> CaptionResponse {
         guard !isDraining else { throw APIError(status: .serviceUnavailable, message: "draining: the server is shutting down") }
         let start = DispatchTime.now()
         let job = CancelFlag()
-        let answer = OnceContinuation<CaptionResponse>()
         let timeout = configuration.requestTimeout
-        return try await withCheckedThrowingContinuation { continuation in
-            answer.set(continuation)
-            let deadline = Task {
-                do { try await Task.sleep(nanoseconds: UInt64(max(timeout, 0) * 1e9)) } catch { return }  // answered in time
-                guard !answer.isResumed else { return }
-                job.set()
-                answer.resume(.failure(APIError(status: .serviceUnavailable,
-                                                message: String(format: "timed out after %g s (waiting and captioning)", timeout))))
-            }
-            Task {
-                do { answer.resume(.success(try await self.run(data, options: options, job: job, start: start))) } catch {
-                    answer.resume(.failure(error))
-                }
-                deadline.cancel()
-            }
+        return try await withDeadline(seconds: timeout, onTimeout: {
+            job.set()  // after the answer: the work's own "cancelled" never wins the race
+            return APIError(status: .serviceUnavailable,
+                            message: String(format: "timed out after %g s (waiting and captioning)", timeout))
+        }) {
+            try await self.run(data, options: options, job: job, start: start)
         }
     }
 
-    /// Waits for a slot, then captions on a worker thread (the slot is given back there).
+    /// Queues `data` for the batcher's workers and waits for its caption.
     private func run(_ data: Data, options: DecodingOptions, job: CancelFlag, start: DispatchTime) async throws -> CaptionResponse {
-        guard await limiter.acquire() else {
-            var headers = HTTPFields()
-            headers[.retryAfter] = "1"
-            throw APIError(status: .serviceUnavailable,
-                           message: "server busy: \(configuration.maxQueuedRequests) requests already waiting", headers: headers)
-        }
-        let queued = DispatchTime.now()
-        let sessions = self.sessions
-        let limits = ImageLimits(maxPixels: configuration.maxPixels)
-        let result: Result<Caption, any Error> = await withCheckedContinuation { continuation in
-            Self.workQueue.async {
-                continuation.resume(returning: Result {
-                    if job.isSet { throw LightCapError.cancelled(stage: "the queue") }
-                    return try sessions.withSession { session in
-                        session.shouldStop = { job.isSet }
-                        session.imageLimits = limits
-                        defer { session.shouldStop = { false } }
-                        return try session.caption(imageData: data, options: options)
-                    }
-                })
+        let (result, started, batchSize) = try await withCheckedThrowingContinuation {
+            (continuation: CheckedContinuation<(Result<Caption, any Error>, DispatchTime, Int), any Error>) in
+            let accepted = batcher.submit(.init(data: data, options: options, cancel: job) {
+                continuation.resume(returning: ($0, $1, $2))
+            })
+            if !accepted {
+                var headers = HTTPFields()
+                headers[.retryAfter] = "1"
+                continuation.resume(throwing: APIError(
+                    status: .serviceUnavailable,
+                    message: "server busy: \(configuration.maxQueuedRequests) requests already waiting", headers: headers))
             }
         }
-        await limiter.release()
         let caption = try result.get()
         let end = DispatchTime.now()
         func ms(_ a: DispatchTime, _ b: DispatchTime) -> Double { Double(b.uptimeNanoseconds - a.uptimeNanoseconds) / 1e6 }
-        let response = CaptionResponse(caption, options: options, queueMs: ms(start, queued), totalMs: ms(start, end))
+        let response = CaptionResponse(caption, options: options, batchSize: batchSize, queueMs: ms(start, started),
+                                       totalMs: ms(start, end))
         metrics.caption(timings: response.timings)
         return response
+    }
+}
+
+/// Runs `work` against a deadline: `work`'s result when it ends within `seconds`, else, at once,
+/// the error `onTimeout` makes (while `work` runs on unawaited; `onTimeout` is where to tell it to
+/// stop).
+func withDeadline<T: Sendable>(seconds: Double, onTimeout: @escaping @Sendable () -> any Error,
+                               _ work: @escaping @Sendable () async throws -> T) async throws -> T {
+    let answer = OnceContinuation<T>()
+    return try await withCheckedThrowingContinuation { continuation in
+        answer.set(continuation)
+        let deadline = Task {
+            do { try await Task.sleep(nanoseconds: UInt64(max(seconds, 0) * 1e9)) } catch { return }  // answered in time
+            guard !answer.isResumed else { return }
+            let error = onTimeout()
+            answer.resume(.failure(error))
+        }
+        Task {
+            do { answer.resume(.success(try await work())) } catch { answer.resume(.failure(error)) }
+            deadline.cancel()
+        }
     }
 }
 

@@ -74,27 +74,16 @@ struct RequestBody {
     /// The whole body: 413 past `limit` bytes, 408 when it has not all arrived after `timeout`
     /// seconds (a client trickling bytes holds no caption slot, and not for long).
     static func collect(_ body: Hummingbird.RequestBody, limit: Int, timeout: Double) async throws -> ByteBuffer {
-        let answer = OnceContinuation<ByteBuffer>()
-        return try await withCheckedThrowingContinuation { continuation in
-            answer.set(continuation)
-            let deadline = Task {
-                do { try await Task.sleep(nanoseconds: UInt64(max(timeout, 0) * 1e9)) } catch { return }  // arrived in time
-                guard !answer.isResumed else { return }
-                var headers = HTTPFields()
-                headers[.connection] = "close"
-                answer.resume(.failure(APIError(status: .requestTimeout,
-                                                message: String(format: "the body did not arrive within %g s", timeout),
-                                                headers: headers)))
-            }
-            Task {
-                do {
-                    answer.resume(.success(try await body.collect(upTo: limit)))
-                } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
-                    answer.resume(.failure(APIError(status: .contentTooLarge, message: "body is over the limit of \(limit) bytes")))
-                } catch {
-                    answer.resume(.failure(error))
-                }
-                deadline.cancel()
+        try await withDeadline(seconds: timeout, onTimeout: {
+            var headers = HTTPFields()
+            headers[.connection] = "close"
+            return APIError(status: .requestTimeout, message: String(format: "the body did not arrive within %g s", timeout),
+                            headers: headers)
+        }) {
+            do {
+                return try await body.collect(upTo: limit)
+            } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
+                throw APIError(status: .contentTooLarge, message: "body is over the limit of \(limit) bytes")
             }
         }
     }

@@ -10,8 +10,12 @@ public struct ServerConfiguration: Sendable {
     public var port: Int
     /// Largest accepted request body in bytes (default 32 MiB); larger bodies get 413.
     public var maxBodyBytes: Int
-    /// Captions computed at once (default: the number of cores).
+    /// Worker threads computing captions (default: the number of cores).
     public var maxConcurrentCaptions: Int
+    /// Most requests one worker captions together in a batch (1: one at a time).
+    public var maxBatchSize: Int
+    /// Seconds a free worker waits after a request arrived for others to batch with it.
+    public var batchWindow: Double
     /// Requests allowed to wait for a free slot; more get 503.
     public var maxQueuedRequests: Int
     /// Largest `beam` a request may ask for.
@@ -34,6 +38,7 @@ public struct ServerConfiguration: Sendable {
 
     public init(host: String = "127.0.0.1", port: Int = 8080, maxBodyBytes: Int = 32 << 20,
                 maxConcurrentCaptions: Int = ProcessInfo.processInfo.activeProcessorCount,
+                maxBatchSize: Int = 8, batchWindow: Double = 0.002,
                 maxQueuedRequests: Int = 64, maxBeamSize: Int = 16, maxImagesPerRequest: Int = 16,
                 requestTimeout: Double = 30, bodyTimeout: Double = 30, maxPixels: Int = 100_000_000,
                 apiKey: String? = nil, corsOrigins: [String] = [], modelDirectory: URL? = nil) {
@@ -41,6 +46,8 @@ public struct ServerConfiguration: Sendable {
         self.port = port
         self.maxBodyBytes = maxBodyBytes
         self.maxConcurrentCaptions = maxConcurrentCaptions
+        self.maxBatchSize = maxBatchSize
+        self.batchWindow = batchWindow
         self.maxQueuedRequests = maxQueuedRequests
         self.maxBeamSize = maxBeamSize
         self.maxImagesPerRequest = maxImagesPerRequest

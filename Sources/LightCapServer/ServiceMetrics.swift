@@ -1,7 +1,8 @@
 // ServiceMetrics: what `GET /metrics` reports, in the Prometheus text format (swift-prometheus's
 // registry, one per service): requests by route, method and status with their latency; the time
 // of each caption stage (queue, decode, preprocess, backbone, concepts, fusion, total); images per
-// `POST /v1/captions`; and, read at each scrape, the captions in flight and the requests waiting.
+// decoding batch and per `POST /v1/captions`; and, read at each scrape, the captions in flight and
+// the requests waiting.
 
 import Prometheus
 
@@ -37,16 +38,22 @@ final class ServiceMetrics: Sendable {
     }
 
     /// The images of one `POST /v1/captions` request.
-    func batch(images: Int) {
-        registry.makeValueHistogram(descriptor: Self.name("batch", "images", "Images per POST /v1/captions request"),
+    func request(images: Int) {
+        registry.makeValueHistogram(descriptor: Self.name("request", "images", "Images per POST /v1/captions request"),
                                     labels: [], buckets: Self.batchBuckets).record(Double(images))
+    }
+
+    /// One batch run by a worker (CaptionBatcher).
+    func batch(size: Int) {
+        registry.makeValueHistogram(descriptor: Self.name("batch", "images", "Images captioned together in one batch"),
+                                    labels: [], buckets: Self.batchBuckets).record(Double(size))
     }
 
     /// The exposition, with the gauges set to `active` captions and `waiting` requests.
     func exposition(active: Int, waiting: Int) -> String {
         registry.makeGauge(descriptor: Self.name("captions_in_flight", "", "Captions being computed now"), labels: [])
             .set(to: Double(active))
-        registry.makeGauge(descriptor: Self.name("queue_depth", "requests", "Requests waiting for a caption slot"), labels: [])
+        registry.makeGauge(descriptor: Self.name("queue_depth", "requests", "Requests waiting for a worker"), labels: [])
             .set(to: Double(waiting))
         return registry.emitToString()
     }

@@ -30,7 +30,9 @@ struct BenchCommand: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Time each stage of captioning (warm-up, then median and p90 over runs).",
             discussion: """
-                Without --image, a synthetic 640x480 image is captioned (no decode stage).
+                Without --image, a synthetic 640x480 image is captioned (no decode stage). With
+                --batch N each run captions N copies as one batch (greedy decoding runs them
+                through the fusion model together); "per image" is the run's total over N.
                 Example: lightcap bench caption --image examples/scene1.png --runs 50 --threads 2
                 """)
 
@@ -43,6 +45,9 @@ struct BenchCommand: ParsableCommand {
         @Option(name: .long, help: "Untimed warm-up runs.")
         var warmup: Int = 3
 
+        @Option(name: .long, help: "Images captioned as one batch in each run.")
+        var batch: Int = 1
+
         @Flag(name: .long, help: "Print one JSON object instead of a table.")
         var json = false
 
@@ -52,6 +57,7 @@ struct BenchCommand: ParsableCommand {
         func validate() throws {
             guard runs >= 1 else { throw ValidationError("--runs must be at least 1") }
             guard warmup >= 0 else { throw ValidationError("--warmup must be 0 or more") }
+            guard (1...1024).contains(batch) else { throw ValidationError("--batch must be in 1...1024") }
         }
 
         func run() throws {
@@ -63,7 +69,8 @@ struct BenchCommand: ParsableCommand {
                 guard let d = FileManager.default.contents(atPath: image) else { throw CLIError.noSuchPath(image) }
                 data = d
             }
-            let report = try CaptionBenchmark.run(captioner!, imageData: data, options: options, runs: runs, warmup: warmup)
+            let report = try CaptionBenchmark.run(captioner!, imageData: data, options: options, runs: runs, warmup: warmup,
+                                                 batch: batch)
             let directory = captioner!.modelDirectory
             let weights = try ModelDirectory(url: directory).weightsURL
             let bytes = (try? FileManager.default.attributesOfItem(atPath: weights.path)[.size] as? Int) ?? 0
@@ -72,12 +79,12 @@ struct BenchCommand: ParsableCommand {
             let imageName = image ?? "synthetic 640x480"
             if json {
                 struct Output: Encodable {
-                    var model: String, threads: Int, runs: Int, warmup: Int, decoding: String, max_length: Int
+                    var model: String, threads: Int, runs: Int, warmup: Int, batch: Int, decoding: String, max_length: Int
                     var load_ms: Double, model_bytes: Int, parameters: Int, caption: String, image: String
                     var stages: [String: CaptionBenchmark.Stage]
                 }
                 try BenchCommand.printJSON(Output(
-                    model: directory.path, threads: model.threads, runs: runs, warmup: warmup, decoding: decodingName,
+                    model: directory.path, threads: model.threads, runs: runs, warmup: warmup, batch: batch, decoding: decodingName,
                     max_length: options.maxLength, load_ms: loadMs, model_bytes: bytes, parameters: params,
                     caption: report.caption, image: imageName,
                     stages: Dictionary(report.stages.map { ($0.name, $0.summary) }, uniquingKeysWith: { a, _ in a })))
@@ -85,7 +92,7 @@ struct BenchCommand: ParsableCommand {
             }
             print("model      \(directory.path) (\(captioner!.configuration.name), \(String(format: "%.1f MB", Double(bytes) / 1e6)), \(params) parameters)")
             print("image      \(imageName)")
-            print("decoding   \(decodingName), max \(options.maxLength) tokens; threads \(model.threads); \(warmup) warm-up + \(runs) runs")
+            print("decoding   \(decodingName), max \(options.maxLength) tokens; threads \(model.threads); batch \(batch); \(warmup) warm-up + \(runs) runs")
             print(String(format: "load       %.1f ms", loadMs))
             print("caption    \(report.caption)")
             print("stage          median ms     p90 ms")

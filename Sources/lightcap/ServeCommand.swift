@@ -27,8 +27,14 @@ struct ServeCommand: ParsableCommand {
     @Option(name: .customLong("max-body-mb"), help: "Largest request body in MiB (larger ones get 413).")
     var maxBodyMB: Double = 32
 
-    @Option(help: "Captions computed at once. Default: the number of cores.")
+    @Option(help: "Worker threads computing captions. Default: the number of cores.")
     var concurrency: Int = ProcessInfo.processInfo.activeProcessorCount
+
+    @Option(name: .customLong("max-batch"), help: "Most requests a worker captions together (greedy decoding runs them through the fusion model at once); 1: one at a time.")
+    var maxBatch: Int = 8
+
+    @Option(name: .customLong("batch-window-ms"), help: "Milliseconds a free worker waits after a request arrives for others to batch with it.")
+    var batchWindowMs: Double = 2
 
     @Option(help: "Threads for the kernels (oneDNN) in each caption.")
     var threads: Int = 1
@@ -37,7 +43,7 @@ struct ServeCommand: ParsableCommand {
                                valueName: "kind"))
     var convolutions: ConvolutionPolicy = .exact
 
-    @Option(name: .customLong("max-queue"), help: "Requests that may wait for a slot; more get 503 with Retry-After.")
+    @Option(name: .customLong("max-queue"), help: "Requests that may wait for a worker; more get 503 with Retry-After.")
     var maxQueue: Int = 64
 
     @Option(name: .customLong("timeout"), help: "Seconds a caption may take, waiting included; past it 503 and the work stops.")
@@ -67,6 +73,10 @@ struct ServeCommand: ParsableCommand {
             throw ValidationError("--max-body-mb must lie in (0, 1024], got \(maxBodyMB)")
         }
         guard concurrency >= 1 else { throw ValidationError("--concurrency must be at least 1, got \(concurrency)") }
+        guard (1...256).contains(maxBatch) else { throw ValidationError("--max-batch must lie in 1...256, got \(maxBatch)") }
+        guard batchWindowMs >= 0, batchWindowMs <= 1000 else {
+            throw ValidationError("--batch-window-ms must lie in [0, 1000], got \(batchWindowMs)")
+        }
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1, got \(threads)") }
         guard maxQueue >= 0 else { throw ValidationError("--max-queue must be 0 or more, got \(maxQueue)") }
         guard timeout > 0, bodyTimeout > 0 else { throw ValidationError("--timeout and --body-timeout must be positive") }
@@ -88,11 +98,11 @@ struct ServeCommand: ParsableCommand {
         let key = apiKey ?? ProcessInfo.processInfo.environment["LIGHTCAP_API_KEY"].flatMap { $0.isEmpty ? nil : $0 }
         let configuration = ServerConfiguration(
             host: host, port: port, maxBodyBytes: Int(maxBodyMB * 1024 * 1024), maxConcurrentCaptions: concurrency,
-            maxQueuedRequests: maxQueue, maxImagesPerRequest: maxImages, requestTimeout: timeout, bodyTimeout: bodyTimeout,
+            maxBatchSize: maxBatch, batchWindow: batchWindowMs / 1000, maxQueuedRequests: maxQueue, maxImagesPerRequest: maxImages, requestTimeout: timeout, bodyTimeout: bodyTimeout,
             maxPixels: Int(maxMegapixels * 1_000_000), apiKey: key, corsOrigins: corsOrigins, modelDirectory: directory)
         let app = try buildApplication(captioner: captioner, configuration: configuration)
         print("lightcap serve: model \(captioner.configuration.name) from \(directory.path), "
-              + "http://\(host):\(port)/v1/caption, \(concurrency) at once, body limit \(configuration.maxBodyBytes) bytes")
+              + "http://\(host):\(port)/v1/caption, \(concurrency) workers, batches of up to \(maxBatch) (window \(batchWindowMs) ms), body limit \(configuration.maxBodyBytes) bytes")
         // The root command is synchronous: run the service in a task and wait for it here.
         let outcome = Outcome()
         Task {

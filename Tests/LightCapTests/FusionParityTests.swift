@@ -122,6 +122,64 @@ final class FusionParityTests: XCTestCase {
         }
     }
 
+    /// Greedy decoding of every fixture case in one batch (cached with the F32 and the INT8
+    /// vocabulary product, and uncached) gives each case the reference's ids and score, as
+    /// decoding it alone does; the batch holds the cases twice over, in two orders.
+    func runBatchParity(size: String) throws {
+        guard let fx = try FixtureSet.load(size: size) else { throw XCTSkip("LIGHTCAP_FIXTURES not set") }
+        let cap = fx.captioner
+        let session = try cap.makeSession()
+        let cases = fx.cases + fx.cases.reversed()
+        let features = try cases.map { try cap.imageFeatures(grid: try fx.tensor($0, "grid")) }
+        for (useCache, f32Vocabulary) in [(true, true), (true, false), (false, true)] {
+            let options = DecodingOptions(beamSize: 1, maxLength: fx.maxLength, useCache: useCache)
+            let batch = try session.decode(features: features, options: options, f32Vocabulary: f32Vocabulary)
+            XCTAssertEqual(batch.count, cases.count)
+            for (c, hypothesis) in zip(cases, batch) {
+                let what = "\(size) \(c) batched greedy (cache \(useCache), F32 \(f32Vocabulary))"
+                XCTAssertEqual(hypothesis.tokens, try fx.ints(c, "greedy_ids"), what)
+                XCTAssertEqual(hypothesis.score, Double(try fx.tensor(c, "greedy_score")[flat: 0]), accuracy: 1e-4, what)
+            }
+        }
+    }
+
+    func testTinyBatchParity() throws { try runBatchParity(size: "tiny") }
+    func testBaseBatchParity() throws { try runBatchParity(size: "base") }
+    func testTinyNoConceptsBatchParity() throws { try runBatchParity(size: "tiny-no-concepts") }
+
+    /// A batch of image files (the committed model and examples): each caption equals the file
+    /// captioned alone (greedy and beam), a bad file fails in its place and the others go on.
+    func testBatchOfFilesKeepsOrderAndErrors() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let captioner = try Captioner(modelDirectory: root.appendingPathComponent("models/default"))
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("lightcap-batch-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let broken = folder.appendingPathComponent("broken.png")
+        try Data("not an image".utf8).write(to: broken)
+        let missing = folder.appendingPathComponent("missing.png")
+        let examples = (1...3).map { root.appendingPathComponent("examples/scene\($0).png") }
+        let inputs = [examples[0], broken, examples[1], missing, examples[2], examples[0]]
+        let session = try captioner.makeSession()
+        for beam in [1, 3] {
+            let options = DecodingOptions(beamSize: beam, maxLength: 20)
+            let results = try session.captions(imagesAt: inputs, options: options)
+            XCTAssertEqual(results.count, inputs.count)
+            for (url, result) in zip(inputs, results) {
+                switch (try? session.caption(imageAt: url, options: options), result) {
+                case (let alone?, .success(let batched)):
+                    XCTAssertEqual(batched.tokenIds, alone.tokenIds, "beam \(beam) \(url.lastPathComponent)")
+                    XCTAssertEqual(batched.score, alone.score, accuracy: 1e-5, "beam \(beam) \(url.lastPathComponent)")
+                case (nil, .failure(let error)):
+                    XCTAssertTrue(url == broken || "\(error)".contains(url.path), "\(error)")
+                default:
+                    XCTFail("beam \(beam) \(url.lastPathComponent): alone and batched disagree on success")
+                }
+            }
+        }
+        XCTAssertThrowsError(try session.captions(imagesAt: examples, options: DecodingOptions(beamSize: 0)))
+    }
+
     /// The whole pipeline from the fixture pixels (backbone included) gives the reference captions.
     func runPipeline(size: String, convolutions: ConvolutionPolicy = .exact) throws {
         guard let fx = try FixtureSet.load(size: size) else { throw XCTSkip("LIGHTCAP_FIXTURES not set") }
@@ -219,10 +277,10 @@ final class FusionParityTests: XCTestCase {
         let tokens = plainRows.map { row in row.indices.max { row[$0] < row[$1] || (row[$0] == row[$1] && $0 > $1) }! }
         let session = CachedSession(fusion: cap.fusion, heads: heads, special: cap.special,
                                     captionSegmentLength: cap.configuration.decoding.captionSegmentLength)
-        try session.start(ImageContext(conceptPieces: cap.conceptSegment(features.concepts), visualTokens: features.visualTokens),
+        try session.start([ImageContext(conceptPieces: cap.conceptSegment(features.concepts), visualTokens: features.visualTokens)],
                           argmaxOnly: true)
-        session.transformedStates = (0..<20).map { states.rows($0..<($0 + 1)) }
-        let exact = session.greedyLogProbabilities(of: tokens, rows: [])
+        session.transformedStates = [(0..<20).map { states.rows($0..<($0 + 1)) }]
+        let exact = session.greedyLogProbabilities(of: tokens, rows: [], image: 0)
         for (r, row) in plainRows.enumerated() {
             let reference = Double(row[tokens[r]]) - row.withUnsafeBufferPointer { LogSoftmax.logSumExpReference($0) }
             XCTAssertEqual(Double(exact[r]), reference, accuracy: 1e-5, "row \(r): log-probability of token \(tokens[r])")
