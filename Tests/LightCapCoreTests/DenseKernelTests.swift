@@ -85,7 +85,9 @@ final class DenseKernelTests: XCTestCase {
 
     func testAttentionMatchesReference() {
         var rng = SeededRandom(seed: 7)
-        for (tq, tk, heads, d) in [(1, 1, 1, 1), (2, 80, 12, 26), (33, 33, 4, 32), (5, 9, 3, 7)] {
+        // Both paths: up to Attention.fewQueries query rows (decoding) and more.
+        for (tq, tk, heads, d) in [(1, 1, 1, 1), (2, 80, 12, 26), (33, 33, 4, 32), (5, 9, 3, 7), (2, 45, 4, 32), (4, 21, 2, 19),
+                                   (Attention.fewQueries + 1, 30, 4, 32)] {
             let q = rng.tensor([tq, heads * d]), k = rng.tensor([tk, heads * d]), v = rng.tensor([tk, heads * d])
             var mask = Tensor(zeros: [tq, tk])
             for i in 0..<tq { for j in 0..<tk where (i + j) % 3 == 1 && j != 0 { mask[i, j] = -10000 } }
