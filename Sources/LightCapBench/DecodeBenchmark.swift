@@ -1,7 +1,8 @@
 // DecodeBenchmark (`lightcap bench decode`): the fusion model's caption decoding on a folder
 // written by scripts/bench_decode.py (model/ and grid.safetensors), which prints the table beside
-// PyTorch and ONNX Runtime: median thread CPU milliseconds of each workload, the stages of one
-// cached greedy step alone and inside the loop, and the decoded ids (the script checks them).
+// PyTorch and ONNX Runtime: median thread CPU milliseconds of each workload (greedy also in
+// batches of 4 and 16 images), the stages of one cached greedy step alone and inside the loop,
+// and the decoded ids (the script checks them).
 
 import Foundation
 import LightCap
@@ -42,6 +43,18 @@ public enum DecodeBenchmark {
         let greedy = try session.decode(features: features, options: .init(beamSize: 1, maxLength: 20, useCache: true))
         timings["greedy 20, Swift cached (default: \(QuantizedDecoder.hasVNNI ? "INT8" : "F32") vocabulary here)"] = try median(repeats) {
             _ = try session.decode(features: features, options: .init(beamSize: 1, maxLength: 20, useCache: true))
+        }
+        for batch in [4, 16] {
+            // The same image `batch` times as one batch (CaptionSession.decode runs their steps
+            // together): milliseconds per image.
+            let many = Array(repeating: features, count: batch)
+            let tokens = try session.decode(features: many, options: .init(beamSize: 1, maxLength: 20, useCache: true)).map(\.tokens)
+            guard tokens.allSatisfy({ $0 == greedy.tokens }) else {
+                throw LightCapError.invalidArgument(reason: "batched greedy decoding differs from one at a time")
+            }
+            timings["greedy 20, Swift cached, batch of \(batch), per image"] = try median(repeats) {
+                _ = try session.decode(features: many, options: .init(beamSize: 1, maxLength: 20, useCache: true))
+            } / Double(batch)
         }
         timings["greedy 20, Swift cached, INT8 vocabulary"] = try median(repeats) {
             _ = try session.decode(features: features, options: .init(beamSize: 1, maxLength: 20, useCache: true), f32Vocabulary: false)

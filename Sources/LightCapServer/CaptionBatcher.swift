@@ -1,8 +1,9 @@
 // CaptionBatcher: the service's caption workers and their queue. Requests wait in one bounded
 // FIFO queue; each of `workers` threads owns a CaptionSession and, when free, takes the oldest
-// request together with up to `maxBatch - 1` later ones that ask for the same decoding options,
-// waiting at most `window` after the oldest arrived for companions (no waiting once `maxBatch`
-// are there). The batch is captioned in one call (`CaptionSession.captions`): each image
+// request together with up to `maxBatch - 1` later ones that ask for the same decoding options.
+// While another worker is busy (the service is under load) it waits at most `window` after the
+// oldest arrived for companions (no waiting once `maxBatch` are there); with all others idle it
+// starts at once. The batch is captioned in one call (`CaptionSession.captions`): each image
 // through the backbone on its own, then greedy decoding of all of them through the fusion model
 // together, with the tokens of one at a time. `maxBatch` 1 is one request at a time. The CPU
 // work runs on these threads, never on the NIO event loops or the cooperative pool.
@@ -30,7 +31,8 @@ final class CaptionBatcher: @unchecked Sendable {
 
     let workers: Int
     let maxBatch: Int
-    /// Seconds a free worker waits after the oldest request arrived for more to batch with it.
+    /// Seconds a free worker waits after the oldest request arrived for more to batch with it
+    /// (only while another worker is busy).
     let window: Double
     /// Requests that may wait beyond those a free worker is about to take.
     let maxWaiting: Int
@@ -155,7 +157,9 @@ final class CaptionBatcher: @unchecked Sendable {
             let companions = queue.indices.filter { queue[$0].options == first.options }.prefix(maxBatch)
             let due = first.arrived.uptimeNanoseconds + UInt64(window * 1e9)
             let now = DispatchTime.now().uptimeNanoseconds
-            if companions.count == maxBatch || now >= due {
+            // With every other worker idle there is no load to batch: no waiting (a lone client
+            // pays no window).
+            if companions.count == maxBatch || now >= due || busyWorkers == 0 {
                 let batch = companions.map { queue[$0] }
                 for i in companions.reversed() { queue.remove(at: i) }
                 busyWorkers += 1

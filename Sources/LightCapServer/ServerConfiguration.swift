@@ -14,7 +14,8 @@ public struct ServerConfiguration: Sendable {
     public var maxConcurrentCaptions: Int
     /// Most requests one worker captions together in a batch (1: one at a time).
     public var maxBatchSize: Int
-    /// Seconds a free worker waits after a request arrived for others to batch with it.
+    /// Seconds a free worker waits after a request arrived for others to batch with it (only
+    /// while another worker is busy: a lone request never waits).
     public var batchWindow: Double
     /// Requests allowed to wait for a free slot; more get 503.
     public var maxQueuedRequests: Int

@@ -33,7 +33,7 @@ struct ServeCommand: ParsableCommand {
     @Option(name: .customLong("max-batch"), help: "Most requests a worker captions together (greedy decoding runs them through the fusion model at once); 1: one at a time.")
     var maxBatch: Int = 8
 
-    @Option(name: .customLong("batch-window-ms"), help: "Milliseconds a free worker waits after a request arrives for others to batch with it.")
+    @Option(name: .customLong("batch-window-ms"), help: "Milliseconds a free worker waits after a request arrives for others to batch with it (only while another worker is busy).")
     var batchWindowMs: Double = 2
 
     @Option(help: "Threads for the kernels (oneDNN) in each caption.")
