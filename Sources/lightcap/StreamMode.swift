@@ -23,6 +23,7 @@ extension CaptionCommand {
     func validateStream() throws {
         if let format, format != .jsonl { throw ValidationError("--stream writes jsonl; --format \(format.rawValue) does not apply") }
         if sidecar != nil { throw ValidationError("--sidecar does not apply with --stream") }
+        if batch != nil { throw ValidationError("--batch does not apply with --stream (each line is answered as soon as it is captioned)") }
         if paths.count > 1 && paths.contains("-") {
             throw ValidationError("with --stream, '-' (standard input) must be the only input")
         }

@@ -125,6 +125,30 @@ final class CommandLineTests: LightCapCLITestCase {
         XCTAssert(r.stdout.contains("scene2.png"))
     }
 
+    /// Batches (of 2, and the default) give the captions of one at a time, in order, a failing
+    /// file failing alone in the middle of a batch.
+    func testBatchesGiveTheCaptionsOfOneAtATime() throws {
+        let model = try tinyModel()
+        let dir = try scratchImages()
+        let bad = dir.appendingPathComponent("broken.png")
+        try Data("not an image".utf8).write(to: bad)
+        let files = ["scene1.png", "broken.png", "scene2.png", "scene3.png", "scene1.png"].map { dir.appendingPathComponent($0).path }
+        func captions(_ extra: [String]) throws -> [String] {
+            let r = try lightcap(["caption"] + files + ["--model", model, "--beam", "1"] + extra)
+            XCTAssertEqual(r.status, 1, r.stderr)
+            XCTAssertEqual(r.stderr.components(separatedBy: "broken.png:").count, 2, r.stderr)
+            return r.stdout.split(separator: "\n").map(String.init)
+        }
+        let alone = try captions(["--batch", "1"])
+        XCTAssertEqual(alone.count, 4)
+        XCTAssertEqual(alone.map { $0.components(separatedBy: ": ")[0] }, files.filter { !$0.hasSuffix("broken.png") })
+        XCTAssertEqual(try captions(["--batch", "2"]), alone)
+        XCTAssertEqual(try captions([]), alone)
+        let r = try lightcap(["caption", files[0], "--model", model, "--batch", "0"])
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssert(r.stderr.contains("--batch must lie in 1...256"), r.stderr)
+    }
+
     func testPathsFromStandardInput() throws {
         let model = try tinyModel()
         let dir = try scratchImages()

@@ -54,8 +54,9 @@ def scenes(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def expected(lightcap, scenes) -> dict:
-    """`lightcap caption FOLDER --format jsonl` on the scenes, by path."""
-    out = subprocess.run([str(lightcap), "caption", str(scenes), "--format", "jsonl", "--model", str(MODEL)],
+    """`lightcap caption FOLDER --format jsonl` on the scenes, by path, one at a time as --stream
+    captions (in batches the scores may differ in the last bits)."""
+    out = subprocess.run([str(lightcap), "caption", str(scenes), "--format", "jsonl", "--batch", "1", "--model", str(MODEL)],
                          capture_output=True, text=True, check=True, timeout=600)
     records = [json.loads(line) for line in out.stdout.splitlines()]
     assert len(records) == 200
