@@ -7,10 +7,16 @@ scenes, through scripts/load_test.lua) at each number of concurrent clients, aft
 Prints a Markdown table: images per second, latency p50 / p99, the mean batch size the server
 reports (/metrics), and the speed-up over one at a time at the same number of clients.
 
-    python scripts/bench_serve.py [--seconds 20] [--clients 1,4,16,64] [--batches 1,8]
+The service batches the fusion model only; each image goes through the backbone on its own.
+What batching the backbone could add is measured on the peer: the model's backbone in PyTorch
+eager (the Python reference, one thread) at batch 1 and 8, beside the Swift backbone's time per
+image (`lightcap bench caption`), when PyTorch is installed (.venv).
+
+    PYTHONPATH=python .venv/bin/python scripts/bench_serve.py [--seconds 20] [--clients 1,4,16,64] [--batches 1,8]
 """
 
 import argparse
+import json
 import os
 import re
 import socket
@@ -39,6 +45,41 @@ def batch_counts(port: int) -> tuple[float, float]:
     total = re.search(r"^lightcap_batch_images_sum ([0-9.e+]+)$", text, re.M)
     count = re.search(r"^lightcap_batch_images_count ([0-9.e+]+)$", text, re.M)
     return (float(total.group(1)) if total else 0.0, float(count.group(1)) if count else 0.0)
+
+
+def backbone_peer(model_dir: str, lightcap: str) -> str:
+    """Per-image backbone time: PyTorch eager at batch 1 and 8, and the Swift engine (batch 1)."""
+    try:
+        import torch
+        sys.path.insert(0, os.path.join(ROOT, "python"))
+        from lightcap_train.reference.export import load
+    except ImportError as error:
+        return f"(backbone peer skipped: {error})"
+    torch.set_num_threads(1)
+    visual = load(model_dir).eval().visual
+    side = json_size(model_dir)
+    rows = []
+    for batch in (1, 8):
+        x = torch.randn(batch, 3, side, side)
+        times = []
+        with torch.no_grad():
+            for i in range(23):
+                start = time.thread_time()
+                visual.forward_grid(x)
+                if i >= 3:
+                    times.append((time.thread_time() - start) / batch * 1e3)
+        rows.append(sorted(times)[len(times) // 2])
+    out = subprocess.run([lightcap, "bench", "caption", "--model", model_dir, "--runs", "20", "--threads", "1", "--json",
+                          "--image", os.path.join(ROOT, "examples", "scene1.png")],
+                         check=True, capture_output=True, text=True).stdout
+    swift = json.loads(out)["stages"]["backbone"]["median_ms"]
+    return (f"Backbone per image, one thread: PyTorch eager {rows[0]:.2f} ms at batch 1, {rows[1]:.2f} ms at batch 8 "
+            f"({rows[0] / rows[1]:.2f}x from batching); Swift {swift:.2f} ms at batch 1 "
+            f"({rows[1] / swift:.2f}x PyTorch's batch of 8).")
+
+
+def json_size(model_dir: str) -> int:
+    return json.load(open(os.path.join(model_dir, "config.json")))["image"]["size"]
 
 
 def wrk(port: int, clients: int, seconds: float, bodies: list[str]) -> dict:
@@ -99,6 +140,7 @@ def main() -> None:
             server.terminate()
             server.wait()
 
+    peer = backbone_peer(args.model, args.lightcap)
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "unknown CPU")
     print(f"`lightcap serve` with {os.path.relpath(args.model, ROOT)}, --concurrency {args.concurrency}, "
           f"--batch-window-ms {args.window_ms:g}; wrk, good images only, {args.seconds:g} s per row; "
@@ -111,6 +153,7 @@ def main() -> None:
             base = results.get((batches[0], c))
             ratio = f"{r['rate'] / base['rate']:.2f}x" if base and base["rate"] else "-"
             print(f"| {batch} | {c} | {r['rate']:.1f} | {r['p50']:.1f} / {r['p99']:.1f} | {r['batch']:.2f} | {ratio} |")
+    print(f"\n{peer}")
 
 
 if __name__ == "__main__":
