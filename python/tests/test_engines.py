@@ -19,7 +19,6 @@ from urllib.parse import urlparse
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-LIGHTCAP = ROOT / ".build" / "release" / "lightcap"
 MODEL = ROOT / "models" / "default"
 EXAMPLES = ROOT / "examples" / "engines"
 INSTALL = "scripts/test_engines.sh installs python/requirements-engines.txt and runs these tests"
@@ -34,12 +33,8 @@ def needs(*modules):
 
 
 @pytest.fixture(scope="module")
-def lightcap():
-    if not LIGHTCAP.exists():
-        if os.environ.get("LIGHTCAP_REQUIRE_SWIFT"):
-            pytest.fail(f"{LIGHTCAP} is missing")
-        pytest.skip(f"{LIGHTCAP} not built (swift build -c release --product lightcap)")
-    return LIGHTCAP
+def lightcap(lightcap_exe):
+    return lightcap_exe
 
 
 @pytest.fixture(scope="module")

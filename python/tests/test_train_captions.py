@@ -23,7 +23,6 @@ from lightcap_train.tools.caption_folder import write_caption_folder
 pytestmark = pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
 PYTHON = sys.executable
 ROOT = Path(__file__).resolve().parents[2]
-LIGHTCAP = ROOT / ".build" / "release" / "lightcap"
 #: A small run of the real sizes: short captions and decoding, few concepts, few validation images.
 SMALL = ["max_length=8", "caption_tokens=12", "concept_top_k=5", "concept_count=40", "val_eval_count=4",
          "beam=2", "teacher_cycles=2", "scst_steps=1"]
@@ -35,13 +34,9 @@ def train(*args, launcher=(PYTHON,), timeout=600):
     return subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
-def lightcap(*args):
-    """The Swift command line (scripts/test.sh builds it before pytest)."""
-    if not LIGHTCAP.exists():
-        if os.environ.get("LIGHTCAP_REQUIRE_SWIFT"):
-            pytest.fail(f"{LIGHTCAP} is missing")
-        pytest.skip(f"{LIGHTCAP} not built (swift build -c release)")
-    out = subprocess.run([str(LIGHTCAP), *map(str, args)], capture_output=True, text=True, timeout=300)
+def lightcap(exe: Path, *args):
+    """Runs the Swift command line (the `lightcap_exe` fixture) and returns its output."""
+    out = subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     return out.stdout
 
@@ -79,7 +74,7 @@ def small_clip_torchscript(open_clip, tmp_path_factory) -> Path:
     return path
 
 
-def test_karpathy_run_from_an_rn50_state_dict_and_minilm(folder, rn50_state_dict, minilm_dir, tmp_path):
+def test_karpathy_run_from_an_rn50_state_dict_and_minilm(folder, rn50_state_dict, minilm_dir, lightcap_exe, tmp_path):
     before = listing(folder)
     run = tmp_path / "run"
     out = train("all", "--run", run, "--karpathy", folder / "dataset_coco.json", "--image-root", folder,
@@ -108,27 +103,27 @@ def test_karpathy_run_from_an_rn50_state_dict_and_minilm(folder, rn50_state_dict
     assert set(scores) == {"Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr"}
 
     # The Swift engine: a strict load, the same scores, the same captions as the reference.
-    assert "model.safetensors" in lightcap("inspect", run / "model")
-    ours = json.loads(lightcap("eval", "--annotations", run / "eval" / "annotations.json",
+    assert "model.safetensors" in lightcap(lightcap_exe, "inspect", run / "model")
+    ours = json.loads(lightcap(lightcap_exe, "eval", "--annotations", run / "eval" / "annotations.json",
                                "--results", run / "eval" / "results.json", "--format", "json"))
     for name, value in scores.items():
         assert abs(ours[name] - value) <= 1e-6, name
-    check_swift_captions_equal_python(run / "model", [folder / "images" / f for f in ("000000.jpg", "000001.png", "000005.jpg")])
+    check_swift_captions_equal_python(lightcap_exe, run / "model", [folder / "images" / f for f in ("000000.jpg", "000001.png", "000005.jpg")])
 
 
-def check_swift_captions_equal_python(model_dir: Path, images: list[Path]):
+def check_swift_captions_equal_python(exe: Path, model_dir: Path, images: list[Path]):
     from lightcap_train.recipe.evaluate import load_pixels
     from lightcap_train.reference.export import load
 
     model = load(model_dir)
     with torch.no_grad():
         python = [model.tokenizer.decode(c.ids) for c in model.greedy(load_pixels([str(p) for p in images], model.config))]
-    rows = [json.loads(line) for line in lightcap("caption", *images, "--model", model_dir, "--beam", "1",
+    rows = [json.loads(line) for line in lightcap(exe, "caption", *images, "--model", model_dir, "--beam", "1",
                                                     "--format", "jsonl").splitlines()]
     assert [r["caption"] for r in rows] == python
 
 
-def test_coco_run_from_a_torchscript_clip_under_torchrun(folder, small_clip_torchscript, tmp_path):
+def test_coco_run_from_a_torchscript_clip_under_torchrun(folder, small_clip_torchscript, lightcap_exe, tmp_path):
     """Data-parallel (2 gloo processes), COCO files, an OpenAI-style archive, the vocabulary
     and the concepts mined from the captions; the run resumes with --run alone."""
     run = tmp_path / "ddp"
@@ -148,10 +143,10 @@ def test_coco_run_from_a_torchscript_clip_under_torchrun(folder, small_clip_torc
     assert len(results) == json.loads((folder / "captions_val.json").read_text())["images"].__len__()
     again = train("all", "--run", run)
     assert again.returncode == 0 and "evaluate: done already" in again.stdout
-    check_swift_captions_equal_python(run / "model", sorted((folder / "images").glob("00000[0-4].*")))
+    check_swift_captions_equal_python(lightcap_exe, run / "model", sorted((folder / "images").glob("00000[0-4].*")))
 
 
-def test_objects_train_through_the_general_path_with_box_supervision(tmp_path):
+def test_objects_train_through_the_general_path_with_box_supervision(lightcap_exe, tmp_path):
     """The objects data set (COCO captions + instances + concepts.txt) on the general path:
     stage 0 learns every grid cell's object from the boxes; the test split is scored for
     objects; Swift captions its images like the reference."""
@@ -174,7 +169,7 @@ def test_objects_train_through_the_general_path_with_box_supervision(tmp_path):
     words = (data / "train" / "concepts.txt").read_text().split("\n")[:-1]
     assert (run / "model" / "concepts.txt").read_text().split("\n")[:len(words)] == words
     assert score(["--data", str(data / "test"), "--results", str(run / "eval" / "results.json")]) == 0
-    check_swift_captions_equal_python(run / "model", sorted((data / "test" / "images").glob("*.jpg"))[:4])
+    check_swift_captions_equal_python(lightcap_exe, run / "model", sorted((data / "test" / "images").glob("*.jpg"))[:4])
     refused = train("data", "--run", tmp_path / "r", *args, "--instances", data / "train" / "instances.json",
                     "--clip", data / "train" / "captions.json")
     assert refused.returncode == 2 and "--instances supervises the grid" in refused.stderr

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-LIGHTCAP = ROOT / ".build" / "release" / "lightcap"
 CHROMEDRIVER = shutil.which("chromedriver")
 
 pytestmark = pytest.mark.skipif(
@@ -23,15 +22,11 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def server():
-    if not LIGHTCAP.exists():
-        if os.environ.get("LIGHTCAP_REQUIRE_SWIFT"):
-            pytest.fail(f"{LIGHTCAP} is missing")
-        pytest.skip(f"{LIGHTCAP} not built (swift build -c release --product lightcap)")
+def server(lightcap_exe):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([str(LIGHTCAP), "serve", "--port", str(port)], cwd=ROOT,
+    proc = subprocess.Popen([str(lightcap_exe), "serve", "--port", str(port)], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     for _ in range(200):
@@ -56,7 +51,7 @@ def browser():
     driver.quit()
 
 
-def test_page_captions_an_example_like_the_command_line(server, browser, tmp_path):
+def test_page_captions_an_example_like_the_command_line(server, browser, lightcap_exe, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
     image = ROOT / "examples" / "scene1.png"
@@ -65,7 +60,7 @@ def test_page_captions_an_example_like_the_command_line(server, browser, tmp_pat
     browser.find_element(By.ID, "file").send_keys(str(image))
     WebDriverWait(browser, 60).until(lambda d: d.execute_script("return document.body.dataset.captioned"))
     caption = browser.find_element(By.ID, "caption").text
-    expected = subprocess.run([str(LIGHTCAP), "caption", str(image)], capture_output=True, text=True,
+    expected = subprocess.run([str(lightcap_exe), "caption", str(image)], capture_output=True, text=True,
                               check=True, cwd=ROOT).stdout.strip()
     assert caption == expected
     bars = browser.find_elements(By.CSS_SELECTOR, "#concepts .bar")
