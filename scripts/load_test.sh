@@ -40,7 +40,7 @@ server=$!
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
 curl -sf "http://127.0.0.1:$port/readyz" >/dev/null || { cat "$work/server.log"; echo "load_test: the server did not start" >&2; exit 1; }
 rss() { awk '/VmRSS/ {print $2}' "/proc/$server/status"; }
-# Warm-up with the same mix (the allocator's arenas and the session pool grow to their working
+# Warm-up with the same mix (the allocator's arenas and the workers' sessions grow to their working
 # size in the first 30 s or so), then the memory the soak starts from.
 wrk -t 2 -c "$CONNECTIONS" -d "${WARMUP}s" --timeout 10s -s scripts/load_test.lua "http://127.0.0.1:$port" -- "${BODIES[@]}" > /dev/null
 rss_start=$(rss)
