@@ -12,8 +12,9 @@ public enum ImageDecoder {
     /// Decodes `data`.
     /// - Parameters:
     ///   - limits: checked against the header before any pixel buffer is allocated.
-    ///   - minimumSide: for JPEG, decode at the smallest DCT scale (1/8 ... 1) whose shorter side is
-    ///     still >= this (the model's input size); nil decodes at full size. Ignored by PNG and WebP.
+    ///   - minimumSide: the model's input size: a JPEG at least twice as large is decoded at a
+    ///     reduced DCT scale (1/2, 1/4, 1/8) by Pillow's draft rule (`JPEGScale.choose`), whose
+    ///     shorter side stays >= this; nil decodes at full size. Ignored by PNG and WebP.
     /// - Throws: `ImageError`.
     public static func decode(_ data: Data, limits: ImageLimits = .init(), minimumSide: Int? = nil) throws -> RGBImage {
         guard !data.isEmpty else { throw ImageError.empty }

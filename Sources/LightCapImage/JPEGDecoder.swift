@@ -1,5 +1,5 @@
 // JPEG through libjpeg-turbo's TurboJPEG API: baseline, progressive, grayscale, CMYK/YCCK, with
-// DCT-domain downscaling (tjGetScalingFactors) for large photos.
+// DCT-domain downscaling (1/2, 1/4, 1/8, as Pillow's draft) for large photos.
 import CTurboJPEG
 import Foundation
 
@@ -13,23 +13,17 @@ public struct JPEGScale: Sendable, Equatable, CustomStringConvertible {
     public func scaled(_ size: Int) -> Int { (size * num + denom - 1) / denom }
     public var description: String { "\(num)/\(denom)" }
 
-    /// The factors libjpeg-turbo offers that do not enlarge, largest first.
-    public static let available: [JPEGScale] = {
-        var n: Int32 = 0
-        guard let list = tjGetScalingFactors(&n), n > 0 else { return [.full] }
-        let all = (0..<Int(n)).map { JPEGScale(num: Int(list[$0].num), denom: Int(list[$0].denom)) }
-        return all.filter { $0.num <= $0.denom }
-            .sorted { $0.num * $1.denom > $1.num * $0.denom }
-    }()
-
-    /// The smallest factor whose decoded shorter side is still >= `minimumSide` (1/1 if none).
+    /// The scale for an image needed at `minimumSide`: Pillow's draft rule (JpegImagePlugin's
+    /// `draft` asked for `minimumSide` x `minimumSide`), the largest 1/s of s = 8, 4, 2 with
+    /// s <= min(width / minimumSide, height / minimumSide) in integer division, else 1/1. The
+    /// Python reference decodes model inputs by that rule too (`load_image(path, draft_side=S)`),
+    /// so both see the same pixels: a JPEG under twice the model's side is decoded whole; the
+    /// other factors libjpeg-turbo offers (3/8, 5/8, ...) are left unused.
     public static func choose(width: Int, height: Int, minimumSide: Int?) -> JPEGScale {
         guard let m = minimumSide, m > 0 else { return .full }
-        var best = JPEGScale.full
-        for s in available where min(s.scaled(width), s.scaled(height)) >= m {
-            if s.num * best.denom < best.num * s.denom { best = s }
-        }
-        return best
+        let ratio = min(width / m, height / m)
+        for s in [8, 4, 2] where s <= ratio { return JPEGScale(num: 1, denom: s) }
+        return .full
     }
 }
 

@@ -19,6 +19,10 @@ struct ImageManifest: Decodable {
         let pixels: String
         let size: [Int]
     }
+    struct DraftSide: Decodable {
+        let side: Int
+        let size: [Int]
+    }
     struct Hostile: Decodable {
         let file: String
         let error: String
@@ -32,6 +36,7 @@ struct ImageManifest: Decodable {
     let std: [Float]
     let cases: [Case]
     let draft: [Draft]
+    let draft_sides: [DraftSide]
     let hostile: [Hostile]
     let wrong_extension: WrongExtension
 }

@@ -68,3 +68,22 @@ def test_exif_orientation_applied(orientation, op):
 def test_output_size_and_crop_rounding():
     assert pp.resized_size(640, 427, 224) == (int(224 * 640 / 427), 224)
     assert pp.crop_origin(225, 227, 224) == (0, 2)   # round(0.5) == 0, round(1.5) == 2
+
+
+def test_draft_side_decodes_large_jpegs_at_pillows_draft_scale_only():
+    """load_image(draft_side=S): a JPEG at least 2S on its shorter side is decoded as Pillow's
+    draft((S, S)) decodes it; a smaller JPEG, and any PNG, exactly as without it."""
+    buf = io.BytesIO()
+    image(640, 480, 3).save(buf, "JPEG", quality=90)
+    jpeg = buf.getvalue()
+    full = np.asarray(pp.load_image(io.BytesIO(jpeg)))
+    assert np.array_equal(np.asarray(pp.load_image(io.BytesIO(jpeg), draft_side=241)), full)  # 480 // 241 = 1
+    half = pp.load_image(io.BytesIO(jpeg), draft_side=240)
+    assert half.size == (320, 240)
+    with Image.open(io.BytesIO(jpeg)) as im:
+        im.draft("RGB", (320, 240))
+        assert np.array_equal(np.asarray(half), np.asarray(im.convert("RGB")))
+    assert pp.load_image(io.BytesIO(jpeg), draft_side=60).size == (80, 60)
+    png = io.BytesIO()
+    image(640, 480, 3).save(png, "PNG")
+    assert pp.load_image(io.BytesIO(png.getvalue()), draft_side=60).size == (640, 480)

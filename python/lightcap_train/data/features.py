@@ -72,7 +72,7 @@ class ImageFiles(Dataset):
     def __getitem__(self, i: int) -> tuple[int, torch.Tensor]:
         path = self.paths[i]
         try:
-            img = load_image(path)
+            img = load_image(path, draft_side=self.size)
             x = clip_preprocess(img, self.size, self.mean, self.std, as_torch=True)
         except Exception as e:  # Pillow raises OSError, ValueError, DecompressionBombError, ...
             raise ImageError(f"{path}: {type(e).__name__}: {e}") from e

@@ -209,7 +209,7 @@ def load_references(data_dir: str):
 def load_pixels(paths: list[str], cfg) -> torch.Tensor:
     """The model input of image files, float32 [B, 3, S, S] channels_last, by the reference
     preprocessing the Swift engine equals (reference.preprocess: load_image + clip_preprocess)."""
-    x = torch.stack([clip_preprocess(load_image(p), cfg.image.size, cfg.image.mean, cfg.image.std,
+    x = torch.stack([clip_preprocess(load_image(p, draft_side=cfg.image.size), cfg.image.size, cfg.image.mean, cfg.image.std,
                                      as_torch=True) for p in paths])
     return x.contiguous(memory_format=torch.channels_last)
 

@@ -40,9 +40,14 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def load_image(path) -> Image.Image:
-    """Opens `path` (any Pillow-readable file or file object), upright and RGB."""
+def load_image(path, draft_side: int | None = None) -> Image.Image:
+    """Opens `path` (any Pillow-readable file or file object), upright and RGB. With
+    `draft_side` S (the model's input size), a JPEG at least twice as large is decoded at a
+    reduced DCT scale by Pillow's draft (1/2, 1/4 or 1/8, the shorter side staying >= S), as the
+    Swift engine decodes model inputs (JPEGScale.choose)."""
     with Image.open(path) as img:
+        if draft_side and img.format == "JPEG":
+            img.draft("RGB", (draft_side, draft_side))
         img.load()
         img = ImageOps.exif_transpose(img)
         return to_rgb(img)

@@ -201,6 +201,16 @@ def draft_cases(out: Path) -> list[dict]:
     return rows
 
 
+def draft_sides(out: Path) -> list[dict]:
+    """The size reference.preprocess.load_image(draft_side=S) decodes draft_big.jpg (1601x1203)
+    at, for sides S around each scale's boundary: the engine must pick the same DCT scale."""
+    rows = []
+    for side in (100, 150, 151, 200, 224, 300, 301, 600, 601, 1203, 1204, 5000):
+        img = pp.load_image(out / "draft_big.jpg", draft_side=side)
+        rows.append({"side": side, "size": [img.width, img.height]})
+    return rows
+
+
 def hostile(out: Path, good: dict[str, bytes]) -> list[dict]:
     """Malformed inputs, each with the ImageError case the decoder must throw
     ("recoverable": damage libjpeg repairs, as in Pillow; decoding or any ImageError is fine)."""
@@ -288,6 +298,7 @@ def main() -> None:
         tensor.astype("<f4").tofile(out / f"{name}.input.f32")
         manifest["cases"].append(row)
     manifest["draft"] = draft_cases(out)
+    manifest["draft_sides"] = draft_sides(out)
     # The same PNG under a JPEG name: the decoder must sniff the bytes.
     (out / "png_named.jpg").write_bytes(good["png_rgba"])
     manifest["wrong_extension"] = {"file": "png_named.jpg", "same_as": "png_rgba"}
