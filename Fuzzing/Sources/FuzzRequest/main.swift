@@ -1,8 +1,10 @@
 // Fuzzes the caption handler's request parsing, in the order `POST /v1/caption` and
 // `POST /v1/captions` run it: the query (Hummingbird's URI parser, then CaptionService.options),
-// the headers' content type and length, the body read as raw bytes, multipart/form-data or JSON,
-// then the options again with the JSON body's parameters. The input is cut into the request target
-// (path and query), the header lines ("Name: value") and the body, with Fuzz.separator between them.
+// the headers' content type and length (RequestBody.accept), the body as raw bytes,
+// multipart/form-data or JSON (RequestBody.parse), then the options again with the JSON body's
+// parameters. Only the network read between the two (RequestBody.collect, NIO's) is left out: it
+// would need a task per input. The input is cut into the request target (path and query), the
+// header lines ("Name: value") and the body, with Fuzz.separator between them.
 import Foundation
 import FuzzSupport
 import HTTPTypes
@@ -19,18 +21,6 @@ let service: CaptionService = {
         fatalError("cannot load the default model: \(error)")
     }
 }()
-
-/// Runs `work` to completion on the cooperative pool and returns its result (libFuzzer calls us synchronously).
-func blocking<T>(_ work: @escaping @Sendable () async throws -> T) throws -> T {
-    let done = DispatchSemaphore(value: 0)
-    nonisolated(unsafe) var result: Result<T, any Error>?
-    Task {
-        do { result = .success(try await work()) } catch { result = .failure(error) }
-        done.signal()
-    }
-    done.wait()
-    return try result!.get()
-}
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzRequest(_ start: UnsafeRawPointer?, _ count: Int) -> CInt {
@@ -51,10 +41,11 @@ public func fuzzRequest(_ start: UnsafeRawPointer?, _ count: Int) -> CInt {
     do {
         let query = request.uri.queryParameters.map { (key: String($0.key), value: String($0.value)) }
         _ = try service.options(query: query)
-        let read = try blocking {
-            try await LightCapServer.RequestBody.read(request, limit: configuration.maxBodyBytes, timeout: configuration.bodyTimeout,
-                                                      multiple: multiple, maxImages: configuration.maxImagesPerRequest)
-        }
+        let (media, parameters) = try LightCapServer.RequestBody.accept(request.headers, limit: configuration.maxBodyBytes,
+                                                                        multiple: multiple)
+        guard body.count <= configuration.maxBodyBytes else { return 0 }  // collect's 413
+        let read = try LightCapServer.RequestBody.parse(ByteBuffer(bytes: body), media: media, parameters: parameters,
+                                                        multiple: multiple, maxImages: configuration.maxImagesPerRequest)
         precondition(!read.images.isEmpty && read.images.allSatisfy { !$0.isEmpty }, "a body was accepted without an image")
         precondition(read.images.count <= (multiple ? configuration.maxImagesPerRequest : 1), "too many images accepted")
         _ = try service.options(query: query + read.parameters)
