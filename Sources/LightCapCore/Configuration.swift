@@ -314,6 +314,14 @@ public struct Configuration: Codable, Sendable, Equatable {
         for (name, value) in sizes where value > Configuration.maxSize {
             throw fail("\(name) \(value) is over the limit of \(Configuration.maxSize)")
         }
+        // The two sizes no weight's shape ties to the file: a session allocates the grid
+        // ((image.size / 32)^2 x channels) and beam_size hypotheses of caches from them alone.
+        guard image.size <= Configuration.maxImageSize else {
+            throw fail("image.size \(image.size) is over the limit of \(Configuration.maxImageSize)")
+        }
+        guard decoding.beamSize <= Configuration.maxBeamSize else {
+            throw fail("decoding.beam_size \(decoding.beamSize) is over the limit of \(Configuration.maxBeamSize)")
+        }
         guard image.size > 0, image.size % 32 == 0 else { throw fail("image.size \(image.size) must be a positive multiple of 32") }
         guard image.mean.count == 3, image.std.count == 3 else { throw fail("image.mean and image.std need 3 values") }
         guard image.std.allSatisfy({ $0 > 0 }) else { throw fail("image.std must be positive") }
@@ -361,6 +369,10 @@ public struct Configuration: Codable, Sendable, Equatable {
     /// The largest value any size of a configuration may take (2^20): a product of three sizes
     /// stays below 2^60, far from overflowing.
     public static let maxSize = 1 << 20
+    /// The largest `image.size` (a 128 x 128 grid; CLIP models use 224 to 448).
+    public static let maxImageSize = 4096
+    /// The largest `decoding.beam_size`.
+    public static let maxBeamSize = 256
 
     /// Channels of the grid: `visual.width * 32`.
     public var gridChannels: Int { visual.width * 32 }

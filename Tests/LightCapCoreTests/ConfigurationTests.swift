@@ -181,6 +181,8 @@ final class ConfigurationTests: XCTestCase {
             ("decoding.max_length", ["decoding": ["max_length": huge]]),
             ("visual.width", ["visual": ["width": 1 << 62, "attention_pool": true]]),
             ("image.size", ["image": ["size": 1 << 62]]),
+            ("image.size", ["image": ["size": 8192]]),
+            ("decoding.beam_size", ["decoding": ["beam_size": 100_000]]),
             ("fusion.hidden_size", ["fusion": ["hidden_size": huge - 1, "num_attention_heads": 1]]),
             ("visual.layers", ["visual": ["layers": [1, 1, huge, 1]]]),
         ]

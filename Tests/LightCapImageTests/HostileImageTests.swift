@@ -114,7 +114,10 @@ final class PNGFastPathTests: XCTestCase {
         }
         XCTAssertGreaterThanOrEqual(accepted, 10, "the fast path should take the 8-bit RGB/RGBA fixtures")
     }
+}
 
+/// Claimed sizes and empty files: rejected before any allocation, and without leaking.
+extension HostileImageTests {
     /// A PNG of signature, IHDR (`width` x `height`, 8-bit RGBA), one IDAT of `idat` and IEND,
     /// every CRC right.
     static func png(width: UInt32, height: UInt32, idat: [UInt8]) -> Data {
