@@ -2,7 +2,7 @@
 # Runs every test: the Python reference's fixtures, the Swift build, the Python tests (pytest;
 # some train models and check them with lightcap, one drives the service's page in headless
 # Chromium), the Swift tests against the fixtures, the default model's captions by both engines,
-# then a short load test of the service.
+# then a short load test of the service and a short fuzzing of every parser (scripts/fuzz.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --python
@@ -40,3 +40,6 @@ head -5 .fixtures/engine-parity.md | tail -1
 
 echo "== the service under load (scripts/load_test.sh 10 16 30: 10 s of 16 clients after 30 s of warm-up; docs/SERVER.md has the 10-minute soak)"
 scripts/load_test.sh 10 16 30
+
+echo "== fuzz smoke (scripts/fuzz.sh 10: every parser that reads outside data, 10 s each under libFuzzer + ASan; docs/FUZZING.md)"
+scripts/fuzz.sh 10

@@ -205,7 +205,7 @@ public final class CaptionSession {
     /// The bytes of an image file; a missing or unreadable file is an error naming it.
     private static func read(_ url: URL) throws -> Data {
         guard FileManager.default.fileExists(atPath: url.path) else { throw LightCapError.fileNotFound(path: url.path) }
-        do { return try Data(contentsOf: url) } catch {
+        do { return try FileContents.read(url) } catch {
             let reason = FileManager.default.isReadableFile(atPath: url.path) ? error.localizedDescription : "permission denied"
             throw LightCapError.io(path: url.path, reason: reason)
         }

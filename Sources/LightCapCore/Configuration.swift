@@ -288,7 +288,7 @@ public struct Configuration: Codable, Sendable, Equatable {
             throw LightCapError.fileNotFound(path: url.path)
         }
         let data: Data
-        do { data = try Data(contentsOf: url) } catch {
+        do { data = try FileContents.read(url) } catch {
             throw LightCapError.io(path: url.path, reason: "\(error)")
         }
         return try decode(data)
@@ -298,6 +298,30 @@ public struct Configuration: Codable, Sendable, Equatable {
     public func validate() throws {
         func fail(_ reason: String) -> LightCapError { .invalidConfiguration(reason: reason) }
         guard formatVersion == 1 else { throw fail("format_version \(formatVersion) is not supported (only 1)") }
+        // Every size first, before any of them enters arithmetic: a size over the limit (no model
+        // comes near it) would overflow the products below and in the loaders, a trap, not an error.
+        let sizes: [(String, Int)] = [
+            ("image.size", image.size), ("visual.width", visual.width), ("visual.heads", visual.heads),
+            ("visual.output_dim", visual.outputDim), ("concepts.embed_dim", concepts.embedDim),
+            ("concepts.hidden_dim", concepts.hiddenDim), ("concepts.top_k", concepts.topK),
+            ("modulator.hidden_dim", modulator.hiddenDim), ("fusion.vocab_size", fusion.vocabSize),
+            ("fusion.hidden_size", fusion.hiddenSize), ("fusion.num_hidden_layers", fusion.numHiddenLayers),
+            ("fusion.num_attention_heads", fusion.numAttentionHeads), ("fusion.intermediate_size", fusion.intermediateSize),
+            ("fusion.max_position_embeddings", fusion.maxPositionEmbeddings), ("fusion.type_vocab_size", fusion.typeVocabSize),
+            ("heads.count", heads.count), ("decoding.max_length", decoding.maxLength), ("decoding.beam_size", decoding.beamSize),
+            ("decoding.caption_segment_length", decoding.captionSegmentLength),
+        ] + visual.layers.map { ("visual.layers", $0) } + concepts.windows.map { ("concepts.windows", $0) }
+        for (name, value) in sizes where value > Configuration.maxSize {
+            throw fail("\(name) \(value) is over the limit of \(Configuration.maxSize)")
+        }
+        // The two sizes no weight's shape ties to the file: a session allocates the grid
+        // ((image.size / 32)^2 x channels) and beam_size hypotheses of caches from them alone.
+        guard image.size <= Configuration.maxImageSize else {
+            throw fail("image.size \(image.size) is over the limit of \(Configuration.maxImageSize)")
+        }
+        guard decoding.beamSize <= Configuration.maxBeamSize else {
+            throw fail("decoding.beam_size \(decoding.beamSize) is over the limit of \(Configuration.maxBeamSize)")
+        }
         guard image.size > 0, image.size % 32 == 0 else { throw fail("image.size \(image.size) must be a positive multiple of 32") }
         guard image.mean.count == 3, image.std.count == 3 else { throw fail("image.mean and image.std need 3 values") }
         guard image.std.allSatisfy({ $0 > 0 }) else { throw fail("image.std must be positive") }
@@ -341,6 +365,14 @@ public struct Configuration: Codable, Sendable, Equatable {
             throw fail("decoding.caption_segment_length must be below fusion.max_position_embeddings")
         }
     }
+
+    /// The largest value any size of a configuration may take (2^20): a product of three sizes
+    /// stays below 2^60, far from overflowing.
+    public static let maxSize = 1 << 20
+    /// The largest `image.size` (a 128 x 128 grid; CLIP models use 224 to 448).
+    public static let maxImageSize = 4096
+    /// The largest `decoding.beam_size`.
+    public static let maxBeamSize = 256
 
     /// Channels of the grid: `visual.width * 32`.
     public var gridChannels: Int { visual.width * 32 }

@@ -63,8 +63,7 @@ public struct ModelDirectory: Sendable {
     }
 
     static func lines(of url: URL) throws -> [String] {
-        let text: String
-        do { text = try String(contentsOf: url, encoding: .utf8) } catch {
+        guard let data = try? FileContents.read(url), let text = String(data: data, encoding: .utf8) else {
             throw LightCapError.io(path: url.path, reason: "not readable as UTF-8 text")
         }
         var lines = text.split(separator: "\n", omittingEmptySubsequences: false).map {

@@ -82,7 +82,7 @@ public struct CaptionReferences: Sendable {
 
     static func readJSON(_ url: URL) throws -> Any {
         let data: Data
-        do { data = try Data(contentsOf: url) } catch {
+        do { data = try FileContents.read(url) } catch {
             throw EvalError.unreadable(path: url.path, reason: (error as NSError).localizedDescription)
         }
         do { return try JSONSerialization.jsonObject(with: data) } catch {

@@ -12,6 +12,8 @@ private typealias P = Pattern
 final class PTBRules: Sendable {
     static let shared = PTBRules()
     let rules: [PTBRule]
+    /// For each ASCII code unit, the indices of the rules that can start with it.
+    let asciiCandidates: [[Int]]
 
     private init() {
         // MARK: character classes
@@ -309,6 +311,9 @@ final class PTBRules: Sendable {
             r(newline, nil, { _ in .newline }),
             r(.lit("&nbsp;"), nil, { _ in .skip }),
         ]
+        // The rules that can start at each ASCII unit, once, instead of per tokenize call.
+        let rules = self.rules
+        asciiCandidates = (0..<128).map { u in rules.indices.filter { rules[$0].canStart(UInt16(u)) } }
     }
 }
 

@@ -54,6 +54,7 @@ public struct PTBTokenizer: Sendable {
         var lines: [[String]] = [[]]
         var candidates: [UInt16: [Int]] = [:]
         let rules = PTBRules.shared.rules
+        let asciiCandidates = PTBRules.shared.asciiCandidates
         var pos = 0
         while pos < text.count {
             let u = text[pos]
@@ -63,7 +64,9 @@ public struct PTBTokenizer: Sendable {
                 continue
             }
             let ruleIndices: [Int]
-            if let c = candidates[u] {
+            if u < 128 {
+                ruleIndices = asciiCandidates[Int(u)]
+            } else if let c = candidates[u] {
                 ruleIndices = c
             } else {
                 ruleIndices = rules.indices.filter { rules[$0].canStart(u) }

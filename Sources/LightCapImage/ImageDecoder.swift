@@ -27,6 +27,7 @@ public enum ImageDecoder {
             let orientation = data.withUnsafeBytes { EXIFOrientation.fromJPEG($0.bindMemory(to: UInt8.self)) }
             return (orientation ?? .up).apply(to: raw.compositedOnWhite())
         case .png:
+            try PNGDecoder.checkClaimedSize(data, limits: limits)
             let (raw, orientation) = try PNGFastPath.decode(data, limits: limits)
                 ?? PNGDecoder.decode(data, limits: limits)
             return (orientation ?? .up).apply(to: raw.compositedOnWhite())
@@ -40,7 +41,7 @@ public enum ImageDecoder {
     public static func decode(contentsOf url: URL, limits: ImageLimits = .init(), minimumSide: Int? = nil) throws -> RGBImage {
         let data: Data
         do {
-            data = try Data(contentsOf: url, options: .mappedIfSafe)
+            data = try FileContents.read(url, options: .mappedIfSafe)
         } catch {
             throw ImageError.unreadable(path: url.path, detail: error.localizedDescription)
         }

@@ -64,6 +64,39 @@ enum PNGDecoder {
         }
     }
 
+    /// Deflate's largest expansion: a 258-byte match coded in 2 bits.
+    static let maxInflateRatio = 1032
+
+    /// Rejects a PNG whose header claims more pixel data than the whole file could hold compressed,
+    /// before either decoder allocates the pixel buffer: a 60-byte file claiming 9000x9000 RGBA
+    /// would otherwise cost 324 MB (zeroed) before the missing data is noticed. Headers that are
+    /// unreadable, invalid or over `limits` are left to the decoders, which name those errors.
+    static func checkClaimedSize(_ data: Data, limits: ImageLimits) throws {
+        guard data.count >= 33 else { return }
+        let b = [UInt8](data.prefix(29))
+        func be32(_ o: Int) -> Int { (0..<4).reduce(0) { $0 << 8 | Int(b[o + $1]) } }
+        guard be32(8) == 13, b[12] == 0x49, b[13] == 0x48, b[14] == 0x44, b[15] == 0x52 else { return }
+        let width = be32(16), height = be32(20), depth = Int(b[24])
+        let channels: Int
+        switch b[25] {
+        case 0, 3: channels = 1
+        case 2: channels = 3
+        case 4: channels = 2
+        case 6: channels = 4
+        default: return
+        }
+        guard [1, 2, 4, 8, 16].contains(depth), (try? limits.check(width: width, height: height, format: .png)) != nil
+        else { return }
+        // Unfiltered bytes of every pass (Adam7 or not) are at least width x height x bits / 8.
+        let (bits, overflow) = (width * height).multipliedReportingOverflow(by: channels * depth)
+        let pixelBytes = overflow ? Int.max : bits / 8
+        guard pixelBytes <= maxInflateRatio * data.count else {
+            throw ImageError.truncated(format: .png, detail: "the header claims \(width)x\(height) pixels "
+                + "(\(pixelBytes) bytes of pixel data), more than a \(data.count)-byte file can hold "
+                + "(deflate expands at most \(maxInflateRatio):1)")
+        }
+    }
+
     /// Host-endian RGBA16 -> RGB8 or RGBA8 keeping each sample's high byte.
     static func highBytes(_ rgba16: [UInt8], count n: Int, keepAlpha: Bool) -> [UInt8] {
         let c = keepAlpha ? 4 : 3

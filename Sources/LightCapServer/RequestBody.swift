@@ -3,6 +3,7 @@
 // several for `POST /v1/captions`; JSON `{"image": base64, "beam", "max_length"}`.
 
 import Foundation
+import HTTPTypes
 import Hummingbird
 import MultipartKit
 
@@ -32,19 +33,33 @@ struct RequestBody {
     /// `multiple`: every `image` field of a multipart body (`POST /v1/captions`), at most `maxImages`.
     static func read(_ request: Request, limit: Int, timeout: Double, multiple: Bool = false,
                      maxImages: Int = 1) async throws -> RequestBody {
-        let (media, parameters) = mediaType(request.headers[.contentType])
+        let (media, parameters) = try accept(request.headers, limit: limit, multiple: multiple)
+        let body = try await collect(request.body, limit: limit, timeout: timeout)
+        return try parse(body, media: media, parameters: parameters, multiple: multiple, maxImages: maxImages)
+    }
+
+    /// The checks on the headers alone, before any of the body is read: the content type (415
+    /// unless accepted, its media type and parameters returned) and the Content-Length (413).
+    static func accept(_ headers: HTTPFields, limit: Int, multiple: Bool) throws
+        -> (media: String, parameters: [String: String]) {
+        let (media, parameters) = mediaType(headers[.contentType])
         let accepted = media.isEmpty || media.hasPrefix("image/") || media == "application/octet-stream"
             || media == "multipart/form-data" || (media == "application/json" && !multiple)
         guard accepted && (!multiple || media == "multipart/form-data") else {
             let wanted = multiple ? "multipart/form-data with one `image` field per image"
                 : "JPEG, PNG or WebP bytes, multipart/form-data with an `image` field, or JSON {\"image\": base64}"
             throw APIError(status: .unsupportedMediaType,
-                           message: "content type '\(request.headers[.contentType] ?? "")' is not accepted (send \(wanted))")
+                           message: "content type '\(headers[.contentType] ?? "")' is not accepted (send \(wanted))")
         }
-        if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > limit {
+        if let length = headers[.contentLength].flatMap({ Int($0) }), length > limit {
             throw APIError(status: .contentTooLarge, message: "body of \(length) bytes is over the limit of \(limit) bytes")
         }
-        let body = try await collect(request.body, limit: limit, timeout: timeout)
+        return (media, parameters)
+    }
+
+    /// The images and parameters of a whole `body` whose headers `accept` passed.
+    static func parse(_ body: ByteBuffer, media: String, parameters: [String: String], multiple: Bool,
+                      maxImages: Int) throws -> RequestBody {
         guard body.readableBytes > 0 else {
             throw APIError(status: .badRequest, message: "empty body: send the image bytes (JPEG, PNG or WebP) as the body")
         }

@@ -65,7 +65,7 @@ public struct WordPieceTokenizer: Sendable {
     public init(vocabURL: URL, doLowerCase: Bool = true, unknownToken: String = "[UNK]",
                 specialTokens: [String] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]) throws {
         let data: Data
-        do { data = try Data(contentsOf: vocabURL) } catch {
+        do { data = try FileContents.read(vocabURL) } catch {
             throw TextError.unreadableVocabulary(path: vocabURL.path, reason: "\(error.localizedDescription)")
         }
         guard let text = String(validating: data, as: UTF8.self) else {

@@ -47,7 +47,7 @@ struct InspectCommand: ParsableCommand {
                 loadCheck = "FAILED: \(error)"
             }
         }
-        let configData = try Data(contentsOf: dir.configURL)
+        let configData = try FileContents.read(dir.configURL)
         let configObject = try JSONSerialization.jsonObject(with: configData)
 
         if json {

@@ -10,6 +10,7 @@
 import ArgumentParser
 import Foundation
 import LightCap
+import LightCapCore
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -486,7 +487,7 @@ enum ResumeFile {
     static func prepare(path: String) throws -> (keys: Set<ResumeKey>, records: Int) {
         guard FileManager.default.fileExists(atPath: path) else { return ([], 0) }
         let data: Data
-        do { data = try Data(contentsOf: URL(fileURLWithPath: path), options: .mappedIfSafe) } catch {
+        do { data = try FileContents.read(URL(fileURLWithPath: path), options: .mappedIfSafe) } catch {
             throw CLIError.unreadableFile(path, (error as NSError).localizedDescription)
         }
         var keys: Set<ResumeKey> = []

@@ -173,6 +173,28 @@ final class ConfigurationTests: XCTestCase {
         }
     }
 
+    /// Sizes near Int.max are refused by name: `decoding.max_length + 2` and `visual.width * 32`
+    /// used to overflow (a trap that stopped the process) while validating.
+    func testHugeSizesAreErrorsNotOverflows() throws {
+        let huge = Int.max
+        let cases: [(String, [String: [String: Any]])] = [
+            ("decoding.max_length", ["decoding": ["max_length": huge]]),
+            ("visual.width", ["visual": ["width": 1 << 62, "attention_pool": true]]),
+            ("image.size", ["image": ["size": 1 << 62]]),
+            ("image.size", ["image": ["size": 8192]]),
+            ("decoding.beam_size", ["decoding": ["beam_size": 100_000]]),
+            ("fusion.hidden_size", ["fusion": ["hidden_size": huge - 1, "num_attention_heads": 1]]),
+            ("visual.layers", ["visual": ["layers": [1, 1, huge, 1]]]),
+        ]
+        for (key, override) in cases {
+            XCTAssertThrowsError(try Configuration.decode(try example(override)), key) {
+                guard case LightCapError.invalidConfiguration(let reason) = $0 else { return XCTFail("\($0)") }
+                XCTAssertTrue(reason.contains(key) && reason.contains("over the limit"), reason)
+            }
+        }
+        XCTAssertNoThrow(try Configuration.decode(try example(["fusion": ["intermediate_size": Configuration.maxSize]])))
+    }
+
     func testModelDirectoryNamesMissingFile() throws {
         let dir = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
@@ -196,5 +218,34 @@ final class ConfigurationTests: XCTestCase {
         XCTAssertEqual(try ModelDirectory(url: dir).conceptNames(), [])
         try FileManager.default.removeItem(at: dir.appendingPathComponent("concepts.txt"))
         XCTAssertEqual(try ModelDirectory(url: dir).conceptNames(), [])
+    }
+
+    /// An empty config.json, vocab.txt or concepts.txt is a typed error and costs no memory:
+    /// Foundation's Data(contentsOf:) / String(contentsOf:) leak 4 KiB on each empty file, which a
+    /// service reloading models or a tool scanning directories would pay every time.
+    func testEmptyFilesAreErrorsAndLeakNothing() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("lightcap-empty-\(getpid())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let config = dir.appendingPathComponent("config.json")
+        FileManager.default.createFile(atPath: config.path, contents: Data())
+        XCTAssertThrowsError(try Configuration.load(contentsOf: config)) {
+            guard case LightCapError.invalidConfiguration = $0 else { return XCTFail("\($0)") }
+        }
+        let vocab = dir.appendingPathComponent("vocab.txt")
+        FileManager.default.createFile(atPath: vocab.path, contents: Data())
+        XCTAssertEqual(try ModelDirectory.lines(of: vocab), [])
+        func residentBytes() -> Int {
+            guard let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8),
+                  let pages = text.split(separator: " ").dropFirst().first.flatMap({ Int($0) }) else { return 0 }
+            return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
+        }
+        let before = residentBytes()
+        for _ in 0..<5_000 {
+            _ = try? Configuration.load(contentsOf: config)
+            _ = try? ModelDirectory.lines(of: vocab)
+        }
+        // 4 KiB a read would be 40 MB.
+        XCTAssertLessThan(residentBytes() - before, 16 << 20, "reading empty files leaks")
     }
 }

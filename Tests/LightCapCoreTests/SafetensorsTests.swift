@@ -167,6 +167,19 @@ final class SafetensorsTests: XCTestCase {
         }
     }
 
+    /// A header claiming 10^12 elements is refused from the header alone, whatever its offsets
+    /// say: the claimed bytes must lie in the file, so nothing of that size is ever allocated.
+    func testTrillionElementsAreRefusedBeforeAllocating() throws {
+        let small = "{\"a\":{\"dtype\":\"F32\",\"shape\":[1000000,1000000],\"data_offsets\":[0,16]}}"
+        try assertRejects(rawSafetensors(header: small, body: [UInt8](repeating: 0, count: 16)), mentioning: ["'a'", "16-byte"]) {
+            $0 == .byteSizeMismatch(tensor: "a", shape: [1_000_000, 1_000_000], dtype: "F32", bytes: 16)
+        }
+        let claimed = "{\"a\":{\"dtype\":\"F32\",\"shape\":[1000000,1000000],\"data_offsets\":[0,4000000000000]}}"
+        try assertRejects(rawSafetensors(header: claimed, body: [UInt8](repeating: 0, count: 16)), mentioning: ["'a'", "out of range"]) {
+            $0 == .tensorOutOfRange(tensor: "a", begin: 0, end: 4_000_000_000_000, dataSize: 16)
+        }
+    }
+
     func testMissingFile() {
         XCTAssertThrowsError(try SafetensorsFile(url: dir.appendingPathComponent("none.safetensors"))) {
             guard case .fileNotFound = $0 as? LightCapError else { return XCTFail("\($0)") }

@@ -115,3 +115,99 @@ final class PNGFastPathTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(accepted, 10, "the fast path should take the 8-bit RGB/RGBA fixtures")
     }
 }
+
+/// Claimed sizes and empty files: rejected before any allocation, and without leaking.
+extension HostileImageTests {
+    /// A PNG of signature, IHDR (`width` x `height`, 8-bit RGBA), one IDAT of `idat` and IEND,
+    /// every CRC right.
+    static func png(width: UInt32, height: UInt32, idat: [UInt8]) -> Data {
+        func crc32(_ bytes: [UInt8]) -> UInt32 {
+            var c: UInt32 = 0xFFFF_FFFF
+            for b in bytes {
+                c ^= UInt32(b)
+                for _ in 0..<8 { c = c & 1 != 0 ? 0xEDB8_8320 ^ (c >> 1) : c >> 1 }
+            }
+            return ~c
+        }
+        func be(_ v: UInt32) -> [UInt8] { [UInt8(v >> 24), UInt8(v >> 16 & 0xFF), UInt8(v >> 8 & 0xFF), UInt8(v & 0xFF)] }
+        func chunk(_ type: String, _ body: [UInt8]) -> [UInt8] {
+            let typed = Array(type.utf8) + body
+            return be(UInt32(body.count)) + typed + be(crc32(typed))
+        }
+        let ihdr = be(width) + be(height) + [8, 6, 0, 0, 0]
+        return Data([0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A] + chunk("IHDR", ihdr) + chunk("IDAT", idat)
+                    + chunk("IEND", []))
+    }
+
+    /// The peak resident set of this process, in bytes.
+    static func peakResidentBytes() -> Int {
+        var usage = rusage()
+        getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
+        return usage.ru_maxrss * 1024
+    }
+
+    /// The resident set of this process now, in bytes (Linux: /proc/self/statm).
+    static func residentBytes() -> Int {
+        guard let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8),
+              let pages = text.split(separator: " ").dropFirst().first.flatMap({ Int($0) }) else { return 0 }
+        return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
+    }
+
+    /// A 70-byte PNG claiming 9000 x 9000 RGBA (within the default 100-megapixel limit) is refused
+    /// from its size alone: its pixel rows (324 MB) cannot fit in 70 bytes of deflate data, and
+    /// neither the fast path nor libspng may allocate them first.
+    func testPNGClaimingMorePixelsThanItsBytesHoldIsRejectedBeforeAllocating() throws {
+        let data = Self.png(width: 9000, height: 9000, idat: [0x78, 0x9C, 0x63, 0x00, 0x00, 0x00, 0x01, 0x00, 0x01])
+        let before = Self.peakResidentBytes()
+        XCTAssertThrowsError(try ImageDecoder.decode(data)) { e in
+            guard case ImageError.truncated(.png, let detail) = e else { return XCTFail("\(e)") }
+            XCTAssertTrue(detail.contains("9000x9000"), detail)
+        }
+        XCTAssertLessThan(Self.peakResidentBytes() - before, 100 << 20, "the decoder allocated the claimed pixels")
+        // A real file of the same kind whose data is all there still decodes (the bound is deflate's, 1032:1).
+        let rows = [UInt8](repeating: 0, count: 16 * (1 + 16 * 4))
+        let small = Self.png(width: 16, height: 16, idat: Self.zlibStored(rows))
+        let image = try ImageDecoder.decode(small)
+        XCTAssertEqual(image.width, 16)
+    }
+
+    /// A PNG claiming 65535 x 65535 is over the default limit: refused before any pixel buffer.
+    func testPNGClaiming65535SquaredIsRejectedByTheLimits() {
+        let data = Self.png(width: 65535, height: 65535, idat: [0x78, 0x9C, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01])
+        let before = Self.peakResidentBytes()
+        XCTAssertThrowsError(try ImageDecoder.decode(data)) { e in
+            guard case ImageError.tooLarge(.png, 65535, 65535, _) = e else { return XCTFail("\(e)") }
+        }
+        XCTAssertLessThan(Self.peakResidentBytes() - before, 100 << 20)
+    }
+
+    /// zlib data holding `bytes` in stored (uncompressed) deflate blocks.
+    static func zlibStored(_ bytes: [UInt8]) -> [UInt8] {
+        var out: [UInt8] = [0x78, 0x01]
+        var rest = bytes[...]
+        repeat {
+            let block = rest.prefix(65535)
+            rest = rest.dropFirst(block.count)
+            let n = UInt16(block.count)
+            out += [rest.isEmpty ? 1 : 0, UInt8(n & 0xFF), UInt8(n >> 8), UInt8(~n & 0xFF), UInt8(~n >> 8)] + block
+        } while !rest.isEmpty
+        var a: UInt32 = 1, b: UInt32 = 0
+        for x in bytes { a = (a + UInt32(x)) % 65521; b = (b + a) % 65521 }
+        let adler = b << 16 | a
+        return out + [UInt8(adler >> 24), UInt8(adler >> 16 & 0xFF), UInt8(adler >> 8 & 0xFF), UInt8(adler & 0xFF)]
+    }
+
+    /// Reading an empty image file gives the typed `.empty` and costs no memory (Foundation's
+    /// Data(contentsOf:) leaks 4 KiB on each empty file; a batch of many must not grow).
+    func testEmptyImageFileLeaksNothing() throws {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("lightcap-empty-\(getpid()).png")
+        FileManager.default.createFile(atPath: url.path, contents: Data())
+        defer { try? FileManager.default.removeItem(at: url) }
+        let before = Self.residentBytes()
+        for _ in 0..<10_000 {
+            XCTAssertThrowsError(try ImageDecoder.decode(contentsOf: url)) { XCTAssertEqual($0 as? ImageError, .empty) }
+        }
+        // 4 KiB a read would be 40 MB.
+        XCTAssertLessThan(Self.residentBytes() - before, 16 << 20, "reading empty files leaks")
+    }
+}

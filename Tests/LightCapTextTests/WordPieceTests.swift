@@ -124,4 +124,25 @@ final class WordPieceTests: XCTestCase {
         XCTAssertEqual(t.count, 3)
         XCTAssertEqual(t.encode("dog cat"), [2, 1])
     }
+
+    /// An empty vocab.txt is `emptyVocabulary`, and reading it costs no memory (Foundation's
+    /// Data(contentsOf:) leaks 4 KiB on each empty file).
+    func testEmptyVocabularyFileLeaksNothing() throws {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("lightcap-empty-vocab-\(getpid()).txt")
+        FileManager.default.createFile(atPath: url.path, contents: Data())
+        defer { try? FileManager.default.removeItem(at: url) }
+        func residentBytes() -> Int {
+            guard let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8),
+                  let pages = text.split(separator: " ").dropFirst().first.flatMap({ Int($0) }) else { return 0 }
+            return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
+        }
+        let before = residentBytes()
+        for _ in 0..<10_000 {
+            XCTAssertThrowsError(try WordPieceTokenizer(vocabURL: url)) {
+                XCTAssertEqual($0 as? TextError, .emptyVocabulary(path: url.path))
+            }
+        }
+        // 4 KiB a read would be 40 MB.
+        XCTAssertLessThan(residentBytes() - before, 16 << 20, "reading empty files leaks")
+    }
 }
