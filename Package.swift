@@ -33,22 +33,24 @@ let package = Package(
         .systemLibrary(name: "CDeflate", path: "Sources/CDeflate", pkgConfig: "libdeflate",
                        providers: [.apt(["libdeflate-dev"])]),
 
+        // Whole-file reads that never hand Foundation an empty file (FileContents), for every reader.
+        .target(name: "LightCapFiles"),
         // Tensor, safetensors, weight store, configuration, kernels (oneDNN + LightCap's own).
-        .target(name: "LightCapCore", dependencies: ["CDNNL", "CKernels"]),
+        .target(name: "LightCapCore", dependencies: ["CDNNL", "CKernels", "LightCapFiles"]),
         // LightCap's own kernels: Winograd F(4x4)/F(2x2) transforms and products, the direct convolution
         // for small outputs (AVX2+FMA or generic, chosen at run time).
         .target(name: "CKernels"),
         // WordPiece tokenizer / detokenizer.
-        .target(name: "LightCapText"),
+        .target(name: "LightCapText", dependencies: ["LightCapFiles"]),
         // The network: CLIPResNet, ConceptExtractor, Modulator, FusionModel, Heads. Works on token ids
         // only; the tokenizer (LightCapText) is the Captioner's.
         .target(name: "LightCapModel", dependencies: ["LightCapCore"]),
         // Image decoding, EXIF orientation, resize, CLIP preprocessing.
-        .target(name: "LightCapImage", dependencies: ["CTurboJPEG", "CSPNG", "CWebP", "CDeflate"]),
+        .target(name: "LightCapImage", dependencies: ["CTurboJPEG", "CSPNG", "CWebP", "CDeflate", "LightCapFiles"]),
         // Captioner (shared, read-only) + per-request state and decoding.
-        .target(name: "LightCap", dependencies: ["LightCapCore", "LightCapModel", "LightCapText", "LightCapImage"]),
+        .target(name: "LightCap", dependencies: ["LightCapCore", "LightCapModel", "LightCapText", "LightCapImage", "LightCapFiles"]),
         // Caption metrics: PTB tokenizer, BLEU, ROUGE-L, CIDEr-D.
-        .target(name: "LightCapEval"),
+        .target(name: "LightCapEval", dependencies: ["LightCapFiles"]),
         // The HTTP service: POST /v1/caption, GET /v1/health, GET /v1/model (docs/SERVER.md).
         .target(name: "LightCapServer", dependencies: [
             "LightCap", "LightCapCore", "LightCapImage", .product(name: "Hummingbird", package: "hummingbird"),
@@ -66,7 +68,7 @@ let package = Package(
         .target(name: "CPeakFLOPS"),
         // The command line.
         .executableTarget(name: "lightcap", dependencies: [
-            "LightCap", "LightCapEval", "LightCapServer", "LightCapBench",
+            "LightCap", "LightCapEval", "LightCapServer", "LightCapBench", "LightCapFiles",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 

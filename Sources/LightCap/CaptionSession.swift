@@ -4,6 +4,7 @@
 // input form enters the one caption path at its stage: file -> bytes -> image -> pixels -> grid.
 
 import Foundation
+import LightCapFiles
 import LightCapCore
 import LightCapImage
 import LightCapModel

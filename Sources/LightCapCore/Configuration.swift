@@ -4,6 +4,7 @@
 // (normalisation, epsilons, decoding, tokens, ...) take the defaults of the `tiny` example.
 
 import Foundation
+import LightCapFiles
 
 /// Every hyperparameter of a LightCap model, as stored in `config.json`.
 public struct Configuration: Codable, Sendable, Equatable {

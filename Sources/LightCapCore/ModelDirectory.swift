@@ -1,6 +1,7 @@
 // ModelDirectory: the four files of a LightCap model (docs/FORMAT.md, "Files").
 
 import Foundation
+import LightCapFiles
 
 /// A model directory: `config.json`, `model.safetensors`, `vocab.txt`, `concepts.txt`.
 /// Opening it checks that every file is there and parses the configuration. `concepts.txt` is

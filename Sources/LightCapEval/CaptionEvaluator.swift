@@ -1,4 +1,5 @@
 import Foundation
+import LightCapFiles
 
 // The COCO caption evaluation (pycocoevalcap's COCOEvalCap with params['image_id'] set to the
 // images that have a result, as its example does): tokenize references and results with the

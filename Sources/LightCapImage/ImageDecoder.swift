@@ -1,6 +1,7 @@
 // The one entry point for pixels: sniff the format from the bytes, check the limits, decode,
 // composite alpha on white, apply EXIF orientation.
 import Foundation
+import LightCapFiles
 
 /// Decodes JPEG, PNG and WebP data into an opaque `RGBImage`.
 ///

@@ -13,6 +13,7 @@
 // Parity: Tests/LightCapTextTests/WordPieceTests.swift against python/lightcap_train/tokenizer_cases.py.
 
 import Foundation
+import LightCapFiles
 
 /// Errors of the text side, each naming the problem.
 public enum TextError: Error, CustomStringConvertible, Equatable {

@@ -3,6 +3,7 @@
 
 import ArgumentParser
 import Foundation
+import LightCapFiles
 import LightCap
 import LightCapCore
 

@@ -9,8 +9,8 @@
 
 import ArgumentParser
 import Foundation
+import LightCapFiles
 import LightCap
-import LightCapCore
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
