@@ -18,8 +18,7 @@ let package = Package(
         // Graceful shutdown (the service's draining state) and header names; Hummingbird uses both.
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.0.0"),
         .package(url: "https://github.com/apple/swift-http-types", from: "1.0.0"),
-        // multipart/form-data request bodies; the Prometheus text format of GET /metrics.
-        .package(url: "https://github.com/vapor/multipart-kit", from: "4.7.1"),
+        // The Prometheus text format of GET /metrics.
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.3.0"),
     ],
     targets: [
@@ -56,7 +55,6 @@ let package = Package(
             "LightCap", "LightCapCore", "LightCapImage", .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "HTTPTypes", package: "swift-http-types"),
-            .product(name: "MultipartKit", package: "multipart-kit"),
             .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
         // The benchmarks behind `lightcap bench caption|visual|image|decode|eval` (the scripts/bench_*.py

@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
 """Visual encoder benchmark: the CLIP RN50 trunk (base, 224, stem to layer4, BatchNorm folded)
-on the same random weights in PyTorch (eager), ONNX Runtime (the same graph exported to ONNX)
-and the Swift engine (`lightcap bench visual`, direct and Winograd), in one run; prints the
-ratio table against ONNX Runtime, GFLOPS and the fraction of the FMA-measured FP32 peak.
+on the same random weights in PyTorch (eager), ONNX Runtime (the same graph exported to ONNX),
+ONNX Runtime INT8 (that graph quantized by ONNX Runtime's own static quantizer: QDQ, per-channel
+s8 weights, u8 activations calibrated on --calibration random images) and the Swift engine
+(`lightcap bench visual`, direct and Winograd), in one run; prints the ratio table against ONNX
+Runtime, GFLOPS and the fraction of the FMA-measured FP32 peak (for the INT8 row too: its
+GFLOPS count the same multiply-adds), and each engine's error against PyTorch.
 
     scripts/bench_visual.py [--threads 1 2] [--iterations 20] [--warmup 3] [--rounds 1]
     scripts/bench_visual.py --profile [--threads 1] [--policies exact]
@@ -113,6 +116,27 @@ def ort_label(node: str) -> str:
     return ".".join(parts) or node
 
 
+def quantize_int8(onnx_path: Path, out: Path, images: torch.Tensor) -> None:
+    """ONNX Runtime's static INT8 quantization of the trunk: its pre-processing (shape inference,
+    graph optimization), then QDQ with per-channel s8 weights and u8 activations whose ranges are
+    calibrated (min/max) on `images` [N, 3, S, S], one at a time."""
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
+                                          QuantType, quant_pre_process, quantize_static)
+
+    class Images(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{"pixels": images[i:i + 1].numpy()} for i in range(images.shape[0])])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    prepared = out.with_suffix(".prepared.onnx")
+    quant_pre_process(str(onnx_path), str(prepared))
+    quantize_static(str(prepared), str(out), Images(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=CalibrationMethod.MinMax)
+
+
 def ort_session(onnx_path: Path, threads: int, profile_prefix: str | None = None):
     """An ONNX Runtime CPU session on `threads` intra-op threads, all graph optimizations,
     sequential; with its node profiler on when `profile_prefix` is given."""
@@ -185,6 +209,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="repeat every measurement, keep the best median")
     parser.add_argument("--policies", default="exact,onednn-winograd,lightcap-winograd")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--calibration", type=int, default=8, help="random images that calibrate ONNX Runtime INT8")
     parser.add_argument("--lightcap", type=Path, default=ROOT / ".build/release/lightcap")
     parser.add_argument("--profile", action="store_true", help="per-op times of the Swift engine beside ONNX Runtime's")
     args = parser.parse_args()
@@ -216,6 +241,10 @@ def main() -> None:
         with torch.no_grad():
             torch.onnx.export(trunk, (x,), str(onnx_path), input_names=["pixels"], output_names=["grid"],
                               opset_version=17, dynamo=False)
+        int8_path = Path(tmp) / "trunk.int8.onnx"
+        if not args.profile:
+            quantize_int8(onnx_path, int8_path,
+                          random_images(args.calibration, size, torch.Generator().manual_seed(args.seed + 2)))
 
         if args.profile:
             t = args.threads[0]
@@ -251,6 +280,14 @@ def main() -> None:
                 extra["onnxruntime_relative_error_vs_torch"] = max(err, extra.get("onnxruntime_relative_error_vs_torch", 0.0))
                 keep_best(results, ("ONNX Runtime", t), *timed(lambda: sess.run(None, feed), args.warmup, args.iterations))
 
+                int8 = ort_session(int8_path, t)
+                got = int8.run(None, feed)[0]
+                err = float(np.abs(got - expected).max() / np.abs(expected).max())
+                extra["onnxruntime_int8_relative_error_vs_torch"] = max(err, extra.get("onnxruntime_int8_relative_error_vs_torch", 0.0))
+                extra["onnxruntime_int8_relative_rms_error_vs_torch"] = float(
+                    np.linalg.norm(got - expected) / np.linalg.norm(expected))
+                keep_best(results, ("ONNX Runtime INT8", t), *timed(lambda: int8.run(None, feed), args.warmup, args.iterations))
+
             out = subprocess.run(bench + ["--weights", str(weights), "--json",
                                   "--threads", ",".join(map(str, args.threads)), "--policies", args.policies,
                                   "--iterations", str(args.iterations), "--warmup", str(args.warmup)],
@@ -270,13 +307,15 @@ def main() -> None:
                 extra[f"swift_backbone_process_{policy}"] = json.loads(mem)
 
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-    print(f"CLIP RN50 trunk, {size}x{size}, {flops / 1e9:.2f} GFLOP of convolutions; {cpu}; "
+    flags = next((l.split(":", 1)[1].split() for l in open("/proc/cpuinfo") if l.startswith("flags")), [])
+    isa = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags]
+    print(f"CLIP RN50 trunk, {size}x{size}, {flops / 1e9:.2f} GFLOP of convolutions; {cpu} ({' '.join(isa)}); "
           f"load average {os.getloadavg()[0]:.1f}")
     print("FMA peak (measured, wall / CPU time): " + ", ".join(
         f"{t} thread(s) {w:.1f} / {c:.1f} GFLOPS" for t, (w, c) in sorted(peaks.items())))
     print("wall: median (and min) ms of the runs, GFLOPS from the median; CPU: process CPU ms per run"
           " (GFLOPS = flops / (CPU ms / threads)), less sensitive to other processes sharing the cores")
-    engines = ["PyTorch eager", "ONNX Runtime"] + [f"Swift {a}" for a in args.policies.split(",")]
+    engines = ["PyTorch eager", "ONNX Runtime", "ONNX Runtime INT8"] + [f"Swift {a}" for a in args.policies.split(",")]
     width = max(map(len, engines)) + 1
     print(f"{'engine':<{width}}{'thr':>4}{'wall ms':>9}{'(min)':>8}{'GFLOPS':>8}{'%peak':>7}{'vs ORT':>8}{'(min)':>7}  |"
           f"{'CPU ms':>8}{'GFLOPS':>8}{'%peak':>7}{'vs ORT':>8}")

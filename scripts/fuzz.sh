@@ -7,7 +7,7 @@
 #
 #   scripts/fuzz.sh [SECONDS]
 #   LIGHTCAP_FUZZ_TARGETS="image safetensors" scripts/fuzz.sh 60
-#   LIGHTCAP_FUZZ_RUNS=10000000 scripts/fuzz.sh 28800   # the long run: 10M executions per target (or the time)
+#   LIGHTCAP_FUZZ_CONFIG=release LIGHTCAP_FUZZ_RUNS=10000000 scripts/fuzz.sh 28800   # the long run: 10M executions per target (or the time)
 #
 # Limits: -timeout=1 (an input taking over 1 s is a hang), -rss_limit_mb (the process's resident
 # memory, ASan's shadow and quarantine included) and -malloc_limit_mb (any single allocation; the
@@ -16,9 +16,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 seconds=${1:-10}
-# A debug build: it compiles in about half the time of a release one (the CI smoke pays for it).
-config=debug
-scratch=${LIGHTCAP_FUZZ_SCRATCH:-.build}   # SwiftPM's build folder, relative to Fuzzing/
+# A debug build by default: it compiles in about half the time of a release one (the CI smoke
+# pays for it). LIGHTCAP_FUZZ_CONFIG=release: optimised, several times more executions a second
+# (the long run), in its own build folder.
+config=${LIGHTCAP_FUZZ_CONFIG:-debug}
+case $config in debug) default_scratch=.build ;; release) default_scratch=.build-release ;;
+    *) echo "fuzz.sh: LIGHTCAP_FUZZ_CONFIG must be debug or release, not '$config'" >&2; exit 64 ;; esac
+scratch=${LIGHTCAP_FUZZ_SCRATCH:-$default_scratch}   # SwiftPM's build folder, relative to Fuzzing/
 rss_mb=${LIGHTCAP_FUZZ_RSS_MB:-2048}
 malloc_mb=${LIGHTCAP_FUZZ_MALLOC_MB:-64}
 runs=${LIGHTCAP_FUZZ_RUNS:--1}
@@ -29,7 +33,7 @@ options() {  # per-target libFuzzer options
     case $1 in
         # The PTB tokenizer costs about 1 ms a byte unoptimised under ASan: longer inputs would
         # pass the 1 s timeout in this build only (the release build is far faster).
-        ptb) echo "-max_len=512" ;;
+        ptb) [ "$config" = debug ] && echo "-max_len=512" || echo "" ;;
         *) echo "" ;;
     esac
 }

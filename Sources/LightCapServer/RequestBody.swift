@@ -1,11 +1,10 @@
 // RequestBody: the forms a caption request's body may take, read within the size limit:
-// the raw image bytes; multipart/form-data (MultipartKit's parser) with one `image` field, or
+// the raw image bytes; multipart/form-data (FormData.swift) with one `image` field, or
 // several for `POST /v1/captions`; JSON `{"image": base64, "beam", "max_length"}`.
 
 import Foundation
 import HTTPTypes
 import Hummingbird
-import MultipartKit
 
 /// A caption request's images and the decoding parameters its body carries.
 struct RequestBody {
@@ -65,10 +64,10 @@ struct RequestBody {
         }
         switch media {
         case "multipart/form-data":
-            guard let boundary = parameters["boundary"], !boundary.isEmpty, boundary.utf8.count <= 200 else {
+            guard let boundary = parameters["boundary"], !boundary.isEmpty else {
                 throw APIError(status: .badRequest, message: "multipart/form-data without a boundary parameter")
             }
-            let images = try formFields(body, boundary: boundary).filter { $0.name == "image" }.map(\.bytes)
+            let images = try FormData.fields(body, boundary: boundary).filter { $0.name == "image" }.map(\.bytes)
             guard !images.isEmpty else {
                 throw APIError(status: .badRequest, message: "the form has no `image` field (send the file as a field named image)")
             }
@@ -101,40 +100,6 @@ struct RequestBody {
                 throw APIError(status: .contentTooLarge, message: "body is over the limit of \(limit) bytes")
             }
         }
-    }
-
-    /// One field of a form: its name and bytes.
-    struct Field {
-        var name: String?
-        var bytes: Data
-    }
-
-    /// The fields of a multipart/form-data body, in order; a malformed body is a 400.
-    static func formFields(_ body: ByteBuffer, boundary: String) throws -> [Field] {
-        let parser = MultipartParser(boundary: boundary)
-        var fields: [Field] = []
-        var name: String?
-        var bytes = Data()
-        var sawHeaders = false
-        parser.onHeader = { header, value in
-            sawHeaders = true
-            if header.lowercased() == "content-disposition" {
-                name = mediaType(value).parameters["name"]
-            }
-        }
-        parser.onBody = { buffer in bytes.append(contentsOf: buffer.readableBytesView) }
-        parser.onPartComplete = {
-            fields.append(Field(name: name, bytes: bytes))
-            name = nil
-            bytes = Data()
-        }
-        do { try parser.execute(body) } catch {
-            throw APIError(status: .badRequest, message: "malformed multipart/form-data body")
-        }
-        guard sawHeaders || !fields.isEmpty else {
-            throw APIError(status: .badRequest, message: "malformed multipart/form-data body: no part with boundary '\(boundary)'")
-        }
-        return fields
     }
 
     /// `{"image": base64, "beam": N, "max_length": N}`; other keys are an error (typos surface).

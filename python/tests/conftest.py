@@ -4,7 +4,11 @@ at import (`torchvision::nms`, `torchvision::qnms`) lets the import succeed. The
 never called (no test uses detection ops)."""
 
 import os
+import socket
+import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -47,3 +51,27 @@ def lightcap_exe() -> Path:
             pytest.fail(f"{exe} is missing")
         pytest.skip(f"{exe} not built (swift build -c release --product lightcap)")
     return exe
+
+
+@pytest.fixture(scope="module")
+def lightcap_server(lightcap_exe):
+    """`lightcap serve` with models/default on a free loopback port, ready (its /readyz answers):
+    yields the base URL, ending in '/'."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([str(lightcap_exe), "serve", "--port", str(port)], cwd=Path(__file__).resolve().parents[2],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    for _ in range(600):
+        try:
+            urllib.request.urlopen(url + "readyz", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail("lightcap serve did not become ready in 30 s")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)

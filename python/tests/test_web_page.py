@@ -5,10 +5,7 @@ $LIGHTCAP_SCREENSHOT when set (docs/server-page.png was made so)."""
 
 import os
 import shutil
-import socket
 import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -22,25 +19,6 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def server(lightcap_exe):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([str(lightcap_exe), "serve", "--port", str(port)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    for _ in range(200):
-        try:
-            urllib.request.urlopen(url + "readyz", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.05)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
-
-
-@pytest.fixture(scope="module")
 def browser():
     from selenium import webdriver
     options = webdriver.ChromeOptions()
@@ -51,11 +29,11 @@ def browser():
     driver.quit()
 
 
-def test_page_captions_an_example_like_the_command_line(server, browser, lightcap_exe, tmp_path):
+def test_page_captions_an_example_like_the_command_line(lightcap_server, browser, lightcap_exe, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
     image = ROOT / "examples" / "scene1.png"
-    browser.get(server)
+    browser.get(lightcap_server)
     assert browser.title == "LightCap"
     browser.find_element(By.ID, "file").send_keys(str(image))
     WebDriverWait(browser, 60).until(lambda d: d.execute_script("return document.body.dataset.captioned"))
