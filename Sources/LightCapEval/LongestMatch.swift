@@ -97,6 +97,7 @@ indirect enum Pattern: Sendable {
             return Pattern.sortedUnique(all)
         case .repeated(let p, let lo, let hi):
             var reached: [Int] = lo == 0 ? starts : []
+            var seen = Set(reached)  // membership in constant time: a long run stays linear
             var cur = starts
             var count = 0
             while !cur.isEmpty && count < hi {
@@ -104,7 +105,7 @@ indirect enum Pattern: Sendable {
                 count += 1
                 if count >= lo {
                     // A position reached again with a higher count can do no more than before.
-                    cur = cur.filter { !reached.contains($0) }
+                    cur = cur.filter { seen.insert($0).inserted }
                     reached += cur
                 }
             }
