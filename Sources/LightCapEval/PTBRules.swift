@@ -125,10 +125,13 @@ final class PTBRules: Sendable {
         // MARK: URLs, e-mail, Twitter
         let urlStop = " \t\n\u{000C}\r\"<>|(){}"
         let fullURL = P.seq(.lit("http"), P.lit("s").opt, .lit("://"), not(urlStop).plus, not(urlStop + ".!?,-"))
-        let likelyURLHost = P.alt(
-            .seq(.lit("www."), P.seq(not(urlStop + ".!?,").plus, .chars(".")).plus, asciiLetter.times(2, 4)),
-            .seq(P.seq(P.unit(likelyLabel()).plus, .chars(".")).plus, .words(["com", "net", "org", "edu"])))
-        let likelyURL = P.seq(likelyURLHost, P.seq(.chars("/"), not(" \t\n\u{000C}\r\"<>|()").plus, not(urlStop + ".!?,-")).opt)
+        // The likely URL (host, then an optional path) as two patterns, one per kind of host,
+        // each a rule of its own, adjacent and with the same action, so the tokens are those of
+        // one rule: the dotted-labels one absorbs a run of label units (Pattern.absorbs), so the
+        // scanner skips it along a run where it failed (a run of U+FFFD was quadratic).
+        let urlPath = P.seq(.chars("/"), not(" \t\n\u{000C}\r\"<>|()").plus, not(urlStop + ".!?,-")).opt
+        let wwwURL = P.seq(.lit("www."), P.seq(not(urlStop + ".!?,").plus, .chars(".")).plus, asciiLetter.times(2, 4), urlPath)
+        let dottedURL = P.seq(P.seq(P.unit(likelyLabel()).plus, .chars(".")).plus, .words(["com", "net", "org", "edu"]), urlPath)
         let emailStop = " \t\n\u{000C}\r\"<>|()\u{00A0}{}"
         let email = P.seq(P.alt(.lit("&lt;"), .chars("<")).opt, asciiAlnum, not(emailStop).star, .chars("@"),
                           P.seq(not(emailStop + ".").plus, .chars(".")).star, not(emailStop + ".").plus,
@@ -241,7 +244,8 @@ final class PTBRules: Sendable {
             r(apoword, nil, keep),
             r(apoword2, javaLetter, keep),
             r(fullURL, nil, keep),
-            r(likelyURL, nil, keep),
+            r(wwwURL, nil, keep),
+            r(dottedURL, nil, keep),
             r(email, nil, keep),
             r(twitter, nil, keep),
             r(redaux, not("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"), rightQuote),

@@ -50,11 +50,21 @@ public struct PTBTokenizer: Sendable {
     /// The tokenizer's output for a document: one array of lowercased tokens per output line
     /// (before pycocoevalcap drops punctuation).
     public func rawLines(_ document: String) -> [[String]] {
+        rawLines(document, skipKnownFailures: true)
+    }
+
+    /// `skipKnownFailures`: a rule that found no match at a position where its pattern absorbs
+    /// the unit (`Pattern.absorbs`) cannot match at the next one either, so it is not tried
+    /// there. The output is the same either way (false: the plain twin, for the tests); the
+    /// skip keeps a long run of units that many rules scan to its end and then reject (such
+    /// as U+FFFD, which a likely-URL host label takes) linear instead of quadratic.
+    func rawLines(_ document: String, skipKnownFailures: Bool) -> [[String]] {
         let text = Array(document.utf16)
         var lines: [[String]] = [[]]
         var candidates: [UInt16: [Int]] = [:]
         let rules = PTBRules.shared.rules
         let asciiCandidates = PTBRules.shared.asciiCandidates
+        var knownFailure = [Int](repeating: -1, count: rules.count)  // rule -> a position where it can't match
         var pos = 0
         while pos < text.count {
             let u = text[pos]
@@ -75,7 +85,14 @@ public struct PTBTokenizer: Sendable {
             var best: (total: Int, rule: Int, end: Int)? = nil
             for i in ruleIndices {
                 let rule = rules[i]
-                guard let (end, total) = rule.match(text, at: pos) else { continue }
+                if skipKnownFailures && knownFailure[i] == pos {
+                    if rule.pattern.absorbs(u) { knownFailure[i] = pos + 1 }
+                    continue
+                }
+                guard let (end, total) = rule.match(text, at: pos) else {
+                    if skipKnownFailures && rule.pattern.absorbs(u) { knownFailure[i] = pos + 1 }
+                    continue
+                }
                 // Longest match wins; on a tie the rule listed first.
                 if best == nil || total - pos > best!.total { best = (total - pos, i, end) }
             }
@@ -200,6 +217,20 @@ extension Pattern {
         case .sequence(let p): return p.allSatisfy(\.isNullable)
         case .alternatives(let p): return p.contains(where: \.isNullable)
         case .repeated(let p, let lo, _): return lo == 0 || p.isNullable
+        }
+    }
+
+    /// Whether the unit `u` followed by any match of this pattern is a match too, so that no
+    /// match starting just after a `u` exists where none starts at the `u`: a repetition without
+    /// an upper bound of a class holding `u`, a repetition of at least one of such a pattern, a
+    /// sequence whose first part is one, alternatives that all are.
+    func absorbs(_ u: UInt16) -> Bool {
+        switch self {
+        case .unit, .literal: return false
+        case .repeated(.unit(let c), _, let hi): return hi == .max && c.contains(u)
+        case .repeated(let p, let lo, _): return lo >= 1 && p.absorbs(u)
+        case .sequence(let parts): return parts.first?.absorbs(u) ?? false
+        case .alternatives(let options): return !options.isEmpty && options.allSatisfy { $0.absorbs(u) }
         }
     }
 

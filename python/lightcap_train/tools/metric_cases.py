@@ -43,6 +43,10 @@ EDGE_CAPTIONS = [
     "A DOG RUNS.", "Two dogs; one cat: no birds!", "a 2-year-old kid", "the 1990s and '90s",
     "price 3.50 or 3,50", "zero\u200bwidth", "non\u00a0breaking space", "x * y = z & w + v % u",
     "a/b test", "U.S.A. flag", "Mr. Smith and Mrs. Jones", "a cat. The dog", "it is a. The end",
+    # Long runs that many rules scan to their end and then reject (a fuzzer's input had 399
+    # U+FFFD), and one that a likely-URL rule takes whole.
+    "He said, \"it's 6 o'clo.A. 't" + "\ufffd" * 60 + "\x81" * 40 + "*" + "\ufffd" * 30,
+    "\ufffd" * 300 + " a dog", "a" + "\ufffd" * 200 + ".com and more", "\u00e9" * 100 + "-" + "\u00e9" * 100 + ".",
 ]
 
 FRAGMENTS = [
