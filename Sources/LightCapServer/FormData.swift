@@ -91,15 +91,15 @@ enum FormData {
 
     /// RFC 9110's tchar: letters, digits and !#$%&'*+-.^_`|~.
     private static func isTokenCharacter(_ byte: UInt8) -> Bool {
-        switch byte {
-        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
-            return true
-        default:
-            return tokenPunctuation.contains(byte)
-        }
+        isLetterOrDigit(byte) || tokenPunctuation.contains(byte)
     }
 
     private static let tokenPunctuation = Set("!#$%&'*+-.^_`|~".utf8)
+
+    private static func isLetterOrDigit(_ byte: UInt8) -> Bool {
+        (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte) || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte)
+            || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte)
+    }
 
     private static func matches(_ bytes: UnsafeRawBufferPointer, at position: Int, _ pattern: [UInt8]) -> Bool {
         position + pattern.count <= bytes.count && bytes[position..<(position + pattern.count)].elementsEqual(pattern)
@@ -127,14 +127,8 @@ enum FormData {
     /// not last); up to 200 accepted, as some clients make them longer.
     static func validBoundary(_ boundary: String) -> Bool {
         let bytes = Array(boundary.utf8)
-        return (1...200).contains(bytes.count) && bytes.last != space && bytes.allSatisfy { byte in
-            switch byte {
-            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
-                return true
-            default:
-                return boundaryPunctuation.contains(byte)
-            }
-        }
+        return (1...200).contains(bytes.count) && bytes.last != space
+            && bytes.allSatisfy { isLetterOrDigit($0) || boundaryPunctuation.contains($0) }
     }
 
     private static let boundaryPunctuation = Set("'()+_,-./:=? ".utf8)
