@@ -78,13 +78,13 @@ let package = Package(
         .testTarget(name: "LightCapCoreTests", dependencies: [
             "LightCapCore", "CKernels", "LightCapReference", "LightCapTestSupport",
         ]),
-        .testTarget(name: "LightCapTextTests", dependencies: ["LightCapText"]),
+        .testTarget(name: "LightCapTextTests", dependencies: ["LightCapText", "LightCapTestSupport"]),
         .testTarget(name: "LightCapModelTests", dependencies: [
             "LightCapModel", "LightCapCore", "LightCapReference", "LightCapTestSupport",
         ]),
-        .testTarget(name: "LightCapImageTests", dependencies: ["LightCapImage"]),
+        .testTarget(name: "LightCapImageTests", dependencies: ["LightCapImage", "LightCapTestSupport"]),
         .testTarget(name: "LightCapTests", dependencies: ["LightCap", "LightCapTestSupport"]),
-        .testTarget(name: "LightCapEvalTests", dependencies: ["LightCapEval"]),
+        .testTarget(name: "LightCapEvalTests", dependencies: ["LightCapEval", "LightCapTestSupport"]),
         // Tests the service through a real loopback socket (no HTTP client library: HummingbirdTesting
         // would add AsyncHTTPClient, swift-crypto and NIOSSL to every fresh build).
         .testTarget(name: "LightCapServerTests", dependencies: [

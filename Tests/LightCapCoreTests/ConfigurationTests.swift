@@ -1,3 +1,4 @@
+import LightCapTestSupport
 import XCTest
 @testable import LightCapCore
 
@@ -235,17 +236,12 @@ final class ConfigurationTests: XCTestCase {
         let vocab = dir.appendingPathComponent("vocab.txt")
         FileManager.default.createFile(atPath: vocab.path, contents: Data())
         XCTAssertEqual(try ModelDirectory.lines(of: vocab), [])
-        func residentBytes() -> Int {
-            guard let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8),
-                  let pages = text.split(separator: " ").dropFirst().first.flatMap({ Int($0) }) else { return 0 }
-            return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
-        }
-        let before = residentBytes()
+        let before = ProcessMemory.residentBytes()
         for _ in 0..<5_000 {
             _ = try? Configuration.load(contentsOf: config)
             _ = try? ModelDirectory.lines(of: vocab)
         }
         // 4 KiB a read would be 40 MB.
-        XCTAssertLessThan(residentBytes() - before, 16 << 20, "reading empty files leaks")
+        XCTAssertLessThan(ProcessMemory.residentBytes() - before, 16 << 20, "reading empty files leaks")
     }
 }

@@ -1,6 +1,7 @@
 // The COCO readers on broken input: a typed EvalError naming the file, never a crash or a leak.
 // (The fuzz target Fuzzing/Sources/FuzzCOCO runs them on mutated files; its findings stay here.)
 import Foundation
+import LightCapTestSupport
 import XCTest
 @testable import LightCapEval
 
@@ -22,12 +23,6 @@ final class CocoReaderTests: XCTestCase {
         return url
     }
 
-    func residentBytes() -> Int {
-        guard let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8),
-              let pages = text.split(separator: " ").dropFirst().first.flatMap({ Int($0) }) else { return 0 }
-        return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
-    }
-
     /// An empty results or annotation file is "not valid JSON", and reading it costs no memory
     /// (Foundation's Data(contentsOf:) leaks 4 KiB on each empty file).
     func testEmptyFilesAreBadFormatAndLeakNothing() throws {
@@ -38,10 +33,10 @@ final class CocoReaderTests: XCTestCase {
         XCTAssertThrowsError(try CaptionReferences.load(cocoAnnotations: empty)) {
             XCTAssertEqual($0 as? EvalError, .badFormat(path: empty.path, reason: "not valid JSON"))
         }
-        let before = residentBytes()
+        let before = ProcessMemory.residentBytes()
         for _ in 0..<10_000 { _ = try? CaptionReferences.loadResults(empty) }
         // 4 KiB a read would be 40 MB.
-        XCTAssertLessThan(residentBytes() - before, 16 << 20, "reading empty files leaks")
+        XCTAssertLessThan(ProcessMemory.residentBytes() - before, 16 << 20, "reading empty files leaks")
     }
 
     func testWellFormedFilesAndTheirScores() throws {

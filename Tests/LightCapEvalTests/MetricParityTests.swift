@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
 @testable import LightCapEval
+import LightCapTestSupport
 
 // Compares LightCapEval with pycocoevalcap 1.2's own outputs, written by
 // python/lightcap_train/metric_cases.py into $LIGHTCAP_FIXTURES/metrics.
@@ -42,14 +43,8 @@ final class PTBTokenizerParityTests: XCTestCase {
             .map { try XCTUnwrap($0["captions"] as? [String]).joined(separator: "\n") }
         let pieces = ["\u{FFFD}", "\u{0081}", "a", "Z", "7", ".", "-", "@", "/", "'", "\"", " ", "com", "www.", "http://",
                       "\u{00E9}", "$", "&amp;", ":)", "\n", "\u{00AD}", ",", "#", "_"]
-        var state: UInt64 = 0x9E3779B97F4A7C15
-        func next(_ n: Int) -> Int {  // splitmix64
-            state &+= 0x9E3779B97F4A7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58476D1CE4E5B9
-            z = (z ^ (z >> 27)) &* 0x94D049BB133111EB
-            return Int((z ^ (z >> 31)) % UInt64(n))
-        }
+        var random = SeededRandom(seed: 47)
+        func next(_ n: Int) -> Int { Int(random.next() % UInt64(n)) }
         for _ in 0..<400 {
             var doc = ""
             for _ in 0..<next(12) { doc += String(repeating: pieces[next(pieces.count)], count: 1 + next(next(2) == 0 ? 3 : 40)) }

@@ -1,5 +1,6 @@
 // Hostile input: a typed ImageError for each, never a crash, a hang or a giant allocation.
 import Foundation
+import LightCapTestSupport
 import XCTest
 @testable import LightCapImage
 
@@ -146,13 +147,6 @@ extension HostileImageTests {
         return usage.ru_maxrss * 1024
     }
 
-    /// The resident set of this process now, in bytes (Linux: /proc/self/statm).
-    static func residentBytes() -> Int {
-        guard let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8),
-              let pages = text.split(separator: " ").dropFirst().first.flatMap({ Int($0) }) else { return 0 }
-        return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
-    }
-
     /// A 70-byte PNG claiming 9000 x 9000 RGBA (within the default 100-megapixel limit) is refused
     /// from its size alone: its pixel rows (324 MB) cannot fit in 70 bytes of deflate data, and
     /// neither the fast path nor libspng may allocate them first.
@@ -203,11 +197,11 @@ extension HostileImageTests {
         let url = FileManager.default.temporaryDirectory.appendingPathComponent("lightcap-empty-\(getpid()).png")
         FileManager.default.createFile(atPath: url.path, contents: Data())
         defer { try? FileManager.default.removeItem(at: url) }
-        let before = Self.residentBytes()
+        let before = ProcessMemory.residentBytes()
         for _ in 0..<10_000 {
             XCTAssertThrowsError(try ImageDecoder.decode(contentsOf: url)) { XCTAssertEqual($0 as? ImageError, .empty) }
         }
         // 4 KiB a read would be 40 MB.
-        XCTAssertLessThan(Self.residentBytes() - before, 16 << 20, "reading empty files leaks")
+        XCTAssertLessThan(ProcessMemory.residentBytes() - before, 16 << 20, "reading empty files leaks")
     }
 }

@@ -2,6 +2,7 @@
 // python/lightcap_train/tools/tokenizer_cases.py (LIGHTCAP_FIXTURES/tokenizer/{vocab.txt,cases.json}),
 // plus small self-contained checks of the algorithm and its errors.
 import Foundation
+import LightCapTestSupport
 import XCTest
 @testable import LightCapText
 
@@ -131,18 +132,13 @@ final class WordPieceTests: XCTestCase {
         let url = FileManager.default.temporaryDirectory.appendingPathComponent("lightcap-empty-vocab-\(getpid()).txt")
         FileManager.default.createFile(atPath: url.path, contents: Data())
         defer { try? FileManager.default.removeItem(at: url) }
-        func residentBytes() -> Int {
-            guard let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8),
-                  let pages = text.split(separator: " ").dropFirst().first.flatMap({ Int($0) }) else { return 0 }
-            return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
-        }
-        let before = residentBytes()
+        let before = ProcessMemory.residentBytes()
         for _ in 0..<10_000 {
             XCTAssertThrowsError(try WordPieceTokenizer(vocabURL: url)) {
                 XCTAssertEqual($0 as? TextError, .emptyVocabulary(path: url.path))
             }
         }
         // 4 KiB a read would be 40 MB.
-        XCTAssertLessThan(residentBytes() - before, 16 << 20, "reading empty files leaks")
+        XCTAssertLessThan(ProcessMemory.residentBytes() - before, 16 << 20, "reading empty files leaks")
     }
 }
