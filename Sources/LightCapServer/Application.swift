@@ -128,6 +128,9 @@ func captions(_ request: Request, service: CaptionService) async throws -> Respo
     let items = await withTaskGroup(of: (Int, BatchItem).self) { group in
         for (i, image) in body.images.enumerated() {
             group.addTask {
+                guard !image.isEmpty else {
+                    return (i, .failure(BatchError(error: "image \(i + 1) of the form is empty", status: 400)))
+                }
                 do { return (i, .caption(try await service.caption(image, options: options))) } catch {
                     let (status, message, _) = errorAnswer(error)
                     return (i, .failure(BatchError(error: message, status: Int(status.code))))

@@ -77,6 +77,11 @@ struct RequestBody {
             guard images.count <= maxImages else {
                 throw APIError(status: .contentTooLarge, message: "the form has \(images.count) images; at most \(maxImages) per request")
             }
+            // One image: an empty field is the request's error. Several: each is captioned or
+            // answered with its own error in its place (CaptionService), an empty one too.
+            if images.count == 1 && images[0].isEmpty {
+                throw APIError(status: .badRequest, message: "the form's `image` field is empty")
+            }
             return RequestBody(images: images)
         case "application/json":
             return try json(body)

@@ -300,6 +300,8 @@ final class ServerTests: XCTestCase, @unchecked Sendable {
                                                           body: self.form([("image", png)])), 400, "boundary")
             try self.expectError(try await server.request("POST", "/v1/caption", headers: multipart, body: Array("garbage".utf8)),
                                  400, "malformed multipart")
+            try self.expectError(try await server.request("POST", "/v1/caption", headers: multipart, body: self.form([("image", [])])),
+                                 400, "`image` field is empty")
             try self.expectError(try await server.request("POST", "/v1/caption", headers: multipart,
                                                           body: self.form([("image", Array("not an image".utf8))])), 415, "not a JPEG")
         }
@@ -328,6 +330,15 @@ final class ServerTests: XCTestCase, @unchecked Sendable {
             let five = self.form((0..<5).map { _ in ("image", images[0]) })
             try self.expectError(try await server.request("POST", "/v1/captions", headers: multipart, body: five), 413, "at most 4")
             try self.expectError(try await server.request("POST", "/v1/captions", body: images[0]), 415, "multipart/form-data")
+            // The input the request fuzz target found: an empty image field among others is an
+            // error in its place, like any other bad image.
+            let withEmpty = try await server.request("POST", "/v1/captions?beam=1&max_length=8", headers: multipart,
+                                                     body: self.form([("image", images[0]), ("image", [])]))
+            XCTAssertEqual(withEmpty.status, 200, withEmpty.text)
+            let answers = try XCTUnwrap((try JSONSerialization.jsonObject(with: withEmpty.body) as? [String: Any])?["captions"] as? [[String: Any]])
+            XCTAssertEqual(answers.first?["caption"] as? String, direct[0].text)
+            XCTAssertEqual(answers.last?["status"] as? Int, 400, "\(answers)")
+            XCTAssertTrue((answers.last?["error"] as? String ?? "").contains("image 2 of the form is empty"), "\(answers)")
         }
     }
 
