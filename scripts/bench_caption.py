@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import time
@@ -37,18 +36,6 @@ sys.path.insert(0, str(REPO / "python"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 STEPS = 20
-
-
-def median_ms(fn, runs: int) -> float:
-    """Median thread CPU time in ms after one warm-up call (steadier than wall time on a shared
-    machine; every engine here runs on the calling thread)."""
-    fn()
-    times = []
-    for _ in range(runs):
-        t = time.thread_time()
-        fn()
-        times.append((time.thread_time() - t) * 1e3)
-    return statistics.median(times)
 
 
 def memory_bandwidth_gbs() -> float:
@@ -94,11 +81,10 @@ def main() -> None:
     parser.add_argument("--lightcap", type=Path, default=REPO / ".build/release/lightcap")
     args = parser.parse_args()
 
-    import numpy as np
     import torch
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from bench_decode import NextLogits, build_model
+    from bench_decode import NextLogits, build_model, median_ms, ort_greedy
     from bench_visual import Trunk, conv_flops, ort_session, quantize_int8
     from lightcap_train.recipe.evaluate import load_pixels
     from lightcap_train.tools.fixtures import random_images
@@ -143,7 +129,6 @@ def main() -> None:
     quantize_int8(trunk_onnx, trunk_int8, calibration)
     quantize_dynamic(str(step_onnx), str(step_int8), weight_type=QuantType.QInt8, per_channel=True)
 
-    visual = ctx.visual_tokens.numpy()
     tokens_of: dict[str, list[int]] = {}
     for name, trunk_path, step_path in [("ONNX Runtime FP32", trunk_onnx, step_onnx),
                                         ("ONNX Runtime INT8", trunk_int8, step_int8)]:
@@ -154,21 +139,8 @@ def main() -> None:
         rows["decode + preprocess"] = torch_rows["decode + preprocess"]
         rows["backbone"] = median_ms(lambda: trunk.run(None, feed), args.runs)
         rows["concepts"] = torch_rows["concepts"]
-
-        def ort_greedy():
-            tokens: list[int] = []
-            for _ in range(STEPS):
-                i, t, p, m = model.build_inputs(model.caption_segment([tokens], "mask"), ctx.concept_ids)
-                logits = step.run(None, {"token_ids": i.numpy(), "type_ids": t.numpy(), "position_ids": p.numpy(),
-                                         "visual": visual, "mask": m.numpy(),
-                                         "row": np.array([len(tokens) + 1], dtype=np.int64)})[0][0]
-                token = int(np.argmax(logits))
-                if token == model.sep_id:
-                    break
-                tokens.append(token)
-            return tokens
-        tokens_of[name] = ort_greedy()
-        rows["decoding"] = median_ms(ort_greedy, args.runs)
+        tokens_of[name] = ort_greedy(model, step, ctx, STEPS)
+        rows["decoding"] = median_ms(lambda: ort_greedy(model, step, ctx, STEPS), args.runs)
     assert tokens_of["ONNX Runtime FP32"] == greedy, "ONNX Runtime FP32 and PyTorch greedy tokens differ"
 
     # --- Swift --------------------------------------------------------------------------------
