@@ -8,7 +8,7 @@ The model: base size (CLIP RN50 trunk at 224 px, TinyBERT-4 fusion, 1,000 concep
 weights with the [SEP] bias pushed down so that every caption runs all 20 steps (as
 bench_decode.py). The engines:
   - Swift: `lightcap bench caption` on the model directory, with the exact and the
-    lightcap-winograd backbone;
+    lightcap-winograd backbone, and the latter with INT8 fusion weights (`--fusion-weights int8`);
   - PyTorch eager: the reference (Pillow decode by load_image, clip_preprocess, the trunk,
     the concepts with the modulator and projection, the uncached greedy loop);
   - ONNX Runtime FP32: the same decode and preprocessing, the trunk's graph, the concepts in
@@ -147,16 +147,18 @@ def main() -> None:
     if not args.lightcap.exists():
         subprocess.run(["swift", "build", "-c", "release", "--product", "lightcap"], cwd=REPO, check=True)
     swift_captions = []
-    for policy in ["exact", "lightcap-winograd"]:
+    swift_int8_captions = []
+    for policy, weights in [("exact", "f32"), ("lightcap-winograd", "f32"), ("lightcap-winograd", "int8")]:
         out = subprocess.run([str(args.lightcap), "bench", "caption", "--model", str(args.out / "model"),
                               "--image", str(image_path), "--runs", str(args.runs), "--json", "--threads", "1",
-                              "--convolutions", policy, "--max-length", str(STEPS), "--beam", "1"],
+                              "--convolutions", policy, "--fusion-weights", weights, "--max-length", str(STEPS),
+                              "--beam", "1"],
                              check=True, capture_output=True, text=True).stdout
         report = json.loads(out)
         s = {k: v["median_ms"] for k, v in report["stages"].items()}
-        stages[f"Swift {policy}"] = {"decode + preprocess": s["decode"] + s["preprocess"], "backbone": s["backbone"],
+        stages[f"Swift {policy}" + (" + INT8 fusion" if weights == "int8" else "")] = {"decode + preprocess": s["decode"] + s["preprocess"], "backbone": s["backbone"],
                                      "concepts": s["concepts"], "decoding": s["fusion"]}
-        swift_captions.append(report["caption"])
+        (swift_int8_captions if weights == "int8" else swift_captions).append(report["caption"])
     peak = json.loads(subprocess.run([str(args.lightcap), "bench", "visual", "--json", "--threads", "1",
                                       "--policies", "exact", "--iterations", "1", "--warmup", "0"],
                                      check=True, capture_output=True, text=True).stdout)["rows"][0]["peakGflops"]
@@ -175,10 +177,10 @@ def main() -> None:
           f"{limits['decoding']:.1f} ms ({decoding_weight_bytes(model) / 1e6:.1f} MB of FP32 weights x {STEPS} steps)")
     print("median thread CPU ms per stage; (x) = ratio to ONNX Runtime FP32; [%] = the stage's limit / its time")
     names = ["decode + preprocess", "backbone", "concepts", "decoding"]
-    print(f"{'engine':<26}" + "".join(f"{n:>26}" for n in names) + f"{'total':>18}")
+    print(f"{'engine':<38}" + "".join(f"{n:>26}" for n in names) + f"{'total':>18}")
     ref = stages["ONNX Runtime FP32"]
     for engine, rows in stages.items():
-        line = f"{engine:<26}"
+        line = f"{engine:<38}"
         for n in names:
             cell = f"{rows[n]:.2f} ({rows[n] / ref[n]:.2f}x)"
             if n in limits:
@@ -189,7 +191,8 @@ def main() -> None:
     print(f"ONNX Runtime INT8's tokens equal FP32's: {tokens_of['ONNX Runtime INT8'] == greedy} "
           f"({sum(a == b for a, b in zip(tokens_of['ONNX Runtime INT8'], greedy))} of {STEPS} in place)")
     expected = model.tokenizer.decode_caption(greedy)
-    print(f"Swift's captions equal PyTorch's: {all(c == expected for c in swift_captions)} ({expected!r})")
+    print(f"Swift's captions equal PyTorch's: {all(c == expected for c in swift_captions)} ({expected!r}); "
+          f"with INT8 fusion weights: {all(c == expected for c in swift_int8_captions)}")
 
 
 if __name__ == "__main__":

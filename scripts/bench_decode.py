@@ -164,6 +164,7 @@ def main() -> None:
         swift = json.loads(run.stdout)
         assert swift["greedy_ids"] == greedy.ids, f"Swift greedy {swift['greedy_ids']} != PyTorch {greedy.ids}"
         assert swift["beam_ids"] == beam_ids, f"Swift beam {swift['beam_ids']} != PyTorch {beam_ids}"
+        int8_same = (swift["greedy_ids_int8_fusion"] == greedy.ids, swift["beam_ids_int8_fusion"] == beam_ids)
         for name, ms in sorted(swift["timings"].items(), key=lambda kv: (kv[0].startswith("  "), kv[0])):
             rows[name] = ms
 
@@ -172,6 +173,8 @@ def main() -> None:
     print(f"{'workload':66s} {'ms':>9s} {'x ORT greedy':>13s}")
     for name, ms in rows.items():
         print(f"{name:66s} {ms:9.2f} {ms / ref:13.3f}")
+    if not args.skip_swift:
+        print(f"INT8 fusion weights give the F32 tokens: greedy {int8_same[0]}, beam {int8_same[1]}")
 
 
 if __name__ == "__main__":

@@ -17,8 +17,19 @@ int lightcap_kernel_has_avx2(void) {
     }
     return known;
 }
+
+int lightcap_kernel_has_avx512(void) {
+    static int known = -1;
+    if (known < 0) {
+        const char *cap = getenv("LIGHTCAP_KERNEL_ISA");
+        known = lightcap_kernel_has_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                __builtin_cpu_supports("avx512vl") && !(cap && strcasecmp(cap, "avx2") == 0);
+    }
+    return known;
+}
 #else
 int lightcap_kernel_has_avx2(void) { return 0; }
+int lightcap_kernel_has_avx512(void) { return 0; }
 #endif
 
 const char *lightcap_kernel_isa(void) { return lightcap_kernel_has_avx2() ? "avx2+fma" : "generic"; }

@@ -37,6 +37,10 @@ static inline __attribute__((always_inline)) const float *chunk_at(const float *
 // "generic". Decided once.
 int lightcap_kernel_has_avx2(void);
 
+// Whether kernels with an AVX-512 body (the INT8 linear layer) take it: AVX2 is taken, the CPU
+// has AVX-512 F, BW and VL, and LIGHTCAP_KERNEL_ISA does not say "avx2". Decided once.
+int lightcap_kernel_has_avx512(void);
+
 // body(args, begin, end) over contiguous parts of [0, count), one per thread of an OpenMP team
 // of min(threads, count) (fewer if OpenMP gives fewer, e.g. inside another parallel region);
 // on the calling thread alone when threads <= 1 or libgomp is not in the process.

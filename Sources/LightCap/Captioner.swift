@@ -77,8 +77,11 @@ public final class Captioner: Sendable {
     /// concepts.txt is not read.
     /// `convolutions`: how the backbone computes its 3x3 convolutions (`.exact`; or
     /// `.lightcapWinograd`, LightCap's Winograd, faster on the paper's sizes, relative error ~3e-6
-    /// on the parity fixtures; docs/VISUAL.md).
-    public init(modelDirectory: URL, threads: Int = 1, convolutions: ConvolutionPolicy = .exact) throws {
+    /// on the parity fixtures; docs/VISUAL.md). `fusionWeights`: what the fusion layers read at
+    /// each decoding step (`.f32`, exact; or `.int8`, weight-only INT8, faster, with the quality
+    /// budget of docs/DECODING.md).
+    public init(modelDirectory: URL, threads: Int = 1, convolutions: ConvolutionPolicy = .exact,
+                fusionWeights: FusionWeights = .f32) throws {
         guard threads >= 1 else { throw LightCapError.invalidArgument(reason: "threads must be at least 1, got \(threads)") }
         let directory = try ModelDirectory(url: modelDirectory)
         let config = directory.configuration
@@ -112,7 +115,7 @@ public final class Captioner: Sendable {
             ? try ConceptExtractor(store.scoped("concepts"), configuration: config, names: names) : nil
         // Configuration.validate: a modulator needs concepts (there are none to modulate with otherwise).
         modulator = config.modulator.enabled ? try Modulator(store.scoped("modulator"), configuration: config) : nil
-        fusion = try FusionModel(store.scoped("bert"), configuration: config)
+        fusion = try FusionModel(store.scoped("bert"), configuration: config, stepWeights: fusionWeights)
         projection = try ImageProjection(store.scoped("image_projection"), configuration: config)
         heads = try PredictionHeads(store.scoped("heads"), configuration: config, wordEmbeddings: fusion.wordEmbeddings)
         try store.finish()

@@ -181,9 +181,11 @@ package final class CachedSession: LogitSession {
     }
 
     /// With `argmaxOnly` the rows are exact only near their argmax: the log-probabilities come
-    /// from one F32 vocabulary product over all the image's recorded steps' states at once.
+    /// from one F32 vocabulary product over all the image's recorded steps' states at once. With
+    /// INT8 fusion weights the states are approximate already: the rows' own log-sum-exp is
+    /// used (the logits away from the argmax within their bound, QuantizedDecoder).
     func greedyLogProbabilities(of tokens: [Int], rows: [[Float]], image: Int) -> [Float] {
-        guard argmaxOnly else { return logSoftmax(at: tokens, rows: rows) }
+        guard argmaxOnly, fusion.stepWeights == .f32 else { return logSoftmax(at: tokens, rows: rows) }
         let recorded = transformedStates[image]
         precondition(tokens.count == recorded.count, "one token per recorded step")
         guard !tokens.isEmpty else { return [] }

@@ -1,8 +1,8 @@
 // DecodeBenchmark (`lightcap bench decode`): the fusion model's caption decoding on a folder
 // written by scripts/bench_decode.py (model/ and grid.safetensors), which prints the table beside
 // PyTorch and ONNX Runtime: median thread CPU milliseconds of each workload (greedy also in
-// batches of 4 and 16 images), the stages of one cached greedy step alone and inside the loop,
-// and the decoded ids (the script checks them).
+// batches of 4 and 16 images; greedy and beam 5 also with INT8 fusion weights), the stages of
+// one cached greedy step alone and inside the loop, and the decoded ids (the script checks them).
 
 import Foundation
 import LightCap
@@ -15,18 +15,26 @@ public enum DecodeBenchmark {
         public var timings: [String: Double]
         public var greedyIds: [Int]
         public var beamIds: [Int]
+        /// The same decodes with INT8 fusion weights (`--fusion-weights int8`).
+        public var greedyIdsInt8Fusion: [Int]
+        public var beamIdsInt8Fusion: [Int]
 
         enum CodingKeys: String, CodingKey {
             case timings
             case greedyIds = "greedy_ids"
             case beamIds = "beam_ids"
+            case greedyIdsInt8Fusion = "greedy_ids_int8_fusion"
+            case beamIdsInt8Fusion = "beam_ids_int8_fusion"
         }
     }
 
     /// Runs every workload `repeats` times (median of thread CPU time). `profileRuns`: only that
-    /// many cached greedy decodes, nothing timed (for `perf record`, docs/DECODING.md); nil then.
-    public static func run(folder root: URL, repeats: Int = 5, profileRuns: Int? = nil) throws -> Report? {
-        let captioner = try Captioner(modelDirectory: root.appendingPathComponent("model"), threads: 1)
+    /// many cached greedy decodes, nothing timed (for `perf record`, docs/DECODING.md), with
+    /// `profileWeights` fusion weights; nil then.
+    public static func run(folder root: URL, repeats: Int = 5, profileRuns: Int? = nil,
+                           profileWeights: FusionWeights = .f32) throws -> Report? {
+        let captioner = try Captioner(modelDirectory: root.appendingPathComponent("model"), threads: 1,
+                                      fusionWeights: profileRuns == nil ? .f32 : profileWeights)
         let session = try captioner.makeSession()
         let grid = try SafetensorsFile(url: root.appendingPathComponent("grid.safetensors")).tensor(named: "grid").owned()
         Threads.set(1)
@@ -69,6 +77,17 @@ public enum DecodeBenchmark {
         timings["beam 5, Swift cached"] = try median(repeats) {
             _ = try session.decode(features: features, options: .init(beamSize: 5, maxLength: 20, useCache: true))
         }
+        // The same decodes with weight-only INT8 fusion layers in the steps.
+        let int8Captioner = try Captioner(modelDirectory: root.appendingPathComponent("model"), threads: 1, fusionWeights: .int8)
+        let int8Session = try int8Captioner.makeSession()
+        let greedyInt8 = try int8Session.decode(features: features, options: .init(beamSize: 1, maxLength: 20, useCache: true))
+        let beamInt8 = try int8Session.decode(features: features, options: .init(beamSize: 5, maxLength: 20, useCache: true))
+        timings["greedy 20, Swift cached, INT8 fusion weights (default vocabulary)"] = try median(repeats) {
+            _ = try int8Session.decode(features: features, options: .init(beamSize: 1, maxLength: 20, useCache: true))
+        }
+        timings["beam 5, Swift cached, INT8 fusion weights"] = try median(repeats) {
+            _ = try int8Session.decode(features: features, options: .init(beamSize: 5, maxLength: 20, useCache: true))
+        }
         timings["beam 5, Swift uncached"] = try median(1) {
             _ = try session.decode(features: features, options: .init(beamSize: 5, maxLength: 20, useCache: false))
         }
@@ -84,6 +103,10 @@ public enum DecodeBenchmark {
         timings["  stage: one step, 2 rows through the layers"] = try median(repeats) {
             (hidden, _) = try captioner.fusion.step(caches: [CaptionCache(image: cachedSession.images[0])], tokens: [captioner.special.cls],
                                                    maskID: captioner.special.mask)
+        }
+        timings["  stage: one step, 2 rows through the layers, INT8 fusion weights"] = try median(repeats) {
+            _ = try int8Captioner.fusion.step(caches: [CaptionCache(image: cachedSession.images[0])], tokens: [captioner.special.cls],
+                                              maskID: captioner.special.mask)
         }
         let states = captioner.heads.transformed(hidden)
         timings["  stage: one step, head transforms"] = median(repeats) { _ = captioner.heads.transformed(hidden) }
@@ -175,6 +198,7 @@ public enum DecodeBenchmark {
         }
         for (k, v) in inLoop { timings["  in loop: " + k] = v.sorted()[v.count / 2] }
 
-        return Report(timings: timings, greedyIds: greedy.tokens, beamIds: beam.tokens)
+        return Report(timings: timings, greedyIds: greedy.tokens, beamIds: beam.tokens,
+                      greedyIdsInt8Fusion: greedyInt8.tokens, beamIdsInt8Fusion: beamInt8.tokens)
     }
 }

@@ -116,8 +116,15 @@ struct BertLayer: Sendable {
     let output: Linear  // [D, I]
     let outputNorm: LayerNorm
     let heads: Int
+    /// The four products as a decoding step runs them.
+    var step: StepProducts
 
-    init(_ store: WeightStore, fusion f: Configuration.Fusion) throws {
+    struct StepProducts: Sendable {
+        let qkv: any RowLinear & Sendable, attentionOutput: any RowLinear & Sendable
+        let intermediate: any RowLinear & Sendable, output: any RowLinear & Sendable
+    }
+
+    init(_ store: WeightStore, fusion f: Configuration.Fusion, stepWeights: FusionWeights) throws {
         let d = f.hiddenSize
         let attention = store.scoped("attention")
         let selfScope = attention.scoped("self")
@@ -135,18 +142,26 @@ struct BertLayer: Sendable {
         output = try Linear(store.scoped("output").scoped("dense"), inFeatures: f.intermediateSize, outFeatures: d)
         outputNorm = try LayerNorm(store.scoped("output").scoped("LayerNorm"), size: d, eps: f.layerNormEps)
         heads = f.numAttentionHeads
+        switch stepWeights {
+        case .f32:
+            step = StepProducts(qkv: qkv, attentionOutput: attentionOutput, intermediate: intermediate, output: output)
+        case .int8:
+            step = StepProducts(qkv: Int8Linear(qkv), attentionOutput: Int8Linear(attentionOutput),
+                                intermediate: Int8Linear(intermediate), output: Int8Linear(output))
+        }
     }
 
     var hiddenSize: Int { attentionOutput.outFeatures }
 
-    /// Attention output + FFN on `context` [M, D] with residual `x` [M, D].
-    func finish(context: Tensor, residual x: Tensor) -> Tensor {
-        var attended = attentionOutput(context)
+    /// Attention output + FFN on `context` [M, D] with residual `x` [M, D]; `step`: through the
+    /// decoding step's products.
+    func finish(context: Tensor, residual x: Tensor, step isStep: Bool = false) -> Tensor {
+        var attended = isStep ? step.attentionOutput(context) : attentionOutput(context)
         add(&attended, x)
         attended = attentionNorm(attended)
-        var h = intermediate(attended)
+        var h = isStep ? step.intermediate(attended) : intermediate(attended)
         h.withUnsafeMutableBufferPointer { FastMath.gelu(inPlace: $0) }
-        var out = output(h)
+        var out = isStep ? step.output(h) : output(h)
         add(&out, attended)
         return outputNorm(out)
     }
@@ -235,10 +250,12 @@ public struct FusionModel: Sendable {
     let positionEmbeddings: Tensor  // [P, D]
     let tokenTypeEmbeddings: Tensor  // [2, D]
     let embeddingNorm: LayerNorm
-    let layers: [BertLayer]
+    var layers: [BertLayer]
+    /// What a decoding step's layers read.
+    public let stepWeights: FusionWeights
 
-    /// Loads the model from the `bert` scope.
-    public init(_ store: WeightStore, configuration: Configuration) throws {
+    /// Loads the model from the `bert` scope; `stepWeights`: what a decoding step's layers read.
+    public init(_ store: WeightStore, configuration: Configuration, stepWeights: FusionWeights = .f32) throws {
         let f = configuration.fusion, d = f.hiddenSize
         let e = store.scoped("embeddings")
         wordEmbeddings = try e.take("word_embeddings.weight", shape: [f.vocabSize, d])
@@ -246,8 +263,22 @@ public struct FusionModel: Sendable {
         tokenTypeEmbeddings = try e.take("token_type_embeddings.weight", shape: [f.typeVocabSize, d]).owned()
         embeddingNorm = try LayerNorm(e.scoped("LayerNorm"), size: d, eps: f.layerNormEps)
         let encoder = store.scoped("encoder").scoped("layer")
-        layers = try (0..<f.numHiddenLayers).map { try BertLayer(encoder.scoped($0), fusion: f) }
+        layers = try (0..<f.numHiddenLayers).map { try BertLayer(encoder.scoped($0), fusion: f, stepWeights: stepWeights) }
+        self.stepWeights = stepWeights
         self.configuration = f
+    }
+
+    /// This model with every INT8 step product replaced by its plain twin, the F32 layer over
+    /// the rounded weights (`Int8Linear.dequantized`): the tests' reference for `.int8`.
+    func dequantizedStepTwin() -> FusionModel {
+        var twin = self
+        for l in twin.layers.indices {
+            let s = twin.layers[l].step
+            func plain(_ p: any RowLinear & Sendable) -> any RowLinear & Sendable { (p as? Int8Linear)?.dequantized ?? p }
+            twin.layers[l].step = BertLayer.StepProducts(qkv: plain(s.qkv), attentionOutput: plain(s.attentionOutput),
+                                                         intermediate: plain(s.intermediate), output: plain(s.output))
+        }
+        return twin
     }
 
     /// Hidden size D.
@@ -370,7 +401,7 @@ public struct FusionModel: Sendable {
         var keptValues = [[Float]](repeating: [], count: hyps)
         var scratch = [Float]()
         for (l, layer) in layers.enumerated() {
-            let qkvOut = layer.qkv(h)  // [2H, 3D]
+            let qkvOut = layer.step.qkv(h)  // [2H, 3D]
             var context = Tensor(zeros: [2 * hyps, d])
             qkvOut.withUnsafeBufferPointer { q in
                 context.withUnsafeMutableBufferPointer { ctx in
@@ -406,7 +437,7 @@ public struct FusionModel: Sendable {
                     }
                 }
             }
-            h = layer.finish(context: context, residual: h)
+            h = layer.finish(context: context, residual: h, step: true)
         }
         for i in 0..<hyps {
             kept[i].withUnsafeBufferPointer { k in

@@ -80,12 +80,14 @@ struct BenchCommand: ParsableCommand {
             if json {
                 struct Output: Encodable {
                     var model: String, threads: Int, runs: Int, warmup: Int, batch: Int, decoding: String, max_length: Int
+                    var convolutions: String, fusion_weights: String
                     var load_ms: Double, model_bytes: Int, parameters: Int, caption: String, image: String
                     var stages: [String: CaptionBenchmark.Stage]
                 }
                 try BenchCommand.printJSON(Output(
                     model: directory.path, threads: model.threads, runs: runs, warmup: warmup, batch: batch, decoding: decodingName,
-                    max_length: options.maxLength, load_ms: loadMs, model_bytes: bytes, parameters: params,
+                    max_length: options.maxLength, convolutions: model.convolutions.rawValue,
+                    fusion_weights: model.fusionWeights.rawValue, load_ms: loadMs, model_bytes: bytes, parameters: params,
                     caption: report.caption, image: imageName,
                     stages: Dictionary(report.stages.map { ($0.name, $0.summary) }, uniquingKeysWith: { a, _ in a })))
                 return
@@ -93,6 +95,7 @@ struct BenchCommand: ParsableCommand {
             print("model      \(directory.path) (\(captioner!.configuration.name), \(String(format: "%.1f MB", Double(bytes) / 1e6)), \(params) parameters)")
             print("image      \(imageName)")
             print("decoding   \(decodingName), max \(options.maxLength) tokens; threads \(model.threads); batch \(batch); \(warmup) warm-up + \(runs) runs")
+            print("kernels    convolutions \(model.convolutions.rawValue); fusion weights \(model.fusionWeights.rawValue)")
             print(String(format: "load       %.1f ms", loadMs))
             print("caption    \(report.caption)")
             print("stage          median ms     p90 ms")
@@ -258,8 +261,13 @@ struct BenchCommand: ParsableCommand {
         @Option(name: .long, help: ArgumentHelp("Only run N cached greedy decodes, untimed (for perf record).", valueName: "n"))
         var profileRuns: Int?
 
+        @Option(name: .customLong("fusion-weights"), help: ArgumentHelp(
+            "With --profile-runs: the fusion weights those decodes read (f32 or int8; the timed runs measure both).", valueName: "kind"))
+        var fusionWeights: FusionWeights = .f32
+
         func run() throws {
-            guard let report = try DecodeBenchmark.run(folder: URL(fileURLWithPath: data), repeats: repeats, profileRuns: profileRuns) else { return }
+            guard let report = try DecodeBenchmark.run(folder: URL(fileURLWithPath: data), repeats: repeats, profileRuns: profileRuns,
+                                                       profileWeights: fusionWeights) else { return }
             try BenchCommand.printJSON(report, pretty: false)
         }
     }

@@ -19,6 +19,11 @@ struct ModelOptions: ParsableArguments {
         valueName: "kind"))
     var convolutions: ConvolutionPolicy = .exact
 
+    @Option(name: .customLong("fusion-weights"), help: ArgumentHelp(
+        "What the fusion layers read at each decoding step: f32 (exact) or int8 (weight-only INT8 per output row, a quarter of the bytes, faster; captions may differ: docs/DECODING.md gives the quality budget).",
+        valueName: "kind"))
+    var fusionWeights: FusionWeights = .f32
+
     func validate() throws {
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1, got \(threads)") }
     }
@@ -46,7 +51,7 @@ struct ModelOptions: ParsableArguments {
     }
 
     func loadCaptioner() throws -> Captioner {
-        try Captioner(modelDirectory: try modelDirectory(), threads: threads, convolutions: convolutions)
+        try Captioner(modelDirectory: try modelDirectory(), threads: threads, convolutions: convolutions, fusionWeights: fusionWeights)
     }
 }
 
@@ -98,3 +103,4 @@ func printError(_ message: String) {
 }
 
 extension ConvolutionPolicy: ExpressibleByArgument {}
+extension FusionWeights: ExpressibleByArgument {}

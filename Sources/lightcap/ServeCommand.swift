@@ -43,6 +43,10 @@ struct ServeCommand: ParsableCommand {
                                valueName: "kind"))
     var convolutions: ConvolutionPolicy = .exact
 
+    @Option(name: .customLong("fusion-weights"), help: ArgumentHelp("What the fusion layers read at each decoding step: f32 (exact) or int8 (faster); as for caption.",
+                                                                     valueName: "kind"))
+    var fusionWeights: FusionWeights = .f32
+
     @Option(name: .customLong("max-queue"), help: "Requests that may wait for a worker; more get 503 with Retry-After.")
     var maxQueue: Int = 64
 
@@ -94,7 +98,7 @@ struct ServeCommand: ParsableCommand {
         } else {
             throw ValidationError("no model: pass --model DIR or set LIGHTCAP_MODEL (models/default was not found)")
         }
-        let captioner = try Captioner(modelDirectory: directory, threads: threads, convolutions: convolutions)
+        let captioner = try Captioner(modelDirectory: directory, threads: threads, convolutions: convolutions, fusionWeights: fusionWeights)
         let key = apiKey ?? ProcessInfo.processInfo.environment["LIGHTCAP_API_KEY"].flatMap { $0.isEmpty ? nil : $0 }
         let configuration = ServerConfiguration(
             host: host, port: port, maxBodyBytes: Int(maxBodyMB * 1024 * 1024), maxConcurrentCaptions: concurrency,

@@ -65,22 +65,26 @@ final class CommandLineTests: LightCapCLITestCase {
         r = try lightcap(["caption", "x.png", "--convolutions", "fft"])
         XCTAssertNotEqual(r.status, 0)
         XCTAssert(r.stderr.contains("--convolutions") && r.stderr.contains("lightcap-winograd"), r.stderr)
+        r = try lightcap(["caption", "x.png", "--fusion-weights", "int4"])
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssert(r.stderr.contains("--fusion-weights") && r.stderr.contains("int8"), r.stderr)
     }
 
-    /// The committed model captions the examples the same with LightCap's Winograd backbone.
-    func testWinogradConvolutionsGiveTheSameCaptions() throws {
+    /// The committed model captions the examples the same with LightCap's Winograd backbone and
+    /// with INT8 fusion weights.
+    func testWinogradConvolutionsAndInt8FusionWeightsGiveTheSameCaptions() throws {
         let examples = Self.packageRoot.appendingPathComponent("examples").path
-        let exact = try lightcap(["caption", examples, "--format", "jsonl"], cwd: Self.packageRoot)
-        let winograd = try lightcap(["caption", examples, "--format", "jsonl", "--convolutions", "lightcap-winograd"], cwd: Self.packageRoot)
-        XCTAssertEqual(exact.status, 0, exact.stderr)
-        XCTAssertEqual(winograd.status, 0, winograd.stderr)
-        func captions(_ r: Run) throws -> [String] {
-            try r.stdout.split(separator: "\n").map {
+        func captions(_ flags: [String]) throws -> [String] {
+            let r = try lightcap(["caption", examples, "--format", "jsonl"] + flags, cwd: Self.packageRoot)
+            XCTAssertEqual(r.status, 0, r.stderr)
+            return try r.stdout.split(separator: "\n").map {
                 try XCTUnwrap((JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])?["caption"] as? String)
             }
         }
-        XCTAssertEqual(try captions(winograd), try captions(exact))
-        XCTAssertFalse(try captions(exact).isEmpty)
+        let exact = try captions([])
+        XCTAssertFalse(exact.isEmpty)
+        XCTAssertEqual(try captions(["--convolutions", "lightcap-winograd"]), exact)
+        XCTAssertEqual(try captions(["--fusion-weights", "int8"]), exact)
     }
 
     // MARK: caption

@@ -1,9 +1,9 @@
-// The per-row INT8 quantisation shared by the packed decoder weights (L = 63) and the decoder's
-// input (L = 127), against its definition computed here element by element (scale = max|x| / L,
-// q = round(x / scale) clamped to +-L), on random rows, a zero row, and rows of odd widths.
+// The per-row INT8 quantisation shared by the packed decoder weights (L = 63 or 127), the decoder's
+// input (L = 127) and the weight-only INT8 layers (L = 127), against its definition computed here
+// element by element (scale = max|x| / L, q = round(x / scale) clamped to +-L), on random rows,
+// a zero row, and rows of odd widths.
 import XCTest
 @testable import LightCapCore
-@testable import LightCapModel
 import LightCapTestSupport
 
 final class RowQuantizationTests: XCTestCase {

@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""Quality budget of the INT8 fusion weights (`--fusion-weights int8`) against the exact F32 path.
+
+    PYTHONPATH=python .venv/bin/python scripts/quality_budget.py [--count 500] [--out /tmp/lightcap-quality]
+
+For each model, captions the same images with `lightcap caption --fusion-weights f32` and
+`--fusion-weights int8`, greedy (beam 1) and with beam 5, and prints a markdown table: the share
+of captions identical to F32's, the share of images whose top-k concept sets are equal, and
+CIDEr-D of each (where the images have references; `lightcap eval`, equal to pycocoevalcap).
+Models:
+  - models/default on the scenes test split (`--count` images, seed 2026, as the engine parity
+    check in scripts/test.sh draws them);
+  - the paper-size random fixture (.fixtures/base/model: RN50 trunk, TinyBERT-4, random
+    weights) on the first `--base-count` of those images (no meaningful references: identity
+    only). Random weights give flat next-token distributions, the hardest case for a rounding.
+The budget (docs/DECODING.md): identical on >= 98% of images, CIDEr-D within 1%, concept sets
+equal on >= 95%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def caption(lightcap: Path, model: Path, images: list[Path], weights: str, beam: int) -> dict[str, dict]:
+    """{file name: the jsonl record} of every image."""
+    cmd = [str(lightcap), "caption", "--format", "jsonl", "--model", str(model), "--fusion-weights", weights,
+           "--beam", str(beam), *map(str, images)]
+    run = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    records = [json.loads(line) for line in run.stdout.splitlines() if line.strip()]
+    return {Path(r["path"]).name: r for r in records}
+
+
+def cider(lightcap: Path, annotations: Path, records: dict[str, dict], out: Path) -> float:
+    """CIDEr-D of the captions against the annotations (image ids from the file names)."""
+    images = json.loads(annotations.read_text())["images"]
+    ids = {im["file_name"]: im["id"] for im in images}
+    results = [{"image_id": ids[name], "caption": r["caption"]} for name, r in records.items()]
+    out.write_text(json.dumps(results))
+    run = subprocess.run([str(lightcap), "eval", "--annotations", str(annotations), "--results", str(out),
+                          "--format", "json", "--no-meteor"], capture_output=True, text=True, check=True)
+    return json.loads(run.stdout)["CIDEr"]
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--count", type=int, default=500, help="scenes test images for models/default")
+    p.add_argument("--base-count", type=int, default=100, help="of those, images for the paper-size fixture")
+    p.add_argument("--out", type=Path, default=Path("/tmp/lightcap-quality"))
+    p.add_argument("--lightcap", type=Path, default=REPO / ".build/release/lightcap")
+    p.add_argument("--base-model", type=Path, default=REPO / ".fixtures/base/model")
+    args = p.parse_args()
+
+    data = args.out / f"scenes-test-{args.count}"
+    if not (data / "captions.json").exists():
+        subprocess.run([sys.executable, "-m", "lightcap_train.data.scenes", "--split", "test", "--seed", "2026",
+                        "--count", str(args.count), "--out", str(data)], check=True)
+    images = sorted((data / "images").iterdir())
+    rows = []
+    for label, model, subset, refs in [("models/default, scenes test", REPO / "models/default", images, True),
+                                       ("paper-size random fixture", args.base_model, images[:args.base_count], False)]:
+        if not (model / "config.json").exists():
+            print(f"skipping {label}: {model} not found (scripts/setup.sh builds the fixtures)", file=sys.stderr)
+            continue
+        for beam in (1, 5):
+            f32 = caption(args.lightcap, model, subset, "f32", beam)
+            int8 = caption(args.lightcap, model, subset, "int8", beam)
+            same = sum(f32[n]["caption"] == int8[n]["caption"] for n in f32) / len(f32)
+            concepts = sum([c["name"] for c in f32[n]["concepts"]] == [c["name"] for c in int8[n]["concepts"]]
+                           for n in f32) / len(f32)
+            row = {"model": label, "beam": beam, "images": len(f32), "identical": same, "concepts": concepts}
+            if refs:
+                row["cider_f32"] = cider(args.lightcap, data / "captions.json", f32, args.out / "f32.json")
+                row["cider_int8"] = cider(args.lightcap, data / "captions.json", int8, args.out / "int8.json")
+            rows.append(row)
+            print(json.dumps(row), file=sys.stderr)
+
+    print("| model, images | beam | captions identical to F32 | top-k concepts equal | CIDEr-D F32 | CIDEr-D INT8 | change |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        if "cider_f32" in r:
+            change = (r["cider_int8"] - r["cider_f32"]) / r["cider_f32"] * 100
+            scores = f"{r['cider_f32']:.4f} | {r['cider_int8']:.4f} | {change:+.2f}%"
+        else:
+            scores = "- | - | -"
+        print(f"| {r['model']}, {r['images']} | {r['beam']} | {r['identical'] * 100:.1f}% | {r['concepts'] * 100:.1f}% | {scores} |")
+
+
+if __name__ == "__main__":
+    main()
