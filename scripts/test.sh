@@ -31,9 +31,9 @@ DNNL_MAX_CPU_ISA=AVX2 swift test -c release -Xswiftc -enable-testing --skip-buil
 echo "== the INT8 linear layer on its AVX2 path (LIGHTCAP_KERNEL_ISA=avx2; the AVX-512 one ran above where the host has it)"
 LIGHTCAP_KERNEL_ISA=avx2 swift test -c release -Xswiftc -enable-testing --skip-build --filter 'Int8LinearTests' 2>&1
 
-echo "== LightCap's Winograd, direct, pool and INT8 linear kernels on their generic (non-AVX2) vector path (LIGHTCAP_KERNEL_ISA=generic)"
+echo "== LightCap's Winograd, direct, pool, INT8 linear and attention kernels on their generic (non-AVX2) vector path (LIGHTCAP_KERNEL_ISA=generic)"
 LIGHTCAP_KERNEL_ISA=generic swift test -c release -Xswiftc -enable-testing --skip-build \
-    --filter 'WinogradConvolutionTests|DirectConvolutionTests|AveragePoolTests|Int8LinearTests' 2>&1
+    --filter 'WinogradConvolutionTests|DirectConvolutionTests|AveragePoolTests|Int8LinearTests|DenseKernelTests.testAttention' 2>&1
 
 echo "== the Swift engine's captions equal the Python reference's (models/default, 100 test scenes)"
 .venv/bin/python -m lightcap_train.data.scenes --split test --seed 2026 --count 100 --out .fixtures/scenes-test

@@ -171,9 +171,10 @@ public final class CaptionSession {
     }
 
     /// Decodes the captions of several images' features: greedy runs them together, beam search
-    /// one by one. `f32Vocabulary` makes cached greedy decoding use the F32 vocabulary product
-    /// every step instead of the INT8 one with exact rescoring; by default only where oneDNN has
-    /// no VNNI kernels (QuantizedDecoder.hasVNNI). Both give the exact argmax. The options are
+    /// one by one. `f32Vocabulary` makes cached greedy decoding (and beam search with INT8
+    /// fusion weights) use the F32 vocabulary product every step instead of the INT8 one with
+    /// exact rescoring; by default only where oneDNN has no VNNI kernels
+    /// (QuantizedDecoder.hasVNNI). Both give the exact argmax. The options are
     /// the caller's to validate (`Captioner.validate`).
     package func decode(features: [ImageFeatures], options: DecodingOptions,
                         f32Vocabulary: Bool = !QuantizedDecoder.hasVNNI) throws -> [Hypothesis] {
@@ -185,8 +186,14 @@ public final class CaptionSession {
             let session: LogitSession
             if options.useCache {
                 // Greedy needs the exact argmax only: with VNNI the INT8 vocabulary product with
-                // exact rescoring is the fastest way to it.
-                try cached.start(contexts, argmaxOnly: options.beamSize == 1 && !f32Vocabulary)
+                // exact rescoring is the fastest way to it. Beam search needs each row's 2 x beam
+                // best and the log-softmax normaliser; it reads the INT8 product (those exact, the
+                // normaliser within its bound) only with INT8 fusion weights, whose states are
+                // approximate already.
+                let exactTop = f32Vocabulary ? nil
+                    : options.beamSize == 1 ? 1
+                    : captioner.fusion.stepWeights == .int8 ? 2 * options.beamSize : nil
+                try cached.start(contexts, exactTop: exactTop)
                 session = cached
             } else {
                 uncached.start(contexts)

@@ -121,9 +121,10 @@ package final class CachedSession: LogitSession {
     }
     /// Caption caches of the prefixes of the last step.
     var caches: [Key: CaptionCache] = [:]
-    /// Use the INT8 decoder (exact argmax, approximate elsewhere): greedy decoding only.
-    private(set) var argmaxOnly = false
-    /// Per image, the averaged head state [1, D] of each of its steps run with `argmaxOnly`.
+    /// Use the INT8 decoder with each row exact at its `exactTop` largest logits (1: greedy's
+    /// argmax; 2 x beam for beam search), approximate elsewhere; nil: the F32 product.
+    private(set) var exactTop: Int?
+    /// Per image, the averaged head state [1, D] of each of its steps run with `exactTop`.
     var transformedStates: [[Tensor]] = []
     var shouldStop: () -> Bool = { false }
 
@@ -134,9 +135,10 @@ package final class CachedSession: LogitSession {
         self.captionSegmentLength = captionSegmentLength
     }
 
-    /// Starts on new images: their keys and values, empty caption caches. `argmaxOnly`: the INT8
-    /// vocabulary product with exact rescoring (greedy decoding only).
-    package func start(_ contexts: [ImageContext], argmaxOnly: Bool) throws {
+    /// Starts on new images: their keys and values, empty caption caches. `exactTop`: the INT8
+    /// vocabulary product with exact rescoring of every token that could be among each row's
+    /// `exactTop` largest logits; nil: the F32 product.
+    package func start(_ contexts: [ImageContext], exactTop: Int?) throws {
         images = try contexts.map { context in
             let conceptTokens = context.conceptPieces.map { $0 + [special.sep] } ?? []
             guard captionSegmentLength + conceptTokens.count <= fusion.configuration.maxPositionEmbeddings else {
@@ -147,7 +149,7 @@ package final class CachedSession: LogitSession {
         }
         caches.removeAll(keepingCapacity: true)
         transformedStates = Array(repeating: [], count: contexts.count)
-        self.argmaxOnly = argmaxOnly
+        self.exactTop = exactTop
     }
 
     func logits(prefixes: [[Int]], images imageIndices: [Int]) throws -> [[Float]] {
@@ -175,17 +177,19 @@ package final class CachedSession: LogitSession {
         let keys = zip(imageIndices, prefixes).map { Key(image: $0, prefix: $1) }
         caches = Dictionary(zip(keys, grown), uniquingKeysWith: { a, _ in a })
         let states = heads.transformed(hidden)
-        guard argmaxOnly else { return splitRows(heads.vocabularyLogits(transformed: states)) }
-        for (r, image) in imageIndices.enumerated() { transformedStates[image].append(states.rows(r..<(r + 1))) }
-        return heads.argmaxExactLogits(transformed: states)
+        guard let exactTop else { return splitRows(heads.vocabularyLogits(transformed: states)) }
+        if exactTop == 1 {
+            for (r, image) in imageIndices.enumerated() { transformedStates[image].append(states.rows(r..<(r + 1))) }
+        }
+        return heads.argmaxExactLogits(transformed: states, exactTop: exactTop)
     }
 
-    /// With `argmaxOnly` the rows are exact only near their argmax: the log-probabilities come
+    /// With `exactTop` the rows are exact only near their argmax: the log-probabilities come
     /// from one F32 vocabulary product over all the image's recorded steps' states at once. With
     /// INT8 fusion weights the states are approximate already: the rows' own log-sum-exp is
     /// used (the logits away from the argmax within their bound, QuantizedDecoder).
     func greedyLogProbabilities(of tokens: [Int], rows: [[Float]], image: Int) -> [Float] {
-        guard argmaxOnly, fusion.stepWeights == .f32 else { return logSoftmax(at: tokens, rows: rows) }
+        guard exactTop != nil, fusion.stepWeights == .f32 else { return logSoftmax(at: tokens, rows: rows) }
         let recorded = transformedStates[image]
         precondition(tokens.count == recorded.count, "one token per recorded step")
         guard !tokens.isEmpty else { return [] }

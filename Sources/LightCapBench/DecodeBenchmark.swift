@@ -97,7 +97,7 @@ public enum DecodeBenchmark {
         let cachedSession = CachedSession(fusion: captioner.fusion, heads: captioner.heads, special: captioner.special,
                                           captionSegmentLength: a)
         timings["  stage: image keys/values (concept + visual rows, once)"] = try median(repeats) {
-            try cachedSession.start([context], argmaxOnly: false)
+            try cachedSession.start([context], exactTop: nil)
         }
         var hidden = Tensor(zeros: [1, captioner.fusion.hiddenSize])
         timings["  stage: one step, 2 rows through the layers"] = try median(repeats) {

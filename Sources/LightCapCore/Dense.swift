@@ -2,6 +2,7 @@
 // softmax, a general matrix product and multi-head attention. Each has a plain twin in
 // `Reference` (the test-only LightCapReference target) that the tests compare against.
 
+import CKernels
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -233,8 +234,8 @@ public enum Matmul {
 /// Scaled dot-product multi-head attention on [T, heads * headDim] row-major projections.
 public enum Attention {
     /// out[Tq, H*d] = concat_h softmax(q_h k_h^T / sqrt(d) + mask) v_h. Up to `fewQueries`
-    /// query rows by vector loops, else by two sgemm calls per head; both against
-    /// `Reference.attention` in the tests.
+    /// query rows by LightCap's vector kernel (attention.h), else by two sgemm calls per head;
+    /// both against `Reference.attention` in the tests (the kernel on each vector path).
     /// - Parameters:
     ///   - query: [tq, heads * d] (stride `queryStride` between rows, default heads * d)
     ///   - key, value: [tk, heads * d] (row strides `keyStride`, `valueStride`)
@@ -252,21 +253,8 @@ public enum Attention {
         let scale = 1 / Float(headDim).squareRoot()
         if tq <= fewQueries {
             // Decoding's few query rows: two sgemm calls per head cost more in call overhead than
-            // in arithmetic there; vector dot products and scaled row sums instead.
-            for h in 0..<heads {
-                let off = h * headDim
-                for i in 0..<tq {
-                    let q = query + i * qs + off, row = scratch + i * tk
-                    for j in 0..<tk { row[j] = scale * dot(q, key + j * ks + off, headDim) }
-                    if let mask { for j in 0..<tk { row[j] += mask[i * tk + j] } }
-                }
-                Activations.softmax(inPlace: scratch, rows: tq, width: tk)
-                for i in 0..<tq {
-                    let out = output + i * os + off, row = scratch + i * tk
-                    out.update(repeating: 0, count: headDim)
-                    for j in 0..<tk where row[j] != 0 { addScaled(out, row[j], value + j * vs + off, headDim) }
-                }
-            }
+            // in arithmetic there; LightCap's vector kernel instead (attention.h).
+            lightcap_attention_few(query, qs, key, ks, value, vs, tq, tk, heads, headDim, scale, mask, scratch, output, os)
             return
         }
         for h in 0..<heads {
@@ -284,37 +272,6 @@ public enum Attention {
 
     /// Query rows up to which `multiHead` takes the direct vector path instead of sgemm.
     public static let fewQueries = 4
-
-    /// sum a[i] * b[i], in 8 lanes.
-    @inline(__always)
-    static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
-        var acc = SIMD8<Float>()
-        var i = 0
-        while i + 8 <= n {
-            // Multiply, then add (no fused form: the build targets baseline x86-64, where a
-            // SIMD fma would become calls to libm's fmaf).
-            acc += UnsafeRawPointer(a + i).loadUnaligned(as: SIMD8<Float>.self)
-                * UnsafeRawPointer(b + i).loadUnaligned(as: SIMD8<Float>.self)
-            i += 8
-        }
-        var sum = acc.sum()
-        while i < n { sum += a[i] * b[i]; i += 1 }
-        return sum
-    }
-
-    /// y[i] += w * x[i].
-    @inline(__always)
-    static func addScaled(_ y: UnsafeMutablePointer<Float>, _ w: Float, _ x: UnsafePointer<Float>, _ n: Int) {
-        var i = 0
-        let lanes = SIMD8<Float>(repeating: w)
-        while i + 8 <= n {
-            var v = UnsafeRawPointer(y + i).loadUnaligned(as: SIMD8<Float>.self)
-            v += lanes * UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self)
-            UnsafeMutableRawPointer(y + i).storeBytes(of: v, as: SIMD8<Float>.self)
-            i += 8
-        }
-        while i < n { y[i] += w * x[i]; i += 1 }
-    }
 
     /// Tensor form: q [tq, H*d], k and v [tk, H*d], mask [tq, tk] or nil -> [tq, H*d].
     public static func multiHead(query: Tensor, key: Tensor, value: Tensor, heads: Int, mask: Tensor?) -> Tensor {

@@ -88,9 +88,10 @@ public struct PredictionHeads: Sendable {
         quantizedDecoder.logits(transformed(x))
     }
 
-    /// `argmaxExactLogits` on already transformed states.
-    public func argmaxExactLogits(transformed states: Tensor) -> [[Float]] {
-        quantizedDecoder.logits(states)
+    /// `argmaxExactLogits` on already transformed states; `exactTop`: the number of largest
+    /// logits of each row that are exact (QuantizedDecoder.logits).
+    public func argmaxExactLogits(transformed states: Tensor, exactTop: Int = 1) -> [[Float]] {
+        quantizedDecoder.logits(states, exactTop: exactTop)
     }
 
     /// Every head's logits [H, M, V] (the reference twin: one decoder product per head).

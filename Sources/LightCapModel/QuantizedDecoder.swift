@@ -15,7 +15,9 @@
 // so every token whose logit could still be the largest (upper bound >= the best lower bound)
 // is recomputed exactly in F32 from the original rows. The argmax is therefore the exact one;
 // the other logits stay approximate (within their bound), which only touches the log-softmax
-// normaliser (error ~1e-5 on random weights, far less when the distribution is peaked).
+// normaliser (error ~1e-5 on random weights, far less when the distribution is peaked). Beam
+// search asks for the k largest (`exactTop`): the threshold is then the lowest lower bound of
+// the k largest approximate logits, and the k largest of the result are the exact ones.
 // Reference twin: the F32 product (`PredictionHeads.logits`), compared in the tests.
 
 import CDNNL
@@ -70,8 +72,10 @@ public final class QuantizedDecoder: @unchecked Sendable {
     deinit { quantized.deallocate() }
 
     /// Logits of each row of x [M, D]: exact (F32, Double-accumulated) for every token that could
-    /// be the row's argmax, within the stated bound elsewhere. Returns M rows of V logits.
-    public func logits(_ x: Tensor) -> [[Float]] {
+    /// be among the row's `exactTop` largest (1: its argmax), within the stated bound elsewhere.
+    /// Returns M rows of V logits; the `exactTop` largest of each are the exact row's, exactly.
+    public func logits(_ x: Tensor, exactTop: Int = 1) -> [[Float]] {
+        precondition(exactTop >= 1, "QuantizedDecoder: exactTop \(exactTop)")
         let (m, d, v) = (x.shape[0], width, rows)
         precondition(x.shape == [m, d], "QuantizedDecoder: input \(x.shape) is not [M, \(d)]")
         var xq = [Int8](repeating: 0, count: m * d)
@@ -122,8 +126,13 @@ public final class QuantizedDecoder: @unchecked Sendable {
                         // Cauchy-Schwarz bound + slack for the Float rounding of both sides.
                         ex * rowNorms[j] + nq * errorNorms[j] + 1e-5 * (1 + abs(l))
                     }
+                    // The lowest lower bound among the `exactTop` largest approximate logits: at
+                    // least that many exact logits reach it, so the exact top `exactTop` all do.
                     let top = logits.withUnsafeBufferPointer { FastMath.firstIndexOfMax($0) }
-                    let threshold = logits[top] - bound(top, logits[top])
+                    var threshold = logits[top] - bound(top, logits[top])
+                    if exactTop > 1 {
+                        for j in Self.largest(exactTop, of: logits) { threshold = min(threshold, logits[j] - bound(j, logits[j])) }
+                    }
                     // Pass 2: every token whose upper bound reaches the threshold is recomputed
                     // exactly; `loose` >= every row's bound, a cheap first filter (16 lanes at a
                     // time: a block none of whose values passes it is skipped whole).
@@ -153,6 +162,20 @@ public final class QuantizedDecoder: @unchecked Sendable {
             }
         }
         return out
+    }
+
+    /// Indices of the `k` largest values of `row` (any order; ties by lower index), by a
+    /// threshold that only a few values pass after the first k.
+    static func largest(_ k: Int, of row: [Float]) -> [Int] {
+        var best: [(value: Float, index: Int)] = []
+        best.reserveCapacity(k + 1)
+        for (j, value) in row.enumerated() where best.count < k || value > best[best.count - 1].value {
+            var i = best.count
+            while i > 0 && value > best[i - 1].value { i -= 1 }
+            best.insert((value, j), at: i)
+            if best.count > k { best.removeLast() }
+        }
+        return best.map(\.index)
     }
 
     /// The integer products of the quantised input rows `xq` [M, D] with every packed weight row,

@@ -83,4 +83,42 @@ final class QuantizedDecoderTests: XCTestCase {
             XCTAssertEqual(outside, 0, "row \(r): logits outside their error bound")
         }
     }
+
+    /// Beam search's rows (`exactTop` k): on random rows, and on rows whose best logits are
+    /// packed closer than the quantisation error (near ties), the k largest of each returned row
+    /// are the exact row's k largest (rounded to Float), in order, with their exact values; every other logit stays
+    /// within its bound (checked above), so it never passes them.
+    func testTopLogitsAreExact() {
+        let (m, v, d) = (5, 4003, 312)
+        var random = SeededRandom(seed: 7)
+        var w = (0..<(v * d)).map { _ in random.uniform(0.1) }
+        // Rows 0..<40 nearly equal: their logits differ by far less than the INT8 error.
+        for n in 1..<40 { for k in 0..<d { w[n * d + k] = w[k] + random.uniform(1e-5) } }
+        let weight = Tensor(shape: [v, d], scalars: w)
+        let bias = (0..<v).map { n in n < 40 ? Float(0) : random.uniform(0.5) }
+        let x = Tensor(shape: [m, d], scalars: (0..<(m * d)).map { i in
+            // Row 0 points at the near-tied rows; the others are random.
+            i < d ? w[i] * 10 : random.uniform(1)
+        })
+        let decoder = QuantizedDecoder(weight: weight, bias: bias)
+        for k in [1, 2, 10, 37] {
+            let fast = decoder.logits(x, exactTop: k)
+            for r in 0..<m {
+                var exact = [Double](repeating: 0, count: v)
+                for n in 0..<v {
+                    var dot = Double(bias[n])
+                    for t in 0..<d { dot += Double(x.scalars[r * d + t]) * Double(w[n * d + t]) }
+                    exact[n] = dot
+                }
+                func order(_ values: [Double]) -> [Int] {
+                    Array(values.indices.sorted { values[$0] != values[$1] ? values[$0] > values[$1] : $0 < $1 }.prefix(k))
+                }
+                let expected = order(exact.map { Double(Float($0)) })  // as the decoder rounds them
+                XCTAssertEqual(order(fast[r].map(Double.init)), expected, "k \(k) row \(r): the k largest")
+                for n in expected {
+                    XCTAssertEqual(Double(fast[r][n]), exact[n], accuracy: 1e-6 * max(1, abs(exact[n])), "k \(k) row \(r) token \(n)")
+                }
+            }
+        }
+    }
 }

@@ -278,7 +278,7 @@ final class FusionParityTests: XCTestCase {
         let session = CachedSession(fusion: cap.fusion, heads: heads, special: cap.special,
                                     captionSegmentLength: cap.configuration.decoding.captionSegmentLength)
         try session.start([ImageContext(conceptPieces: cap.conceptSegment(features.concepts), visualTokens: features.visualTokens)],
-                          argmaxOnly: true)
+                          exactTop: 1)
         session.transformedStates = [(0..<20).map { states.rows($0..<($0 + 1)) }]
         let exact = session.greedyLogProbabilities(of: tokens, rows: [], image: 0)
         for (r, row) in plainRows.enumerated() {
