@@ -1,6 +1,6 @@
 // LightCap's few-query attention (attention.h): per head, 8 lanes at a time over the head's
-// columns (a 26-wide head is 3 vectors and 2 single values), the softmax with libm's expf as
-// `Activations.softmax` computes it. Compiled for AVX2+FMA and baseline x86-64
+// columns (a 26-wide head is 3 vectors and 2 single values), the dot products of 8 keys reduced
+// across lanes together, the softmax with libm's expf as `Activations.softmax` computes it. Compiled for AVX2+FMA and baseline x86-64
 // (kernel_support.h); DenseKernelTests compares it with `Reference.attention` on both.
 #include "attention.h"
 #include "kernel_support.h"
@@ -25,6 +25,43 @@ static inline __attribute__((always_inline)) float dot(const float *a, const flo
     return sum;
 }
 
+// (a + b) lanes in pairs, as x86's horizontal add: [a0+a1, a2+a3, b0+b1, b2+b3, a4+a5, a6+a7, b4+b5, b6+b7].
+static inline __attribute__((always_inline)) v8 pair_sums(v8 a, v8 b) {
+    return __builtin_shufflevector(a, b, 0, 2, 8, 10, 4, 6, 12, 14) + __builtin_shufflevector(a, b, 1, 3, 9, 11, 5, 7, 13, 15);
+}
+
+// Lane t: the sum of the 8 lanes of a[t].
+static inline __attribute__((always_inline)) v8 lane_sums(const v8 *a) {
+    const v8 low = pair_sums(pair_sums(a[0], a[1]), pair_sums(a[2], a[3]));   // sums of lanes 0-3, then 4-7, of a[0..3]
+    const v8 high = pair_sums(pair_sums(a[4], a[5]), pair_sums(a[6], a[7]));  // the same of a[4..7]
+    return __builtin_shufflevector(low, high, 0, 1, 2, 3, 8, 9, 10, 11) +
+           __builtin_shufflevector(low, high, 4, 5, 6, 7, 12, 13, 14, 15);
+}
+
+// row[j] = scale * (q . k_j) for tk keys (rows `ks` apart) of n values: 8 keys at a time, each
+// key's 8-lane products summed across lanes together (one reduction for 8 dot products).
+static inline __attribute__((always_inline)) void scores(const float *q, const float *key, long ks, long tk, long n,
+                                                         float scale, float *row) {
+    const long full = n / 8 * 8;
+    long j = 0;
+    for (; j + 8 <= tk; j += 8) {
+        v8 acc[8];
+        for (long t = 0; t < 8; t++) acc[t] = splat8(0.0f);
+        for (long c = 0; c < full; c += 8) {
+            const v8 qv = load8(q + c);
+            for (long t = 0; t < 8; t++) acc[t] += qv * load8(key + (j + t) * ks + c);
+        }
+        float sums[8];
+        store8(sums, lane_sums(acc));
+        for (long t = 0; t < 8; t++) {
+            float sum = sums[t];
+            for (long c = full; c < n; c++) sum += q[c] * key[(j + t) * ks + c];
+            row[j + t] = scale * sum;
+        }
+    }
+    for (; j < tk; j++) row[j] = scale * dot(q, key + j * ks, n);
+}
+
 // y += w x over n values.
 static inline __attribute__((always_inline)) void add_scaled(float *y, float w, const float *x, long n) {
     const v8 lanes = splat8(w);
@@ -40,7 +77,7 @@ static inline __attribute__((always_inline)) void attention_isa(const attention_
         for (long i = 0; i < tq; i++) {
             const float *q = a->query + i * a->qs + off;
             float *row = a->scratch + i * tk;
-            for (long j = 0; j < tk; j++) row[j] = a->scale * dot(q, a->key + j * a->ks + off, hd);
+            scores(q, a->key + off, a->ks, tk, hd, a->scale, row);
             if (a->mask)
                 for (long j = 0; j < tk; j++) row[j] += a->mask[i * tk + j];
             float m = -INFINITY;

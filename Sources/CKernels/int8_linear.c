@@ -1,5 +1,5 @@
 // LightCap's weight-only INT8 fully connected layer (int8_linear.h). For each panel of 16
-// output rows (two at a time for one or two input rows) and each block of up to 4 input rows,
+// output rows (two at a time on AVX-512, or for one or two input rows) and each block of up to 4 input rows,
 // one accumulator of 16 per input row and panel sums over k: the panel's 16 levels at k (16
 // consecutive bytes) are widened to F32 once and multiplied with each row's x[k] broadcast. A
 // panel is 16 x in bytes (5 KB at in = 312), so it stays in L1 for the row blocks after the
@@ -82,14 +82,18 @@ static inline __attribute__((always_inline)) void store_rows(const linear_args *
     }
 }
 
-static inline __attribute__((always_inline)) void linear_isa(const linear_args *a, long begin, long end) {
+// `pairs_always`: two panels at a time for any number of rows (AVX-512's 32 registers hold the
+// 8 accumulators of 4 rows; AVX2's 16 hold 8 halves, so there only for one or two rows).
+static inline __attribute__((always_inline)) void linear_isa(const linear_args *a, long begin, long end, int pairs_always) {
     for (long p = begin; p < end;) {
-        const long np = p + 1 < end && a->rows <= 2 ? 2 : 1;
+        const long np = p + 1 < end && (pairs_always || a->rows <= 2) ? 2 : 1;
         for (long r0 = 0; r0 < a->rows; r0 += ROW_BLOCK) {
             const long m = a->rows - r0 < ROW_BLOCK ? a->rows - r0 : ROW_BLOCK;
             v16 acc[ROW_BLOCK][2];
             if (np == 2 && m == 1) panel_rows(a, p, 2, r0, 1, acc);
-            else if (np == 2) panel_rows(a, p, 2, r0, 2, acc);
+            else if (np == 2 && m == 2) panel_rows(a, p, 2, r0, 2, acc);
+            else if (np == 2 && m == 3) panel_rows(a, p, 2, r0, 3, acc);
+            else if (np == 2) panel_rows(a, p, 2, r0, 4, acc);
             else if (m == 1) panel_rows(a, p, 1, r0, 1, acc);
             else if (m == 2) panel_rows(a, p, 1, r0, 2, acc);
             else if (m == 3) panel_rows(a, p, 1, r0, 3, acc);
@@ -102,11 +106,12 @@ static inline __attribute__((always_inline)) void linear_isa(const linear_args *
 
 #if defined(__x86_64__)
 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma"))) static void linear_avx512(const linear_args *a, long b, long e) {
-    linear_isa(a, b, e);
+    linear_isa(a, b, e, 1);
 }
 #endif
-AVX2_VARIANT(linear, linear_args, linear_isa)
-static void linear_generic(const linear_args *a, long b, long e) { linear_isa(a, b, e); }
+static inline __attribute__((always_inline)) void linear_narrow(const linear_args *a, long b, long e) { linear_isa(a, b, e, 0); }
+AVX2_VARIANT(linear, linear_args, linear_narrow)
+static void linear_generic(const linear_args *a, long b, long e) { linear_narrow(a, b, e); }
 
 static void linear_part(const void *p, long b, long e) {
 #if defined(__x86_64__)

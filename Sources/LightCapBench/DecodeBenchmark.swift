@@ -29,10 +29,10 @@ public enum DecodeBenchmark {
     }
 
     /// Runs every workload `repeats` times (median of thread CPU time). `profileRuns`: only that
-    /// many cached greedy decodes, nothing timed (for `perf record`, docs/DECODING.md), with
-    /// `profileWeights` fusion weights; nil then.
+    /// many cached decodes, nothing timed (for `perf record`, docs/DECODING.md), with
+    /// `profileWeights` fusion weights and beam width `profileBeam`; nil then.
     public static func run(folder root: URL, repeats: Int = 5, profileRuns: Int? = nil,
-                           profileWeights: FusionWeights = .f32) throws -> Report? {
+                           profileWeights: FusionWeights = .f32, profileBeam: Int = 1) throws -> Report? {
         let captioner = try Captioner(modelDirectory: root.appendingPathComponent("model"), threads: 1,
                                       fusionWeights: profileRuns == nil ? .f32 : profileWeights)
         let session = try captioner.makeSession()
@@ -43,7 +43,7 @@ public enum DecodeBenchmark {
         }
         let features = try captioner.imageFeatures(grid: grid)
         if let runs = profileRuns {
-            for _ in 0..<runs { _ = try session.decode(features: features, options: .init(beamSize: 1, maxLength: 20, useCache: true)) }
+            for _ in 0..<runs { _ = try session.decode(features: features, options: .init(beamSize: profileBeam, maxLength: 20, useCache: true)) }
             return nil
         }
         var timings: [String: Double] = [:]

@@ -258,16 +258,19 @@ struct BenchCommand: ParsableCommand {
         @Option(name: .long, help: "Timed runs per workload (median).")
         var repeats: Int = 5
 
-        @Option(name: .long, help: ArgumentHelp("Only run N cached greedy decodes, untimed (for perf record).", valueName: "n"))
+        @Option(name: .long, help: ArgumentHelp("Only run N cached decodes, untimed (for perf record).", valueName: "n"))
         var profileRuns: Int?
 
         @Option(name: .customLong("fusion-weights"), help: ArgumentHelp(
             "With --profile-runs: the fusion weights those decodes read (f32 or int8; the timed runs measure both).", valueName: "kind"))
         var fusionWeights: FusionWeights = .f32
 
+        @Option(name: .long, help: ArgumentHelp("With --profile-runs: the beam width of those decodes (1: greedy).", valueName: "n"))
+        var profileBeam: Int = 1
+
         func run() throws {
             guard let report = try DecodeBenchmark.run(folder: URL(fileURLWithPath: data), repeats: repeats, profileRuns: profileRuns,
-                                                       profileWeights: fusionWeights) else { return }
+                                                       profileWeights: fusionWeights, profileBeam: profileBeam) else { return }
             try BenchCommand.printJSON(report, pretty: false)
         }
     }
