@@ -12,7 +12,9 @@ Models:
     check in scripts/test.sh draws them);
   - the paper-size random fixture (.fixtures/base/model: RN50 trunk, TinyBERT-4, random
     weights) on the first `--base-count` of those images (no meaningful references: identity
-    only). Random weights give flat next-token distributions, the hardest case for a rounding.
+    only). Random weights give flat next-token distributions, the hardest case for a rounding;
+    as a yardstick, the same captions after the Winograd trunk (`--convolutions
+    lightcap-winograd`, features within about 2e-6 of the exact ones) against the exact ones.
 The budget (docs/DECODING.md): identical on >= 98% of images, CIDEr-D within 1%, concept sets
 equal on >= 95%.
 """
@@ -28,10 +30,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
-def caption(lightcap: Path, model: Path, images: list[Path], weights: str, beam: int) -> dict[str, dict]:
+def caption(lightcap: Path, model: Path, images: list[Path], weights: str, beam: int,
+            convolutions: str = "exact") -> dict[str, dict]:
     """{file name: the jsonl record} of every image."""
     cmd = [str(lightcap), "caption", "--format", "jsonl", "--model", str(model), "--fusion-weights", weights,
-           "--beam", str(beam), *map(str, images)]
+           "--beam", str(beam), "--convolutions", convolutions, *map(str, images)]
     run = subprocess.run(cmd, capture_output=True, text=True, check=True)
     records = [json.loads(line) for line in run.stdout.splitlines() if line.strip()]
     return {Path(r["path"]).name: r for r in records}
@@ -80,6 +83,16 @@ def main():
                 row["cider_int8"] = cider(args.lightcap, data / "captions.json", int8, args.out / "int8.json")
             rows.append(row)
             print(json.dumps(row), file=sys.stderr)
+            if not refs:
+                # The yardstick of how sensitive these captions are: F32 decoding after the
+                # Winograd trunk, whose features differ from the exact ones by about 2e-6.
+                winograd = caption(args.lightcap, model, subset, "f32", beam, "lightcap-winograd")
+                same = sum(f32[n]["caption"] == winograd[n]["caption"] for n in f32) / len(f32)
+                rows.append({"model": label + " (yardstick: F32, Winograd trunk)", "beam": beam, "images": len(f32),
+                             "identical": same, "concepts": sum(
+                                 [c["name"] for c in f32[n]["concepts"]] == [c["name"] for c in winograd[n]["concepts"]]
+                                 for n in f32) / len(f32)})
+                print(json.dumps(rows[-1]), file=sys.stderr)
 
     print("| model, images | beam | captions identical to F32 | top-k concepts equal | CIDEr-D F32 | CIDEr-D INT8 | change |")
     print("|---|---|---|---|---|---|---|")
