@@ -258,7 +258,10 @@ public struct FusionModel: Sendable {
     public init(_ store: WeightStore, configuration: Configuration, stepWeights: FusionWeights = .f32) throws {
         let f = configuration.fusion, d = f.hiddenSize
         let e = store.scoped("embeddings")
-        wordEmbeddings = try e.take("word_embeddings.weight", shape: [f.vocabSize, d])
+        // One owned copy, shared with the heads' tied decoder (its row-major plain copy and the
+        // INT8 path's exact rows): the file's pages are dropped.
+        wordEmbeddings = try e.take("word_embeddings.weight", shape: [f.vocabSize, d]).owned()
+        e.releasePages(of: "word_embeddings.weight")
         positionEmbeddings = try e.take("position_embeddings.weight", shape: [f.maxPositionEmbeddings, d]).owned()
         tokenTypeEmbeddings = try e.take("token_type_embeddings.weight", shape: [f.typeVocabSize, d]).owned()
         embeddingNorm = try LayerNorm(e.scoped("LayerNorm"), size: d, eps: f.layerNormEps)
