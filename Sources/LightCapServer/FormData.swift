@@ -41,7 +41,7 @@ enum FormData {
         var fields: [Field] = []
         while true {
             let part = fields.count + 1
-            if matches(bytes, at: position, Array("--".utf8)) { return fields }  // the close delimiter
+            if matches(bytes, at: position, dashes) { return fields }  // the close delimiter
             while position < bytes.count, bytes[position] == space || bytes[position] == tab { position += 1 }
             guard matches(bytes, at: position, crlf) else {
                 throw malformed("the boundary line before part \(part) does not end in CRLF (nor in '--', the form's end)")
@@ -69,6 +69,8 @@ enum FormData {
     }
 
     private static let crlf: [UInt8] = [13, 10]
+    /// "--" right after a delimiter: the close delimiter.
+    private static let dashes: [UInt8] = [45, 45]
     private static let space: UInt8 = 32
     private static let tab: UInt8 = 9
 

@@ -9,4 +9,12 @@ public enum ProcessMemory {
               let pages = text.split(separator: " ").dropFirst().first.flatMap({ Int($0) }) else { return 0 }
         return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
     }
+
+    /// How much the resident set grew while `body` ran `times` times, in bytes: the leak tests
+    /// read an empty file thousands of times (4 KiB lost a read would show as tens of MB).
+    public static func growth(repeating times: Int, _ body: () throws -> Void) rethrows -> Int {
+        let before = residentBytes()
+        for _ in 0..<times { try body() }
+        return residentBytes() - before
+    }
 }
