@@ -159,11 +159,11 @@ extension DNNL {
         try desc(dims, layout.tag)
     }
 
-    /// A descriptor of an F32 tensor with `dims` in the layout `tag`.
-    static func desc(_ dims: [Int], _ tag: dnnl_format_tag_t) throws -> MemoryDesc {
+    /// A descriptor of a tensor of `type` (F32 by default) with `dims` in the layout `tag`.
+    static func desc(_ dims: [Int], _ tag: dnnl_format_tag_t, type: dnnl_data_type_t = dnnl_f32) throws -> MemoryDesc {
         var md = MemoryDesc()
         let d = dims.map { dnnl_dim_t($0) }
-        try check(dnnl_memory_desc_init_by_tag(&md, Int32(d.count), d, dnnl_f32, tag), "memory desc \(dims)")
+        try check(dnnl_memory_desc_init_by_tag(&md, Int32(d.count), d, type, tag), "memory desc \(dims)")
         return md
     }
 
@@ -216,11 +216,16 @@ extension DNNL {
         let pd: dnnl_primitive_desc_t
 
         /// Creates the primitive for `opDesc` (a pointer to an op descriptor).
-        init(opDesc: UnsafeRawPointer, postOps: (sum: Bool, relu: Bool) = (false, false), what: String) throws {
+        /// `outputScales`: one per output channel (INT8 convolutions: dst = scale * int32 sum).
+        init(opDesc: UnsafeRawPointer, postOps: (sum: Bool, relu: Bool) = (false, false), outputScales: [Float]? = nil,
+             what: String) throws {
             var attr: dnnl_primitive_attr_t?
             try check(dnnl_primitive_attr_create(&attr), "attr create")
             defer { dnnl_primitive_attr_destroy(attr) }
             try check(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user), "scratchpad mode")
+            if let outputScales {
+                try check(dnnl_primitive_attr_set_output_scales(attr, dnnl_dim_t(outputScales.count), 1 << 1, outputScales), "output scales")
+            }
             if postOps.sum || postOps.relu {
                 var po: dnnl_post_ops_t?
                 try check(dnnl_post_ops_create(&po), "post-ops create")
@@ -309,6 +314,28 @@ extension DNNL {
         return try withUnsafePointer(to: &op) {
             try Primitive(opDesc: UnsafeRawPointer($0), postOps: (sum, relu),
                           what: "convolution \(outChannels)x\(inChannels)x\(kernel)x\(kernel) stride \(stride)")
+        }
+    }
+
+    /// An INT8 forward-inference convolution: u8 source ([1, C, H, W], layout chosen by oneDNN),
+    /// s8 weights, s32 bias, u8 destination, dst = scale[oc] * (sum + bias) then ReLU if `relu`:
+    /// oneDNN's u8s8 kernels (VNNI's `vpdpbusd`, else AVX2's `vpmaddubsw` pairs).
+    static func convolutionInt8(inChannels: Int, height: Int, width: Int, outChannels: Int, kernel: Int, stride: Int,
+                                padding: Int, scales: [Float], relu: Bool) throws -> Primitive {
+        let (oh, ow) = ((height + 2 * padding - kernel) / stride + 1, (width + 2 * padding - kernel) / stride + 1)
+        var s = try desc([1, inChannels, height, width], dnnl_format_tag_any, type: dnnl_u8)
+        var w = try desc([outChannels, inChannels, kernel, kernel], dnnl_format_tag_any, type: dnnl_s8)
+        var b = try desc([outChannels], dnnl_x, type: dnnl_s32)
+        var d = try desc([1, outChannels, oh, ow], dnnl_format_tag_any, type: dnnl_u8)
+        var op = dnnl_convolution_desc_t()
+        let strides: [dnnl_dim_t] = [dnnl_dim_t(stride), dnnl_dim_t(stride)]
+        let pads: [dnnl_dim_t] = [dnnl_dim_t(padding), dnnl_dim_t(padding)]
+        try check(dnnl_convolution_forward_desc_init(&op, dnnl_forward_inference, dnnl_convolution_direct, &s, &w, &b, &d,
+                                                     strides, pads, pads),
+                  "INT8 convolution desc \(outChannels)x\(inChannels)x\(kernel)x\(kernel)")
+        return try withUnsafePointer(to: &op) {
+            try Primitive(opDesc: UnsafeRawPointer($0), postOps: (false, relu), outputScales: scales,
+                          what: "INT8 convolution \(outChannels)x\(inChannels)x\(kernel)x\(kernel) stride \(stride)")
         }
     }
 

@@ -1,4 +1,4 @@
-// `lightcap bench caption|visual|image|decode|eval`: the benchmarks (LightCapBench). Benchmarks
+// `lightcap bench caption|visual|int8-convolutions|image|decode|eval`: the benchmarks (LightCapBench). Benchmarks
 // are not tests: their numbers depend on the machine and its load. The scripts/bench_*.py peers
 // run them beside PyTorch, ONNX Runtime, Pillow or pycocoevalcap in the same run.
 
@@ -12,7 +12,7 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Benchmarks: caption stages, the visual backbone, image decoding, caption decoding, metrics.",
-        subcommands: [Caption.self, Visual.self, Image.self, Decode.self, Eval.self],
+        subcommands: [Caption.self, Visual.self, Int8Convolutions.self, Image.self, Decode.self, Eval.self],
         defaultSubcommand: Caption.self)
 
     /// Prints `value` as JSON (sorted keys).
@@ -244,6 +244,43 @@ struct BenchCommand: ParsableCommand {
                 try BenchCommand.printJSON(try ImageBenchmark.run(file: URL(fileURLWithPath: f), size: size, iterations: iterations,
                                                                   dctScaling: !noDctScaling), pretty: false)
             }
+        }
+    }
+
+    struct Int8Convolutions: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "int8-convolutions",
+            abstract: "Time every convolution of the CLIP RN50 trunk (224 px) in oneDNN's F32 and INT8 (u8 x s8) kernels.",
+            discussion: "Layer by layer, zeros as data; the sum of the medians and the FLOP-weighted speed-up close the table.")
+
+        @Option(name: .long, help: "Timed runs per convolution (median).")
+        var runs: Int = 20
+
+        @Option(name: .long, help: "oneDNN threads.")
+        var threads: Int = 1
+
+        @Flag(name: .long, help: "Print JSON instead of the table.")
+        var json = false
+
+        func validate() throws {
+            guard runs >= 1, threads >= 1 else { throw ValidationError("--runs and --threads must be at least 1") }
+        }
+
+        func run() throws {
+            let rows = try Int8ConvolutionBenchmark.run(runs: runs, threads: threads)
+            if json { return try BenchCommand.printJSON(rows) }
+            let peak = PeakFLOPS.measure(threads: threads).wallGflops
+            print("CLIP RN50 trunk convolutions, 224 px, \(threads) thread(s), median of \(runs) runs; FP32 FMA peak \(String(format: "%.1f", peak)) GFLOPS")
+            print(BenchCommand.pad("convolution", 22) + BenchCommand.pad("shape", 22) + "   F32 ms  %peak   INT8 ms  speed-up  kernels (F32 / INT8)")
+            for r in rows {
+                print(BenchCommand.pad(r.name, 22) + BenchCommand.pad(r.shape, 22)
+                      + String(format: " %8.3f %5.0f%% %9.3f %8.2fx", r.f32Ms, r.flops / (r.f32Ms * 1e6) / peak * 100, r.int8Ms, r.f32Ms / r.int8Ms)
+                      + "  \(r.f32Kernel) / \(r.int8Kernel)")
+            }
+            let (f32, int8) = (rows.map(\.f32Ms).reduce(0, +), rows.map(\.int8Ms).reduce(0, +))
+            let flops = rows.map(\.flops).reduce(0, +)
+            print(String(format: "all %d convolutions, %.2f GFLOP: F32 %.2f ms (%.0f%% of peak), INT8 %.2f ms: %.2fx",
+                         rows.count, flops / 1e9, f32, flops / (f32 * 1e6) / peak * 100, int8, f32 / int8))
         }
     }
 

@@ -264,4 +264,20 @@ final class CommandLineTests: LightCapCLITestCase {
             XCTAssertLessThanOrEqual(st["median_ms"]!, st["p90_ms"]!)
         }
     }
+
+    /// `bench int8-convolutions` runs every convolution of the RN50 trunk through oneDNN in F32
+    /// and INT8 (the u8 x s8 primitive is created and executed on this CPU, whatever its ISA).
+    func testInt8ConvolutionBenchmarkCoversTheTrunk() throws {
+        let r = try lightcap(["bench", "int8-convolutions", "--runs", "1", "--json"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let rows = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [[String: Any]])
+        XCTAssertEqual(rows.count, 55, "3 stem + 16 blocks x 3 + 4 downsamples")
+        let flops = rows.compactMap { $0["flops"] as? Double }.reduce(0, +)
+        XCTAssertEqual(flops / 1e9, 10.73, accuracy: 0.01, "the trunk's GFLOP")
+        for row in rows {
+            XCTAssertGreaterThan(row["f32Ms"] as? Double ?? 0, 0)
+            XCTAssertGreaterThan(row["int8Ms"] as? Double ?? 0, 0)
+            XCTAssertFalse((row["int8Kernel"] as? String ?? "").isEmpty)
+        }
+    }
 }
