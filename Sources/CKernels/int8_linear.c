@@ -33,7 +33,6 @@ typedef struct {
     float *y;
 } linear_args;
 
-typedef float v16 __attribute__((vector_size(64)));
 typedef int32_t i32x16 __attribute__((vector_size(64)));
 typedef int8_t i8x16 __attribute__((vector_size(16)));
 
@@ -44,8 +43,6 @@ static inline __attribute__((always_inline)) v16 widen16(const int8_t *p) {
     memcpy(&b, p, sizeof b);
     return __builtin_convertvector(__builtin_convertvector(b, i32x16), v16);
 }
-
-static inline __attribute__((always_inline)) v16 splat16(float s) { return (v16){s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s}; }
 
 // Rows r0 .. r0 + M - 1 of NP consecutive panels, into acc[r][NP] (M, NP constants in each
 // copy): M NP accumulators of 16 in registers, each one multiply-add per k. A multiply-add

@@ -1,4 +1,4 @@
-// What the kernels share (private to CKernels): 8-float vectors, the layout addressing, the
+// What the kernels share (private to CKernels): 8- and 16-float vectors, the layout addressing, the
 // choice of vector path and the split of work over OpenMP's threads.
 #ifndef LIGHTCAP_KERNEL_SUPPORT_H
 #define LIGHTCAP_KERNEL_SUPPORT_H
@@ -9,6 +9,7 @@
 // The vector helpers are always inlined into the per-ISA functions, so their ABI never shows.
 #pragma clang diagnostic ignored "-Wpsabi"
 
+typedef float v16 __attribute__((vector_size(64)));
 typedef float v8 __attribute__((vector_size(32)));
 typedef float v4 __attribute__((vector_size(16)));
 typedef float v2 __attribute__((vector_size(8)));
@@ -22,6 +23,10 @@ static inline __attribute__((always_inline)) v8 load8(const float *p) {
 static inline __attribute__((always_inline)) void store8(float *p, v8 v) { memcpy(p, &v, sizeof v); }
 
 static inline __attribute__((always_inline)) v8 splat8(float s) { return (v8){s, s, s, s, s, s, s, s}; }
+
+static inline __attribute__((always_inline)) v16 splat16(float s) {
+    return (v16){s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s};
+}
 
 // Offset of channel chunk `chunk` (8 channels) of pixel 0 in layout `l`.
 static inline __attribute__((always_inline)) long chunk_offset(lightcap_channel_layout l, long chunk) {
