@@ -178,7 +178,7 @@ package final class CachedSession: LogitSession {
         caches = Dictionary(zip(keys, grown), uniquingKeysWith: { a, _ in a })
         let states = heads.transformed(hidden)
         guard let exactTop else { return splitRows(heads.vocabularyLogits(transformed: states)) }
-        if exactTop == 1 {
+        if exactTop == 1 && fusion.stepWeights == .f32 {  // for the exact scores after the loop
             for (r, image) in imageIndices.enumerated() { transformedStates[image].append(states.rows(r..<(r + 1))) }
         }
         return heads.argmaxExactLogits(transformed: states, exactTop: exactTop)

@@ -19,8 +19,6 @@ public final class Int8Linear: RowLinear, @unchecked Sendable {
     public let bias: Tensor?
     private let packed: UnsafeMutablePointer<Int8>
     private let packedBytes: Int
-    /// The row-major levels [out, in] (kept for `dequantized`).
-    public let levels: [Int8]
 
     /// Rounds `linear`'s weight to 127 levels per output row.
     public init(_ linear: Linear) {
@@ -37,7 +35,6 @@ public final class Int8Linear: RowLinear, @unchecked Sendable {
         let packed = UnsafeMutablePointer<Int8>.allocate(capacity: max(packedBytes, 1))
         levels.withUnsafeBufferPointer { lightcap_int8_linear_pack($0.baseAddress!, n, k, packed) }
         self.packed = packed
-        self.levels = levels
     }
 
     deinit { packed.deallocate() }
@@ -49,10 +46,14 @@ public final class Int8Linear: RowLinear, @unchecked Sendable {
     /// Bytes of weights read per call (the levels; scales and bias aside).
     public var weightBytes: Int { packedBytes }
 
-    /// The F32 layer over the rounded weights q * s: the plain twin.
+    /// The F32 layer over the rounded weights q * s (read back from the panels, int8_linear.h's
+    /// layout [out / 16][in][16]): the plain twin.
     public var dequantized: Linear {
-        let k = inFeatures
-        let weight = Tensor(shape: [outFeatures, k], scalars: levels.indices.map { Float(levels[$0]) * scales[$0 / k] })
+        let (n, k) = (outFeatures, inFeatures)
+        let weight = Tensor(shape: [n, k], generator: { i in
+            let (o, c) = (i / k, i % k)
+            return Float(packed[((o / 16) * k + c) * 16 + o % 16]) * scales[o]
+        })
         return try! Linear(weight: weight, bias: bias)  // shapes are this layer's own
     }
 
