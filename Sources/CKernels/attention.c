@@ -1,7 +1,8 @@
 // LightCap's few-query attention (attention.h): per head, 8 lanes at a time over the head's
 // columns (a 26-wide head is 3 vectors and 2 single values), the dot products of 8 keys reduced
-// across lanes together, the softmax with libm's expf as `Activations.softmax` computes it. Compiled for AVX2+FMA and baseline x86-64
-// (kernel_support.h); DenseKernelTests compares it with `Reference.attention` on both.
+// across lanes together, the softmax with libm's expf as `Activations.softmax` computes it.
+// Compiled for AVX2+FMA and baseline x86-64 (kernel_support.h); DenseKernelTests compares it
+// with `Reference.attention` on both.
 #include "attention.h"
 #include "kernel_support.h"
 

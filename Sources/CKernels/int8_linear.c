@@ -1,9 +1,9 @@
 // LightCap's weight-only INT8 fully connected layer (int8_linear.h). For each panel of 16
-// output rows (two at a time on AVX-512, or for one or two input rows) and each block of up to 4 input rows,
-// one accumulator of 16 per input row and panel sums over k: the panel's 16 levels at k (16
-// consecutive bytes) are widened to F32 once and multiplied with each row's x[k] broadcast. A
-// panel is 16 x in bytes (5 KB at in = 312), so it stays in L1 for the row blocks after the
-// first. The sum runs over k in order, one multiply-add per term (fused on AVX-512 and
+// output rows (two panels at a time on AVX-512, or for one or two input rows) and each block of
+// up to 4 input rows, one accumulator of 16 per input row and panel sums over k: the panel's 16
+// levels at k (16 consecutive bytes) are widened to F32 once and multiplied with each row's x[k]
+// broadcast. A panel is 16 x in bytes (5 KB at in = 312), so it stays in L1 for the row blocks
+// after the first. The sum runs over k in order, one multiply-add per term (fused on AVX-512 and
 // AVX2+FMA, a multiply then an add on the generic path), so a row's result does not depend on
 // the other rows. Compiled for AVX-512, AVX2+FMA and baseline x86-64 (kernel_support.h): the
 // 16 outputs of a panel are one vector, two or four.

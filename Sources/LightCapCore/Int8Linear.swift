@@ -33,7 +33,7 @@ public final class Int8Linear: RowLinear, @unchecked Sendable {
         bias = linear.bias
         packedBytes = lightcap_int8_linear_packed_bytes(n, k)
         let packed = UnsafeMutablePointer<Int8>.allocate(capacity: max(packedBytes, 1))
-        levels.withUnsafeBufferPointer { lightcap_int8_linear_pack($0.baseAddress!, n, k, packed) }
+        if n * k > 0 { levels.withUnsafeBufferPointer { lightcap_int8_linear_pack($0.baseAddress!, n, k, packed) } }
         self.packed = packed
     }
 
@@ -59,6 +59,7 @@ public final class Int8Linear: RowLinear, @unchecked Sendable {
 
     /// y = x (q s)^T + b for `rows` rows: x is [rows, in], y is [rows, out] (both row-major).
     public func apply(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>) {
+        guard rows > 0, outFeatures > 0 else { return }
         scales.withUnsafeBufferPointer { s in
             if let bias {
                 bias.withUnsafeBufferPointer { b in
