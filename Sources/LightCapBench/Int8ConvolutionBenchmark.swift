@@ -31,7 +31,7 @@ public enum Int8ConvolutionBenchmark {
         var side = configuration.image.size
         for c in layout.stem {
             items.append((c, side))
-            side = (side + 2 * c.padding - c.kernel) / c.stride + 1
+            side = Conv2d.outputSize(side, kernel: c.kernel, stride: c.stride, padding: c.padding)
         }
         side /= 2  // the stem's average pool
         for block in layout.blocks {
@@ -44,7 +44,7 @@ public enum Int8ConvolutionBenchmark {
         }
         return try Threads.with(threads) {
             try items.map { c, side in
-                let out = (side + 2 * c.padding - c.kernel) / c.stride + 1
+                let out = Conv2d.outputSize(side, kernel: c.kernel, stride: c.stride, padding: c.padding)
                 func time(_ int8: Bool) throws -> (Double, String) {
                     let probe = try ConvolutionProbe(inChannels: c.inChannels, height: side, width: side, outChannels: c.outChannels,
                                                      kernel: c.kernel, stride: c.stride, padding: c.padding, int8: int8)

@@ -32,7 +32,13 @@ public struct Conv2d: Sendable {
     }
 
     /// Output side for an input side `n`.
-    public func outputSize(_ n: Int) -> Int { (n + 2 * padding - kernel) / stride + 1 }
+    public func outputSize(_ n: Int) -> Int { Self.outputSize(n, kernel: kernel, stride: stride, padding: padding) }
+
+    /// Output side of a `kernel` x `kernel` convolution with `stride` and zero `padding` for an
+    /// input side `n`.
+    public static func outputSize(_ n: Int, kernel: Int, stride: Int, padding: Int) -> Int {
+        (n + 2 * padding - kernel) / stride + 1
+    }
 
     /// Floating-point operations (2 per multiply-add) of the direct convolution into `out`.
     func flops(_ out: ConvolutionNetwork.Shape) -> Int {

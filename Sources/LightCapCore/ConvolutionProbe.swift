@@ -18,7 +18,8 @@ package final class ConvolutionProbe {
     /// output scales and a u8 output, else F32.
     package init(inChannels: Int, height: Int, width: Int, outChannels: Int, kernel: Int, stride: Int, padding: Int,
                  int8: Bool) throws {
-        let (oh, ow) = ((height + 2 * padding - kernel) / stride + 1, (width + 2 * padding - kernel) / stride + 1)
+        let (oh, ow) = (Conv2d.outputSize(height, kernel: kernel, stride: stride, padding: padding),
+                        Conv2d.outputSize(width, kernel: kernel, stride: stride, padding: padding))
         primitive = int8
             ? try DNNL.convolutionInt8(inChannels: inChannels, height: height, width: width, outChannels: outChannels,
                                        kernel: kernel, stride: stride, padding: padding,

@@ -322,7 +322,8 @@ extension DNNL {
     /// oneDNN's u8s8 kernels (VNNI's `vpdpbusd`, else AVX2's `vpmaddubsw` pairs).
     static func convolutionInt8(inChannels: Int, height: Int, width: Int, outChannels: Int, kernel: Int, stride: Int,
                                 padding: Int, scales: [Float], relu: Bool) throws -> Primitive {
-        let (oh, ow) = ((height + 2 * padding - kernel) / stride + 1, (width + 2 * padding - kernel) / stride + 1)
+        let (oh, ow) = (Conv2d.outputSize(height, kernel: kernel, stride: stride, padding: padding),
+                        Conv2d.outputSize(width, kernel: kernel, stride: stride, padding: padding))
         var s = try desc([1, inChannels, height, width], dnnl_format_tag_any, type: dnnl_u8)
         var w = try desc([outChannels, inChannels, kernel, kernel], dnnl_format_tag_any, type: dnnl_s8)
         var b = try desc([outChannels], dnnl_x, type: dnnl_s32)
