@@ -32,9 +32,12 @@ public struct Configuration: Codable, Sendable, Equatable {
         public var heads: Int = 8
         public var outputDim: Int = 128
         public var batchnormFolded: Bool = true
+        /// "none", or "int8": every trunk convolution but the stem's first is stored with INT8
+        /// weights and an input scale (`lightcap quantize`; docs/FORMAT.md).
+        public var quantization: String = "none"
 
         enum CodingKeys: String, CodingKey {
-            case layers, width, heads
+            case layers, width, heads, quantization
             case attentionPool = "attention_pool"
             case outputDim = "output_dim"
             case batchnormFolded = "batchnorm_folded"
@@ -49,6 +52,7 @@ public struct Configuration: Codable, Sendable, Equatable {
             heads = try c.decode(.heads, required: attentionPool, default: heads)
             outputDim = try c.decode(.outputDim, required: attentionPool, default: outputDim)
             batchnormFolded = try c.decode(.batchnormFolded, default: batchnormFolded)
+            quantization = try c.decode(.quantization, default: quantization)
         }
     }
 
@@ -330,6 +334,12 @@ public struct Configuration: Codable, Sendable, Equatable {
             throw fail("visual.layers must be 4 positive block counts, got \(visual.layers)")
         }
         guard visual.width > 0, visual.width % 2 == 0 else { throw fail("visual.width must be positive and even, got \(visual.width)") }
+        guard ["none", "int8"].contains(visual.quantization) else {
+            throw fail("visual.quantization \"\(visual.quantization)\" is not \"none\" or \"int8\"")
+        }
+        if visual.quantization == "int8" && !visual.batchnormFolded {
+            throw fail("visual.quantization int8 needs visual.batchnorm_folded true (INT8 weights are folded)")
+        }
         if visual.attentionPool {
             guard visual.heads > 0, gridChannels % visual.heads == 0 else {
                 throw fail("visual.heads \(visual.heads) must divide the grid channels \(gridChannels)")

@@ -1,6 +1,9 @@
 // ConvolutionBuilder: builds a ConvolutionNetwork op by op, each layer by the kernel
 // KernelChoice picks for it (oneDNN's or LightCap's), weights packed for that kernel as the
-// layer is added, reorders inserted where neighbouring kernels' layouts differ.
+// layer is added, reorders inserted where neighbouring kernels' layouts differ; INT8 layers
+// (QuantizedConv2d) as a quantizing reorder plus oneDNN's u8 x s8 convolution.
+
+import CDNNL
 
 extension ConvolutionNetwork {
     /// Builds a network op by op; weights are packed as each convolution is added.
@@ -84,6 +87,55 @@ extension ConvolutionNetwork {
                 }
             }
             return try addOneDNNConvolution(x, conv, primitive, residual: residual, outShape: outShape, label: label)
+        }
+
+        /// The INT8 convolution `conv` of `x` (F32), + bias, then `+ residual` (F32, if given),
+        /// then ReLU (if `relu`), as two oneDNN ops: x quantized to u8 at `conv.inputScale` (a
+        /// scaling reorder into the convolution's layout), then the u8 x s8 convolution with an
+        /// F32 output. Without VNNI the weights are first halved onto 63 levels
+        /// (`QuantizedConv2d.forKernels`). The residual's buffer is reused for the output, as in
+        /// `convolution`.
+        public func convolution(_ x: Value, _ conv: QuantizedConv2d, relu: Bool, residual: Value? = nil,
+                                label: String = "conv") throws -> Value {
+            try Threads.with(threads) { try addQuantizedConvolution(x, conv, relu: relu, residual: residual, label: label) }
+        }
+
+        private func addQuantizedConvolution(_ x: Value, _ stored: QuantizedConv2d, relu: Bool, residual: Value?,
+                                             label: String) throws -> Value {
+            let conv = stored.forKernels()
+            let s = shape(x)
+            guard conv.inChannels == s.channels else {
+                throw LightCapError.invalidArgument(reason: "\(label): input has \(s.channels) channels, INT8 weight \(conv.shape)")
+            }
+            let outShape = Shape(channels: conv.outChannels, height: conv.outputSize(s.height), width: conv.outputSize(s.width))
+            guard outShape.height > 0, outShape.width > 0 else {
+                throw LightCapError.invalidArgument(reason: "\(label): input \(s.height)x\(s.width) too small")
+            }
+            if let residual, shape(residual) != outShape {
+                throw LightCapError.invalidArgument(reason: "\(label): residual \(shape(residual)) does not match output \(outShape)")
+            }
+            // dst = (s_x * s_w[o]) * (sum + bias[o] / (s_x * s_w[o])): oneDNN adds the bias before the scale.
+            let scales = conv.weightScales.map { $0 * conv.inputScale }
+            let primitive = try DNNL.convolutionInt8(inChannels: s.channels, height: s.height, width: s.width,
+                                                     outChannels: conv.outChannels, kernel: conv.kernel, stride: conv.stride,
+                                                     padding: conv.padding, scales: scales, sum: residual != nil, relu: relu,
+                                                     output: dnnl_f32)
+            let quantize = try DNNL.Primitive(reorderFrom: values[x.index].desc, to: primitive.srcDesc, scale: 1 / conv.inputScale)
+            let q = add(s, primitive.srcDesc)
+            ops.append(Op(kind: .reorder, primitive: quantize, input: x, output: q, label: "\(label).quantize"))
+            let weights = DNNL.Buffer(bytes: DNNL.bytes(primitive.weightsDesc))
+            try conv.weight.withUnsafeBufferPointer {
+                try DNNL.reorder(UnsafeRawPointer($0.baseAddress!), try DNNL.desc(conv.shape, dnnl_oihw, type: dnnl_s8),
+                                 into: weights.pointer, primitive.weightsDesc)
+            }
+            var bias = [Float](repeating: 0, count: conv.outChannels)
+            if let b = conv.bias { for o in 0..<conv.outChannels { bias[o] = b[flat: o] / scales[o] } }
+            let biasBuffer = DNNL.Buffer(copying: Tensor(shape: [conv.outChannels], scalars: bias))
+            let (out, residualValue) = try output(outShape, primitive.dstDesc, residual: residual, src: q)
+            let flops = 2 * conv.outChannels * conv.inChannels * conv.kernel * conv.kernel * outShape.height * outShape.width
+            ops.append(Op(kind: .oneDNNConvolution(weights: weights, bias: biasBuffer, residual: residualValue, flops: flops),
+                          primitive: primitive, input: q, output: out, label: label))
+            return out
         }
 
         /// oneDNN's primitive for `conv` on an input of shape `s`, created with the first of

@@ -2,6 +2,7 @@
 // buffers, oneDNN memory objects and stream, the prepared calls of every op), and the per-op
 // profile that times those calls.
 
+import CDNNL
 import Dispatch
 
 extension ConvolutionNetwork {
@@ -167,4 +168,45 @@ extension ConvolutionNetwork {
             OpTime(label: op.label, implementation: op.implementation, flops: op.flops, samples: times)
         }
     }
+
+    /// The smallest and largest input value of one convolution over a run (`inputRanges`).
+    public struct InputRange: Sendable {
+        public let label: String
+        public var min: Float, max: Float
+    }
+
+    /// Runs the network once on `input`, as `run` does, and returns the smallest and largest
+    /// value of each F32 convolution's input, convolutions in order (INT8 calibration: the
+    /// largest input sets a layer's input scale). Blocked layouts' padding channels hold zeros,
+    /// which count.
+    public func inputRanges(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>,
+                            workspace: Workspace) throws -> [InputRange] {
+        guard workspace.network === self else {
+            throw LightCapError.invalidArgument(reason: "the workspace belongs to another network")
+        }
+        try workspace.inputMemory.setPointer(UnsafeMutableRawPointer(mutating: input))
+        try workspace.outputMemory.setPointer(UnsafeMutableRawPointer(output))
+        var ranges: [InputRange] = []
+        try Threads.with(threads) {
+            for (op, call) in zip(ops, workspace.calls) {
+                if op.flops > 0 && values[op.input.index].desc.data_type == dnnl_f32 {
+                    workspace.stream.wait()
+                    let (pointer, count) = op.input.index == 0
+                        ? (input, inputShape.count)
+                        : (UnsafePointer(workspace.buffers[slots[op.input.index]].pointer.assumingMemoryBound(to: Float.self)),
+                           DNNL.bytes(values[op.input.index].desc) / MemoryLayout<Float>.size)
+                    var range = InputRange(label: op.label, min: .infinity, max: -.infinity)
+                    for i in 0..<count {
+                        range.min = Swift.min(range.min, pointer[i])
+                        range.max = Swift.max(range.max, pointer[i])
+                    }
+                    ranges.append(range)
+                }
+                try workspace.execute(call)
+            }
+            workspace.stream.wait()
+        }
+        return ranges
+    }
 }
+

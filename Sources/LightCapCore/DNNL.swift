@@ -56,6 +56,21 @@ enum DNNL {
     }
 }
 
+/// What oneDNN's u8 x s8 kernels (INT8 convolutions, the vocabulary product) can hold here.
+public enum OneDNNInt8 {
+    /// Whether oneDNN runs its VNNI int8 kernels here (the effective ISA, which
+    /// DNNL_MAX_CPU_ISA can lower).
+    public static let hasVNNI: Bool = {
+        let isa = dnnl_get_effective_cpu_isa().rawValue
+        return isa == dnnl_cpu_isa_avx2_vnni.rawValue || isa & dnnl_cpu_isa_avx512_core_vnni.rawValue == dnnl_cpu_isa_avx512_core_vnni.rawValue
+    }()
+
+    /// The largest weight level a u8 x s8 product may use here: 127 with VNNI (four products
+    /// added straight into int32), else 63: without VNNI the kernels add two u8 x s8 products
+    /// in a saturating int16 (`vpmaddubsw`), and 2 x 255 x 63 = 32130 < 32767.
+    public static var weightLevels: Int { hasVNNI ? 127 : 63 }
+}
+
 /// The number of threads oneDNN uses on the calling thread (OpenMP runtime: the setting is
 /// per calling thread, so set it on the thread that runs the model, e.g. at the start of a call).
 public enum Threads {
@@ -243,14 +258,18 @@ extension DNNL {
             self.handle = p!
         }
 
-        /// Reorder between two layouts of the same tensor.
-        convenience init(reorderFrom src: MemoryDesc, to dst: MemoryDesc) throws {
+        /// Reorder between two layouts of the same tensor; with `scale`, dst = scale * src
+        /// (into an integer type: rounded to nearest even, saturated).
+        convenience init(reorderFrom src: MemoryDesc, to dst: MemoryDesc, scale: Float? = nil) throws {
             var pd: dnnl_primitive_desc_t?
             var s = src, d = dst
             var attr: dnnl_primitive_attr_t?
             try check(dnnl_primitive_attr_create(&attr), "attr create")
             defer { dnnl_primitive_attr_destroy(attr) }
             try check(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user), "scratchpad mode")
+            if let scale {
+                try check(dnnl_primitive_attr_set_output_scales(attr, 1, 0, [scale]), "reorder scale")
+            }
             try check(dnnl_reorder_primitive_desc_create(&pd, &s, engine.handle, &d, engine.handle, attr), "reorder")
             try self.init(pd: pd!)
         }
@@ -318,16 +337,18 @@ extension DNNL {
     }
 
     /// An INT8 forward-inference convolution: u8 source ([1, C, H, W], layout chosen by oneDNN),
-    /// s8 weights, s32 bias, u8 destination, dst = scale[oc] * (sum + bias) then ReLU if `relu`:
-    /// oneDNN's u8s8 kernels (VNNI's `vpdpbusd`, else AVX2's `vpmaddubsw` pairs).
+    /// s8 weights, then dst = scale[oc] * (sum + bias[oc]) (+ dst's old value if `sum`), then
+    /// ReLU if `relu`: oneDNN's u8s8 kernels (VNNI's `vpdpbusd`, else AVX2's `vpmaddubsw` pairs).
+    /// `output`: u8 (s32 bias, the probe's case) or f32 (f32 bias, the network's).
     static func convolutionInt8(inChannels: Int, height: Int, width: Int, outChannels: Int, kernel: Int, stride: Int,
-                                padding: Int, scales: [Float], relu: Bool) throws -> Primitive {
+                                padding: Int, scales: [Float], sum: Bool = false, relu: Bool,
+                                output: dnnl_data_type_t = dnnl_u8) throws -> Primitive {
         let (oh, ow) = (Conv2d.outputSize(height, kernel: kernel, stride: stride, padding: padding),
                         Conv2d.outputSize(width, kernel: kernel, stride: stride, padding: padding))
         var s = try desc([1, inChannels, height, width], dnnl_format_tag_any, type: dnnl_u8)
         var w = try desc([outChannels, inChannels, kernel, kernel], dnnl_format_tag_any, type: dnnl_s8)
-        var b = try desc([outChannels], dnnl_x, type: dnnl_s32)
-        var d = try desc([1, outChannels, oh, ow], dnnl_format_tag_any, type: dnnl_u8)
+        var b = try desc([outChannels], dnnl_x, type: output == dnnl_f32 ? dnnl_f32 : dnnl_s32)
+        var d = try desc([1, outChannels, oh, ow], dnnl_format_tag_any, type: output)
         var op = dnnl_convolution_desc_t()
         let strides: [dnnl_dim_t] = [dnnl_dim_t(stride), dnnl_dim_t(stride)]
         let pads: [dnnl_dim_t] = [dnnl_dim_t(padding), dnnl_dim_t(padding)]
@@ -335,7 +356,7 @@ extension DNNL {
                                                      strides, pads, pads),
                   "INT8 convolution desc \(outChannels)x\(inChannels)x\(kernel)x\(kernel)")
         return try withUnsafePointer(to: &op) {
-            try Primitive(opDesc: UnsafeRawPointer($0), postOps: (false, relu), outputScales: scales,
+            try Primitive(opDesc: UnsafeRawPointer($0), postOps: (sum, relu), outputScales: scales,
                           what: "INT8 convolution \(outChannels)x\(inChannels)x\(kernel)x\(kernel) stride \(stride)")
         }
     }

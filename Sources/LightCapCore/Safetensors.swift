@@ -51,7 +51,7 @@ final class MappedFile: @unchecked Sendable {
 public final class SafetensorsFile: @unchecked Sendable {
     /// Element type of a stored tensor.
     public enum DType: String, Sendable {
-        case f32 = "F32", f16 = "F16", bf16 = "BF16", i64 = "I64"
+        case f32 = "F32", f16 = "F16", bf16 = "BF16", i64 = "I64", i8 = "I8"
 
         /// Bytes per element.
         public var size: Int {
@@ -59,6 +59,7 @@ public final class SafetensorsFile: @unchecked Sendable {
             case .f32: return 4
             case .f16, .bf16: return 2
             case .i64: return 8
+            case .i8: return 1
             }
         }
     }
@@ -205,7 +206,7 @@ public final class SafetensorsFile: @unchecked Sendable {
                 storage.base[i] = Float(bitPattern: bits)
             }
             return Tensor(shape: e.shape, storage: storage)
-        case .i64:
+        case .i64, .i8:
             throw LightCapError.wrongDtype(tensor: name, expected: "F32, F16 or BF16", actual: e.dtype.rawValue)
         }
     }
@@ -220,6 +221,16 @@ public final class SafetensorsFile: @unchecked Sendable {
         return (0..<Tensor.elementCount(e.shape)).map {
             Int(Int64(littleEndian: start.loadUnaligned(fromByteOffset: 8 * $0, as: Int64.self)))
         }
+    }
+
+    /// The I8 tensor `name` (INT8 weights).
+    public func int8s(named name: String) throws -> [Int8] {
+        let e = try entry(named: name)
+        guard e.dtype == .i8 else {
+            throw LightCapError.wrongDtype(tensor: name, expected: "I8", actual: e.dtype.rawValue)
+        }
+        let start = file.base + dataOffset + e.range.lowerBound
+        return [Int8](UnsafeBufferPointer(start: start.assumingMemoryBound(to: Int8.self), count: Tensor.elementCount(e.shape)))
     }
 
     /// Lets the kernel drop the resident pages of tensor `name` (after packing it elsewhere).
@@ -248,12 +259,13 @@ public final class SafetensorsFile: @unchecked Sendable {
     }
 }
 
-/// Writes a safetensors file (F32 and I64 tensors), for tests and tools.
+/// Writes a safetensors file (F32, I64 and I8 tensors), for tests and tools.
 public enum SafetensorsWriter {
-    /// A tensor to write: F32 scalars or I64 integers.
+    /// A tensor to write: F32 scalars, I64 integers or I8 levels.
     public enum Value {
         case f32(Tensor)
         case i64([Int], shape: [Int])
+        case i8([Int8], shape: [Int])
     }
 
     /// The bytes of a safetensors file holding `tensors` (sorted by name, 8-byte aligned header).
@@ -271,6 +283,9 @@ public enum SafetensorsWriter {
             case .i64(let values, let s):
                 dtype = "I64"; shape = s
                 for v in values { withUnsafeBytes(of: Int64(v).littleEndian) { body.append(contentsOf: $0) } }
+            case .i8(let values, let s):
+                dtype = "I8"; shape = s
+                values.withUnsafeBytes { body.append(contentsOf: $0) }
             }
             let shapeText = shape.map(String.init).joined(separator: ",")
             header.append("\"\(name)\":{\"dtype\":\"\(dtype)\",\"shape\":[\(shapeText)],\"data_offsets\":[\(begin),\(body.count)]}")

@@ -69,6 +69,18 @@ public final class WeightStore: @unchecked Sendable {
         return tensor
     }
 
+    /// The I8 tensor `key` with exactly `shape` (INT8 weights). Marks it used.
+    public func takeInt8(_ key: String, shape: [Int]) throws -> [Int8] {
+        let full = prefix + key
+        guard let entry = file.entries[full] else { throw LightCapError.missingTensor(key: full) }
+        guard entry.shape == shape else {
+            throw LightCapError.shapeMismatch(key: full, expected: shape, actual: entry.shape)
+        }
+        let values = try file.int8s(named: full)
+        tracker.mark(full)
+        return values
+    }
+
     /// Marks `key` used without reading it (a tensor the engine deliberately ignores).
     public func skip(_ key: String) throws {
         let full = prefix + key
@@ -79,9 +91,12 @@ public final class WeightStore: @unchecked Sendable {
     /// Lets the kernel drop the file pages of `key` once it has been packed into other memory.
     public func releasePages(of key: String) { file.releasePages(of: prefix + key) }
 
+    /// The keys of the file (all scopes) not taken so far, sorted.
+    public var untakenKeys: [String] { file.names.filter { !tracker.isUsed($0) } }
+
     /// Throws `unusedTensors` listing every key of the file (all scopes) that was never taken.
     public func finish() throws {
-        let unused = file.names.filter { !tracker.isUsed($0) }
+        let unused = untakenKeys
         if !unused.isEmpty { throw LightCapError.unusedTensors(keys: unused) }
     }
 

@@ -3,6 +3,8 @@
 // -> grid [G*G, C] tokens (row y, column x); optional attention pool -> [output_dim].
 // Convolutions run in oneDNN with weights packed once at load (ConvolutionNetwork);
 // BatchNorm arrives folded (conv bias) or is folded here when `batchnorm_folded` is false.
+// With `visual.quantization` "int8" every convolution but the stem's first is a QuantizedConv2d
+// (INT8 weights from the file, u8 inputs; `lightcap quantize` writes them: TrunkQuantizer.swift).
 
 import LightCapCore
 
@@ -35,7 +37,8 @@ public final class CLIPResNet: Sendable {
         channels = configuration.gridChannels
         gridSide = configuration.gridSide
         self.policy = policy
-        let loader = ConvLoader(store: store.scoped("visual"), folded: visual.batchnormFolded)
+        let loader = ConvLoader(store: store.scoped("visual"), folded: visual.batchnormFolded,
+                                quantized: visual.quantization == "int8")
         let b = try ConvolutionNetwork.Builder(channels: 3, height: imageSize, width: imageSize, policy: policy,
                                                  threads: threads)
         let layout = CLIPResNetLayout(visual)
@@ -93,18 +96,37 @@ public final class CLIPResNet: Sendable {
     }
 }
 
-/// Reads one convolution's weights, folding BatchNorm (eps 1e-5) when the file is unfolded.
+/// Reads one convolution's weights, folding BatchNorm (eps 1e-5) when the file is unfolded; in
+/// an INT8 trunk, each quantizable convolution's INT8 weights, scales and bias.
 struct ConvLoader {
     let store: WeightStore
     let folded: Bool
+    var quantized = false
 
     /// Loads convolution `c` (+ its BN), adds it to `builder` (packing its weights), then lets
     /// the file's pages of it go: the packed copy is the only resident one.
     func add(_ builder: ConvolutionNetwork.Builder, _ x: ConvolutionNetwork.Value, _ c: CLIPResNetLayout.Convolution,
              relu: Bool = true, residual: ConvolutionNetwork.Value? = nil) throws -> ConvolutionNetwork.Value {
-        let y = try builder.convolution(x, try conv(c), relu: relu, residual: residual, label: c.name)
+        let y = quantized && c.quantizable
+            ? try builder.convolution(x, try quantizedConv(c), relu: relu, residual: residual, label: c.name)
+            : try builder.convolution(x, try conv(c), relu: relu, residual: residual, label: c.name)
         store.releasePages(of: "\(c.name).weight")
         return y
+    }
+
+    /// The INT8 convolution `c`: `weight` (I8), `weight_scale` [out], `bias` [out], `input_scale` [1].
+    func quantizedConv(_ c: CLIPResNetLayout.Convolution) throws -> QuantizedConv2d {
+        let shape = [c.outChannels, c.inChannels, c.kernel, c.kernel]
+        let weight = try store.takeInt8("\(c.name).weight", shape: shape)
+        let scales = try store.take("\(c.name).weight_scale", shape: [c.outChannels]).scalars
+        let bias = try store.take("\(c.name).bias", shape: [c.outChannels])
+        let inputScale = try store.take("\(c.name).input_scale", shape: [1]).scalars[0]
+        do {
+            return try QuantizedConv2d(weight: weight, shape: shape, weightScales: scales, bias: bias, inputScale: inputScale,
+                                       stride: c.stride, padding: c.padding)
+        } catch LightCapError.invalidArgument(let reason) {
+            throw LightCapError.invalidArgument(reason: "\(store.fullKey(c.name)): \(reason)")
+        }
     }
 
     func conv(_ c: CLIPResNetLayout.Convolution) throws -> Conv2d {

@@ -13,6 +13,11 @@ public struct CLIPResNetLayout: Sendable {
         /// Its BatchNorm's name ("layer1.0.bn2"), whose tensors unfolded files carry.
         public let batchNorm: String
         public let inChannels: Int, outChannels: Int, kernel: Int, stride: Int, padding: Int
+
+        /// Whether an INT8 trunk holds it in INT8: every convolution but the stem's first, which
+        /// reads the normalised (signed) pixels; the others read a ReLU's output or its average
+        /// pool (>= 0), which u8 holds.
+        public var quantizable: Bool { name != "conv1" }
     }
 
     /// x -> conv1 (1x1) -> conv2 (3x3) -> AvgPool(stride) -> conv3 (1x1) + identity -> ReLU, where

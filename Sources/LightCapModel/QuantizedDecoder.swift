@@ -35,18 +35,15 @@ public final class QuantizedDecoder: @unchecked Sendable {
     let bias: [Float]  // [V]
     let maxRowNorm: Float, maxErrorNorm: Float
 
-    /// Whether oneDNN runs its VNNI int8 kernels here (the effective ISA, which
-    /// DNNL_MAX_CPU_ISA can lower). Without VNNI its s8s8s32 GEMM is also slow (at 1-2 rows by
-    /// 30522 x 312 on an AVX2 EPYC, 5-6 ms against 1.5 ms for the packed F32 product), so greedy
-    /// decoding takes the F32 vocabulary product there (`Captioner.decode`).
-    public static let hasVNNI: Bool = {
-        let isa = dnnl_get_effective_cpu_isa().rawValue
-        return isa == dnnl_cpu_isa_avx2_vnni.rawValue || isa & dnnl_cpu_isa_avx512_core_vnni.rawValue == dnnl_cpu_isa_avx512_core_vnni.rawValue
-    }()
+    /// Whether oneDNN runs its VNNI int8 kernels here (`OneDNNInt8.hasVNNI`). Without VNNI its
+    /// s8s8s32 GEMM is also slow (at 1-2 rows by 30522 x 312 on an AVX2 EPYC, 5-6 ms against
+    /// 1.5 ms for the packed F32 product), so greedy decoding takes the F32 vocabulary product
+    /// there (`Captioner.decode`).
+    public static var hasVNNI: Bool { OneDNNInt8.hasVNNI }
 
-    /// Largest level of the packed weights (8 bits with VNNI, else 7: no int16 saturation in
-    /// oneDNN's u8 x s8 kernels, see the top of this file) and of the quantised input (8 bits).
-    static let weightLevels = hasVNNI ? 127 : 63, inputLevels = 127
+    /// Largest level of the packed weights (`OneDNNInt8.weightLevels`) and of the quantised
+    /// input (8 bits).
+    static let weightLevels = OneDNNInt8.weightLevels, inputLevels = 127
 
     /// Packs `weight` [V, D] (kept for exact rescoring) with the added `bias` [V].
     public init(weight: Tensor, bias: [Float]) {

@@ -8,5 +8,5 @@ struct LightCapCommand: ParsableCommand {
         commandName: "lightcap",
         abstract: "Caption images on the CPU with a small LightCap model.",
         subcommands: [CaptionCommand.self, EvalCommand.self, BenchCommand.self, InspectCommand.self,
-                      ServeCommand.self])
+                      ServeCommand.self, QuantizeCommand.self])
 }

@@ -1,0 +1,68 @@
+// `lightcap quantize IN OUT --calibration DIR`: writes a copy of a model directory whose trunk
+// convolutions are INT8, their input scales calibrated on the given images (TrunkQuantizer).
+
+import ArgumentParser
+import Foundation
+import LightCap
+import LightCapCore
+import LightCapImage
+import LightCapModel
+
+struct QuantizeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "quantize",
+        abstract: "Write a copy of a model with an INT8 trunk, calibrated on images.",
+        discussion: """
+            Every trunk convolution but the first gets INT8 weights (one scale per output channel) and a u8 \
+            input whose scale is the largest value it saw on the calibration images, divided by 255; the rest \
+            of the model is copied unchanged. Captions of OUT may differ from IN's: docs/VISUAL.md gives the \
+            quality budget. Example: lightcap quantize models/default /tmp/default-int8 --calibration images/
+            """)
+
+    @Argument(help: ArgumentHelp("The model directory to quantize (F32 trunk).", valueName: "in"))
+    var input: String
+
+    @Argument(help: ArgumentHelp("The directory to write (must not exist).", valueName: "out"))
+    var output: String
+
+    @Option(name: .long, help: ArgumentHelp("Images (files or folders) to calibrate on: images like those the model will caption, not its test images.",
+                                            valueName: "path"))
+    var calibration: [String] = []
+
+    @Option(name: .long, help: "Calibrate on at most this many of them (the first in path order).")
+    var count: Int = 100
+
+    func validate() throws {
+        guard !calibration.isEmpty else { throw ValidationError("--calibration needs at least one image or folder") }
+        guard count >= 1 else { throw ValidationError("--count must be at least 1, got \(count)") }
+    }
+
+    func run() throws {
+        var options = ModelOptions()
+        options.model = input
+        let model = try ModelDirectory(url: try options.modelDirectory())
+        let out = URL(fileURLWithPath: output)
+        guard !FileManager.default.fileExists(atPath: out.path) else {
+            throw CLIError.badUse("\(output) exists: lightcap quantize writes a new directory and overwrites nothing")
+        }
+        let paths = Array(try ImageInputs.expand(calibration).prefix(count))
+        guard !paths.isEmpty else { throw CLIError.noImages(calibration) }
+        let config = model.configuration
+        let trunk = try CLIPResNet(try model.weightStore(), configuration: config)
+        let preprocess = CLIPPreprocessor(size: config.image.size, mean: config.image.mean, std: config.image.std)
+        var images: [[Float]] = []
+        for path in paths {
+            do {
+                images.append(try preprocess(imageData: try Data(contentsOf: URL(fileURLWithPath: path))))
+            } catch {
+                throw CLIError.unreadableFile(path, "\(error)")
+            }
+        }
+        let largest = try TrunkQuantizer.calibrate(trunk, images: images)
+        try TrunkQuantizer.write(model, inputMax: largest, to: out)
+        let size = { (url: URL) in (try? FileManager.default.attributesOfItem(atPath: url.path)[.size] as? Int) ?? 0 }
+        let before = size(model.weightsURL), after = size(out.appendingPathComponent("model.safetensors"))
+        print("quantized \(largest.count) trunk convolutions on \(images.count) calibration image(s): "
+              + "model.safetensors \(before / 1_000_000) MB -> \(after / 1_000_000) MB, written to \(output)")
+    }
+}
