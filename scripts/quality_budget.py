@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
-"""Quality budget of the INT8 fusion weights (`--fusion-weights int8`) against the exact F32 path.
+"""Quality budget of LightCap's INT8 modes against the exact F32 path.
 
     PYTHONPATH=python .venv/bin/python scripts/quality_budget.py [--count 500] [--out /tmp/lightcap-quality]
 
-For each model, captions the same images with `lightcap caption --fusion-weights f32` and
-`--fusion-weights int8`, greedy (beam 1) and with beam 5, and prints a markdown table: the share
-of captions identical to F32's, the share of images whose top-k concept sets are equal, and
-CIDEr-D of each (where the images have references; `lightcap eval`, equal to pycocoevalcap).
-Models:
+The modes: INT8 fusion weights (`lightcap caption --fusion-weights int8`), the INT8 trunk (the
+model directory of `lightcap quantize`, calibrated on `--calibration-count` scenes *val* images,
+never the test images) and both together. For each model, captions the same images with each
+mode and with the exact F32 path, greedy (beam 1) and with beam 5, and prints a markdown table:
+the share of captions identical to F32's, the share of images whose top-k concept sets are
+equal, and CIDEr-D of each (where the images have references; `lightcap eval`, equal to
+pycocoevalcap). Models:
   - models/default on the scenes test split (`--count` images, seed 2026, as the engine parity
     check in scripts/test.sh draws them);
   - the paper-size random fixture (.fixtures/base/model: RN50 trunk, TinyBERT-4, random
@@ -15,8 +17,8 @@ Models:
     only). Random weights give flat next-token distributions, the hardest case for a rounding;
     as a yardstick, the same captions after the Winograd trunk (`--convolutions
     lightcap-winograd`, features within about 2e-6 of the exact ones) against the exact ones.
-The budget (docs/DECODING.md): identical on >= 98% of images, CIDEr-D within 1%, concept sets
-equal on >= 95%.
+The budget (docs/DECODING.md, docs/VISUAL.md): identical on >= 98% of images, CIDEr-D within
+1%, concept sets equal on >= 95%.
 """
 
 from __future__ import annotations
@@ -55,15 +57,21 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--count", type=int, default=500, help="scenes test images for models/default")
     p.add_argument("--base-count", type=int, default=100, help="of those, images for the paper-size fixture")
+    p.add_argument("--calibration-count", type=int, default=100, help="scenes val images the INT8 trunks are calibrated on")
     p.add_argument("--out", type=Path, default=Path("/tmp/lightcap-quality"))
     p.add_argument("--lightcap", type=Path, default=REPO / ".build/release/lightcap")
     p.add_argument("--base-model", type=Path, default=REPO / ".fixtures/base/model")
     args = p.parse_args()
 
-    data = args.out / f"scenes-test-{args.count}"
-    if not (data / "captions.json").exists():
-        subprocess.run([sys.executable, "-m", "lightcap_train.data.scenes", "--split", "test", "--seed", "2026",
-                        "--count", str(args.count), "--out", str(data)], check=True)
+    def scenes(split: str, seed: int, count: int) -> Path:
+        data = args.out / f"scenes-{split}-{count}"
+        if not (data / "captions.json").exists():
+            subprocess.run([sys.executable, "-m", "lightcap_train.data.scenes", "--split", split, "--seed", str(seed),
+                            "--count", str(count), "--out", str(data)], check=True)
+        return data
+
+    data = scenes("test", 2026, args.count)
+    calibration = scenes("val", 2, args.calibration_count) / "images"
     images = sorted((data / "images").iterdir())
     rows = []
     for label, model, subset, refs in [("models/default, scenes test", REPO / "models/default", images, True),
@@ -71,38 +79,41 @@ def main():
         if not (model / "config.json").exists():
             print(f"skipping {label}: {model} not found (scripts/setup.sh builds the fixtures)", file=sys.stderr)
             continue
+        quantized = args.out / f"{model.parent.name}-{model.name}-int8"
+        if not quantized.exists():
+            subprocess.run([str(args.lightcap), "quantize", str(model), str(quantized), "--calibration", str(calibration),
+                            "--count", str(args.calibration_count)], check=True)
         for beam in (1, 5):
             f32 = caption(args.lightcap, model, subset, "f32", beam)
-            int8 = caption(args.lightcap, model, subset, "int8", beam)
-            same = sum(f32[n]["caption"] == int8[n]["caption"] for n in f32) / len(f32)
-            concepts = sum([c["name"] for c in f32[n]["concepts"]] == [c["name"] for c in int8[n]["concepts"]]
-                           for n in f32) / len(f32)
-            row = {"model": label, "beam": beam, "images": len(f32), "identical": same, "concepts": concepts}
-            if refs:
-                row["cider_f32"] = cider(args.lightcap, data / "captions.json", f32, args.out / "f32.json")
-                row["cider_int8"] = cider(args.lightcap, data / "captions.json", int8, args.out / "int8.json")
-            rows.append(row)
-            print(json.dumps(row), file=sys.stderr)
+            modes = [("INT8 fusion weights", caption(args.lightcap, model, subset, "int8", beam)),
+                     ("INT8 trunk", caption(args.lightcap, quantized, subset, "f32", beam)),
+                     ("INT8 trunk + fusion weights", caption(args.lightcap, quantized, subset, "int8", beam))]
             if not refs:
                 # The yardstick of how sensitive these captions are: F32 decoding after the
                 # Winograd trunk, whose features differ from the exact ones by about 2e-6.
-                winograd = caption(args.lightcap, model, subset, "f32", beam, "lightcap-winograd")
-                same = sum(f32[n]["caption"] == winograd[n]["caption"] for n in f32) / len(f32)
-                rows.append({"model": label + " (yardstick: F32, Winograd trunk)", "beam": beam, "images": len(f32),
-                             "identical": same, "concepts": sum(
-                                 [c["name"] for c in f32[n]["concepts"]] == [c["name"] for c in winograd[n]["concepts"]]
-                                 for n in f32) / len(f32)})
-                print(json.dumps(rows[-1]), file=sys.stderr)
+                modes.append(("yardstick: F32, Winograd trunk",
+                              caption(args.lightcap, model, subset, "f32", beam, "lightcap-winograd")))
+            for mode, other in modes:
+                row = {"model": label, "mode": mode, "beam": beam, "images": len(f32),
+                       "identical": sum(f32[n]["caption"] == other[n]["caption"] for n in f32) / len(f32),
+                       "concepts": sum([c["name"] for c in f32[n]["concepts"]] == [c["name"] for c in other[n]["concepts"]]
+                                       for n in f32) / len(f32)}
+                if refs:
+                    row["cider_f32"] = cider(args.lightcap, data / "captions.json", f32, args.out / "f32.json")
+                    row["cider_int8"] = cider(args.lightcap, data / "captions.json", other, args.out / "int8.json")
+                rows.append(row)
+                print(json.dumps(row), file=sys.stderr)
 
-    print("| model, images | beam | captions identical to F32 | top-k concepts equal | CIDEr-D F32 | CIDEr-D INT8 | change |")
-    print("|---|---|---|---|---|---|---|")
+    print("| model, images | mode | beam | captions identical to F32 | top-k concepts equal | CIDEr-D F32 | CIDEr-D mode | change |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         if "cider_f32" in r:
             change = (r["cider_int8"] - r["cider_f32"]) / r["cider_f32"] * 100
             scores = f"{r['cider_f32']:.4f} | {r['cider_int8']:.4f} | {change:+.2f}%"
         else:
             scores = "- | - | -"
-        print(f"| {r['model']}, {r['images']} | {r['beam']} | {r['identical'] * 100:.1f}% | {r['concepts'] * 100:.1f}% | {scores} |")
+        print(f"| {r['model']}, {r['images']} | {r['mode']} | {r['beam']} | {r['identical'] * 100:.1f}% | "
+              f"{r['concepts'] * 100:.1f}% | {scores} |")
 
 
 if __name__ == "__main__":

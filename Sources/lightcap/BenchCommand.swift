@@ -119,6 +119,9 @@ struct BenchCommand: ParsableCommand {
         @Option(name: .long, help: ArgumentHelp("Folded visual.* weights (safetensors); default: random base weights.", valueName: "file"))
         var weights: String?
 
+        @Flag(name: .long, help: "--weights holds an INT8 trunk (the model.safetensors of lightcap quantize).")
+        var int8 = false
+
         @Option(name: .long, help: ArgumentHelp("Thread counts, comma-separated.", valueName: "n,n"))
         var threads: String = "1,2"
 
@@ -146,6 +149,10 @@ struct BenchCommand: ParsableCommand {
         func options() throws -> VisualBenchmark.Options {
             var o = VisualBenchmark.Options()
             o.weights = weights.map { URL(fileURLWithPath: $0) }
+            if int8 {
+                guard weights != nil else { throw ValidationError("--int8 needs --weights (an INT8 trunk has no random twin)") }
+                o.configuration.visual.quantization = "int8"
+            }
             o.threads = try threads.split(separator: ",").map {
                 guard let n = Int($0), n >= 1 else { throw ValidationError("--threads: '\($0)' is not a positive integer") }
                 return n

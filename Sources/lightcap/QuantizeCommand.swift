@@ -60,9 +60,10 @@ struct QuantizeCommand: ParsableCommand {
         }
         let largest = try TrunkQuantizer.calibrate(trunk, images: images)
         try TrunkQuantizer.write(model, inputMax: largest, to: out)
+        let quantized = CLIPResNetLayout(config.visual).convolutions.filter(\.quantizable).count
         let size = { (url: URL) in (try? FileManager.default.attributesOfItem(atPath: url.path)[.size] as? Int) ?? 0 }
         let before = size(model.weightsURL), after = size(out.appendingPathComponent("model.safetensors"))
-        print("quantized \(largest.count) trunk convolutions on \(images.count) calibration image(s): "
+        print("quantized \(quantized) trunk convolutions on \(images.count) calibration image(s): "
               + "model.safetensors \(before / 1_000_000) MB -> \(after / 1_000_000) MB, written to \(output)")
     }
 }
