@@ -169,44 +169,30 @@ extension ConvolutionNetwork {
         }
     }
 
-    /// The smallest and largest input value of one convolution over a run (`inputRanges`).
-    public struct InputRange: Sendable {
-        public let label: String
-        public var min: Float, max: Float
-    }
-
-    /// Runs the network once on `input`, as `run` does, and returns the smallest and largest
-    /// value of each F32 convolution's input, convolutions in order (INT8 calibration: the
-    /// largest input sets a layer's input scale). Blocked layouts' padding channels hold zeros,
-    /// which count.
-    public func inputRanges(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>,
-                            workspace: Workspace) throws -> [InputRange] {
+    /// Runs the network once on `input`, as `run` does, and shows `visit` the input of each F32
+    /// convolution before it runs (its label and values, in the layout the kernel reads), in
+    /// order: what INT8 calibration measures. Blocked layouts' padding channels hold zeros,
+    /// which are among the values.
+    public func visitConvolutionInputs(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, workspace: Workspace,
+                                       _ visit: (String, UnsafeBufferPointer<Float>) throws -> Void) throws {
         guard workspace.network === self else {
             throw LightCapError.invalidArgument(reason: "the workspace belongs to another network")
         }
         try workspace.inputMemory.setPointer(UnsafeMutableRawPointer(mutating: input))
         try workspace.outputMemory.setPointer(UnsafeMutableRawPointer(output))
-        var ranges: [InputRange] = []
         try Threads.with(threads) {
             for (op, call) in zip(ops, workspace.calls) {
                 if op.flops > 0 && values[op.input.index].desc.data_type == dnnl_f32 {
                     workspace.stream.wait()
-                    let (pointer, count) = op.input.index == 0
-                        ? (input, inputShape.count)
-                        : (UnsafePointer(workspace.buffers[slots[op.input.index]].pointer.assumingMemoryBound(to: Float.self)),
-                           DNNL.bytes(values[op.input.index].desc) / MemoryLayout<Float>.size)
-                    var range = InputRange(label: op.label, min: .infinity, max: -.infinity)
-                    for i in 0..<count {
-                        range.min = Swift.min(range.min, pointer[i])
-                        range.max = Swift.max(range.max, pointer[i])
-                    }
-                    ranges.append(range)
+                    let values = op.input.index == 0
+                        ? UnsafeBufferPointer(start: input, count: inputShape.count)
+                        : UnsafeBufferPointer(start: workspace.buffers[slots[op.input.index]].pointer.assumingMemoryBound(to: Float.self),
+                                              count: DNNL.bytes(values[op.input.index].desc) / MemoryLayout<Float>.size)
+                    try visit(op.label, values)
                 }
                 try workspace.execute(call)
             }
             workspace.stream.wait()
         }
-        return ranges
     }
 }
-

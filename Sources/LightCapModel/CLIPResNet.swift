@@ -3,8 +3,9 @@
 // -> grid [G*G, C] tokens (row y, column x); optional attention pool -> [output_dim].
 // Convolutions run in oneDNN with weights packed once at load (ConvolutionNetwork);
 // BatchNorm arrives folded (conv bias) or is folded here when `batchnorm_folded` is false.
-// With `visual.quantization` "int8" every convolution but the stem's first is a QuantizedConv2d
-// (INT8 weights from the file, u8 inputs; `lightcap quantize` writes them: TrunkQuantizer.swift).
+// With `visual.quantization` "int8" each convolution whose file has an `input_scale` is a
+// QuantizedConv2d (INT8 weights from the file, u8 inputs; `lightcap quantize` writes them:
+// TrunkQuantizer.swift), never the stem's first.
 
 import LightCapCore
 
@@ -97,7 +98,8 @@ public final class CLIPResNet: Sendable {
 }
 
 /// Reads one convolution's weights, folding BatchNorm (eps 1e-5) when the file is unfolded; in
-/// an INT8 trunk, each quantizable convolution's INT8 weights, scales and bias.
+/// an INT8 trunk, the INT8 weights, scales and bias of each quantizable convolution that has an
+/// `input_scale`.
 struct ConvLoader {
     let store: WeightStore
     let folded: Bool
@@ -107,7 +109,7 @@ struct ConvLoader {
     /// the file's pages of it go: the packed copy is the only resident one.
     func add(_ builder: ConvolutionNetwork.Builder, _ x: ConvolutionNetwork.Value, _ c: CLIPResNetLayout.Convolution,
              relu: Bool = true, residual: ConvolutionNetwork.Value? = nil) throws -> ConvolutionNetwork.Value {
-        let y = quantized && c.quantizable
+        let y = quantized && c.quantizable && store.contains("\(c.name).input_scale")
             ? try builder.convolution(x, try quantizedConv(c), relu: relu, residual: residual, label: c.name)
             : try builder.convolution(x, try conv(c), relu: relu, residual: residual, label: c.name)
         store.releasePages(of: "\(c.name).weight")

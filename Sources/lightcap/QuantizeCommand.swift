@@ -13,9 +13,9 @@ struct QuantizeCommand: ParsableCommand {
         commandName: "quantize",
         abstract: "Write a copy of a model with an INT8 trunk, calibrated on images.",
         discussion: """
-            Every trunk convolution but the first gets INT8 weights (one scale per output channel) and a u8 \
-            input whose scale is the largest value it saw on the calibration images, divided by 255; the rest \
-            of the model is copied unchanged. Captions of OUT may differ from IN's: docs/VISUAL.md gives the \
+            Every trunk convolution but the first and those of --keep-f32 gets INT8 weights (one scale per output channel) and a u8 \
+            input on 255 levels up to a clipping point chosen on the calibration images (the least expected \
+            squared error over that input's histogram); the rest of the model is copied unchanged. Captions of OUT may differ from IN's: docs/VISUAL.md gives the \
             quality budget. Example: lightcap quantize models/default /tmp/default-int8 --calibration images/
             """)
 
@@ -31,6 +31,11 @@ struct QuantizeCommand: ParsableCommand {
 
     @Option(name: .long, help: "Calibrate on at most this many of them (the first in path order).")
     var count: Int = 100
+
+    @Option(name: .customLong("keep-f32"), help: ArgumentHelp(
+        "Convolutions kept in F32, comma-separated: names, blocks or stages (\"layer4\", \"layer3.1\", \"conv2\"); \"\" for none.",
+        discussion: "Default: layer4, the last stage, whose convolutions write the grid.", valueName: "names"))
+    var keepF32: String = TrunkQuantizer.defaultKeepF32.joined(separator: ",")
 
     func validate() throws {
         guard !calibration.isEmpty else { throw ValidationError("--calibration needs at least one image or folder") }
@@ -58,9 +63,10 @@ struct QuantizeCommand: ParsableCommand {
                 throw CLIError.unreadableFile(path, "\(error)")
             }
         }
-        let largest = try TrunkQuantizer.calibrate(trunk, images: images)
-        try TrunkQuantizer.write(model, inputMax: largest, to: out)
-        let quantized = CLIPResNetLayout(config.visual).convolutions.filter(\.quantizable).count
+        let inputs = try TrunkQuantizer.calibrate(trunk, images: images)
+        let keep = keepF32.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        try TrunkQuantizer.write(model, inputs: inputs, keepF32: keep, to: out)
+        let quantized = try ModelDirectory(url: out).openWeights().names.filter { $0.hasSuffix(".input_scale") }.count
         let size = { (url: URL) in (try? FileManager.default.attributesOfItem(atPath: url.path)[.size] as? Int) ?? 0 }
         let before = size(model.weightsURL), after = size(out.appendingPathComponent("model.safetensors"))
         print("quantized \(quantized) trunk convolutions on \(images.count) calibration image(s): "

@@ -49,10 +49,10 @@ final class TrunkQuantizerTests: XCTestCase {
             let (model, weights) = try modelDirectory("f32-\(folded)", config(folded: folded), seed: 61)
             let trunk = try CLIPResNet(try model.weightStore(), configuration: model.configuration)
             let calibration = images(3, side: 64, seed: 62)
-            let largest = try TrunkQuantizer.calibrate(trunk, images: calibration)
+            let inputs = try TrunkQuantizer.calibrate(trunk, images: calibration)
             let layout = CLIPResNetLayout(model.configuration.visual)
-            XCTAssertEqual(Set(largest.keys), Set(layout.convolutions.map(\.name)))
-            XCTAssertTrue(largest.values.allSatisfy { $0 > 0 })
+            XCTAssertEqual(Set(inputs.keys), Set(layout.convolutions.map(\.name)))
+            XCTAssertTrue(inputs.values.allSatisfy { $0.largest > 0 && $0.clip > 0 && $0.clip <= $0.largest })
             // The stem's second convolution reads ReLU(conv1(pixels)): its largest value, by the twin.
             let conv1 = try ConvLoader(store: WeightStore(file: try model.openWeights()).scoped("visual"), folded: folded)
                 .conv(layout.stem[0])
@@ -60,10 +60,11 @@ final class TrunkQuantizerTests: XCTestCase {
                 Reference.relu(Reference.conv2d(Tensor(shape: [3, 64, 64], scalars: pixels), weight: conv1.weight,
                                                 bias: conv1.bias, stride: 2, padding: 1)).scalars.max()!
             }.max()!
-            XCTAssertEqual(largest["conv2"]!, expected, accuracy: 1e-5 * expected, "folded \(folded)")
+            XCTAssertEqual(inputs["conv2"]!.largest, expected, accuracy: 1e-5 * expected, "folded \(folded)")
 
             let out = dir.appendingPathComponent("int8-\(folded)")
-            try TrunkQuantizer.write(model, inputMax: largest, to: out)
+            let keep = folded ? [] : ["layer4", "layer2.1", "layer1.0.conv3"]
+            try TrunkQuantizer.write(model, inputs: inputs, keepF32: keep, to: out)
             let quantized = try ModelDirectory(url: out)
             XCTAssertEqual(quantized.configuration.visual.quantization, "int8")
             XCTAssertTrue(quantized.configuration.visual.batchnormFolded)
@@ -72,10 +73,13 @@ final class TrunkQuantizerTests: XCTestCase {
             try store.finish()  // every tensor written is read: no BatchNorm left, nothing extra
             let labels = Set(int8.network.implementations.map(\.label))
             for c in layout.convolutions {
-                XCTAssertEqual(labels.contains("\(c.name).quantize"), c.quantizable, c.name)
-                if c.quantizable {
+                let kept = c.name.hasPrefix("layer4.") || c.name.hasPrefix("layer2.1.") || c.name == "layer1.0.conv3"
+                let int8Layer = c.quantizable && !(keep.count > 0 && kept)
+                XCTAssertEqual(labels.contains("\(c.name).quantize"), int8Layer, c.name)
+                XCTAssertEqual(try store.file.entry(named: "visual.\(c.name).weight").dtype, int8Layer ? .i8 : .f32, c.name)
+                if int8Layer {
                     XCTAssertEqual(try store.file.entry(named: "visual.\(c.name).weight").dtype, .i8)
-                    XCTAssertEqual(try store.file.tensor(named: "visual.\(c.name).input_scale").scalars, [largest[c.name]! / 255])
+                    XCTAssertEqual(try store.file.tensor(named: "visual.\(c.name).input_scale").scalars, [inputs[c.name]!.clip / 255])
                 }
             }
             // The INT8 grid is near the F32 one: a few per cent of its scale after 17 rounded layers.
@@ -91,12 +95,37 @@ final class TrunkQuantizerTests: XCTestCase {
         }
     }
 
+    /// The clipping point against its definition, evaluated directly for every candidate.
+    func testClipMinimisesTheExpectedError() throws {
+        func error(_ h: [Double], _ largest: Double, _ c: Double) -> Double {
+            let width = largest / Double(h.count)
+            return h.indices.reduce(0.0) { sum, k in
+                let x = (Double(k) + 0.5) * width
+                return sum + h[k] * (x <= c ? (c / 255) * (c / 255) / 12 : (x - c) * (x - c))
+            }
+        }
+        var rng = SeededRandom(seed: 68)
+        let bins = TrunkQuantizer.bins
+        // Flat values: nothing to gain by clipping. A long tail with a far outlier: clip well below it.
+        let flat = [Double](repeating: 10, count: bins)
+        XCTAssertGreaterThan(TrunkQuantizer.clip(histogram: flat, largest: 4), 3.95)
+        var tail = (0..<bins).map { k in (1e5 * exp(-Double(k) / 40)).rounded() }
+        tail[bins - 1] = 1
+        let c = TrunkQuantizer.clip(histogram: tail, largest: 8)
+        XCTAssertLessThan(c, 2)
+        for h in [tail, (0..<bins).map { _ in Double(rng.uniform(1) > 0.3 ? 0 : Int(rng.nextUniform() * 100)) }] {
+            let chosen = Double(TrunkQuantizer.clip(histogram: h, largest: 8))
+            let best = (bins / 16 - 1..<bins).map { Double($0 + 1) * 8 / Double(bins) }.min { error(h, 8, $0) < error(h, 8, $1) }!
+            XCTAssertEqual(error(h, 8, chosen), error(h, 8, best), accuracy: 1e-9 * error(h, 8, best))
+        }
+    }
+
     func testStrictLoadingNamesTheTensor() throws {
         let (model, _) = try modelDirectory("f32", config(folded: true), seed: 64)
         let trunk = try CLIPResNet(try model.weightStore(), configuration: model.configuration)
-        let largest = try TrunkQuantizer.calibrate(trunk, images: images(1, side: 64, seed: 65))
+        let inputs = try TrunkQuantizer.calibrate(trunk, images: images(1, side: 64, seed: 65))
         let out = dir.appendingPathComponent("int8")
-        try TrunkQuantizer.write(model, inputMax: largest, to: out)
+        try TrunkQuantizer.write(model, inputs: inputs, to: out)
         let quantized = try ModelDirectory(url: out)
         let file = try quantized.openWeights()
         var tensors: [String: SafetensorsWriter.Value] = [:]
@@ -116,7 +145,8 @@ final class TrunkQuantizerTests: XCTestCase {
         }
         XCTAssertEqual(load { _ in }, "loaded")
         let key = "visual.layer1.0.conv2"
-        XCTAssertTrue(load { $0["\(key).input_scale"] = nil }.contains("\(key).input_scale"))
+        // Without its input_scale a convolution is an F32 one, whose I8 weight is then the wrong dtype.
+        XCTAssertTrue(load { $0["\(key).input_scale"] = nil }.contains("\(key).weight"))
         XCTAssertTrue(load { $0["\(key).weight"] = .f32(Tensor(zeros: [8, 8, 3, 3])) }.contains("\(key).weight"))
         XCTAssertTrue(load { $0["\(key).input_scale"] = .f32(Tensor(shape: [1], scalars: [0])) }.contains(key))
         XCTAssertTrue(load { $0["\(key).weight_scale"] = .f32(Tensor(shape: [3], scalars: [1, 1, 1])) }.contains("\(key).weight_scale"))
@@ -133,18 +163,23 @@ final class TrunkQuantizerTests: XCTestCase {
     func testNothingIsOverwrittenOrQuantizedTwice() throws {
         let (model, _) = try modelDirectory("f32", config(folded: true), seed: 66)
         let trunk = try CLIPResNet(try model.weightStore(), configuration: model.configuration)
-        let largest = try TrunkQuantizer.calibrate(trunk, images: images(1, side: 64, seed: 67))
+        let inputs = try TrunkQuantizer.calibrate(trunk, images: images(1, side: 64, seed: 67))
         let out = dir.appendingPathComponent("int8")
         try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
         try "mine".write(to: out.appendingPathComponent("notes.txt"), atomically: true, encoding: .utf8)
-        XCTAssertThrowsError(try TrunkQuantizer.write(model, inputMax: largest, to: out)) { XCTAssertTrue("\($0)".contains("exists"), "\($0)") }
+        XCTAssertThrowsError(try TrunkQuantizer.write(model, inputs: inputs, to: out)) { XCTAssertTrue("\($0)".contains("exists"), "\($0)") }
         XCTAssertEqual(try String(contentsOf: out.appendingPathComponent("notes.txt"), encoding: .utf8), "mine")
         try FileManager.default.removeItem(at: out)
-        try TrunkQuantizer.write(model, inputMax: largest, to: out)
-        XCTAssertThrowsError(try TrunkQuantizer.write(try ModelDirectory(url: out), inputMax: largest,
+        try TrunkQuantizer.write(model, inputs: inputs, to: out)
+        XCTAssertThrowsError(try TrunkQuantizer.write(try ModelDirectory(url: out), inputs: inputs,
                                                       to: dir.appendingPathComponent("again"))) {
             XCTAssertTrue("\($0)".contains("already int8"), "\($0)")
         }
+        XCTAssertThrowsError(try TrunkQuantizer.write(model, inputs: inputs, keepF32: ["layer9"], to: dir.appendingPathComponent("bad"))) {
+            XCTAssertTrue("\($0)".contains("\"layer9\""), "\($0)")
+        }
+        // "layer1.0.conv" names no convolution: prefixes are whole name components.
+        XCTAssertThrowsError(try TrunkQuantizer.write(model, inputs: inputs, keepF32: ["layer1.0.conv"], to: dir.appendingPathComponent("bad")))
         XCTAssertThrowsError(try TrunkQuantizer.calibrate(trunk, images: [])) { XCTAssertTrue("\($0)".contains("at least one"), "\($0)") }
         XCTAssertThrowsError(try TrunkQuantizer.calibrate(trunk, images: [[1, 2, 3]])) { XCTAssertTrue("\($0)".contains("3x64x64"), "\($0)") }
         // No staging directory is left beside the output.
