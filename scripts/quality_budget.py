@@ -8,7 +8,7 @@ model directory of `lightcap quantize`, calibrated on `--calibration-count` scen
 never the test images) and both together. For each model, captions the same images with each
 mode and with the exact F32 path, greedy (beam 1) and with beam 5, and prints a markdown table:
 the share of captions identical to F32's, the share of images whose top-k concept sets are
-equal, and CIDEr-D of each (where the images have references; `lightcap eval`, equal to
+equal (as sets: the order within the k may change), and CIDEr-D of each (where the images have references; `lightcap eval`, equal to
 pycocoevalcap). Models:
   - models/default on the scenes test split (`--count` images, seed 2026, as the engine parity
     check in scripts/test.sh draws them);
@@ -96,7 +96,7 @@ def main():
             for mode, other in modes:
                 row = {"model": label, "mode": mode, "beam": beam, "images": len(f32),
                        "identical": sum(f32[n]["caption"] == other[n]["caption"] for n in f32) / len(f32),
-                       "concepts": sum([c["name"] for c in f32[n]["concepts"]] == [c["name"] for c in other[n]["concepts"]]
+                       "concepts": sum({c["name"] for c in f32[n]["concepts"]} == {c["name"] for c in other[n]["concepts"]}
                                        for n in f32) / len(f32)}
                 if refs:
                     row["cider_f32"] = cider(args.lightcap, data / "captions.json", f32, args.out / "f32.json")

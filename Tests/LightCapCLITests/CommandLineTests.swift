@@ -87,6 +87,45 @@ final class CommandLineTests: LightCapCLITestCase {
         XCTAssertEqual(try captions(["--fusion-weights", "int8"]), exact)
     }
 
+    /// `lightcap quantize`: the committed model with an INT8 trunk captions the examples as the
+    /// F32 one does (calibrated on those same three images here: the command's plumbing, not
+    /// the quality budget, which scripts/quality_budget.py measures on held-out images); the
+    /// output is a new directory, never an existing one, never quantized twice.
+    func testQuantizeWritesAnInt8ModelThatCaptionsTheExamples() throws {
+        let examples = Self.packageRoot.appendingPathComponent("examples").path
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("lightcap-int8-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: out) }
+        var r = try lightcap(["quantize", "models/default", out.path, "--calibration", examples], cwd: Self.packageRoot)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssert(r.stdout.contains("quantized 14 trunk convolutions on 3 calibration image(s)"), r.stdout)
+        func captions(_ model: String) throws -> [String] {
+            let r = try lightcap(["caption", examples, "--format", "jsonl", "--model", model], cwd: Self.packageRoot)
+            XCTAssertEqual(r.status, 0, r.stderr)
+            return try r.stdout.split(separator: "\n").map {
+                try XCTUnwrap((JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])?["caption"] as? String)
+            }
+        }
+        XCTAssertEqual(try captions(out.path), try captions("models/default"))
+        r = try lightcap(["inspect", out.path, "--json"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssert(r.stdout.contains("\"I8\""), r.stdout)
+        // Refusals, each naming the problem; the existing output is untouched.
+        r = try lightcap(["quantize", "models/default", out.path, "--calibration", examples], cwd: Self.packageRoot)
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssert(r.stderr.contains("exists"), r.stderr)
+        r = try lightcap(["quantize", out.path, out.path + "-again", "--calibration", examples])
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssert(r.stderr.contains("already int8"), r.stderr)
+        r = try lightcap(["quantize", "models/default", out.path + "-bad", "--calibration", examples, "--keep-f32", "layer7"],
+                         cwd: Self.packageRoot)
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssert(r.stderr.contains("layer7"), r.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out.path + "-bad"))
+        r = try lightcap(["quantize", "models/default", out.path + "-bad"], cwd: Self.packageRoot)
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssert(r.stderr.contains("--calibration"), r.stderr)
+    }
+
     // MARK: caption
 
     func testCaptionFolderAsJSONLines() throws {

@@ -106,3 +106,14 @@ def test_a_config_file_without_a_size_key_names_it(tmp_path, path):
     del data["concepts"]["top_k"], data["modulator"]["hidden_dim"]
     (tmp_path / "ablation.json").write_text(json.dumps(data))
     assert LightCapConfig.load(tmp_path / "ablation.json").concepts.enabled is False
+
+
+def test_the_reference_refuses_an_int8_trunk(tmp_path):
+    """`lightcap quantize`'s INT8 trunks run in the Swift engine only."""
+    data = LightCapConfig.tiny().to_dict()
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    assert LightCapConfig.load(tmp_path / "config.json").visual.quantization == "none"
+    data["visual"]["quantization"] = "int8"
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="visual.quantization is 'int8'"):
+        LightCapConfig.load(tmp_path / "config.json")

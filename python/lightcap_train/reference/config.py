@@ -34,6 +34,9 @@ class VisualConfig:
     heads: int = 8
     output_dim: int = 128
     batchnorm_folded: bool = True
+    # "none", or "int8" (`lightcap quantize`: the Swift engine's INT8 trunk; the reference
+    # runs F32 models only and refuses it)
+    quantization: str = "none"
 
 
 @dataclass
@@ -228,7 +231,11 @@ class LightCapConfig:
         missing = missing_size_keys(data)
         if missing:
             raise ValueError(f"{path}: invalid configuration: {missing[0]} is missing")
-        return cls.from_dict(data)
+        cfg = cls.from_dict(data)
+        if cfg.visual.quantization != "none":
+            raise ValueError(f"{path}: visual.quantization is {cfg.visual.quantization!r}: the reference runs F32 models "
+                             "only (an INT8 trunk from `lightcap quantize` runs in the Swift engine)")
+        return cfg
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
