@@ -62,16 +62,7 @@ extension ConvolutionNetwork {
 
         private func addConvolution(_ x: Value, _ conv: Conv2d, relu: Bool, residual: Value?, label: String) throws -> Value {
             let s = shape(x)
-            guard conv.inChannels == s.channels else {
-                throw LightCapError.invalidArgument(reason: "\(label): input has \(s.channels) channels, weight \(conv.weight.shape)")
-            }
-            let outShape = Shape(channels: conv.outChannels, height: conv.outputSize(s.height), width: conv.outputSize(s.width))
-            guard outShape.height > 0, outShape.width > 0 else {
-                throw LightCapError.invalidArgument(reason: "\(label): input \(s.height)x\(s.width) too small")
-            }
-            if let residual, shape(residual) != outShape {
-                throw LightCapError.invalidArgument(reason: "\(label): residual \(shape(residual)) does not match output \(outShape)")
-            }
+            let outShape = try outputShape(x, weight: conv.weight.shape, outputSize: conv.outputSize, residual: residual, label: label)
             let primitive = try oneDNNConvolution(s, conv, outShape: outShape, relu: relu, residual: residual != nil, label: label)
             for kernel in KernelChoice.convolution(policy, conv, output: outShape, residual: residual != nil,
                                                    oneDNN: primitive.implementation) {
@@ -89,6 +80,24 @@ extension ConvolutionNetwork {
             return try addOneDNNConvolution(x, conv, primitive, residual: residual, outShape: outShape, label: label)
         }
 
+        /// The output shape of a convolution of `x` with a [out, in, k, k] `weight` and output
+        /// sides `outputSize(side)`, checked against `x` and `residual`.
+        private func outputShape(_ x: Value, weight: [Int], outputSize: (Int) -> Int, residual: Value?,
+                                 label: String) throws -> Shape {
+            let s = shape(x)
+            guard weight[1] == s.channels else {
+                throw LightCapError.invalidArgument(reason: "\(label): input has \(s.channels) channels, weight \(weight)")
+            }
+            let out = Shape(channels: weight[0], height: outputSize(s.height), width: outputSize(s.width))
+            guard out.height > 0, out.width > 0 else {
+                throw LightCapError.invalidArgument(reason: "\(label): input \(s.height)x\(s.width) too small")
+            }
+            if let residual, shape(residual) != out {
+                throw LightCapError.invalidArgument(reason: "\(label): residual \(shape(residual)) does not match output \(out)")
+            }
+            return out
+        }
+
         /// The INT8 convolution `conv` of `x` (F32), + bias, then `+ residual` (F32, if given),
         /// then ReLU (if `relu`), as two oneDNN ops: x quantized to u8 at `conv.inputScale` (a
         /// scaling reorder into the convolution's layout), then the u8 x s8 convolution with an
@@ -104,16 +113,7 @@ extension ConvolutionNetwork {
                                              label: String) throws -> Value {
             let conv = stored.forKernels()
             let s = shape(x)
-            guard conv.inChannels == s.channels else {
-                throw LightCapError.invalidArgument(reason: "\(label): input has \(s.channels) channels, INT8 weight \(conv.shape)")
-            }
-            let outShape = Shape(channels: conv.outChannels, height: conv.outputSize(s.height), width: conv.outputSize(s.width))
-            guard outShape.height > 0, outShape.width > 0 else {
-                throw LightCapError.invalidArgument(reason: "\(label): input \(s.height)x\(s.width) too small")
-            }
-            if let residual, shape(residual) != outShape {
-                throw LightCapError.invalidArgument(reason: "\(label): residual \(shape(residual)) does not match output \(outShape)")
-            }
+            let outShape = try outputShape(x, weight: conv.shape, outputSize: conv.outputSize, residual: residual, label: label)
             // dst = (s_x * s_w[o]) * (sum + bias[o] / (s_x * s_w[o])): oneDNN adds the bias before the scale.
             let scales = conv.weightScales.map { $0 * conv.inputScale }
             let primitive = try DNNL.convolutionInt8(inChannels: s.channels, height: s.height, width: s.width,
