@@ -87,16 +87,22 @@ public enum TrunkQuantizer {
         name == prefix || name.hasPrefix(prefix + ".")
     }
 
-    /// The stage kept in F32 by default: the last, whose convolutions write the grid itself. On
-    /// the committed model the grid's top-k concept sets then stay equal on 95.5% of the scenes
-    /// test images, against 92% with it in INT8 too (docs/VISUAL.md).
-    public static let defaultKeepF32 = ["layer4"]
+    /// The convolutions kept in F32 by default: those whose outputs the last stage adds into the
+    /// grid itself (each of its blocks' `conv3` and its `downsample`). On the committed model
+    /// the grid's top-k concept sets then stay equal to F32's on about 95% of the scenes test
+    /// images against 92% with them in INT8 too, for a tenth of the trunk's multiply-adds
+    /// (docs/VISUAL.md).
+    public static func defaultKeepF32(_ layout: CLIPResNetLayout) -> [String] {
+        guard let stage = layout.blocks.last.map({ String($0.name.prefix { $0 != "." }) }) else { return [] }
+        return layout.blocks.filter { $0.name.hasPrefix(stage + ".") }.flatMap { [$0.conv3.name] + ($0.downsample.map { [$0.name] } ?? []) }
+    }
 
     /// Writes the model directory `model` to `output` (a new directory) with its trunk in INT8,
     /// each input held up to its calibrated `clip` (`calibrate`), except the convolutions that
-    /// `keepF32` names (convolution, block or stage names: "layer4", "layer3.1", "conv2"). Refuses an existing `output` and a model
+    /// `keepF32` names (convolution, block or stage names: "layer4", "layer3.1", "conv2"; nil:
+    /// `defaultKeepF32`). Refuses an existing `output` and a model
     /// whose trunk is already INT8.
-    public static func write(_ model: ModelDirectory, inputs: [String: InputStatistics], keepF32: [String] = defaultKeepF32,
+    public static func write(_ model: ModelDirectory, inputs: [String: InputStatistics], keepF32: [String]? = nil,
                              to output: URL) throws {
         let configuration = model.configuration
         guard configuration.visual.quantization == "none" else {
@@ -106,6 +112,7 @@ public enum TrunkQuantizer {
             throw LightCapError.invalidArgument(reason: "\(output.path) exists: lightcap quantize writes a new directory and overwrites nothing")
         }
         let layout = CLIPResNetLayout(configuration.visual)
+        let keepF32 = keepF32 ?? defaultKeepF32(layout)
         for prefix in keepF32 where !layout.convolutions.contains(where: { names($0.name, prefix) }) {
             throw LightCapError.invalidArgument(reason: "keep F32: no trunk convolution is named \"\(prefix)\" (names: conv2, layer1.0.conv1, layer4, ...)")
         }

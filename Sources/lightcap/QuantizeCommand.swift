@@ -33,9 +33,10 @@ struct QuantizeCommand: ParsableCommand {
     var count: Int = 100
 
     @Option(name: .customLong("keep-f32"), help: ArgumentHelp(
-        "Convolutions kept in F32, comma-separated: names, blocks or stages (\"layer4\", \"layer3.1\", \"conv2\"); \"\" for none.",
-        discussion: "Default: layer4, the last stage, whose convolutions write the grid.", valueName: "names"))
-    var keepF32: String = TrunkQuantizer.defaultKeepF32.joined(separator: ",")
+        "Convolutions kept in F32, comma-separated: names, blocks or stages (\"layer4\", \"layer3.1\", \"layer4.0.conv3\"); \"\" for none.",
+        discussion: "Default: the last stage's convolutions that add into the grid (each block's conv3 and the downsample).",
+        valueName: "names"))
+    var keepF32: String?
 
     func validate() throws {
         guard !calibration.isEmpty else { throw ValidationError("--calibration needs at least one image or folder") }
@@ -64,7 +65,7 @@ struct QuantizeCommand: ParsableCommand {
             }
         }
         let inputs = try TrunkQuantizer.calibrate(trunk, images: images)
-        let keep = keepF32.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        let keep = keepF32.map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty } }
         try TrunkQuantizer.write(model, inputs: inputs, keepF32: keep, to: out)
         let quantized = try ModelDirectory(url: out).openWeights().names.filter { $0.hasSuffix(".input_scale") }.count
         let size = { (url: URL) in (try? FileManager.default.attributesOfItem(atPath: url.path)[.size] as? Int) ?? 0 }

@@ -97,7 +97,7 @@ final class CommandLineTests: LightCapCLITestCase {
         defer { try? FileManager.default.removeItem(at: out) }
         var r = try lightcap(["quantize", "models/default", out.path, "--calibration", examples], cwd: Self.packageRoot)
         XCTAssertEqual(r.status, 0, r.stderr)
-        XCTAssert(r.stdout.contains("quantized 14 trunk convolutions on 3 calibration image(s)"), r.stdout)
+        XCTAssert(r.stdout.contains("quantized 16 trunk convolutions on 3 calibration image(s)"), r.stdout)
         func captions(_ model: String) throws -> [String] {
             let r = try lightcap(["caption", examples, "--format", "jsonl", "--model", model], cwd: Self.packageRoot)
             XCTAssertEqual(r.status, 0, r.stderr)

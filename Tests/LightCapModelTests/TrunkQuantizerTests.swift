@@ -160,6 +160,14 @@ final class TrunkQuantizerTests: XCTestCase {
         XCTAssertThrowsError(try bad.validate()) { XCTAssertTrue("\($0)".contains("visual.quantization"), "\($0)") }
     }
 
+    /// The default F32 convolutions: what the last stage adds into the grid.
+    func testDefaultKeepsTheConvolutionsThatWriteTheGrid() throws {
+        var visual = Configuration.Visual()
+        visual.layers = [3, 4, 6, 3]
+        XCTAssertEqual(TrunkQuantizer.defaultKeepF32(CLIPResNetLayout(visual)),
+                       ["layer4.0.conv3", "layer4.0.downsample.0", "layer4.1.conv3", "layer4.2.conv3"])
+    }
+
     func testNothingIsOverwrittenOrQuantizedTwice() throws {
         let (model, _) = try modelDirectory("f32", config(folded: true), seed: 66)
         let trunk = try CLIPResNet(try model.weightStore(), configuration: model.configuration)
