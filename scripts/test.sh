@@ -24,9 +24,9 @@ LIGHTCAP_REQUIRE_SWIFT=1 .venv/bin/python -m pytest -q --durations=12 python/tes
 echo "== swift test"
 swift test -c release -Xswiftc -enable-testing --skip-build 2>&1
 
-echo "== again on oneDNN's AVX2 kernels (DNNL_MAX_CPU_ISA=AVX2): INT8 decoder exactness, INT8 convolutions (7-bit weights), Winograd fallback, LightCap's Winograd, direct and pool kernels"
+echo "== again on oneDNN's AVX2 kernels (DNNL_MAX_CPU_ISA=AVX2): INT8 decoder exactness, INT8 convolutions and trunk (7-bit weights), Winograd fallback, LightCap's Winograd, direct and pool kernels"
 DNNL_MAX_CPU_ISA=AVX2 swift test -c release -Xswiftc -enable-testing --skip-build \
-    --filter 'QuantizedDecoderTests|QuantizedConvolutionTests|ConvolutionTests.testWinogradLayersMatchReference|WinogradConvolutionTests|DirectConvolutionTests|AveragePoolTests' 2>&1
+    --filter 'QuantizedDecoderTests|QuantizedConvolutionTests|TrunkQuantizerTests|ConvolutionTests.testWinogradLayersMatchReference|WinogradConvolutionTests|DirectConvolutionTests|AveragePoolTests' 2>&1
 
 echo "== the INT8 linear layer on its AVX2 path (LIGHTCAP_KERNEL_ISA=avx2; the AVX-512 one ran above where the host has it)"
 LIGHTCAP_KERNEL_ISA=avx2 swift test -c release -Xswiftc -enable-testing --skip-build --filter 'Int8LinearTests' 2>&1
