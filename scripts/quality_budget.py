@@ -61,6 +61,7 @@ def main():
     p.add_argument("--out", type=Path, default=Path("/tmp/lightcap-quality"))
     p.add_argument("--lightcap", type=Path, default=REPO / ".build/release/lightcap")
     p.add_argument("--base-model", type=Path, default=REPO / ".fixtures/base/model")
+    p.add_argument("--keep-f32", default=None, help="lightcap quantize's --keep-f32 (default: its own default)")
     args = p.parse_args()
 
     def scenes(split: str, seed: int, count: int) -> Path:
@@ -79,10 +80,11 @@ def main():
         if not (model / "config.json").exists():
             print(f"skipping {label}: {model} not found (scripts/setup.sh builds the fixtures)", file=sys.stderr)
             continue
-        quantized = args.out / f"{model.parent.name}-{model.name}-int8"
+        keep = [] if args.keep_f32 is None else ["--keep-f32", args.keep_f32]
+        quantized = args.out / f"{model.parent.name}-{model.name}-int8{'-keep-' + args.keep_f32 if keep else ''}"
         if not quantized.exists():
             subprocess.run([str(args.lightcap), "quantize", str(model), str(quantized), "--calibration", str(calibration),
-                            "--count", str(args.calibration_count)], check=True)
+                            "--count", str(args.calibration_count), *keep], check=True)
         for beam in (1, 5):
             f32 = caption(args.lightcap, model, subset, "f32", beam)
             modes = [("INT8 fusion weights", caption(args.lightcap, model, subset, "int8", beam)),

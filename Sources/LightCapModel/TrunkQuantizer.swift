@@ -97,10 +97,17 @@ public enum TrunkQuantizer {
         return layout.blocks.filter { $0.name.hasPrefix(stage + ".") }.flatMap { [$0.conv3.name] + ($0.downsample.map { [$0.name] } ?? []) }
     }
 
+    /// Every block's `conv3` and `downsample`: the convolutions that add into the residual
+    /// stream (`--keep-f32 residual`). Kept in F32 they bring the committed model inside the
+    /// quality budget, for about 45% more trunk time than the default (docs/VISUAL.md).
+    public static func residualStream(_ layout: CLIPResNetLayout) -> [String] {
+        layout.blocks.flatMap { [$0.conv3.name] + ($0.downsample.map { [$0.name] } ?? []) }
+    }
+
     /// Writes the model directory `model` to `output` (a new directory) with its trunk in INT8,
     /// each input held up to its calibrated `clip` (`calibrate`), except the convolutions that
-    /// `keepF32` names (convolution, block or stage names: "layer4", "layer3.1", "conv2"; nil:
-    /// `defaultKeepF32`). Refuses an existing `output` and a model
+    /// `keepF32` names (convolution, block or stage names: "layer4", "layer3.1", "conv2";
+    /// "residual": `residualStream`; nil: `defaultKeepF32`). Refuses an existing `output` and a model
     /// whose trunk is already INT8.
     public static func write(_ model: ModelDirectory, inputs: [String: InputStatistics], keepF32: [String]? = nil,
                              to output: URL) throws {
@@ -112,7 +119,7 @@ public enum TrunkQuantizer {
             throw LightCapError.invalidArgument(reason: "\(output.path) exists: lightcap quantize writes a new directory and overwrites nothing")
         }
         let layout = CLIPResNetLayout(configuration.visual)
-        let keepF32 = keepF32 ?? defaultKeepF32(layout)
+        let keepF32 = (keepF32 ?? defaultKeepF32(layout)).flatMap { $0 == "residual" ? residualStream(layout) : [$0] }
         for prefix in keepF32 where !layout.convolutions.contains(where: { names($0.name, prefix) }) {
             throw LightCapError.invalidArgument(reason: "keep F32: no trunk convolution is named \"\(prefix)\" (names: conv2, layer1.0.conv1, layer4, ...)")
         }

@@ -33,7 +33,7 @@ struct QuantizeCommand: ParsableCommand {
     var count: Int = 100
 
     @Option(name: .customLong("keep-f32"), help: ArgumentHelp(
-        "Convolutions kept in F32, comma-separated: names, blocks or stages (\"layer4\", \"layer3.1\", \"layer4.0.conv3\"); \"\" for none.",
+        "Convolutions kept in F32, comma-separated: names, blocks or stages (\"layer4\", \"layer3.1\", \"layer4.0.conv3\"), \"residual\" for every block's conv3 and downsample (closer to F32, slower); \"\" for none.",
         discussion: "Default: the last stage's convolutions that add into the grid (each block's conv3 and the downsample).",
         valueName: "names"))
     var keepF32: String?

@@ -166,6 +166,9 @@ final class TrunkQuantizerTests: XCTestCase {
         visual.layers = [3, 4, 6, 3]
         XCTAssertEqual(TrunkQuantizer.defaultKeepF32(CLIPResNetLayout(visual)),
                        ["layer4.0.conv3", "layer4.0.downsample.0", "layer4.1.conv3", "layer4.2.conv3"])
+        let stream = TrunkQuantizer.residualStream(CLIPResNetLayout(visual))
+        XCTAssertEqual(stream.count, 16 + 4)
+        XCTAssertEqual(Array(stream.prefix(4)), ["layer1.0.conv3", "layer1.0.downsample.0", "layer1.1.conv3", "layer1.2.conv3"])
     }
 
     func testNothingIsOverwrittenOrQuantizedTwice() throws {
@@ -192,5 +195,12 @@ final class TrunkQuantizerTests: XCTestCase {
         XCTAssertThrowsError(try TrunkQuantizer.calibrate(trunk, images: [[1, 2, 3]])) { XCTAssertTrue("\($0)".contains("3x64x64"), "\($0)") }
         // No staging directory is left beside the output.
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.hasPrefix(".") }, [])
+        // "residual" keeps every conv3 and downsample in F32.
+        try TrunkQuantizer.write(model, inputs: inputs, keepF32: ["residual"], to: dir.appendingPathComponent("stream"))
+        let stream = try ModelDirectory(url: dir.appendingPathComponent("stream")).openWeights()
+        for c in CLIPResNetLayout(model.configuration.visual).convolutions where c.quantizable {
+            let kept = c.name.hasPrefix("layer") && (c.name.hasSuffix(".conv3") || c.name.contains("downsample"))
+            XCTAssertEqual(try stream.entry(named: "visual.\(c.name).weight").dtype, kept ? .f32 : .i8, c.name)
+        }
     }
 }
