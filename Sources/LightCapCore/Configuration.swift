@@ -32,8 +32,8 @@ public struct Configuration: Codable, Sendable, Equatable {
         public var heads: Int = 8
         public var outputDim: Int = 128
         public var batchnormFolded: Bool = true
-        /// "none", or "int8": every trunk convolution but the stem's first is stored with INT8
-        /// weights and an input scale (`lightcap quantize`; docs/FORMAT.md).
+        /// "none", or "int8": the trunk convolutions whose file has an `input_scale` hold INT8
+        /// weights (`lightcap quantize`; docs/FORMAT.md, "INT8 trunk").
         public var quantization: String = "none"
 
         enum CodingKeys: String, CodingKey {

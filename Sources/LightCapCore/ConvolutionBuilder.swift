@@ -111,11 +111,14 @@ extension ConvolutionNetwork {
 
         private func addQuantizedConvolution(_ x: Value, _ stored: QuantizedConv2d, relu: Bool, residual: Value?,
                                              label: String) throws -> Value {
-            let conv = stored.forKernels()
+            let conv = try stored.forKernels()
             let s = shape(x)
             let outShape = try outputShape(x, weight: conv.shape, outputSize: conv.outputSize, residual: residual, label: label)
             // dst = (s_x * s_w[o]) * (sum + bias[o] / (s_x * s_w[o])): oneDNN adds the bias before the scale.
             let scales = conv.weightScales.map { $0 * conv.inputScale }
+            guard scales.allSatisfy({ $0.isNormal && $0 > 0 }) else {
+                throw LightCapError.invalidArgument(reason: "\(label): input scale x weight scale is out of Float's range")
+            }
             let primitive = try DNNL.convolutionInt8(inChannels: s.channels, height: s.height, width: s.width,
                                                      outChannels: conv.outChannels, kernel: conv.kernel, stride: conv.stride,
                                                      padding: conv.padding, scales: scales, sum: residual != nil, relu: relu,

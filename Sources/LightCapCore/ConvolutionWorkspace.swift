@@ -184,11 +184,11 @@ extension ConvolutionNetwork {
             for (op, call) in zip(ops, workspace.calls) {
                 if op.flops > 0 && values[op.input.index].desc.data_type == dnnl_f32 {
                     workspace.stream.wait()
-                    let values = op.input.index == 0
+                    let inputValues = op.input.index == 0
                         ? UnsafeBufferPointer(start: input, count: inputShape.count)
                         : UnsafeBufferPointer(start: workspace.buffers[slots[op.input.index]].pointer.assumingMemoryBound(to: Float.self),
                                               count: DNNL.bytes(values[op.input.index].desc) / MemoryLayout<Float>.size)
-                    try visit(op.label, values)
+                    try visit(op.label, inputValues)
                 }
                 try workspace.execute(call)
             }

@@ -71,10 +71,11 @@ public struct QuantizedConv2d: Sendable {
     /// (`OneDNNInt8.weightLevels`), else its weights halved onto 63 levels (q' = round(q / 2)
     /// clamped to +-63; scale 2 s_w), which the kernels without VNNI add in 16 bits without
     /// saturating. The stored model keeps 127 levels for the hosts that can use them.
-    public func forKernels(weightLevels: Int = OneDNNInt8.weightLevels) -> QuantizedConv2d {
+    /// Throws where a doubled scale overflows (a scale near Float's largest, from a hostile file).
+    public func forKernels(weightLevels: Int = OneDNNInt8.weightLevels) throws -> QuantizedConv2d {
         guard weightLevels < 127 else { return self }
         precondition(weightLevels == 63, "QuantizedConv2d: \(weightLevels) weight levels")
-        return try! QuantizedConv2d(weight: weight.map { Int8(max(-63, min(63, (Float($0) / 2).rounded()))) }, shape: shape,
+        return try QuantizedConv2d(weight: weight.map { Int8(max(-63, min(63, (Float($0) / 2).rounded()))) }, shape: shape,
                                     weightScales: weightScales.map { $0 * 2 }, bias: bias, inputScale: inputScale,
                                     stride: stride, padding: padding)
     }

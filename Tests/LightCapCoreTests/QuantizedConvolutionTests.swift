@@ -45,7 +45,7 @@ final class QuantizedConvolutionTests: XCTestCase {
             let y = try b.convolution(b.input, q, relu: relu, residual: residual, label: "int8")
             let net = try b.build(output: y)
 
-            var expected = Reference.conv2d(Self.quantizedInput(x, scale: q.inputScale), weight: Self.dequantizedWeight(q.forKernels()),
+            var expected = Reference.conv2d(Self.quantizedInput(x, scale: q.inputScale), weight: Self.dequantizedWeight(try q.forKernels()),
                                             bias: conv.bias, stride: stride, padding: pad)
             if withResidual {
                 let added = Reference.conv2d(x, weight: r.weight, bias: nil, stride: stride, padding: 0)
@@ -77,11 +77,11 @@ final class QuantizedConvolutionTests: XCTestCase {
             }
         }
         // Without VNNI: 63 levels, each q' = round(q / 2) at twice the scale.
-        let halved = q.forKernels(weightLevels: 63)
+        let halved = try q.forKernels(weightLevels: 63)
         XCTAssertEqual(halved.weightScales, q.weightScales.map { $0 * 2 })
         XCTAssertEqual(halved.weight.map { abs(Int($0)) }.max(), 63)
         XCTAssertTrue(zip(q.weight, halved.weight).allSatisfy { abs(Float($0) / 2 - Float($1)) <= 0.5 })
-        XCTAssertEqual(q.forKernels(weightLevels: 127).weight, q.weight)
+        XCTAssertEqual(try q.forKernels(weightLevels: 127).weight, q.weight)
         // Nothing to calibrate on (an input that is never positive): scale 1, not a division by zero.
         XCTAssertEqual(try QuantizedConv2d(conv, inputMax: 0).inputScale, 1)
     }
@@ -93,6 +93,10 @@ final class QuantizedConvolutionTests: XCTestCase {
                                 inputScale: input, stride: 1, padding: 0)
         }
         XCTAssertNoThrow(try make())
+        // A scale that doubling overflows (the 63-level weights of hosts without VNNI): an error, not a trap.
+        XCTAssertThrowsError(try make(scales: [1, .greatestFiniteMagnitude]).forKernels(weightLevels: 63)) {
+            XCTAssertTrue("\($0)".contains("weight scale 1"), "\($0)")
+        }
         for (bad, words) in [({ try make(scales: [1, 0]) }, "weight scale 1"), ({ try make(scales: [1]) }, "1 weight scales"),
                              ({ try make(input: .nan) }, "input scale"), ({ try make(input: -1) }, "input scale"),
                              ({ try make(count: 3) }, "[2, 1, 1, 1]")] as [(() throws -> QuantizedConv2d, String)] {
