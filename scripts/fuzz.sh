@@ -63,7 +63,11 @@ flags=(-c "$config" --scratch-path "$scratch" --sanitize=fuzzer -Xswiftc -saniti
 [ "${LIGHTCAP_FUZZ_DEBUG_INFO:-0}" = 1 ] || flags+=(-Xswiftc -gnone)
 echo "== building the fuzz targets ($config, -sanitize=fuzzer,address)"
 start=$SECONDS
-(cd Fuzzing && swift build "${flags[@]}" 2>&1) | grep -Ev '^\[[0-9]+/[0-9]+\] (Compiling|Emitting|Write|Linking|Applying)' || true
+# A failed build stops here: the executables of an earlier build would otherwise run stale.
+status=0
+(cd Fuzzing && swift build "${flags[@]}" 2>&1) | grep -Ev '^\[[0-9]+/[0-9]+\] (Compiling|Emitting|Write|Linking|Applying)' \
+    || status=${PIPESTATUS[0]}
+[ "$status" = 0 ] || { echo "fuzz.sh: the fuzz targets did not build (swift build exit $status, above)" >&2; exit 1; }
 bin=$(cd Fuzzing && swift build "${flags[@]}" --show-bin-path)
 for t in $targets; do
     [ -x "$bin/$(executable "$t")" ] || { echo "fuzz.sh: the build did not produce $(executable "$t")" >&2; exit 1; }

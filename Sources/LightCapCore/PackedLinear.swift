@@ -53,18 +53,20 @@ public final class PackedLinear: RowLinear, @unchecked Sendable {
     public var weight: Tensor { plain.weight }
     /// [out] or nil.
     public var bias: Tensor? { plain.bias }
-    /// Whether calls run the packed primitive (false: oneDNN refused it, every call is `plain`).
+    /// Whether calls run the packed primitive (false: not packed, or oneDNN refused it; every
+    /// call is `plain`).
     public var isPacked: Bool { packed != nil }
 
-    /// Packs `linear`'s weight (the row-major copy stays in `plain`).
-    public init(_ linear: Linear) {
+    /// Packs `linear`'s weight (the row-major copy stays in `plain`); with `pack` false it does
+    /// not (no packed copy in memory: every call runs `plain`), for a caller that will not use it.
+    public init(_ linear: Linear, pack: Bool = true) {
         plain = linear
-        packed = Self.pack(linear)
+        packed = pack ? Self.pack(linear) : nil
     }
 
-    /// A packed layer from a [out, in] weight and optional [out] bias.
-    public convenience init(weight: Tensor, bias: Tensor?) throws {
-        self.init(try Linear(weight: weight, bias: bias))
+    /// A packed layer from a [out, in] weight and optional [out] bias (`pack`: as above).
+    public convenience init(weight: Tensor, bias: Tensor?, pack: Bool = true) throws {
+        self.init(try Linear(weight: weight, bias: bias), pack: pack)
     }
 
     private static func pack(_ linear: Linear) -> Packed? {

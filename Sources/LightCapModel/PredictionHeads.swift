@@ -32,7 +32,10 @@ public struct PredictionHeads: Sendable {
     public let quantizedDecoder: QuantizedDecoder
 
     /// Loads `count` heads from the `heads` scope; `wordEmbeddings` [V, D] is the tied decoder.
-    public init(_ store: WeightStore, configuration: Configuration, wordEmbeddings: Tensor) throws {
+    /// `packF32Decoder` false leaves the F32 decoder unpacked (its calls then run one sgemm on
+    /// the row-major rows): for a captioner whose decoding reads the INT8 decoder only, it saves
+    /// the packed copy (38 MB at base size) and its packing at load.
+    public init(_ store: WeightStore, configuration: Configuration, wordEmbeddings: Tensor, packF32Decoder: Bool = true) throws {
         let f = configuration.fusion, d = f.hiddenSize, v = f.vocabSize
         var transforms: [Transform] = [], biases: [Tensor] = []
         for h in 0..<configuration.heads.count {
@@ -48,12 +51,14 @@ public struct PredictionHeads: Sendable {
         for i in 0..<v { mean[i] *= inv }
         self.transforms = transforms
         self.biases = biases
-        decoder = try PackedLinear(weight: wordEmbeddings, bias: Tensor(shape: [v], scalars: mean))
+        decoder = try PackedLinear(weight: wordEmbeddings, bias: Tensor(shape: [v], scalars: mean), pack: packF32Decoder)
         quantizedDecoder = QuantizedDecoder(weight: decoder.weight, bias: mean)
     }
 
     /// Number of heads.
     public var count: Int { transforms.count }
+    /// Whether the F32 decoder product runs on a packed copy (`packF32Decoder`).
+    public var isF32DecoderPacked: Bool { decoder.isPacked }
     /// Vocabulary size V.
     public var vocabularySize: Int { decoder.outFeatures }
 

@@ -18,6 +18,9 @@ public func fuzzSafetensors(_ start: UnsafeRawPointer?, _ count: Int) -> CInt {
             case .i64:
                 _ = try file.int64s(named: name)
                 try store.skip(name)
+            case .i8:
+                let levels = try store.takeInt8(name, shape: entry.shape)
+                precondition(levels.count == Tensor.elementCount(entry.shape), "I8 tensor '\(name)' came back with another count")
             case .f32, .f16, .bf16:
                 do {
                     let tensor = try store.take(name, shape: entry.shape)
