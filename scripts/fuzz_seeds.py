@@ -56,6 +56,13 @@ def safetensors_seeds():
         "visual.0.weight": torch.ones(2, 2),
     }))
     write("safetensors", "default_subset.safetensors", default_subset(8))
+    # An INT8 convolution's tensors, as `lightcap quantize` writes them (docs/FORMAT.md).
+    write("safetensors", "int8_conv.safetensors", save_numpy({
+        "visual.conv2.weight": rng.integers(-127, 128, (4, 2, 3, 3), dtype=np.int8),
+        "visual.conv2.weight_scale": rng.uniform(0.01, 0.1, 4).astype(np.float32),
+        "visual.conv2.bias": rng.standard_normal(4).astype(np.float32),
+        "visual.conv2.input_scale": np.array([0.02], dtype=np.float32),
+    }))
 
 
 def config_seeds():

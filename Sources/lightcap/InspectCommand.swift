@@ -66,7 +66,11 @@ struct InspectCommand: ParsableCommand {
         print("model       \(url.path)")
         print("name        \(c.name) (format_version \(c.formatVersion))")
         print("image       \(c.image.size)x\(c.image.size)")
-        print("visual      ModifiedResNet layers \(c.visual.layers), width \(c.visual.width) -> grid \(c.gridSide)x\(c.gridSide)x\(c.gridChannels)")
+        // An INT8 trunk (lightcap quantize): how many of its convolutions hold INT8 weights.
+        let int8 = c.visual.quantization == "int8"
+            ? ", INT8 trunk: \(file.entries.keys.filter { $0.hasPrefix("visual.") && $0.hasSuffix(".input_scale") }.count) INT8 convolutions"
+            : ""
+        print("visual      ModifiedResNet layers \(c.visual.layers), width \(c.visual.width) -> grid \(c.gridSide)x\(c.gridSide)x\(c.gridChannels)\(int8)")
         print("concepts    " + (c.concepts.enabled ? "\(concepts) concepts, top \(c.concepts.topK), windows \(c.concepts.windows)" : "off"))
         print("modulator   \(c.modulator.enabled ? "hidden \(c.modulator.hiddenDim)" : "off")")
         print("fusion      \(c.fusion.numHiddenLayers) layers, hidden \(c.fusion.hiddenSize), \(c.fusion.numAttentionHeads) heads, FFN \(c.fusion.intermediateSize), vocab \(c.fusion.vocabSize)")

@@ -109,6 +109,9 @@ final class CommandLineTests: LightCapCLITestCase {
         r = try lightcap(["inspect", out.path, "--json"])
         XCTAssertEqual(r.status, 0, r.stderr)
         XCTAssert(r.stdout.contains("\"I8\""), r.stdout)
+        r = try lightcap(["inspect", out.path])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssert(r.stdout.contains("INT8 trunk: 16 INT8 convolutions"), r.stdout)
         // Refusals, each naming the problem; the existing output is untouched.
         r = try lightcap(["quantize", "models/default", out.path, "--calibration", examples], cwd: Self.packageRoot)
         XCTAssertNotEqual(r.status, 0)
