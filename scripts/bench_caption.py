@@ -10,8 +10,8 @@ bench_decode.py). The engines:
   - Swift: `lightcap bench caption` on the model directory, with the exact and the
     lightcap-winograd backbone, and the latter with INT8 fusion weights (`--fusion-weights int8`);
     then with the INT8 trunk of `lightcap quantize` (calibrated on the benchmark image and 7
-    other random JPEGs; its F32 layers, the stem's first and layer4, by lightcap-winograd),
-    alone and with INT8 fusion weights;
+    other random JPEGs; F32 where it keeps F32 by default: the stem's first convolution, layer4's
+    conv3s and downsample), alone and with INT8 fusion weights;
   - PyTorch eager: the reference (Pillow decode by load_image, clip_preprocess, the trunk,
     the concepts with the modulator and projection, the uncached greedy loop);
   - ONNX Runtime FP32: the same decode and preprocessing, the trunk's graph, the concepts in

@@ -8,8 +8,9 @@ model directory of `lightcap quantize`, calibrated on `--calibration-count` scen
 never the test images) and both together. For each model, captions the same images with each
 mode and with the exact F32 path, greedy (beam 1) and with beam 5, and prints a markdown table:
 the share of captions identical to F32's, the share of images whose top-k concept sets are
-equal (as sets: the order within the k may change), and CIDEr-D of each (where the images have references; `lightcap eval`, equal to
-pycocoevalcap). Models:
+equal (as sets: the order within the k may change), and CIDEr-D of each (where the images
+have references; `lightcap eval`, equal to pycocoevalcap). Quantized directories are kept in
+`--out` and reused. Models:
   - models/default on the scenes test split (`--count` images, seed 2026, as the engine parity
     check in scripts/test.sh draws them);
   - the paper-size random fixture (.fixtures/base/model: RN50 trunk, TinyBERT-4, random

@@ -29,8 +29,11 @@ struct QuantizeCommand: ParsableCommand {
                                             valueName: "path"))
     var calibration: [String] = []
 
-    @Option(name: .long, help: "Calibrate on at most this many of them (the first in path order).")
+    @Option(name: .long, help: "Calibrate on at most this many of them (the first in path order; at most 1000).")
     var count: Int = 100
+
+    /// The calibration images are held in memory (3 x S x S floats each: 0.6 MB at 224 px).
+    static let maxCount = 1000
 
     @Option(name: .customLong("keep-f32"), help: ArgumentHelp(
         "Convolutions kept in F32, comma-separated: names, blocks or stages (\"layer4\", \"layer3.1\", \"layer4.0.conv3\"), \"residual\" for every block's conv3 and downsample (closer to F32, slower); \"\" for none.",
@@ -40,7 +43,9 @@ struct QuantizeCommand: ParsableCommand {
 
     func validate() throws {
         guard !calibration.isEmpty else { throw ValidationError("--calibration needs at least one image or folder") }
-        guard count >= 1 else { throw ValidationError("--count must be at least 1, got \(count)") }
+        guard (1...Self.maxCount).contains(count) else {
+            throw ValidationError("--count must be 1 to \(Self.maxCount) (the images are held in memory), got \(count)")
+        }
     }
 
     func run() throws {

@@ -127,6 +127,10 @@ final class CommandLineTests: LightCapCLITestCase {
         r = try lightcap(["quantize", "models/default", out.path + "-bad"], cwd: Self.packageRoot)
         XCTAssertNotEqual(r.status, 0)
         XCTAssert(r.stderr.contains("--calibration"), r.stderr)
+        r = try lightcap(["quantize", "models/default", out.path + "-bad", "--calibration", examples, "--count", "100000"],
+                         cwd: Self.packageRoot)
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssert(r.stderr.contains("--count"), r.stderr)
     }
 
     // MARK: caption
