@@ -166,18 +166,17 @@ public final class CaptionSession {
 
     /// Decodes the caption tokens of prepared image features (greedy when beamSize is 1).
     package func decode(features: ImageFeatures, options: DecodingOptions,
-                        f32Vocabulary: Bool = !QuantizedDecoder.hasVNNI) throws -> Hypothesis {
+                        f32Vocabulary: Bool = false) throws -> Hypothesis {
         try decode(features: [features], options: options, f32Vocabulary: f32Vocabulary)[0]
     }
 
     /// Decodes the captions of several images' features: greedy runs them together, beam search
     /// one by one. `f32Vocabulary` makes cached greedy decoding (and beam search with INT8
     /// fusion weights) use the F32 vocabulary product every step instead of the INT8 one with
-    /// exact rescoring; by default only where oneDNN has no VNNI kernels
-    /// (QuantizedDecoder.hasVNNI). Both give the exact argmax. The options are
+    /// exact rescoring (benchmarks and tests compare the two). Both give the exact argmax. The options are
     /// the caller's to validate (`Captioner.validate`).
     package func decode(features: [ImageFeatures], options: DecodingOptions,
-                        f32Vocabulary: Bool = !QuantizedDecoder.hasVNNI) throws -> [Hypothesis] {
+                        f32Vocabulary: Bool = false) throws -> [Hypothesis] {
         let contexts = features.map {
             ImageContext(conceptPieces: captioner.conceptSegment($0.concepts), visualTokens: $0.visualTokens)
         }
@@ -185,8 +184,9 @@ public final class CaptionSession {
         func session(_ contexts: [ImageContext]) throws -> LogitSession {
             let session: LogitSession
             if options.useCache {
-                // Greedy needs the exact argmax only: with VNNI the INT8 vocabulary product with
-                // exact rescoring is the fastest way to it. Beam search needs each row's 2 x beam
+                // Greedy needs the exact argmax only: the INT8 vocabulary product with exact
+                // rescoring is the fastest way to it (oneDNN's integer GEMM with VNNI, LightCap's
+                // weight-only kernel without). Beam search needs each row's 2 x beam
                 // best and the log-softmax normaliser; it reads the INT8 product (those exact, the
                 // normaliser within its bound) only with INT8 fusion weights, whose states are
                 // approximate already.

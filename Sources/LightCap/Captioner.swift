@@ -117,10 +117,10 @@ public final class Captioner: Sendable {
         modulator = config.modulator.enabled ? try Modulator(store.scoped("modulator"), configuration: config) : nil
         fusion = try FusionModel(store.scoped("bert"), configuration: config, stepWeights: fusionWeights)
         projection = try ImageProjection(store.scoped("image_projection"), configuration: config)
-        // With INT8 fusion weights on a VNNI host, greedy and beam decoding read the INT8
-        // vocabulary (exact where it decides): the packed F32 decoder would only take memory.
+        // With INT8 fusion weights, greedy and beam decoding read the INT8 vocabulary (exact
+        // where it decides): the packed F32 decoder would only take memory.
         heads = try PredictionHeads(store.scoped("heads"), configuration: config, wordEmbeddings: fusion.wordEmbeddings,
-                                    packF32Decoder: !(fusionWeights == .int8 && QuantizedDecoder.hasVNNI))
+                                    packF32Decoder: fusionWeights != .int8)
         try store.finish()
         configuration = config
         self.tokenizer = tokenizer

@@ -49,7 +49,7 @@ public enum DecodeBenchmark {
         var timings: [String: Double] = [:]
         timings["Swift image features (concepts, modulator, projection)"] = try median(repeats) { _ = try captioner.imageFeatures(grid: grid) }
         let greedy = try session.decode(features: features, options: .init(beamSize: 1, maxLength: 20, useCache: true))
-        timings["greedy 20, Swift cached (default: \(QuantizedDecoder.hasVNNI ? "INT8" : "F32") vocabulary here)"] = try median(repeats) {
+        timings["greedy 20, Swift cached (default: INT8 vocabulary, \(QuantizedDecoder.hasVNNI ? "oneDNN's integer GEMM" : "weight-only kernel") here)"] = try median(repeats) {
             _ = try session.decode(features: features, options: .init(beamSize: 1, maxLength: 20, useCache: true))
         }
         for batch in [4, 16] {

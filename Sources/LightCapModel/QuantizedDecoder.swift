@@ -9,7 +9,10 @@
 // `vpmaddubsw`, which adds two u8 x s8 products into a saturating int16: the weights then use
 // 7-bit levels (+-63), each pair at most 2 x 255 x 63 = 32130 < 32767. QuantizedDecoderTests
 // checks the exactness on worst-case rows; the test script runs it again under
-// DNNL_MAX_CPU_ISA=AVX2, so both kinds of kernel are checked on a VNNI host. Every approximate
+// DNNL_MAX_CPU_ISA=AVX2, so both kinds of kernel are checked on a VNNI host. Without VNNI that
+// GEMM is slow, though, so there the approximate logits come from LightCap's weight-only kernel
+// (`Int8Linear`: the same 8-bit rows widened to F32, the input unrounded, 9.5 MB a step), whose
+// bound is ||x|| ||w - w~|| plus its F32 rounding, (D + 4) u ||x|| ||w~||. Every approximate
 // logit comes with a rigorous bound on its error,
 //     |x.w - x~.w~| <= ||x - x~|| ||w|| + ||x~|| ||w - w~||   (Cauchy-Schwarz),
 // so every token whose logit could still be the largest (upper bound >= the best lower bound)
@@ -34,19 +37,23 @@ public final class QuantizedDecoder: @unchecked Sendable {
     let exact: Tensor  // [V, D] F32
     let bias: [Float]  // [V]
     let maxRowNorm: Float, maxErrorNorm: Float
+    /// Where oneDNN has no VNNI kernels its s8s8 GEMM is slow (5-6 ms at 1-2 rows by 30522 x
+    /// 312 on an AVX2 EPYC, against 1.5 ms for the packed F32 product), so the approximate
+    /// logits come from LightCap's weight-only kernel instead (`Int8Linear`: 127 levels per row,
+    /// F32 inputs, a quarter of the F32 bytes), with its own rounding's error norms.
+    let weightOnly: (linear: Int8Linear, errorNorms: [Float], maxErrorNorm: Float)?
 
-    /// Whether oneDNN runs its VNNI int8 kernels here (`OneDNNInt8.hasVNNI`). Without VNNI its
-    /// s8s8s32 GEMM is also slow (at 1-2 rows by 30522 x 312 on an AVX2 EPYC, 5-6 ms against
-    /// 1.5 ms for the packed F32 product), so greedy decoding takes the F32 vocabulary product
-    /// there (`Captioner.decode`).
+    /// Whether oneDNN runs its VNNI int8 kernels here (`OneDNNInt8.hasVNNI`): the integer
+    /// product's path; elsewhere the weight-only one.
     public static var hasVNNI: Bool { OneDNNInt8.hasVNNI }
 
     /// Largest level of the packed weights (`OneDNNInt8.weightLevels`) and of the quantised
     /// input (8 bits).
     static let weightLevels = OneDNNInt8.weightLevels, inputLevels = 127
 
-    /// Packs `weight` [V, D] (kept for exact rescoring) with the added `bias` [V].
-    public init(weight: Tensor, bias: [Float]) {
+    /// Packs `weight` [V, D] (kept for exact rescoring) with the added `bias` [V]; `weightOnly`:
+    /// the approximate logits by `Int8Linear` (the default where oneDNN has no VNNI kernels).
+    public init(weight: Tensor, bias: [Float], weightOnly useWeightOnly: Bool = !OneDNNInt8.hasVNNI) {
         precondition(weight.rank == 2 && bias.count == weight.shape[0], "QuantizedDecoder: weight \(weight.shape), bias \(bias.count)")
         let (v, d) = (weight.shape[0], weight.shape[1])
         rows = v
@@ -64,6 +71,18 @@ public final class QuantizedDecoder: @unchecked Sendable {
         self.bias = bias
         maxRowNorm = rowNorms.max() ?? 0
         maxErrorNorm = errorNorms.max() ?? 0
+        if useWeightOnly {
+            // Int8Linear rounds each row by RowQuantization at 127 levels; the same rule here
+            // gives that rounding's error norms.
+            var levels = [Int8](repeating: 0, count: v * d)
+            let rounding = weight.withUnsafeBufferPointer { w in
+                levels.withUnsafeMutableBufferPointer { RowQuantization(w, width: max(d, 1), levels: 127, into: $0) }
+            }
+            let linear = Int8Linear(try! Linear(weight: weight, bias: Tensor(shape: [v], scalars: bias)))  // shapes checked above
+            weightOnly = (linear, rounding.errorNorms, rounding.errorNorms.max() ?? 0)
+        } else {
+            weightOnly = nil
+        }
     }
 
     deinit { quantized.deallocate() }
@@ -75,53 +94,44 @@ public final class QuantizedDecoder: @unchecked Sendable {
         precondition(exactTop >= 1, "QuantizedDecoder: exactTop \(exactTop)")
         let (m, d, v) = (x.shape[0], width, rows)
         precondition(x.shape == [m, d], "QuantizedDecoder: input \(x.shape) is not [M, \(d)]")
-        var xq = [Int8](repeating: 0, count: m * d)
-        let input = x.withUnsafeBufferPointer { p in
-            xq.withUnsafeMutableBufferPointer { RowQuantization(p, width: d, levels: QuantizedDecoder.inputLevels, into: $0) }
+        // Per row, the error bound of each approximate logit j is
+        //   a * ||w_j|| + b * e_j + c * (||w_j|| + e_j) + 1e-5 (1 + |logit|),
+        // e_j = ||w_j - w~_j||: with the integer product a = ||x - x~||, b = ||x~||, c = 0
+        // (Cauchy-Schwarz); with the weight-only one a = 0, b = ||x||, and c = (D + 4) u ||x|| for
+        // the kernel's F32 rounding (u = 2^-24, Int8Linear's bound).
+        var terms: [(a: Float, b: Float, c: Float)] = []
+        var approximate: [Float]
+        if let weightOnly {
+            approximate = [Float](repeating: 0, count: m * v)
+            x.withUnsafeBufferPointer { xp in
+                approximate.withUnsafeMutableBufferPointer { weightOnly.linear.apply(xp.baseAddress!, rows: m, into: $0.baseAddress!) }
+                for r in 0..<m {
+                    var sum = 0.0
+                    for t in 0..<d { sum += Double(xp[r * d + t]) * Double(xp[r * d + t]) }
+                    let norm = Float(sum.squareRoot())
+                    terms.append((0, norm, Float(d + 4) * 0x1p-24 * norm))
+                }
+            }
+        } else {
+            var xq = [Int8](repeating: 0, count: m * d)
+            let input = x.withUnsafeBufferPointer { p in
+                xq.withUnsafeMutableBufferPointer { RowQuantization(p, width: d, levels: QuantizedDecoder.inputLevels, into: $0) }
+            }
+            approximate = dequantizedProduct(integerProduct(xq, rows: m), inputScales: input.scales, rows: m)
+            terms = (0..<m).map { (input.errorNorms[$0], input.quantizedNorms[$0], 0) }
         }
-        let (xScale, errX, normXq) = (input.scales, input.errorNorms, input.quantizedNorms)
+        let (errorNorms, maxErrorNorm) = weightOnly.map { ($0.errorNorms, $0.maxErrorNorm) } ?? (self.errorNorms, self.maxErrorNorm)
         var out: [[Float]] = []
         out.reserveCapacity(m)
-        let acc = integerProduct(xq, rows: m)
         x.withUnsafeBufferPointer { xp in
             exact.withUnsafeBufferPointer { w in
                 for r in 0..<m {
-                    let (s, ex, nq) = (xScale[r], errX[r], normXq[r])
-                    // Pass 1: approximate logits and the best of them; its lower bound bounds the max.
-                    // 16 lanes at a time (the same operations per value as the scalar tail).
-                    var low = Float.infinity
-                    var logits = [Float](unsafeUninitializedCapacity: v) { buffer, n in
-                        acc.withUnsafeBufferPointer { c in
-                            scales.withUnsafeBufferPointer { sc in
-                                bias.withUnsafeBufferPointer { b in
-                                    let (cr, scr, br) = (UnsafeRawPointer(c.baseAddress! + r * v),
-                                                         UnsafeRawPointer(sc.baseAddress!), UnsafeRawPointer(b.baseAddress!))
-                                    let out = UnsafeMutableRawPointer(buffer.baseAddress!)
-                                    var minima = SIMD16<Float>(repeating: .infinity)
-                                    var j = 0
-                                    while j + 16 <= v {
-                                        let o = j * MemoryLayout<Float>.stride
-                                        let q = SIMD16<Float>(cr.loadUnaligned(fromByteOffset: o, as: SIMD16<Int32>.self))
-                                        let l = q * (s * scr.loadUnaligned(fromByteOffset: o, as: SIMD16<Float>.self))
-                                            + br.loadUnaligned(fromByteOffset: o, as: SIMD16<Float>.self)
-                                        out.storeBytes(of: l, toByteOffset: o, as: SIMD16<Float>.self)
-                                        minima = minima.replacing(with: l, where: l .< minima)
-                                        j += 16
-                                    }
-                                    low = minima.min()
-                                    while j < v {
-                                        buffer[j] = Float(c[r * v + j]) * (s * sc[j]) + b[j]
-                                        low = min(low, buffer[j])
-                                        j += 1
-                                    }
-                                }
-                            }
-                        }
-                        n = v
-                    }
+                    let (ex, nq, rc) = terms[r]
+                    var logits = Array(approximate[(r * v)..<((r + 1) * v)])
+                    let low = logits.withUnsafeBufferPointer(Self.minimum)
                     func bound(_ j: Int, _ l: Float) -> Float {
-                        // Cauchy-Schwarz bound + slack for the Float rounding of both sides.
-                        ex * rowNorms[j] + nq * errorNorms[j] + 1e-5 * (1 + abs(l))
+                        // The bound above + slack for the Float rounding of both sides.
+                        ex * rowNorms[j] + nq * errorNorms[j] + rc * (rowNorms[j] + errorNorms[j]) + 1e-5 * (1 + abs(l))
                     }
                     // The lowest lower bound among the `exactTop` largest approximate logits: at
                     // least that many exact logits reach it, so the exact top `exactTop` all do.
@@ -133,7 +143,8 @@ public final class QuantizedDecoder: @unchecked Sendable {
                     // Pass 2: every token whose upper bound reaches the threshold is recomputed
                     // exactly; `loose` >= every row's bound, a cheap first filter (16 lanes at a
                     // time: a block none of whose values passes it is skipped whole).
-                    let loose = ex * maxRowNorm + nq * maxErrorNorm + 1e-5 * (1 + max(abs(logits[top]), abs(low)))
+                    let loose = ex * maxRowNorm + nq * maxErrorNorm + rc * (maxRowNorm + maxErrorNorm)
+                        + 1e-5 * (1 + max(abs(logits[top]), abs(low)))
                     let row = xp.baseAddress! + r * d
                     logits.withUnsafeMutableBufferPointer { lp in
                         let raw = UnsafeRawPointer(lp.baseAddress!)
@@ -159,6 +170,56 @@ public final class QuantizedDecoder: @unchecked Sendable {
             }
         }
         return out
+    }
+
+    /// The approximate logits [M, V] of the integer products `acc` [M, V]: q * (s_x[r] * s_w[j]) + b[j]
+    /// (16 lanes at a time; the same operations per value as the scalar tail).
+    func dequantizedProduct(_ acc: [Int32], inputScales: [Float], rows m: Int) -> [Float] {
+        let v = rows
+        return [Float](unsafeUninitializedCapacity: m * v) { buffer, n in
+            acc.withUnsafeBufferPointer { c in
+                scales.withUnsafeBufferPointer { sc in
+                    bias.withUnsafeBufferPointer { b in
+                        for r in 0..<m {
+                            let s = inputScales[r]
+                            let (cr, scr, br) = (UnsafeRawPointer(c.baseAddress! + r * v),
+                                                 UnsafeRawPointer(sc.baseAddress!), UnsafeRawPointer(b.baseAddress!))
+                            let out = UnsafeMutableRawPointer(buffer.baseAddress! + r * v)
+                            var j = 0
+                            while j + 16 <= v {
+                                let o = j * MemoryLayout<Float>.stride
+                                let q = SIMD16<Float>(cr.loadUnaligned(fromByteOffset: o, as: SIMD16<Int32>.self))
+                                let l = q * (s * scr.loadUnaligned(fromByteOffset: o, as: SIMD16<Float>.self))
+                                    + br.loadUnaligned(fromByteOffset: o, as: SIMD16<Float>.self)
+                                out.storeBytes(of: l, toByteOffset: o, as: SIMD16<Float>.self)
+                                j += 16
+                            }
+                            while j < v {
+                                buffer[r * v + j] = Float(c[r * v + j]) * (s * sc[j]) + b[j]
+                                j += 1
+                            }
+                        }
+                    }
+                }
+            }
+            n = m * v
+        }
+    }
+
+    /// The smallest value of `p` (16 lanes at a time; +infinity when empty).
+    static func minimum(_ p: UnsafeBufferPointer<Float>) -> Float {
+        guard let base = p.baseAddress else { return .infinity }
+        var minima = SIMD16<Float>(repeating: .infinity)
+        let raw = UnsafeRawPointer(base)
+        var j = 0
+        while j + 16 <= p.count {
+            let l = raw.loadUnaligned(fromByteOffset: j * MemoryLayout<Float>.stride, as: SIMD16<Float>.self)
+            minima = minima.replacing(with: l, where: l .< minima)
+            j += 16
+        }
+        var low = minima.min()
+        while j < p.count { low = min(low, p[j]); j += 1 }
+        return low
     }
 
     /// Indices of the `k` largest values of `row` (any order; ties by lower index), by a

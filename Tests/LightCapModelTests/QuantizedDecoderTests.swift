@@ -50,13 +50,22 @@ final class QuantizedDecoderTests: XCTestCase {
     }
 
     /// On the same rows (plus a bias), every approximate logit is within the stated bound of the
-    /// exact one, and the argmax and its logit are exact.
+    /// exact one, and the argmax and its logit are exact: through oneDNN's integer product, and
+    /// through the weight-only kernel (the path of hosts without VNNI), each on every host.
     func testLogitsWithinTheirBoundOnWorstCaseRows() {
+        for weightOnly in [false, true] { checkBounds(weightOnly: weightOnly) }
+    }
+
+    func checkBounds(weightOnly: Bool) {
         let (m, v, d) = (4, 3001, 312)
         let (x, weight) = worstCase(rows: m, vocabulary: v, width: d, seed: 5)
         var random = SeededRandom(seed: 6)
         let bias = (0..<v).map { _ in random.uniform(2) }
-        let decoder = QuantizedDecoder(weight: weight, bias: bias)
+        let decoder = QuantizedDecoder(weight: weight, bias: bias, weightOnly: weightOnly)
+        XCTAssertEqual(decoder.weightOnly != nil, weightOnly)
+        // The weight-only twin: the rounded rows as the kernel holds them, their distance to the
+        // F32 rows, and ||x|| (the input is not rounded).
+        let rounded = decoder.weightOnly?.linear.dequantized.weight.scalars ?? []
         let fast = decoder.logits(x)
         var xq = [Int8](repeating: 0, count: m * d)
         let input = x.withUnsafeBufferPointer { p in
@@ -72,15 +81,29 @@ final class QuantizedDecoderTests: XCTestCase {
             }
             let best = exact.indices.max { exact[$0] < exact[$1] || (exact[$0] == exact[$1] && $0 > $1) }!
             let fastBest = fast[r].indices.max { fast[r][$0] < fast[r][$1] || (fast[r][$0] == fast[r][$1] && $0 > $1) }!
-            XCTAssertEqual(fastBest, best, "row \(r): argmax")
-            XCTAssertEqual(Double(fast[r][best]), exact[best], accuracy: 1e-5 * max(1, abs(exact[best])), "row \(r): logit at argmax")
-            var outside = 0
+            XCTAssertEqual(fastBest, best, "weight-only \(weightOnly) row \(r): argmax")
+            XCTAssertEqual(Double(fast[r][best]), exact[best], accuracy: 1e-5 * max(1, abs(exact[best])),
+                           "weight-only \(weightOnly) row \(r): logit at argmax")
+            let xNorm = (0..<d).reduce(0.0) { $0 + Double(xs[r * d + $1]) * Double(xs[r * d + $1]) }.squareRoot()
+            var outside = 0, loosest = 0.0
             for n in 0..<v {
-                let bound = Double(input.errorNorms[r] * decoder.rowNorms[n] + input.quantizedNorms[r] * decoder.errorNorms[n])
-                    + 1e-5 * (1 + abs(exact[n]))
+                var bound = 1e-5 * (1 + abs(exact[n]))
+                if weightOnly {
+                    var error = 0.0, norm = 0.0
+                    for k in 0..<d {
+                        let (a, b) = (Double(ws[n * d + k]), Double(rounded[n * d + k]))
+                        error += (a - b) * (a - b)
+                        norm += b * b
+                    }
+                    bound += xNorm * error.squareRoot() + Double(d + 4) * 0x1p-24 * xNorm * norm.squareRoot()
+                } else {
+                    bound += Double(input.errorNorms[r] * decoder.rowNorms[n] + input.quantizedNorms[r] * decoder.errorNorms[n])
+                }
+                loosest = max(loosest, abs(Double(fast[r][n]) - exact[n]) / bound)
                 if abs(Double(fast[r][n]) - exact[n]) > bound { outside += 1 }
             }
-            XCTAssertEqual(outside, 0, "row \(r): logits outside their error bound")
+            XCTAssertEqual(outside, 0, "weight-only \(weightOnly) row \(r): logits outside their error bound")
+            XCTAssertGreaterThan(loosest, 0.01, "weight-only \(weightOnly) row \(r): the logits are not approximate")
         }
     }
 
@@ -100,7 +123,8 @@ final class QuantizedDecoderTests: XCTestCase {
             // Row 0 points at the near-tied rows; the others are random.
             i < d ? w[i] * 10 : random.uniform(1)
         })
-        let decoder = QuantizedDecoder(weight: weight, bias: bias)
+        for weightOnly in [false, true] {
+        let decoder = QuantizedDecoder(weight: weight, bias: bias, weightOnly: weightOnly)
         for k in [1, 2, 10, 37] {
             let fast = decoder.logits(x, exactTop: k)
             for r in 0..<m {
@@ -114,11 +138,13 @@ final class QuantizedDecoderTests: XCTestCase {
                     Array(values.indices.sorted { values[$0] != values[$1] ? values[$0] > values[$1] : $0 < $1 }.prefix(k))
                 }
                 let expected = order(exact.map { Double(Float($0)) })  // as the decoder rounds them
-                XCTAssertEqual(order(fast[r].map(Double.init)), expected, "k \(k) row \(r): the k largest")
+                XCTAssertEqual(order(fast[r].map(Double.init)), expected, "weight-only \(weightOnly) k \(k) row \(r): the k largest")
                 for n in expected {
-                    XCTAssertEqual(Double(fast[r][n]), exact[n], accuracy: 1e-6 * max(1, abs(exact[n])), "k \(k) row \(r) token \(n)")
+                    XCTAssertEqual(Double(fast[r][n]), exact[n], accuracy: 1e-6 * max(1, abs(exact[n])),
+                                   "weight-only \(weightOnly) k \(k) row \(r) token \(n)")
                 }
             }
+        }
         }
     }
 }
