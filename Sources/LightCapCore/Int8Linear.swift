@@ -15,6 +15,8 @@ public final class Int8Linear: RowLinear, @unchecked Sendable {
     public let inFeatures: Int, outFeatures: Int
     /// Per output row: the scale of its levels.
     public let scales: [Float]
+    /// Per output row: ||w - q s||, the distance its rounding moved it (error bounds).
+    public let errorNorms: [Float]
     /// [out] or nil.
     public let bias: Tensor?
     private let packed: UnsafeMutablePointer<Int8>
@@ -30,6 +32,7 @@ public final class Int8Linear: RowLinear, @unchecked Sendable {
             levels.withUnsafeMutableBufferPointer { RowQuantization(w, width: max(k, 1), levels: 127, into: $0) }
         }
         scales = quantization.scales
+        errorNorms = quantization.errorNorms
         bias = linear.bias
         packedBytes = lightcap_int8_linear_packed_bytes(n, k)
         let packed = UnsafeMutablePointer<Int8>.allocate(capacity: max(packedBytes, 1))

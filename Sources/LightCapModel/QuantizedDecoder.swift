@@ -72,14 +72,8 @@ public final class QuantizedDecoder: @unchecked Sendable {
         maxRowNorm = rowNorms.max() ?? 0
         maxErrorNorm = errorNorms.max() ?? 0
         if useWeightOnly {
-            // Int8Linear rounds each row by RowQuantization at 127 levels; the same rule here
-            // gives that rounding's error norms.
-            var levels = [Int8](repeating: 0, count: v * d)
-            let rounding = weight.withUnsafeBufferPointer { w in
-                levels.withUnsafeMutableBufferPointer { RowQuantization(w, width: max(d, 1), levels: 127, into: $0) }
-            }
             let linear = Int8Linear(try! Linear(weight: weight, bias: Tensor(shape: [v], scalars: bias)))  // shapes checked above
-            weightOnly = (linear, rounding.errorNorms, rounding.errorNorms.max() ?? 0)
+            weightOnly = (linear, linear.errorNorms, linear.errorNorms.max() ?? 0)
         } else {
             weightOnly = nil
         }
@@ -100,9 +94,9 @@ public final class QuantizedDecoder: @unchecked Sendable {
         // (Cauchy-Schwarz); with the weight-only one a = 0, b = ||x||, and c = (D + 4) u ||x|| for
         // the kernel's F32 rounding (u = 2^-24, Int8Linear's bound).
         var terms: [(a: Float, b: Float, c: Float)] = []
-        var approximate: [Float]
+        let approximateRow: (Int) -> [Float]
         if let weightOnly {
-            approximate = [Float](repeating: 0, count: m * v)
+            var approximate = [Float](repeating: 0, count: m * v)
             x.withUnsafeBufferPointer { xp in
                 approximate.withUnsafeMutableBufferPointer { weightOnly.linear.apply(xp.baseAddress!, rows: m, into: $0.baseAddress!) }
                 for r in 0..<m {
@@ -112,12 +106,14 @@ public final class QuantizedDecoder: @unchecked Sendable {
                     terms.append((0, norm, Float(d + 4) * 0x1p-24 * norm))
                 }
             }
+            approximateRow = { r in Array(approximate[(r * v)..<((r + 1) * v)]) }
         } else {
             var xq = [Int8](repeating: 0, count: m * d)
             let input = x.withUnsafeBufferPointer { p in
                 xq.withUnsafeMutableBufferPointer { RowQuantization(p, width: d, levels: QuantizedDecoder.inputLevels, into: $0) }
             }
-            approximate = dequantizedProduct(integerProduct(xq, rows: m), inputScales: input.scales, rows: m)
+            let acc = integerProduct(xq, rows: m)
+            approximateRow = { [self] r in dequantizedRow(acc, row: r, inputScale: input.scales[r]) }
             terms = (0..<m).map { (input.errorNorms[$0], input.quantizedNorms[$0], 0) }
         }
         let (errorNorms, maxErrorNorm) = weightOnly.map { ($0.errorNorms, $0.maxErrorNorm) } ?? (self.errorNorms, self.maxErrorNorm)
@@ -127,7 +123,7 @@ public final class QuantizedDecoder: @unchecked Sendable {
             exact.withUnsafeBufferPointer { w in
                 for r in 0..<m {
                     let (ex, nq, rc) = terms[r]
-                    var logits = Array(approximate[(r * v)..<((r + 1) * v)])
+                    var logits = approximateRow(r)
                     let low = logits.withUnsafeBufferPointer(Self.minimum)
                     func bound(_ j: Int, _ l: Float) -> Float {
                         // The bound above + slack for the Float rounding of both sides.
@@ -172,37 +168,35 @@ public final class QuantizedDecoder: @unchecked Sendable {
         return out
     }
 
-    /// The approximate logits [M, V] of the integer products `acc` [M, V]: q * (s_x[r] * s_w[j]) + b[j]
-    /// (16 lanes at a time; the same operations per value as the scalar tail).
-    func dequantizedProduct(_ acc: [Int32], inputScales: [Float], rows m: Int) -> [Float] {
+    /// Row `r` of the approximate logits from the integer products `acc` [M, V]:
+    /// q * (s_x * s_w[j]) + b[j] (16 lanes at a time; the same operations per value as the
+    /// scalar tail).
+    func dequantizedRow(_ acc: [Int32], row r: Int, inputScale s: Float) -> [Float] {
         let v = rows
-        return [Float](unsafeUninitializedCapacity: m * v) { buffer, n in
+        return [Float](unsafeUninitializedCapacity: v) { buffer, n in
             acc.withUnsafeBufferPointer { c in
                 scales.withUnsafeBufferPointer { sc in
                     bias.withUnsafeBufferPointer { b in
-                        for r in 0..<m {
-                            let s = inputScales[r]
-                            let (cr, scr, br) = (UnsafeRawPointer(c.baseAddress! + r * v),
-                                                 UnsafeRawPointer(sc.baseAddress!), UnsafeRawPointer(b.baseAddress!))
-                            let out = UnsafeMutableRawPointer(buffer.baseAddress! + r * v)
-                            var j = 0
-                            while j + 16 <= v {
-                                let o = j * MemoryLayout<Float>.stride
-                                let q = SIMD16<Float>(cr.loadUnaligned(fromByteOffset: o, as: SIMD16<Int32>.self))
-                                let l = q * (s * scr.loadUnaligned(fromByteOffset: o, as: SIMD16<Float>.self))
-                                    + br.loadUnaligned(fromByteOffset: o, as: SIMD16<Float>.self)
-                                out.storeBytes(of: l, toByteOffset: o, as: SIMD16<Float>.self)
-                                j += 16
-                            }
-                            while j < v {
-                                buffer[r * v + j] = Float(c[r * v + j]) * (s * sc[j]) + b[j]
-                                j += 1
-                            }
+                        let (cr, scr, br) = (UnsafeRawPointer(c.baseAddress! + r * v),
+                                             UnsafeRawPointer(sc.baseAddress!), UnsafeRawPointer(b.baseAddress!))
+                        let out = UnsafeMutableRawPointer(buffer.baseAddress!)
+                        var j = 0
+                        while j + 16 <= v {
+                            let o = j * MemoryLayout<Float>.stride
+                            let q = SIMD16<Float>(cr.loadUnaligned(fromByteOffset: o, as: SIMD16<Int32>.self))
+                            let l = q * (s * scr.loadUnaligned(fromByteOffset: o, as: SIMD16<Float>.self))
+                                + br.loadUnaligned(fromByteOffset: o, as: SIMD16<Float>.self)
+                            out.storeBytes(of: l, toByteOffset: o, as: SIMD16<Float>.self)
+                            j += 16
+                        }
+                        while j < v {
+                            buffer[j] = Float(c[r * v + j]) * (s * sc[j]) + b[j]
+                            j += 1
                         }
                     }
                 }
             }
-            n = m * v
+            n = v
         }
     }
 
