@@ -112,25 +112,21 @@ final class CommandLineTests: LightCapCLITestCase {
         r = try lightcap(["inspect", out.path])
         XCTAssertEqual(r.status, 0, r.stderr)
         XCTAssert(r.stdout.contains("INT8 trunk: 16 INT8 convolutions"), r.stdout)
-        // Refusals, each naming the problem; the existing output is untouched.
-        r = try lightcap(["quantize", "models/default", out.path, "--calibration", examples], cwd: Self.packageRoot)
-        XCTAssertNotEqual(r.status, 0)
-        XCTAssert(r.stderr.contains("exists"), r.stderr)
-        r = try lightcap(["quantize", out.path, out.path + "-again", "--calibration", examples])
-        XCTAssertNotEqual(r.status, 0)
-        XCTAssert(r.stderr.contains("already int8"), r.stderr)
-        r = try lightcap(["quantize", "models/default", out.path + "-bad", "--calibration", examples, "--keep-f32", "layer7"],
-                         cwd: Self.packageRoot)
-        XCTAssertNotEqual(r.status, 0)
-        XCTAssert(r.stderr.contains("layer7"), r.stderr)
+        // Refusals, each naming the problem; the existing output is untouched, nothing else written.
+        let refusals: [([String], String)] = [
+            (["models/default", out.path, "--calibration", examples], "exists"),
+            ([out.path, out.path + "-again", "--calibration", examples], "already int8"),
+            (["models/default", out.path + "-bad", "--calibration", examples, "--keep-f32", "layer7"], "layer7"),
+            (["models/default", out.path + "-bad"], "--calibration"),
+            (["models/default", out.path + "-bad", "--calibration", examples, "--count", "100000"], "--count"),
+        ]
+        for (arguments, words) in refusals {
+            r = try lightcap(["quantize"] + arguments, cwd: Self.packageRoot)
+            XCTAssertNotEqual(r.status, 0, words)
+            XCTAssert(r.stderr.contains(words), r.stderr)
+        }
         XCTAssertFalse(FileManager.default.fileExists(atPath: out.path + "-bad"))
-        r = try lightcap(["quantize", "models/default", out.path + "-bad"], cwd: Self.packageRoot)
-        XCTAssertNotEqual(r.status, 0)
-        XCTAssert(r.stderr.contains("--calibration"), r.stderr)
-        r = try lightcap(["quantize", "models/default", out.path + "-bad", "--calibration", examples, "--count", "100000"],
-                         cwd: Self.packageRoot)
-        XCTAssertNotEqual(r.status, 0)
-        XCTAssert(r.stderr.contains("--count"), r.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out.path + "-again"))
     }
 
     // MARK: caption
