@@ -163,9 +163,9 @@ final class CaptionService: Sendable {
         let job = CancelFlag()
         let timeout = configuration.requestTimeout
         return try await withDeadline(seconds: timeout, onTimeout: {
+            APIError(status: .serviceUnavailable, message: String(format: "timed out after %g s (waiting and captioning)", timeout))
+        }, afterTimeout: {
             job.set()  // after the answer: the work's own "cancelled" never wins the race
-            return APIError(status: .serviceUnavailable,
-                            message: String(format: "timed out after %g s (waiting and captioning)", timeout))
         }) {
             try await self.run(data, options: options, job: job, start: start)
         }
@@ -197,9 +197,11 @@ final class CaptionService: Sendable {
 }
 
 /// Runs `work` against a deadline: `work`'s result when it ends within `seconds`, else, at once,
-/// the error `onTimeout` makes (while `work` runs on unawaited; `onTimeout` is where to tell it to
-/// stop).
+/// the error `onTimeout` makes (while `work` runs on unawaited). `afterTimeout` runs once that
+/// answer is given: where to tell `work` to stop, so that its own failure (e.g. "cancelled")
+/// can never be the answer instead.
 func withDeadline<T: Sendable>(seconds: Double, onTimeout: @escaping @Sendable () -> any Error,
+                               afterTimeout: @escaping @Sendable () -> Void = {},
                                _ work: @escaping @Sendable () async throws -> T) async throws -> T {
     let answer = OnceContinuation<T>()
     return try await withCheckedThrowingContinuation { continuation in
@@ -207,8 +209,8 @@ func withDeadline<T: Sendable>(seconds: Double, onTimeout: @escaping @Sendable (
         let deadline = Task {
             do { try await Task.sleep(nanoseconds: UInt64(max(seconds, 0) * 1e9)) } catch { return }  // answered in time
             guard !answer.isResumed else { return }
-            let error = onTimeout()
-            answer.resume(.failure(error))
+            answer.resume(.failure(onTimeout()))
+            afterTimeout()
         }
         Task {
             do { answer.resume(.success(try await work())) } catch { answer.resume(.failure(error)) }
