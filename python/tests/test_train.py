@@ -289,3 +289,53 @@ def test_cell_targets_say_what_is_where():
     out = torch.zeros(2, 16, D.CELL_OUTPUTS, requires_grad=True)
     D.cell_loss(out, t).backward()
     assert out.grad[0, 0].abs().sum() > 0 and out.grad[0, 5, 1:].abs().sum() == 0  # no object: only "present"
+
+
+def test_caption_concept_scores_count_the_concepts_a_caption_names():
+    concepts = ["dog", "fire hydrant", "bicycle"]
+    refs = [["two dogs by a fire hydrant", "dogs near a fire hydrant", "a dog"],
+            ["a bicycle on a path", "a bike on a path"]]
+    # image 0 shows dog and fire hydrant (>= 2 references each); image 1 only bicycle (1 reference
+    # of 2 names it: below min_refs 2, so it is no label)
+    s = T.caption_concept_scores(["a dog and a bicycle", "a fire hydrant"], refs, concepts, 2)
+    assert s["concept_precision"] == pytest.approx(1 / 3)  # dog right; bicycle, fire hydrant wrong
+    assert s["concept_recall"] == pytest.approx(1 / 2)  # dog of {dog, fire hydrant}
+    assert s["concept_F1"] == pytest.approx(2 * (1 / 3) * (1 / 2) / (1 / 3 + 1 / 2))
+    assert T.caption_concept_scores(["two dogs by a fire hydrant", "a cat"], refs, concepts, 2)["concept_F1"] == 1.0
+    assert T.caption_concept_scores(["a cat", "a cat"], refs, concepts, 2)["concept_F1"] == 0.0
+
+
+def test_concept_token_weight_weighs_the_concept_words_pieces():
+    tok = scenes_tokenizer()
+
+    class Ctx:
+        concepts = ["red", "circle"]
+        device = "cpu"
+
+        class r:
+            concept_token_weight = 3.0
+    Ctx.tok = tok
+    w = O.concept_token_weights(Ctx, len(tok))
+    heavy = {i for c in Ctx.concepts for i in tok.encode(c)}
+    assert {int(i) for i in torch.nonzero(w == 3.0)} == heavy and int((w == 1.0).sum()) == len(tok) - len(heavy)
+    Ctx.r.concept_token_weight = 1.0
+    assert O.concept_token_weights(Ctx, len(tok)) is None
+    # the weighted mean: targets [red, a] with losses l1, l2 -> (3 l1 + l2) / 4
+    logits = torch.randn(1, 2, len(tok))
+    targets = torch.tensor([[tok.encode("red")[0], tok.encode("a")[0]]])
+    losses = torch.nn.functional.cross_entropy(logits[0], targets[0], reduction="none")
+    got = O.token_ce(logits, targets, w)
+    assert float(got) == pytest.approx(float((3 * losses[0] + losses[1]) / 4), rel=1e-6)
+
+
+def test_validation_curve_reads_minutes_and_scores_from_the_log(tmp_path):
+    from lightcap_train.recipe.results import validation_curve
+
+    log = tmp_path / "train.log"
+    log.write_text("[23:50:00 +     0s] train teacher: run r, val_eval_count=300\n"
+                   "[23:55:30 +   330s] teacher: step 20/40 loss 1.0 token_acc 0.5 lr 1e-3 0.5 s/step\n"
+                   "[23:58:00 +   480s] teacher: snapshot 0 saved, val CIDEr-D 0.5 concept_F1 0.25 images 3 example a dog\n"
+                   "[00:02:00 +   720s] student/output: val CIDEr-D 0.7 images 3\n"
+                   "[00:05:00 +   900s] ensemble: val CIDEr-D 0.9 concept_F1 0.5 images 3 example a cat\n")
+    assert validation_curve(str(log), "concept_F1") == [(8.0, "teacher", 0.25), (15.0, "ensemble", 0.5)]
+    assert [p[2] for p in validation_curve(str(log), "CIDEr-D")] == [0.5, 0.7, 0.9]

@@ -37,9 +37,23 @@ def fusion_logits(model: LightCap, grid, concept_ids, cb: batches.CaptionBatch, 
     return model.head_logits(rows), (hs if hidden else None), (att if attentions else None)
 
 
-def token_ce(logits, targets) -> torch.Tensor:  # [B, M, V], [B, M]
-    """Mean cross-entropy of the valid targets (-100 = none)."""
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=-100)
+def token_ce(logits, targets, weight: torch.Tensor | None = None) -> torch.Tensor:  # [B, M, V], [B, M]
+    """Mean cross-entropy of the valid targets (-100 = none); with `weight` [V], the mean
+    weighted by each target token's weight."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), weight=weight,
+                           ignore_index=-100)
+
+
+def concept_token_weights(ctx, vocab_size: int) -> torch.Tensor | None:
+    """[V] cross-entropy weights: the recipe's `concept_token_weight` for every WordPiece of a
+    concept word, 1 for the others; None when that weight is 1 (the plain mean)."""
+    w = ctx.r.concept_token_weight
+    if w == 1.0:
+        return None
+    weights = torch.ones(vocab_size)
+    for concept in ctx.concepts:
+        weights[ctx.tok.encode(concept)] = w
+    return weights.to(ctx.device)
 
 
 def soft_ce(student, teacher, targets, temperature: float) -> torch.Tensor:
@@ -203,18 +217,21 @@ class ConceptObjective(nn.Module):
 
 
 @torch.no_grad()
-def concept_quality(extractor, grids, labels: torch.Tensor, device="cpu", batch: int = 1000) -> dict:
+def concept_quality(extractor, grids, labels: torch.Tensor, device="cpu", batch: int = 1000,
+                    ks: tuple[int, ...] = (1, 2, 3, 5, 10)) -> dict:
     """Image level, on labels [n, K] (1 = the image shows the concept): the share of the labelled
     concepts that are in the extractor's top k (recall) and of the top k that are labelled
-    (precision)."""
-    hit = total = kept = 0
-    for i in range(0, len(labels), batch):
-        ids, _ = extractor(grids[i:i + batch].to(device).float())  # [b, k]
-        truth = labels[i:i + batch]
-        hit += int(truth.gather(1, ids.cpu()).sum())
-        total += int(truth.sum())
-        kept += ids.numel()
-    return {"recall_in_top_k": hit / max(total, 1), "precision_of_top_k": hit / max(kept, 1)}
+    (precision); also both at each smaller k of `ks` (the first k of the ranked top k), which is
+    what a smaller `concept_top_k` would give the fusion model."""
+    ids = torch.cat([extractor(grids[i:i + batch].to(device).float())[0].cpu() for i in range(0, len(labels), batch)])
+    top_k = ids.shape[1]
+    out = {}
+    for k in sorted({k for k in ks if k < top_k} | {top_k}):
+        hit = int(labels.gather(1, ids[:, :k]).sum())
+        suffix = "top_k" if k == top_k else f"top_{k}"
+        out[f"recall_in_{suffix}"] = hit / max(int(labels.sum()), 1)
+        out[f"precision_of_{suffix}"] = hit / max(ids[:, :k].numel(), 1)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -293,13 +310,14 @@ class CrossEntropyObjective(nn.Module):
         super().__init__()
         self.model, self.batches, self.batch, self.salt = model, batches, batch, salt
         self.offset_weight = offset_weight(batches.ctx)
+        self.token_weight = concept_token_weights(batches.ctx, model.config.fusion.vocab_size)
         if self.offset_weight > 0:
             self.offset = nn.Linear(model.config.fusion.hidden_size, 3).to(batches.ctx.device)
 
     def forward(self, step):
         grid, cids, cb, idx = self.batches(self.model, step, self.batch, self.salt)
         logits, hs, _ = fusion_logits(self.model, grid, cids, cb, hidden=self.offset_weight > 0)  # [B, H, M, V]
-        loss = sum(token_ce(logits[:, h], cb.targets) for h in range(logits.shape[1])) / logits.shape[1]
+        loss = sum(token_ce(logits[:, h], cb.targets, self.token_weight) for h in range(logits.shape[1])) / logits.shape[1]
         extra = {}
         if self.offset_weight > 0:
             o = self.batches.offset_loss(self.offset, idx, cb, hs)
@@ -337,6 +355,7 @@ class DistillObjective(nn.Module):
         self.offset_weight = offset_weight(batches.ctx) if phase != "layers" else 0.0
         if self.offset_weight > 0:
             self.offset = nn.Linear(ds, 3).to(device)
+        self.token_weight = concept_token_weights(batches.ctx, student.config.fusion.vocab_size)
 
     def forward(self, step):
         grid, cids, cb, idx = self.batches(self.student, step, self.batch)
@@ -357,7 +376,7 @@ class DistillObjective(nn.Module):
                 t_logits = fusion_logits(self.teachers[-1], grid, cids, cb)[0].mean(1)
             s = s_logits.mean(1)  # [B, M, V]
             kd = soft_ce(s, t_logits, cb.targets, self.temperature)
-            ce = token_ce(s, cb.targets)
+            ce = token_ce(s, cb.targets, self.token_weight)
         else:  # ensemble: head h <- teacher snapshot ensemble_teacher(h)
             kd = ce = 0.0
             heads = s_logits.shape[1]
@@ -368,7 +387,7 @@ class DistillObjective(nn.Module):
                     with torch.no_grad():
                         t_logits[k] = fusion_logits(self.teachers[k], grid, cids, cb)[0].mean(1)
                 kd = kd + soft_ce(s_logits[:, h], t_logits[k], cb.targets, self.temperature) / heads
-                ce = ce + token_ce(s_logits[:, h], cb.targets) / heads
+                ce = ce + token_ce(s_logits[:, h], cb.targets, self.token_weight) / heads
         loss, stats = kd + ce, {"kd": kd.detach(), "ce": ce.detach()}
         if self.offset_weight > 0:
             o = self.batches.offset_loss(self.offset, idx, cb, s_hidden)

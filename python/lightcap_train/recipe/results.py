@@ -31,14 +31,21 @@ def evaluation_table(path: str) -> str:
     return "\n".join([head, rule, row])
 
 
+#: The ablation's columns: on the scenes, on other captioned data (the objects: concept = object).
+ABLATION_KEYS = {
+    "scenes": [("CIDEr-D", "CIDEr-D"), ("attribute_f1", "attr F1"), ("relation_accuracy", "relation acc"),
+               ("size_accuracy_in_order", "size acc"), ("colour_accuracy_in_order", "colour acc"),
+               ("shape_accuracy_in_order", "shape acc")],
+    "captions": [("CIDEr-D", "CIDEr-D"), ("concept_precision", "concept P"), ("concept_recall", "concept R"),
+                 ("concept_F1", "concept F1")]}
+
+
 def ablation_table(path: str) -> str:
     data = json.load(open(path))
     rows = defaultdict(list)
     for r in data["rows"]:
         rows[r["row"]].append(r)
-    keys = [("CIDEr-D", "CIDEr-D"), ("attribute_f1", "attr F1"), ("relation_accuracy", "relation acc"),
-            ("size_accuracy_in_order", "size acc"), ("colour_accuracy_in_order", "colour acc"),
-            ("shape_accuracy_in_order", "shape acc")]
+    keys = ABLATION_KEYS["scenes" if "attribute_f1" in data["rows"][0] else "captions"]
     lines = ["| model | fusion parameters | seeds | " + " | ".join(n for _, n in keys) + " |",
              "|---|---|---|" + "---|" * len(keys)]
     order = ["full student (distilled)", "no concept extractor", "no modulator", "no distillation", "teacher"]
@@ -73,6 +80,33 @@ def training_curves(log_path: str) -> dict[str, dict[str, tuple[list[int], list[
     return curves
 
 
+VAL_LINE = re.compile(r"^\[(\d\d):(\d\d):(\d\d) \+ *\d+s\] ([^:\[\]]+): .*?val (.*)$")
+
+
+def validation_curve(log_path: str, key: str) -> list[tuple[float, str, float]]:
+    """(minutes since the log's first line, stage, value of `key`) of every validation line
+    that reports `key` (e.g. the teacher's snapshots' concept_F1), in order. Clock times past
+    midnight wrap into the next day."""
+    points, first, day, previous = [], None, 0, None
+    for line in open(log_path):
+        m = re.match(r"^\[(\d\d):(\d\d):(\d\d) ", line)
+        if not m:
+            continue
+        seconds = int(m.group(1)) * 3600 + int(m.group(2)) * 60 + int(m.group(3))
+        if previous is not None and seconds < previous:
+            day += 86400
+        previous = seconds
+        t = seconds + day
+        first = t if first is None else first
+        v = VAL_LINE.match(line)
+        if v:
+            fields = v.group(5).split()
+            stats = dict(zip(fields[::2], fields[1::2]))
+            if key in stats:
+                points.append(((t - first) / 60, v.group(4), float(stats[key])))
+    return points
+
+
 def plot(run: str, out: str) -> None:
     """training curves (one panel per stage: its loss and accuracies) + the ablation bars."""
     import matplotlib
@@ -83,7 +117,8 @@ def plot(run: str, out: str) -> None:
     curves = {k: v for k, v in training_curves(os.path.join(run, "train.log")).items()
               if not k.startswith("ablation/")}
     ab = os.path.join(run, "ablation.json")
-    panels = len(curves) + os.path.exists(ab)
+    named = validation_curve(os.path.join(run, "train.log"), "concept_F1")
+    panels = len(curves) + os.path.exists(ab) + bool(named)
     cols = 3
     fig, axes = plt.subplots((panels + cols - 1) // cols, cols, figsize=(5 * cols, 3.4 * ((panels + cols - 1) // cols)),
                              squeeze=False)
@@ -106,7 +141,8 @@ def plot(run: str, out: str) -> None:
         for r in json.load(open(ab))["rows"]:
             rows[r["row"]].append(r)
         names = list(rows)
-        for j, (key, label) in enumerate([("attribute_f1", "attribute F1"), ("CIDEr-D", "CIDEr-D / 5")]):
+        f1 = "attribute_f1" if "attribute_f1" in rows[names[0]][0] else "concept_F1"
+        for j, (key, label) in enumerate([(f1, f1.replace("_", " ")), ("CIDEr-D", "CIDEr-D / 5")]):
             scale = 5.0 if key == "CIDEr-D" else 1.0
             vals = [np.mean([r[key] for r in rows[n]]) / scale for n in names]
             ax.barh(np.arange(len(names)) + 0.4 * j, vals, height=0.4, label=label)
@@ -114,6 +150,16 @@ def plot(run: str, out: str) -> None:
         ax.set_xlim(0, 1)
         ax.legend(fontsize=7)
         ax.set_title("ablation (test split)")
+    if named:
+        ax = axes.flat[panels - 1]
+        for stage in dict.fromkeys(st for _, st, _ in named):
+            pts = [(t, v) for t, st, v in named if st == stage]
+            ax.plot(*zip(*pts), marker="o", label=stage)
+        ax.set_xlabel("minutes since the run started")
+        ax.set_ylabel("concept F1 of greedy captions (val)")
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=7)
+        ax.set_title("naming the concepts (on objects: the objects)")
     for ax in list(axes.flat)[panels:]:
         ax.axis("off")
     fig.suptitle(f"training run {os.path.basename(os.path.normpath(run))}")

@@ -1,7 +1,7 @@
 """The LightCap training recipe, as resumable stages (docs/TRAINING.md).
 
     python -m lightcap_train.recipe.train STAGE --run DIR [DATA] [CHECKPOINTS]
-        [--device cpu|cuda] [--precision fp32|bf16] [--recipe default|smoke|coco] [--set key=value ...]
+        [--device cpu|cuda] [--precision fp32|bf16] [--recipe default|smoke|coco|objects] [--set key=value ...]
 
 DATA, one of:
   (nothing)                         the rendered scenes (docs/SCENES.md): the committed default model
@@ -100,6 +100,7 @@ class Recipe:
     vocab_size: int = 8000  # mined WordPiece vocabulary without --bert (most frequent words)
     # captioned data: the model's text side (the scenes keep the committed tiny sizes)
     concept_top_k: int = 20  # concepts kept per image (paper: 20)
+    concept_token_weight: float = 1.0  # cross-entropy weight of the concept words' pieces (objectives.concept_token_weights)
     heads: int = 3  # parallel prediction heads
     max_length: int = 20  # decoding
     caption_tokens: int = 40  # caption segment: longer references are truncated (counted in the log)
@@ -192,7 +193,11 @@ class Recipe:
                        ensemble_steps=5000, scst_steps=0, scst_batch=64, warmup=1000,
                        checkpoint_every=1000, log_every=100, eval_batch=100, val_eval_count=1000,
                        feature_workers=8, workers=8, threads=8)
-        raise ValueError(f"no recipe preset {name!r} (default, smoke, coco)")
+        if name == "objects":  # the objects data set from scratch on 2 CPU cores (scripts/train_objects.sh)
+            return cls(image_size=160, clip_region_steps=1500, clip_steps=300, concept_top_k=5,
+                       concept_token_weight=3.0, max_length=25, caption_tokens=28, teacher_steps=4200,
+                       output_steps=1200, ensemble_steps=400)
+        raise ValueError(f"no recipe preset {name!r} (default, smoke, coco, objects)")
 
     def updated(self, assignments: list[str]) -> "Recipe":
         values = {}
@@ -449,9 +454,27 @@ def evaluate_fusion(ctx: Context, model: LightCap, feats, split: str = "val", re
         caps = greedy_captions(ctx, model, feats.grid[split], ids, ctx.r.eval_batch, count)
         references = feats.refs[split][:count]
         out = {"CIDEr-D": float(CiderD(references).scores([caps[i] for i in range(count)], references).mean()),
+               **caption_concept_scores([caps[i] for i in range(count)], references, ctx.concepts,
+                                        ctx.r.concept_min_refs),
                "images": count}
     out["example"] = caps[0]
     return out
+
+
+def caption_concept_scores(captions: list[str], references: list[list[str]], concepts: list[str],
+                           min_refs: int) -> dict:
+    """How well captions name the concept words (on the objects data, the objects): micro
+    precision, recall and F1 of the concepts a caption names against those at least `min_refs`
+    of the image's references name (data.concepts.image_labels, plurals folded)."""
+    from lightcap_train.data.concepts import image_labels
+
+    said = image_labels([[c] for c in captions], concepts, 1)  # [n, K]
+    truth = image_labels(references, concepts, min_refs)  # [n, K]
+    hit = float((said * truth).sum())
+    precision = hit / max(float(said.sum()), 1.0)
+    recall = hit / max(float(truth.sum()), 1.0)
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+    return {"concept_precision": precision, "concept_recall": recall, "concept_F1": f1}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -592,8 +615,9 @@ def stage_concepts(ctx: Context) -> None:
         log=ctx.log, d=ctx.d, name="concepts", warmup=r.warmup, checkpoint_every=r.checkpoint_every,
         log_every=r.log_every, precision=r.precision)
     ext = obj.extractor.eval()
-    val = torch.from_numpy(ctx.data.image_concept_labels(feats, "val"))
-    ctx.log("concepts: val " + fmt(objectives.concept_quality(ext, feats.grid["val"], val, ctx.device)))
+    for split in (s for s in feats.grid if s != "train"):  # val, and test where the data has one
+        labels = torch.from_numpy(ctx.data.image_concept_labels(feats, split))
+        ctx.log(f"concepts: {split} " + fmt(objectives.concept_quality(ext, feats.grid[split], labels, ctx.device)))
     with torch.no_grad():
         ids = {k: torch.cat([ext(g[i:i + 1000].to(ctx.device).float())[0].cpu() for i in range(0, len(g), 1000)])
                for k, g in feats.grid.items()}
@@ -943,7 +967,7 @@ def main(argv=None) -> None:
     p.add_argument("--device", choices=["cpu", "cuda"], help="default cpu")
     p.add_argument("--precision", choices=["fp32", "bf16"], help="default fp32")
     p.add_argument("--recipe", default="default",
-                   help="preset of a new run: default (the scenes), smoke (CI) or coco; an existing run keeps its recipe.json")
+                   help="preset of a new run: default (the scenes), smoke (CI), coco or objects (docs/OBJECTS.md); an existing run keeps its recipe.json")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override recipe fields")
     p.add_argument("--force", action="store_true", help="rerun the stages from scratch (their checkpoints are deleted)")
     p.add_argument("--seeds", type=int, default=1, help="ablation: seeds per row")
