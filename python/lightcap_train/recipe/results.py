@@ -23,11 +23,16 @@ COLUMNS = [("CIDEr-D", "CIDEr-D"), ("BLEU-4", "BLEU-4"), ("METEOR", "METEOR"), (
            ("relation_accuracy", "relation acc"), ("relation_stated", "relation stated")]
 
 
+#: eval.json's scores on captioned data (pycocoevalcap's names).
+CAPTION_COLUMNS = [("CIDEr", "CIDEr-D"), ("Bleu_4", "BLEU-4"), ("METEOR", "METEOR"), ("ROUGE_L", "ROUGE-L")]
+
+
 def evaluation_table(path: str) -> str:
     scores = json.load(open(path))["scores"]
-    head = "| " + " | ".join(name for _, name in COLUMNS) + " |"
-    rule = "|" + "---|" * len(COLUMNS)
-    row = "| " + " | ".join(f"{scores[k]:.3f}" for k, _ in COLUMNS if k in scores) + " |"
+    columns = list({k: (k, name) for k, name in COLUMNS + CAPTION_COLUMNS if k in scores}.values())
+    head = "| " + " | ".join(name for _, name in columns) + " |"
+    rule = "|" + "---|" * len(columns)
+    row = "| " + " | ".join(f"{scores[k]:.3f}" for k, _ in columns) + " |"
     return "\n".join([head, rule, row])
 
 
@@ -178,7 +183,9 @@ def main(argv=None) -> None:
     ev = os.path.join(args.run, "eval.json")
     ab = os.path.join(args.run, "ablation.json")
     if os.path.exists(ev):
-        print("Test split, greedy decoding, the exported model:\n")
+        beam = json.load(open(ev)).get("beam", 1)
+        print(f"{json.load(open(ev)).get('split', 'test').capitalize()} split, "
+              f"{'greedy decoding' if beam == 1 else f'beam {beam}'}, the exported model:\n")
         print(evaluation_table(ev) + "\n")
     if os.path.exists(ab):
         print("Ablation (test split, greedy):\n")
