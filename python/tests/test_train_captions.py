@@ -162,10 +162,12 @@ def test_objects_train_through_the_general_path_with_box_supervision(lightcap_ex
             "--val-annotations", data / "val" / "captions.json", "--val-images", data / "val" / "images",
             "--test-annotations", data / "test" / "captions.json", "--test-images", data / "test" / "images"]
     out = train("all", "--run", run, *args, "--instances", data / "train" / "instances.json",
-                "--recipe", "smoke", "--set", *SMALL)
+                "--recipe", "smoke", "--set", *SMALL, "concept_token_weight=3")
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
     assert "--instances: 24 categories, boxes for 48 of 48 training images" in out.stdout
     assert "cell_object_acc" in out.stdout and "evaluate: finished" in out.stdout
+    assert "concepts: test recall_in_top_1 " in out.stdout and "ensemble: val CIDEr-D" in out.stdout
+    assert "concept_F1" in out.stdout
     words = (data / "train" / "concepts.txt").read_text().split("\n")[:-1]
     assert (run / "model" / "concepts.txt").read_text().split("\n")[:len(words)] == words
     assert score(["--data", str(data / "test"), "--results", str(run / "eval" / "results.json")]) == 0
