@@ -85,7 +85,8 @@ def training_curves(log_path: str) -> dict[str, dict[str, tuple[list[int], list[
     return curves
 
 
-VAL_LINE = re.compile(r"^\[(\d\d):(\d\d):(\d\d) \+ *\d+s\] ([^:\[\]]+): .*?val (.*)$")
+CLOCK = re.compile(r"^\[(\d\d):(\d\d):(\d\d) ")
+VAL_LINE = re.compile(r"\] ([^:\[\]]+): .*?val (.*)$")
 
 
 def validation_curve(log_path: str, key: str) -> list[tuple[float, str, float]]:
@@ -94,7 +95,7 @@ def validation_curve(log_path: str, key: str) -> list[tuple[float, str, float]]:
     midnight wrap into the next day."""
     points, first, day, previous = [], None, 0, None
     for line in open(log_path):
-        m = re.match(r"^\[(\d\d):(\d\d):(\d\d) ", line)
+        m = CLOCK.match(line)
         if not m:
             continue
         seconds = int(m.group(1)) * 3600 + int(m.group(2)) * 60 + int(m.group(3))
@@ -103,12 +104,12 @@ def validation_curve(log_path: str, key: str) -> list[tuple[float, str, float]]:
         previous = seconds
         t = seconds + day
         first = t if first is None else first
-        v = VAL_LINE.match(line)
+        v = VAL_LINE.search(line)
         if v:
-            fields = v.group(5).split()
+            fields = v.group(2).split()
             stats = dict(zip(fields[::2], fields[1::2]))
             if key in stats:
-                points.append(((t - first) / 60, v.group(4), float(stats[key])))
+                points.append(((t - first) / 60, v.group(1), float(stats[key])))
     return points
 
 
@@ -183,8 +184,9 @@ def main(argv=None) -> None:
     ev = os.path.join(args.run, "eval.json")
     ab = os.path.join(args.run, "ablation.json")
     if os.path.exists(ev):
-        beam = json.load(open(ev)).get("beam", 1)
-        print(f"{json.load(open(ev)).get('split', 'test').capitalize()} split, "
+        result = json.load(open(ev))
+        beam = result.get("beam", 1)
+        print(f"{result.get('split', 'test').capitalize()} split, "
               f"{'greedy decoding' if beam == 1 else f'beam {beam}'}, the exported model:\n")
         print(evaluation_table(ev) + "\n")
     if os.path.exists(ab):
