@@ -127,8 +127,7 @@ final class PTBRules: Sendable {
         let fullURL = P.seq(.lit("http"), P.lit("s").opt, .lit("://"), not(urlStop).plus, not(urlStop + ".!?,-"))
         // The likely URL (host, then an optional path) as two patterns, one per kind of host,
         // each a rule of its own, adjacent and with the same action, so the tokens are those of
-        // one rule: the dotted-labels one absorbs a run of label units (Pattern.absorbs), so the
-        // scanner skips it along a run where it failed (a run of U+FFFD was quadratic).
+        // one rule.
         let urlPath = P.seq(.chars("/"), not(" \t\n\u{000C}\r\"<>|()").plus, not(urlStop + ".!?,-")).opt
         let wwwURL = P.seq(.lit("www."), P.seq(not(urlStop + ".!?,").plus, .chars(".")).plus, asciiLetter.times(2, 4), urlPath)
         let dottedURL = P.seq(P.seq(P.unit(likelyLabel()).plus, .chars(".")).plus, .words(["com", "net", "org", "edu"]), urlPath)

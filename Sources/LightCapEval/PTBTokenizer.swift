@@ -50,29 +50,27 @@ public struct PTBTokenizer: Sendable {
     /// The tokenizer's output for a document: one array of lowercased tokens per output line
     /// (before pycocoevalcap drops punctuation).
     public func rawLines(_ document: String) -> [[String]] {
-        rawLines(document, skipKnownFailures: true)
+        scan(document, automaton: true)
     }
 
-    /// `skipKnownFailures`: a rule that found no match at a position where its pattern absorbs
-    /// the unit (`Pattern.absorbs`) cannot match at the next one either, so it is not tried
-    /// there. The output is the same either way (false: the plain twin, for the tests); the
-    /// skip keeps a long run of units that many rules scan to its end and then reject (such
-    /// as U+FFFD, which a likely-URL host label takes) linear instead of quadratic.
-    func rawLines(_ document: String, skipKnownFailures: Bool) -> [[String]] {
+    /// The same by the plain twin: every rule's pattern evaluated in turn at each position
+    /// (`Pattern.ends`, position sets), the longest match winning and the first listed on a tie.
+    func plainRawLines(_ document: String) -> [[String]] {
+        scan(document, automaton: false)
+    }
+
+    private func scan(_ document: String, automaton useAutomaton: Bool) -> [[String]] {
         let text = Array(document.utf16)
         var lines: [[String]] = [[]]
         var candidates: [UInt16: [Int]] = [:]
         let rules = PTBRules.shared.rules
         let asciiCandidates = PTBRules.shared.asciiCandidates
-        var knownFailure = [Int](repeating: -1, count: rules.count)  // rule -> a position where it can't match
+        var dfa: PTBScanner? = nil
         var pos = 0
-        while pos < text.count {
+
+        /// The rules' longest match at `pos` (first listed on a tie), tried one by one.
+        func ruleByRule() -> (rule: Int, end: Int)? {
             let u = text[pos]
-            if let end = Self.plainWordEnd(text, pos) {
-                lines[lines.count - 1].append(String(decoding: text[pos..<end], as: UTF16.self).lowercased())
-                pos = end
-                continue
-            }
             let ruleIndices: [Int]
             if u < 128 {
                 ruleIndices = asciiCandidates[Int(u)]
@@ -84,19 +82,33 @@ public struct PTBTokenizer: Sendable {
             }
             var best: (total: Int, rule: Int, end: Int)? = nil
             for i in ruleIndices {
-                let rule = rules[i]
-                if skipKnownFailures && knownFailure[i] == pos {
-                    if rule.pattern.absorbs(u) { knownFailure[i] = pos + 1 }
-                    continue
-                }
-                guard let (end, total) = rule.match(text, at: pos) else {
-                    if skipKnownFailures && rule.pattern.absorbs(u) { knownFailure[i] = pos + 1 }
-                    continue
-                }
+                guard let (end, total) = rules[i].match(text, at: pos) else { continue }
                 // Longest match wins; on a tie the rule listed first.
                 if best == nil || total - pos > best!.total { best = (total - pos, i, end) }
             }
-            guard let match = best else {
+            return best.map { ($0.rule, $0.end) }
+        }
+
+        /// The automaton's longest match at `pos`; a rule with trailing context then finds where
+        /// its token ends within that match (the longest token whose context reaches as far).
+        func automaton() -> (rule: Int, end: Int)? {
+            if dfa == nil { dfa = PTBScanner() }
+            guard let (total, i) = dfa!.longestMatch(text, at: pos) else { return nil }
+            guard rules[i].context != nil else { return (i, total) }
+            guard let (end, ruleTotal) = rules[i].match(text, at: pos), ruleTotal == total else {
+                assertionFailure("PTB automaton and rule \(i) disagree at \(pos)")
+                return ruleByRule()
+            }
+            return (i, end)
+        }
+
+        while pos < text.count {
+            if let end = Self.plainWordEnd(text, pos) {
+                lines[lines.count - 1].append(String(decoding: text[pos..<end], as: UTF16.self).lowercased())
+                pos = end
+                continue
+            }
+            guard let match = useAutomaton ? automaton() : ruleByRule() else {
                 pos += 1  // untokenizable: deleted (CoreNLP's default "firstDelete")
                 continue
             }
@@ -217,20 +229,6 @@ extension Pattern {
         case .sequence(let p): return p.allSatisfy(\.isNullable)
         case .alternatives(let p): return p.contains(where: \.isNullable)
         case .repeated(let p, let lo, _): return lo == 0 || p.isNullable
-        }
-    }
-
-    /// Whether the unit `u` followed by any match of this pattern is a match too, so that no
-    /// match starting just after a `u` exists where none starts at the `u`: a repetition without
-    /// an upper bound of a class holding `u`, a repetition of at least one of such a pattern, a
-    /// sequence whose first part is one, alternatives that all are.
-    func absorbs(_ u: UInt16) -> Bool {
-        switch self {
-        case .unit, .literal: return false
-        case .repeated(.unit(let c), _, let hi): return hi == .max && c.contains(u)
-        case .repeated(let p, let lo, _): return lo >= 1 && p.absorbs(u)
-        case .sequence(let parts): return parts.first?.absorbs(u) ?? false
-        case .alternatives(let options): return !options.isEmpty && options.allSatisfy { $0.absorbs(u) }
         }
     }
 

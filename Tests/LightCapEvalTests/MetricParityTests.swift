@@ -36,23 +36,42 @@ final class PTBTokenizerParityTests: XCTestCase {
         XCTAssert(mismatches.isEmpty, "\(mismatches.count)/\(total) captions differ:\n" + mismatches.prefix(40).joined(separator: "\n"))
     }
 
-    /// Skipping the rules known to fail (`rawLines(_:skipKnownFailures:)`) changes no output: the
-    /// fixture documents and random ones built from runs of the units the rules scan far over.
-    func testSkippingKnownFailuresEqualsThePlainScanner() throws {
+    /// The automaton (`rawLines(_:)`) gives what the plain twin gives, every rule tried at every
+    /// position (`plainRawLines(_:)`): on the fixture documents and on random ones built from
+    /// runs of the units and pieces the rules scan far over, take apart or look ahead at.
+    func testAutomatonEqualsThePlainScanner() throws {
         var documents = try XCTUnwrap(try metricFixture("tokenizer.json")["documents"] as? [[String: Any]])
             .map { try XCTUnwrap($0["captions"] as? [String]).joined(separator: "\n") }
         let pieces = ["\u{FFFD}", "\u{0081}", "a", "Z", "7", ".", "-", "@", "/", "'", "\"", " ", "com", "www.", "http://",
-                      "\u{00E9}", "$", "&amp;", ":)", "\n", "\u{00AD}", ",", "#", "_"]
+                      "\u{00E9}", "$", "&amp;", ":)", "\n", "\u{00AD}", ",", "#", "_", "cannot", "U.S.", "Mr. ", "'s",
+                      "n't", "1/2", "&apos;", "<b>", "...", "\u{2019}", "\u{00BD}", "Co. Ltd", "\u{00A0}", "\r",
+                      "\u{1F600}", "gonna", "(", "e.g.", "x.com", "3.5", "A"]
         var random = SeededRandom(seed: 47)
         func next(_ n: Int) -> Int { Int(random.next() % UInt64(n)) }
-        for _ in 0..<400 {
+        for _ in 0..<600 {
             var doc = ""
-            for _ in 0..<next(12) { doc += String(repeating: pieces[next(pieces.count)], count: 1 + next(next(2) == 0 ? 3 : 40)) }
+            for _ in 0..<next(14) { doc += String(repeating: pieces[next(pieces.count)], count: 1 + next(next(2) == 0 ? 3 : 40)) }
             documents.append(doc)
         }
         for doc in documents {
-            XCTAssertEqual(PTBTokenizer().rawLines(doc, skipKnownFailures: true),
-                           PTBTokenizer().rawLines(doc, skipKnownFailures: false), doc.debugDescription)
+            XCTAssertEqual(PTBTokenizer().rawLines(doc), PTBTokenizer().plainRawLines(doc), doc.debugDescription)
+        }
+    }
+
+    /// A long run of units that a rule scans to its end and then rejects (U+FFFD: a likely-URL
+    /// host label takes it, no ".com" follows; the tokenizer deletes it unit by unit) costs the
+    /// automaton a bounded number of steps per unit, not a run to the end from every position
+    /// (quadratic: 20,000 units would be 200 million steps). The scan moves on as the tokenizer
+    /// does: past the match, or one unit when nothing matches.
+    func testAutomatonIsLinearOnRunsThatRulesRejectAtTheEnd() {
+        let run = String(repeating: "\u{FFFD}", count: 20_000)
+        for document in [run, "a" + run, "www." + run, String(repeating: "\u{FFFD}.", count: 10_000),
+                         String(repeating: "ab.", count: 7_000) + run] {
+            let text = Array(document.utf16)
+            var scanner = PTBScanner()
+            var pos = 0
+            while pos < text.count { pos = scanner.longestMatch(text, at: pos)?.end ?? pos + 1 }
+            XCTAssertLessThan(scanner.steps, 8 * text.count, document.prefix(6).debugDescription)
         }
     }
 }
