@@ -194,9 +194,9 @@ class Recipe:
                        checkpoint_every=1000, log_every=100, eval_batch=100, val_eval_count=1000,
                        feature_workers=8, workers=8, threads=8)
         if name == "objects":  # the objects data set from scratch on 2 CPU cores (scripts/train_objects.sh)
-            return cls(image_size=160, clip_region_steps=1500, clip_steps=300, concept_top_k=5,
-                       concept_token_weight=3.0, max_length=25, caption_tokens=28, teacher_steps=4200,
-                       output_steps=1200, ensemble_steps=400)
+            return cls(image_size=160, clip_region_steps=1800, clip_steps=300, concept_top_k=5,
+                       concept_token_weight=3.0, max_length=25, caption_tokens=28, teacher_steps=6000,
+                       output_steps=1800, ensemble_steps=400)
         raise ValueError(f"no recipe preset {name!r} (default, smoke, coco, objects)")
 
     def updated(self, assignments: list[str]) -> "Recipe":
