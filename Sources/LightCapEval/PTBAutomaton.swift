@@ -6,6 +6,8 @@
 // skipKnownFailures:)`, the plain twin the tests compare against) finds by evaluating every
 // rule's pattern as position sets, at the cost of one table lookup per UTF-16 unit.
 
+import Foundation
+
 /// The NFA of every rule, built once.
 final class PTBAutomaton: Sendable {
     enum Node: Sendable {
@@ -107,8 +109,9 @@ final class PTBAutomaton: Sendable {
     }
 }
 
-/// The DFA of a `PTBAutomaton`, made on demand; one per tokenize call (it is mutable, and a
-/// call's text needs only the states its text reaches).
+/// The DFA of a `PTBAutomaton`, made on demand, and the scan of one text at a time (`begin`,
+/// then `longestMatch`). The states outlive the text: `PTBScanner.take()` hands out the one
+/// kept from the last call (`giveBack`), so a process makes each state once, not once per call.
 struct PTBScanner {
     private let nfa: PTBAutomaton
     /// Each DFA state's NFA unit nodes (sorted) and its accepting rule (the first listed; -1: none).
@@ -129,31 +132,42 @@ struct PTBScanner {
     /// scans to its end and then rejects linear instead of quadratic.
     private var noAcceptAfter: [Int32] = []
     private var trail: [(position: Int, state: Int32)] = []
-    /// The DFA starts again from nothing past this many states (a bound on memory).
-    static let maxStates = 20_000
+    private var text: [UInt16] = []
+    /// The DFA starts again from nothing past this many states (a bound on memory: about 4 KB a
+    /// state at most).
+    static let maxStates = 10_000
     /// Units stepped over so far, in all runs (the tests bound it: linear in the text).
     private(set) var steps = 0
 
     init(_ nfa: PTBAutomaton = .shared) {
         self.nfa = nfa
         marks = [UInt32](repeating: 0, count: nfa.nodes.count)
-        reset(textCount: 0)
+        clearStates()
     }
 
-    private mutating func reset(textCount: Int) {
+    private mutating func clearStates() {
         sets = []
         accepts = []
         index = [:]
         ascii = []
         other = [:]
         start = state(closure(of: nfa.starts))
-        noAcceptAfter = [Int32](repeating: -1, count: textCount + 1)
+        noAcceptAfter = [Int32](repeating: -1, count: text.count + 1)
     }
 
-    /// The longest match of any rule starting at `pos`: its end (with the trailing context)
-    /// and the first-listed rule that matches that far; nil when no rule matches a unit.
-    mutating func longestMatch(_ text: [UInt16], at pos: Int) -> (end: Int, rule: Int)? {
-        if sets.count > Self.maxStates || noAcceptAfter.count != text.count + 1 { reset(textCount: text.count) }
+    /// Starts the scan of `text`: forgets what the last text taught (`noAcceptAfter`), keeps the states.
+    mutating func begin(_ text: [UInt16]) {
+        self.text = text
+        steps = 0
+        if sets.count > Self.maxStates { clearStates() }
+        noAcceptAfter = [Int32](repeating: -1, count: text.count + 1)
+    }
+
+    /// The longest match of any rule starting at `pos` of the text given to `begin`: its end
+    /// (with the trailing context) and the first-listed rule that matches that far; nil when no
+    /// rule matches a unit.
+    mutating func longestMatch(at pos: Int) -> (end: Int, rule: Int)? {
+        if sets.count > Self.maxStates { clearStates() }
         var s = start
         var best: (end: Int, rule: Int)? = nil
         var p = pos
@@ -220,5 +234,30 @@ struct PTBScanner {
         index[c.units + [c.accept]] = s
         ascii += [Int32](repeating: -2, count: 128)
         return s
+    }
+}
+
+extension PTBScanner {
+    private final class Spare: @unchecked Sendable {  // `scanner` is read and written under `lock`
+        let lock = NSLock()
+        var scanner: PTBScanner?
+    }
+
+    private static let spare = Spare()
+
+    /// The scanner the last call gave back (its states already made), or a new one when another
+    /// thread holds it.
+    static func take() -> PTBScanner {
+        spare.lock.withLock {
+            defer { spare.scanner = nil }
+            return spare.scanner
+        } ?? PTBScanner()
+    }
+
+    /// Keeps `scanner`'s states for the next call (not its text).
+    static func giveBack(_ scanner: PTBScanner) {
+        var kept = scanner
+        kept.begin([])
+        spare.lock.withLock { spare.scanner = kept }
     }
 }

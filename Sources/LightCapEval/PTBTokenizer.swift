@@ -66,6 +66,11 @@ public struct PTBTokenizer: Sendable {
         let rules = PTBRules.shared.rules
         let asciiCandidates = PTBRules.shared.asciiCandidates
         var dfa: PTBScanner? = nil
+        if useAutomaton {
+            dfa = PTBScanner.take()
+            dfa!.begin(text)
+        }
+        defer { if let dfa { PTBScanner.giveBack(dfa) } }
         var pos = 0
 
         /// The rules' longest match at `pos` (first listed on a tie), tried one by one.
@@ -92,8 +97,7 @@ public struct PTBTokenizer: Sendable {
         /// The automaton's longest match at `pos`; a rule with trailing context then finds where
         /// its token ends within that match (the longest token whose context reaches as far).
         func automaton() -> (rule: Int, end: Int)? {
-            if dfa == nil { dfa = PTBScanner() }
-            guard let (total, i) = dfa!.longestMatch(text, at: pos) else { return nil }
+            guard let (total, i) = dfa!.longestMatch(at: pos) else { return nil }
             guard rules[i].context != nil else { return (i, total) }
             guard let (end, ruleTotal) = rules[i].match(text, at: pos), ruleTotal == total else {
                 assertionFailure("PTB automaton and rule \(i) disagree at \(pos)")
