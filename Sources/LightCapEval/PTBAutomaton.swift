@@ -133,10 +133,10 @@ struct PTBScanner {
     private var noAcceptAfter: [Int32] = []
     private var trail: [(position: Int, state: Int32)] = []
     private var text: [UInt16] = []
-    /// The DFA starts again from nothing past this many states (a bound on memory: about 4 KB a
-    /// state at most).
+    /// The DFA starts again from nothing past this many states (a bound on memory: a state holds
+    /// its NFA node set and 128 ASCII transitions, a few KB).
     static let maxStates = 10_000
-    /// Units stepped over so far, in all runs (the tests bound it: linear in the text).
+    /// Units stepped over in this text's runs (the tests bound it: linear in the text).
     private(set) var steps = 0
 
     init(_ nfa: PTBAutomaton = .shared) {
