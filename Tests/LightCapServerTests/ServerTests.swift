@@ -388,8 +388,12 @@ final class ServerTests: XCTestCase, @unchecked Sendable {
     func testLimits() async throws {
         let model = try TestModel.load()
         let png = Array(makePNG(width: 64, height: 64))
+        // The deadline races the work: a large image makes the work (decoding it) tens of
+        // milliseconds, far longer than the deadline task's 1 us sleep plus its scheduling (a
+        // 64x64 image, 5 ms of work, once won the race on a busy 2-core host).
+        let large = Array(makePNG(width: 1500, height: 1500))
         try await serve(model, { $0.requestTimeout = 0.000_001 }) { server in
-            try self.expectError(try await server.request("POST", "/v1/caption", body: png), 503, "timed out")
+            try self.expectError(try await server.request("POST", "/v1/caption", body: large), 503, "timed out")
         }
         var made: CaptionService?
         let server = try await LoopbackServer { port in
