@@ -44,15 +44,14 @@ curl -sf "http://127.0.0.1:$port/readyz" >/dev/null || { cat "$work/server.log";
 rss() { awk '/VmRSS/ {print $2}' "/proc/$server/status"; }
 # Warm-up with the same mix (the allocator's arenas and the workers' sessions grow to their working
 # size in the first 30 s or so), then the memory the soak starts from.
-wrk -t 2 -c "$CONNECTIONS" -d "${WARMUP}s" --timeout 10s -s scripts/load_test.lua "http://127.0.0.1:$port" -- "${BODIES[@]}" > /dev/null
+load() { wrk -t 2 -c "$CONNECTIONS" -d "$1s" --timeout 10s -s scripts/load_test.lua "http://127.0.0.1:$port" -- "${BODIES[@]}"; }
+load "$WARMUP" > /dev/null
 rss_start=$(rss)
-wrk -t 2 -c "$CONNECTIONS" -d "${SECONDS_RUN}s" --timeout 10s -s scripts/load_test.lua "http://127.0.0.1:$port" -- \
-  "${BODIES[@]}" > "$work/wrk.out"
+load "$SECONDS_RUN" > "$work/wrk.out"
 rss_end=$(rss)
 rss_again=$rss_end
 if [ "$rss_end" -gt $(( rss_start * 110 / 100 )) ]; then
-  wrk -t 2 -c "$CONNECTIONS" -d "${SECONDS_RUN}s" --timeout 10s -s scripts/load_test.lua "http://127.0.0.1:$port" -- \
-    "${BODIES[@]}" > /dev/null
+  load "$SECONDS_RUN" > /dev/null
   rss_again=$(rss)
   echo "resident memory grew over 10%; after a second window of ${SECONDS_RUN} s: ${rss_again} kB"
 fi

@@ -159,7 +159,6 @@ struct PTBScanner {
     mutating func begin(_ text: [UInt16]) {
         self.text = text
         steps = 0
-        if sets.count > Self.maxStates { clearStates() }
         noAcceptAfter = [Int32](repeating: -1, count: text.count + 1)
     }
 
