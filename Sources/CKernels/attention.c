@@ -7,10 +7,11 @@
 #include "kernel_support.h"
 
 #include <math.h>
+#include <stddef.h>
 
 typedef struct {
-    const float *query, *key, *value, *mask;
-    long qs, ks, vs, os, tq, tk, head_dim;
+    const float *query, *key, *value, *key2, *value2, *mask;
+    long qs, ks, vs, os, tq, tk, tk1, head_dim;
     float scale;
     float *scratch, *output;
 } attention_args;
@@ -78,7 +79,8 @@ static inline __attribute__((always_inline)) void attention_isa(const attention_
         for (long i = 0; i < tq; i++) {
             const float *q = a->query + i * a->qs + off;
             float *row = a->scratch + i * tk;
-            scores(q, a->key + off, a->ks, tk, hd, a->scale, row);
+            scores(q, a->key + off, a->ks, a->tk1, hd, a->scale, row);
+            if (tk > a->tk1) scores(q, a->key2 + off, a->ks, tk - a->tk1, hd, a->scale, row + a->tk1);
             if (a->mask)
                 for (long j = 0; j < tk; j++) row[j] += a->mask[i * tk + j];
             float m = -INFINITY;
@@ -96,8 +98,10 @@ static inline __attribute__((always_inline)) void attention_isa(const attention_
             }
             float *out = a->output + i * a->os + off;
             for (long c = 0; c < hd; c++) out[c] = 0;
-            for (long j = 0; j < tk; j++)
+            for (long j = 0; j < a->tk1; j++)
                 if (row[j] != 0) add_scaled(out, row[j], a->value + j * a->vs + off, hd);
+            for (long j = a->tk1; j < tk; j++)
+                if (row[j] != 0) add_scaled(out, row[j], a->value2 + (j - a->tk1) * a->vs + off, hd);
         }
     }
 }
@@ -108,6 +112,14 @@ static void attention_generic(const attention_args *a, long b, long e) { attenti
 void lightcap_attention_few(const float *query, long qs, const float *key, long ks, const float *value, long vs, long tq,
                             long tk, long heads, long head_dim, float scale, const float *mask, float *scratch,
                             float *output, long os) {
-    attention_args a = {query, key, value, mask, qs, ks, vs, os, tq, tk, head_dim, scale, scratch, output};
+    lightcap_attention_few_split(query, qs, key, value, tk, NULL, NULL, 0, ks, vs, tq, heads, head_dim, scale, mask,
+                                 scratch, output, os);
+}
+
+void lightcap_attention_few_split(const float *query, long qs, const float *key, const float *value, long tk1,
+                                  const float *key2, const float *value2, long tk2, long ks, long vs, long tq,
+                                  long heads, long head_dim, float scale, const float *mask, float *scratch,
+                                  float *output, long os) {
+    attention_args a = {query, key, value, key2, value2, mask, qs, ks, vs, os, tq, tk1 + tk2, tk1, head_dim, scale, scratch, output};
     BY_ISA(attention, &a, 0, heads);
 }

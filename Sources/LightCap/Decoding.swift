@@ -261,8 +261,7 @@ enum Decoder {
             var selection = TopCandidates(count: 2 * beam)
             for (b, row) in logits.enumerated() {
                 let lse = Float(row.withUnsafeBufferPointer { LogSoftmax.logSumExp($0) })
-                let base = live[b].score
-                for v in 0..<vocab { selection.offer((base + (row[v] - lse), b * vocab + v)) }
+                row.withUnsafeBufferPointer { selection.offer(row: $0, base: live[b].score, shift: lse, flatOffset: b * vocab) }
             }
             let top = selection.items
             var next: [(tokens: [Int], score: Float)] = []
@@ -288,30 +287,6 @@ enum Decoder {
         var best = 0
         for j in finished.indices where finished[j].score > finished[best].score { best = j }
         return Hypothesis(tokens: finished[best].tokens, score: Double(finished[best].score))
-    }
-}
-
-/// The `count` best (score, flat index) pairs seen, best first: higher score, then lower index.
-struct TopCandidates {
-    let count: Int
-    private(set) var items: [(score: Float, flat: Int)] = []
-
-    init(count: Int) {
-        self.count = count
-        items.reserveCapacity(count + 1)
-    }
-
-    @inline(__always)
-    static func better(_ a: (score: Float, flat: Int), _ b: (score: Float, flat: Int)) -> Bool {
-        a.score != b.score ? a.score > b.score : a.flat < b.flat
-    }
-
-    mutating func offer(_ c: (score: Float, flat: Int)) {
-        if items.count == count, let last = items.last, !Self.better(c, last) { return }
-        var i = items.count
-        while i > 0 && Self.better(c, items[i - 1]) { i -= 1 }
-        items.insert(c, at: i)
-        if items.count > count { items.removeLast() }
     }
 }
 

@@ -270,6 +270,23 @@ public enum Attention {
         }
     }
 
+    /// `multiHead`'s vector path (at most `fewQueries` query rows) over keys and values held in two
+    /// blocks, `first` then `then` (rows, each block's rows `headCount * headDim` apart), as if
+    /// they were one block: the same bits (attention.h). A decoding step: the image rows that
+    /// every hypothesis shares, then its own caption rows. `mask` [tq, tk] and `scratch` (tq * tk)
+    /// span both blocks' tk rows.
+    public static func fewQueries(query: UnsafePointer<Float>, queryStride: Int, tq: Int,
+                                  first: (key: UnsafePointer<Float>, value: UnsafePointer<Float>, rows: Int),
+                                  then: (key: UnsafePointer<Float>, value: UnsafePointer<Float>, rows: Int),
+                                  heads: Int, headDim: Int, mask: UnsafePointer<Float>?,
+                                  scratch: UnsafeMutablePointer<Float>, output: UnsafeMutablePointer<Float>) {
+        precondition(tq <= fewQueries, "Attention.fewQueries: \(tq) query rows")
+        let width = heads * headDim
+        lightcap_attention_few_split(query, queryStride, first.key, first.value, first.rows, then.key, then.value, then.rows,
+                                     width, width, tq, heads, headDim, 1 / Float(headDim).squareRoot(), mask, scratch,
+                                     output, width)
+    }
+
     /// Query rows up to which `multiHead` takes the direct vector path instead of sgemm.
     public static let fewQueries = 4
 

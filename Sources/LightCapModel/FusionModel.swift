@@ -214,20 +214,23 @@ public struct ImageCache: Sendable {
 }
 
 /// Keys and values one hypothesis attends to at every layer: the image rows (concept + visual,
-/// shared, copied once) followed by the caption rows computed so far ([CLS] and its tokens).
+/// shared by every hypothesis of the image, never copied) followed by the caption rows computed
+/// so far ([CLS] and its tokens), which are its own.
 public struct CaptionCache: Sendable {
-    /// Per layer, row-major [imageRows + count, D].
+    /// The image rows.
+    let image: ImageCache
+    /// Per layer, row-major [count, D]: the caption rows.
     var keys: [[Float]], values: [[Float]]
-    /// Number of image rows at the front.
-    let imageRows: Int
+    /// Number of image rows before the caption rows.
+    var imageRows: Int { image.count }
     /// Number of caption positions held (0 before the first step).
     public private(set) var count: Int
 
     /// A cache holding only the image rows of `image`.
     public init(image: ImageCache) {
-        keys = image.keys.map { $0.scalars }
-        values = image.values.map { $0.scalars }
-        imageRows = image.count
+        self.image = image
+        keys = Array(repeating: [], count: image.keys.count)
+        values = Array(repeating: [], count: image.values.count)
         count = 0
     }
 
@@ -411,7 +414,7 @@ public struct FusionModel: Sendable {
                     for i in 0..<hyps {
                         let base = q.baseAddress! + 2 * i * 3 * d
                         let tk = grown[i].imageRows + grown[i].count + 2
-                        // Keys/values: image rows, cached caption rows, then the two new rows.
+                        // Keys/values: the image rows, then the cached caption rows and the two new ones.
                         for r in 0..<2 {
                             grown[i].keys[l].append(contentsOf: UnsafeBufferPointer(start: base + r * 3 * d + d, count: d))
                             grown[i].values[l].append(contentsOf: UnsafeBufferPointer(start: base + r * 3 * d + 2 * d, count: d))
@@ -422,14 +425,20 @@ public struct FusionModel: Sendable {
                         var mask = [Float](repeating: 0, count: 2 * tk)
                         mask[tk - 1] = attentionMaskBlocked
                         if scratch.count < 2 * tk { scratch = [Float](repeating: 0, count: 2 * tk) }
-                        grown[i].keys[l].withUnsafeBufferPointer { kb in
-                            grown[i].values[l].withUnsafeBufferPointer { vb in
-                                mask.withUnsafeBufferPointer { m in
-                                    scratch.withUnsafeMutableBufferPointer { s in
-                                        Attention.multiHead(query: base, queryStride: 3 * d, key: kb.baseAddress!, value: vb.baseAddress!,
-                                                            tq: 2, tk: tk, heads: heads, headDim: d / heads,
-                                                            mask: m.baseAddress!, scratch: s.baseAddress!,
-                                                            output: ctx.baseAddress! + 2 * i * d)
+                        let image = grown[i].image
+                        image.keys[l].withUnsafeBufferPointer { ik in
+                            image.values[l].withUnsafeBufferPointer { iv in
+                                grown[i].keys[l].withUnsafeBufferPointer { kb in
+                                    grown[i].values[l].withUnsafeBufferPointer { vb in
+                                        mask.withUnsafeBufferPointer { m in
+                                            scratch.withUnsafeMutableBufferPointer { s in
+                                                Attention.fewQueries(query: base, queryStride: 3 * d, tq: 2,
+                                                                     first: (ik.baseAddress!, iv.baseAddress!, image.count),
+                                                                     then: (kb.baseAddress!, vb.baseAddress!, grown[i].count + 2),
+                                                                     heads: heads, headDim: d / heads, mask: m.baseAddress!,
+                                                                     scratch: s.baseAddress!, output: ctx.baseAddress! + 2 * i * d)
+                                            }
+                                        }
                                     }
                                 }
                             }

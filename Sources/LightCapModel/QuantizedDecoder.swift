@@ -216,18 +216,11 @@ public final class QuantizedDecoder: @unchecked Sendable {
         return low
     }
 
-    /// Indices of the `k` largest values of `row` (any order; ties by lower index), by a
-    /// threshold that only a few values pass after the first k.
+    /// Indices of the `k` largest values of `row` (largest first; ties by lower index).
     static func largest(_ k: Int, of row: [Float]) -> [Int] {
-        var best: [(value: Float, index: Int)] = []
-        best.reserveCapacity(k + 1)
-        for (j, value) in row.enumerated() where best.count < k || value > best[best.count - 1].value {
-            var i = best.count
-            while i > 0 && value > best[i - 1].value { i -= 1 }
-            best.insert((value, j), at: i)
-            if best.count > k { best.removeLast() }
-        }
-        return best.map(\.index)
+        var top = TopCandidates(count: k)
+        row.withUnsafeBufferPointer { top.offer(row: $0) }
+        return top.items.map(\.flat)
     }
 
     /// The integer products of the quantised input rows `xq` [M, D] with every packed weight row,

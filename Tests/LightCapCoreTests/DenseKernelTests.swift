@@ -98,6 +98,39 @@ final class DenseKernelTests: XCTestCase {
         }
     }
 
+    /// Keys and values in two blocks (a decoding step's shared image rows, then its caption rows)
+    /// give the same bits as the same rows in one block, at every split.
+    func testAttentionOverTwoBlocksEqualsOneBlock() {
+        var rng = SeededRandom(seed: 8)
+        for (tq, tk, heads, d) in [(2, 83, 12, 26), (1, 17, 3, 7), (4, 40, 2, 19), (2, 9, 4, 32)] {
+            let q = rng.tensor([tq, heads * d]), k = rng.tensor([tk, heads * d]), v = rng.tensor([tk, heads * d])
+            var mask = Tensor(zeros: [tq, tk])
+            for i in 0..<tq { mask[i, tk - 1 - i] = -10000 }
+            let whole = Attention.multiHead(query: q, key: k, value: v, heads: heads, mask: mask)
+            let w = heads * d
+            for split in Set([0, 1, 7, 8, 9, tk / 2, tk - 1, tk]) {
+                let (k1, k2) = (Array(k.scalars[..<(split * w)]), Array(k.scalars[(split * w)...]))
+                let (v1, v2) = (Array(v.scalars[..<(split * w)]), Array(v.scalars[(split * w)...]))
+                var out = [Float](repeating: .nan, count: tq * w), scratch = [Float](repeating: 0, count: tq * tk)
+                q.withUnsafeBufferPointer { qp in
+                    mask.withUnsafeBufferPointer { m in
+                        // One spare row so that an empty block still has an address.
+                        (k1 + [0]).withUnsafeBufferPointer { a in (v1 + [0]).withUnsafeBufferPointer { b in
+                            (k2 + [0]).withUnsafeBufferPointer { c in (v2 + [0]).withUnsafeBufferPointer { e in
+                                Attention.fewQueries(query: qp.baseAddress!, queryStride: w, tq: tq,
+                                                     first: (a.baseAddress!, b.baseAddress!, split),
+                                                     then: (c.baseAddress!, e.baseAddress!, tk - split),
+                                                     heads: heads, headDim: d, mask: m.baseAddress!,
+                                                     scratch: &scratch, output: &out)
+                            } }
+                        } }
+                    }
+                }
+                XCTAssertEqual(out.map(\.bitPattern), whole.scalars.map(\.bitPattern), "\(tq)x\(tk)x\(heads)x\(d), split \(split)")
+            }
+        }
+    }
+
     func testThreadsSetting() {
         Threads.set(1)
         XCTAssertEqual(Threads.current, 1)

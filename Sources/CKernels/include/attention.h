@@ -14,4 +14,14 @@ void lightcap_attention_few(const float *query, long query_stride, const float *
                             const float *value, long value_stride, long tq, long tk, long heads, long head_dim,
                             float scale, const float *mask, float *scratch, float *output, long output_stride);
 
+/// The same over keys and values held in two blocks: the `tk1` rows at `key` / `value`, then the
+/// `tk2` rows at `key2` / `value2` (both with `key_stride` / `value_stride`), as if they were
+/// one block of tk1 + tk2 rows: the same scores, softmax and sums in the same order, so the
+/// same bits (a decoding step: the image rows shared by every hypothesis, then its own caption
+/// rows). `mask` and `scratch` span tk1 + tk2 columns.
+void lightcap_attention_few_split(const float *query, long query_stride, const float *key, const float *value, long tk1,
+                                  const float *key2, const float *value2, long tk2, long key_stride, long value_stride,
+                                  long tq, long heads, long head_dim, float scale, const float *mask, float *scratch,
+                                  float *output, long output_stride);
+
 #endif
