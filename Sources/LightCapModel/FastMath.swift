@@ -107,9 +107,40 @@ public enum FastMath {
         return x < 0 ? -y : y
     }
 
-    /// GELU with erf, x/2 (1 + erf(x / sqrt 2)), in place.
+    /// erf(x) in 16 lanes, each lane equal to `erf(_: Float)` (the same operations lane by lane).
+    @inlinable @inline(__always)
+    public static func erf(_ x: SIMD16<Float>) -> SIMD16<Float> {
+        let a = unsafeBitCast(unsafeBitCast(x, to: SIMD16<UInt32>.self) & 0x7FFF_FFFF, to: SIMD16<Float>.self)
+        let t = 1 / (1 + 0.3275911 * a)
+        var p = SIMD16<Float>(repeating: 1.061405429)
+        p = p * t - 1.453152027
+        p = p * t + 1.421413741
+        p = p * t - 0.284496736
+        p = p * t + 0.254829592
+        let y = 1 - p * t * expNonPositive(-a * a)
+        return y.replacing(with: -y, where: x .< 0)
+    }
+
+    /// GELU with erf, x/2 (1 + erf(x / sqrt 2)), in place: 16 lanes at a time, then the tail
+    /// one by one (`geluScalar`, the plain twin: the same values, bit for bit).
     @inlinable
     public static func gelu(inPlace x: UnsafeMutableBufferPointer<Float>) {
+        let n = x.count
+        var i = 0
+        if let base = x.baseAddress {
+            let raw = UnsafeMutableRawPointer(base)
+            while i + 16 <= n {
+                let v = raw.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self)
+                raw.storeBytes(of: 0.5 * v * (1 + erf(v * 0.70710678118654752)), toByteOffset: i * 4, as: SIMD16<Float>.self)
+                i += 16
+            }
+        }
+        geluScalar(inPlace: UnsafeMutableBufferPointer(rebasing: x[i...]))
+    }
+
+    /// GELU one value at a time (the tail of `gelu(inPlace:)`, and its twin in the tests).
+    @inlinable
+    public static func geluScalar(inPlace x: UnsafeMutableBufferPointer<Float>) {
         for i in x.indices {
             let v = x[i]
             x[i] = 0.5 * v * (1 + erf(v * 0.70710678118654752))

@@ -78,5 +78,15 @@ final class FastMathTests: XCTestCase {
         for i in values.indices {
             XCTAssertEqual(fast[i], reference[i], accuracy: 4e-7 * max(1, abs(values[i])), "gelu(\(values[i]))")
         }
+        // The 16-lane loop against the scalar one, bit for bit (infinities too; a NaN stays a NaN,
+        // its sign bit may differ), at every tail length.
+        values += [.nan, .infinity, -.infinity, .leastNonzeroMagnitude, -.greatestFiniteMagnitude]
+        for count in [values.count, values.count - 1, 17, 15, 1, 0] {
+            var lanes = Array(values.suffix(count)), scalar = lanes
+            lanes.withUnsafeMutableBufferPointer { FastMath.gelu(inPlace: $0) }
+            scalar.withUnsafeMutableBufferPointer { FastMath.geluScalar(inPlace: $0) }
+            func bits(_ v: [Float]) -> [UInt32] { v.map { $0.isNaN ? Float.nan.bitPattern : $0.bitPattern } }
+            XCTAssertEqual(bits(lanes), bits(scalar), "\(count) values")
+        }
     }
 }
