@@ -10,9 +10,17 @@ final class RowQuantizationTests: XCTestCase {
     func testMatchesDefinition() {
         var random = SeededRandom(seed: 41)
         for levels in [127, 63] {
-        for (rows, width) in [(1, 1), (3, 7), (5, 312), (2, 33)] {
+        for (rows, width) in [(1, 1), (3, 7), (5, 312), (2, 33), (2, 40)] {
             var x = (0..<(rows * width)).map { _ in random.uniform(3) }
             for k in 0..<width { x[k] = 0 }  // row 0 is all zeros: scale 1, every level 0
+            if width == 40 {
+                // Row 1 has largest magnitude L, so its scale is 1 and x / scale is x itself:
+                // exact halves (rounded away from zero), the float just below a half, and values
+                // at and just past the clamp.
+                let edges: [Float] = [Float(levels), -Float(levels), 0.5, -0.5, 1.5, -1.5, 2.5, -2.5, Float(0.5).nextDown, -Float(0.5).nextDown,
+                                      Float(1.5).nextUp, -Float(1.5).nextUp, Float(levels) - 0.5, -Float(levels) + 0.5, 0, -0.0]
+                for (k, e) in edges.enumerated() { x[width + k] = e; x[2 * width - 16 + k] = e }  // the 16-lane loop and the tail
+            }
             var q = [Int8](repeating: 99, count: x.count)
             let result = x.withUnsafeBufferPointer { p in q.withUnsafeMutableBufferPointer { RowQuantization(p, width: width, levels: levels, into: $0) } }
             for r in 0..<rows {
