@@ -64,13 +64,9 @@ public struct ModelDirectory: Sendable {
     }
 
     static func lines(of url: URL) throws -> [String] {
-        guard let data = try? FileContents.read(url), let text = String(data: data, encoding: .utf8) else {
+        guard let data = try? FileContents.read(url), let lines = FileContents.lines(data) else {
             throw LightCapError.io(path: url.path, reason: "not readable as UTF-8 text")
         }
-        var lines = text.split(separator: "\n", omittingEmptySubsequences: false).map {
-            $0.hasSuffix("\r") ? String($0.dropLast()) : String($0)
-        }
-        if lines.last == "" { lines.removeLast() }
         return lines
     }
 }

@@ -69,13 +69,9 @@ public struct WordPieceTokenizer: Sendable {
         do { data = try FileContents.read(vocabURL) } catch {
             throw TextError.unreadableVocabulary(path: vocabURL.path, reason: "\(error.localizedDescription)")
         }
-        guard let text = String(validating: data, as: UTF8.self) else {
+        guard let lines = FileContents.lines(data) else {
             throw TextError.vocabularyNotUTF8(path: vocabURL.path)
         }
-        var lines = text.replacingOccurrences(of: "\r\n", with: "\n")
-            .replacingOccurrences(of: "\r", with: "\n")
-            .split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
-        if lines.last == "" { lines.removeLast() }
         guard !lines.isEmpty else { throw TextError.emptyVocabulary(path: vocabURL.path) }
         try self.init(vocabulary: lines, doLowerCase: doLowerCase, unknownToken: unknownToken,
                       specialTokens: specialTokens)

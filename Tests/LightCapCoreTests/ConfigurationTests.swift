@@ -212,6 +212,10 @@ final class ConfigurationTests: XCTestCase {
         let model = try ModelDirectory(url: dir)
         XCTAssertEqual(try model.conceptNames(), ["dog", "hot dog"])
         XCTAssertEqual(try model.vocabulary(), ["[PAD]", "[UNK]"])
+        // Lines as the reference's read_lines (Python's universal newlines): "\r\n" and a lone "\r"
+        // end a line too; only the last empty line is dropped.
+        try Data("dog\r\nhot dog\rcat\n\n".utf8).write(to: dir.appendingPathComponent("concepts.txt"))
+        XCTAssertEqual(try ModelDirectory(url: dir).conceptNames(), ["dog", "hot dog", "cat", ""])
         XCTAssertEqual(try model.weightStore().keys, ["a"])
         // Without concepts, concepts.txt is optional and ignored.
         try example(["concepts": ["enabled": false], "modulator": ["enabled": false]])
